@@ -1,0 +1,1278 @@
+//! The bus: routing table, publishers, subscriptions and receivers.
+
+use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
+use crate::envelope::{Envelope, Event, Repr};
+use crate::metrics::{BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS};
+use crate::pool::{Pool, SlotHandles};
+use crate::types::{CorrelationId, EventId, Message, Priority, Timestamp, Topic, TopicSet};
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use thiserror::Error;
+use tokio::sync::Notify;
+
+/// Bits of an [`EventId`] that hold the shard index.
+const SHARD_BITS: u32 = 10;
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Publishing failed; the payload is handed back.
+#[derive(Debug, Error, PartialEq)]
+pub enum PublishError<T> {
+    /// A subscriber's lane with the [`OverflowPolicy::Block`] policy is full; nothing was
+    /// delivered to anyone. Retry later or use the async `publish`, which waits.
+    #[error("a subscriber's lane is full (back-pressure)")]
+    Full(T),
+    /// The bus was closed.
+    #[error("the bus is closed")]
+    Closed(T),
+}
+
+impl<T> PublishError<T> {
+    /// The payload that was not published.
+    pub fn into_inner(self) -> T {
+        match self {
+            PublishError::Full(t) | PublishError::Closed(t) => t,
+        }
+    }
+}
+
+/// Receiving failed.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+pub enum RecvError {
+    /// Events of a shed-policy lane were dropped on overflow: exactly this many since the
+    /// last report. The next call returns events again.
+    #[error("missed {0} events shed on overflow")]
+    Lagged(u64),
+    /// The bus was closed (or dropped) and everything queued has been received.
+    #[error("the bus is closed")]
+    Closed,
+}
+
+/// Non-blocking receive failed.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing queued.
+    #[error("no event queued")]
+    Empty,
+    /// See [`RecvError::Lagged`].
+    #[error("missed {0} events shed on overflow")]
+    Lagged(u64),
+    /// See [`RecvError::Closed`].
+    #[error("the bus is closed")]
+    Closed,
+}
+
+// ---------------------------------------------------------------------------------------
+// Filters
+// ---------------------------------------------------------------------------------------
+
+/// What a subscription receives; decided at subscribe time and applied at publish time,
+/// so a subscriber is never woken for anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filter {
+    topics: TopicSet,
+    correlation: Option<CorrelationId>,
+    min_priority: Priority,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Filter {
+    /// Everything.
+    pub const fn all() -> Self {
+        Self {
+            topics: TopicSet::ALL,
+            correlation: None,
+            min_priority: Priority::Low,
+        }
+    }
+
+    /// Only these topics.
+    pub const fn topics(topics: TopicSet) -> Self {
+        Self {
+            topics,
+            correlation: None,
+            min_priority: Priority::Low,
+        }
+    }
+
+    /// Only one topic.
+    pub const fn topic(t: Topic) -> Self {
+        Self::topics(TopicSet::of(&[t]))
+    }
+
+    /// Additionally, only events of this correlation id (one call).
+    pub const fn correlation(mut self, c: CorrelationId) -> Self {
+        self.correlation = Some(c);
+        self
+    }
+
+    /// Additionally, only events of at least this priority.
+    pub const fn min_priority(mut self, p: Priority) -> Self {
+        self.min_priority = p;
+        self
+    }
+
+    #[inline]
+    fn admits(&self, c: CorrelationId, p: Priority) -> bool {
+        p <= self.min_priority && self.correlation.is_none_or(|want| want == c)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Internals
+// ---------------------------------------------------------------------------------------
+
+struct Lane<T: Message> {
+    q: ArrayQueue<Event<T>>,
+    /// Queued + reserved events (Block-admitted lanes only).
+    reserved: CachePadded<AtomicUsize>,
+    /// Shed counts, by the shed event's priority.
+    shed: [AtomicU64; 4],
+}
+
+impl<T: Message> Lane<T> {
+    fn new(cap: usize) -> Self {
+        Self {
+            q: ArrayQueue::new(cap),
+            reserved: CachePadded::new(AtomicUsize::new(0)),
+            shed: Default::default(),
+        }
+    }
+
+    #[inline]
+    fn try_reserve(&self, cap: usize) -> bool {
+        if self.reserved.fetch_add(1, Ordering::AcqRel) < cap {
+            true
+        } else {
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
+    }
+}
+
+struct SubShard<T: Message> {
+    lanes: Box<[Lane<T>]>,
+    group: usize,
+    /// Deliveries, by event priority (written by the owning receiver).
+    delivered: CachePadded<[AtomicU64; 4]>,
+    latency: LatencyHistogram,
+}
+
+struct Group {
+    notify: Notify,
+    sleeping: CachePadded<AtomicBool>,
+    /// Events shed from this group's shards (all lanes): reported to its receiver.
+    shed: CachePadded<AtomicU64>,
+}
+
+impl Group {
+    #[inline]
+    fn wake(&self) {
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.notify.notify_one();
+        }
+    }
+}
+
+struct SubInner<T: Message> {
+    id: u64,
+    filter: Filter,
+    shards: Box<[SubShard<T>]>,
+    groups: Box<[Group]>,
+    closed: AtomicBool,
+    receivers: AtomicUsize,
+    space: Notify,
+    space_waiters: AtomicUsize,
+    /// Block-admitted lanes: all when priority is off; by policy otherwise.
+    block: [bool; 4],
+}
+
+impl<T: Message> SubInner<T> {
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for g in self.groups.iter() {
+            g.notify.notify_one();
+        }
+        self.space.notify_waiters();
+    }
+}
+
+struct RoutingTable<T: Message> {
+    by_topic: Vec<Box<[Arc<SubInner<T>>]>>,
+}
+
+impl<T: Message> RoutingTable<T> {
+    fn build(subs: &[Arc<SubInner<T>>]) -> Self {
+        let by_topic = (0..Topic::COUNT as u8)
+            .map(|t| {
+                subs.iter()
+                    .filter(|s| s.filter.topics.contains(Topic::new(t)))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice()
+            })
+            .collect();
+        Self { by_topic }
+    }
+}
+
+struct HistoryRing<T> {
+    buf: Vec<Option<Envelope<T>>>,
+    next: usize,
+}
+
+struct BusShard<T> {
+    seq: CachePadded<AtomicU64>,
+    published: CachePadded<[AtomicU64; 4]>,
+    history: Option<Mutex<HistoryRing<T>>>,
+}
+
+struct BusInner<T: Message + Clone> {
+    config: EventBusConfig,
+    shards: Box<[BusShard<T>]>,
+    routes: ArcSwap<RoutingTable<T>>,
+    subs: Mutex<Vec<Arc<SubInner<T>>>>,
+    next_sub: AtomicU64,
+    pool: Option<Arc<Pool<T>>>,
+    clock: quanta::Clock,
+    origin: u64,
+    closed: AtomicBool,
+    unrouted: CachePadded<AtomicU64>,
+}
+
+impl<T: Message + Clone> Drop for BusInner<T> {
+    fn drop(&mut self) {
+        for s in self.subs.get_mut().iter() {
+            s.close();
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Skip,
+    Reserved,
+    Force,
+    ShedNew,
+}
+
+/// Admission outcomes of one publish: on the stack for up to 32 matching subscribers.
+enum Outcomes {
+    Inline([Admit; 32]),
+    Heap(Vec<Admit>),
+}
+
+impl Outcomes {
+    fn new(n: usize) -> Self {
+        if n <= 32 {
+            Outcomes::Inline([Admit::Skip; 32])
+        } else {
+            Outcomes::Heap(vec![Admit::Skip; n])
+        }
+    }
+
+    #[inline]
+    fn slice(&mut self) -> &mut [Admit] {
+        match self {
+            Outcomes::Inline(a) => a,
+            Outcomes::Heap(v) => v,
+        }
+    }
+}
+
+/// Groups to wake at the end of a batch publish.
+struct WakeList<'a, T: Message> {
+    pending: [(usize, usize); 16],
+    subs: [Option<&'a SubInner<T>>; 16],
+    len: usize,
+    defer: bool,
+}
+
+impl<'a, T: Message> WakeList<'a, T> {
+    fn new(defer: bool) -> Self {
+        Self {
+            pending: [(0, 0); 16],
+            subs: [None; 16],
+            len: 0,
+            defer,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
+        if !self.defer {
+            sub.groups[group].wake();
+            return;
+        }
+        let key = (sub.id as usize, group);
+        if self.pending[..self.len].contains(&key) {
+            return;
+        }
+        if self.len == self.pending.len() {
+            sub.groups[group].wake();
+            return;
+        }
+        self.pending[self.len] = key;
+        self.subs[self.len] = Some(sub);
+        self.len += 1;
+    }
+
+    fn flush(&mut self) {
+        for i in 0..self.len {
+            if let Some(s) = self.subs[i] {
+                s.groups[self.pending[i].1].wake();
+            }
+        }
+        self.len = 0;
+    }
+}
+
+/// Where a publish blocked: the subscription and lane to wait on.
+struct Blocked<T: Message> {
+    sub: Arc<SubInner<T>>,
+    shard: usize,
+    lane: usize,
+}
+
+impl<T: Message + Clone> BusInner<T> {
+    #[inline]
+    fn now(&self) -> Timestamp {
+        Timestamp(self.clock.delta_as_nanos(self.origin, self.clock.raw()))
+    }
+
+    #[inline]
+    fn shard_of(&self, c: CorrelationId) -> usize {
+        // splitmix64 finaliser, then a multiply-shift range reduction.
+        let mut z = c.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((u128::from(z) * self.shards.len() as u128) >> 64) as usize
+    }
+
+    #[inline]
+    fn lane_index(&self, p: Priority) -> usize {
+        if self.config.enable_priority {
+            p.index()
+        } else {
+            0
+        }
+    }
+
+    /// The one publish path. On `Full`, nothing was delivered and the blocked
+    /// subscription is returned so an async publisher can wait on it.
+    #[allow(clippy::type_complexity)]
+    fn route<'a>(
+        &'a self,
+        table: &'a RoutingTable<T>,
+        correlation: CorrelationId,
+        causation: Option<EventId>,
+        source: &'static str,
+        payload: T,
+        wakes: &mut WakeList<'a, T>,
+    ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err((PublishError::Closed(payload), None));
+        }
+        let prio = payload.priority();
+        let subs = &table.by_topic[payload.topic().get() as usize];
+        let shard_idx = self.shard_of(correlation);
+        let lane_idx = self.lane_index(prio);
+        let policy = self.config.overflow.get(prio);
+        let force = self.config.enable_priority && policy == OverflowPolicy::ShedOldest;
+        let cap = self.config.broadcast_capacity;
+
+        // 1. Admission: reserve room in every matching Block lane, or deliver nothing.
+        let mut outcomes = Outcomes::new(subs.len());
+        let out = outcomes.slice();
+        let mut targets = 0usize;
+        let mut deliver = 0usize;
+        for (i, sub) in subs.iter().enumerate() {
+            if !sub.filter.admits(correlation, prio) || sub.closed.load(Ordering::Relaxed) {
+                continue;
+            }
+            targets += 1;
+            let lane = &sub.shards[shard_idx].lanes[lane_idx];
+            out[i] = if force {
+                Admit::Force
+            } else if lane.try_reserve(cap) {
+                Admit::Reserved
+            } else if policy == OverflowPolicy::ShedOldest {
+                Admit::ShedNew
+            } else {
+                for (j, s) in subs.iter().enumerate().take(i) {
+                    if out[j] == Admit::Reserved {
+                        s.shards[shard_idx].lanes[lane_idx]
+                            .reserved
+                            .fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+                return Err((
+                    PublishError::Full(payload),
+                    Some(Blocked {
+                        sub: sub.clone(),
+                        shard: shard_idx,
+                        lane: lane_idx,
+                    }),
+                ));
+            };
+            if out[i] != Admit::ShedNew {
+                deliver += 1;
+            }
+        }
+
+        // 2. Stamp.
+        let shard = &self.shards[shard_idx];
+        let seq = shard.seq.fetch_add(1, Ordering::Relaxed);
+        let id = EventId((seq << SHARD_BITS) | shard_idx as u64);
+        shard.published[prio.index()].fetch_add(1, Ordering::Relaxed);
+        let env = Envelope {
+            id,
+            correlation,
+            causation,
+            source,
+            priority: prio,
+            timestamp: self.now(),
+            payload,
+        };
+        if let Some(h) = &shard.history {
+            let mut h = h.lock();
+            let i = h.next;
+            h.buf[i] = Some(env.clone());
+            h.next = (i + 1) % h.buf.len();
+        }
+        if targets == 0 {
+            self.unrouted.fetch_add(1, Ordering::Relaxed);
+            return Ok(id);
+        }
+
+        // 3. Deliver.
+        let shared = self.config.enable_zero_copy && deliver > 1;
+        let mut handles: Option<SlotHandles<T>> = None;
+        let mut owned = Some(env);
+        if shared {
+            if let (Some(pool), Some(env)) = (&self.pool, owned.take()) {
+                handles = Some(pool.checkout(env, deliver));
+            }
+        }
+        let mut remaining = deliver;
+        for (i, sub) in subs.iter().enumerate() {
+            let admit = out[i];
+            if admit == Admit::Skip {
+                continue;
+            }
+            let ss = &sub.shards[shard_idx];
+            let lane = &ss.lanes[lane_idx];
+            let group = &sub.groups[ss.group];
+            if admit == Admit::ShedNew {
+                lane.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
+                group.shed.fetch_add(1, Ordering::Release);
+                wakes.add(sub, ss.group);
+                continue;
+            }
+            remaining -= 1;
+            let ev = match (&mut handles, &mut owned) {
+                (Some(h), _) => match h.take() {
+                    Some(r) => Event(Repr::Shared(r)),
+                    None => continue,
+                },
+                (None, Some(env)) if remaining > 0 => Event(Repr::Owned(env.clone())),
+                (None, o) => match o.take() {
+                    Some(env) => Event(Repr::Owned(env)),
+                    None => continue,
+                },
+            };
+            if admit == Admit::Force {
+                if let Some(old) = lane.q.force_push(ev) {
+                    lane.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                    group.shed.fetch_add(1, Ordering::Release);
+                }
+            } else if let Err(ev) = lane.q.push(ev) {
+                // Unreachable: the reservation guarantees room. Never lose it silently.
+                debug_assert!(false, "reserved push failed");
+                lane.reserved.fetch_sub(1, Ordering::AcqRel);
+                lane.shed[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
+                group.shed.fetch_add(1, Ordering::Release);
+            }
+            wakes.add(sub, ss.group);
+        }
+        Ok(id)
+    }
+
+    async fn wait_for_room(&self, b: &Blocked<T>) {
+        let sub = &b.sub;
+        let lane = &sub.shards[b.shard].lanes[b.lane];
+        sub.space_waiters.fetch_add(1, Ordering::SeqCst);
+        let notified = sub.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let room = lane.reserved.load(Ordering::SeqCst) < self.config.broadcast_capacity;
+        if !room && !sub.closed.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
+            notified.await;
+        }
+        sub.space_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn remove_sub(&self, id: u64) {
+        let mut subs = self.subs.lock();
+        subs.retain(|s| s.id != id);
+        self.routes.store(Arc::new(RoutingTable::build(&subs)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Public API
+// ---------------------------------------------------------------------------------------
+
+/// A domain-free in-process event bus. Cheap to clone (a handle); no global state: make as
+/// many as you like.
+///
+/// ```
+/// use call_engine_bus::*;
+///
+/// #[derive(Clone, Debug)]
+/// struct Ping(u32);
+/// impl Message for Ping {
+///     fn priority(&self) -> Priority { Priority::Normal }
+/// }
+///
+/// let bus = EventBus::<Ping>::new(EventBusConfig::default()).unwrap();
+/// let mut rx = bus.subscribe(Filter::all());
+/// let tx = bus.publisher("example");
+/// let id = tx.try_publish(CorrelationId(1), None, Ping(7)).unwrap();
+/// let ev = rx.try_recv().unwrap();
+/// assert_eq!((ev.id, ev.payload.0, ev.source), (id, 7, "example"));
+/// ```
+pub struct EventBus<T: Message + Clone> {
+    inner: Arc<BusInner<T>>,
+}
+
+impl<T: Message + Clone> Clone for EventBus<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T: Message + Clone> std::fmt::Debug for EventBus<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One event of a batch publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing<T> {
+    /// Correlation id.
+    pub correlation: CorrelationId,
+    /// Causing event.
+    pub causation: Option<EventId>,
+    /// The event.
+    pub payload: T,
+}
+
+impl<T: Message + Clone> EventBus<T> {
+    /// A new bus; fails naming the offending field if the configuration is invalid.
+    pub fn new(config: EventBusConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let per_shard_history = if config.history_capacity == 0 {
+            0
+        } else {
+            config.history_capacity.div_ceil(config.shard_count)
+        };
+        let shards = (0..config.shard_count)
+            .map(|_| BusShard {
+                seq: CachePadded::new(AtomicU64::new(0)),
+                published: CachePadded::new(Default::default()),
+                history: (per_shard_history > 0).then(|| {
+                    Mutex::new(HistoryRing {
+                        buf: (0..per_shard_history).map(|_| None).collect(),
+                        next: 0,
+                    })
+                }),
+            })
+            .collect();
+        let pool = config.enable_zero_copy.then(|| {
+            let p = Pool::new(config.pool_capacity);
+            p.prefill(config.pool_capacity.min(1024));
+            p
+        });
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        Ok(Self {
+            inner: Arc::new(BusInner {
+                config,
+                shards,
+                routes: ArcSwap::from_pointee(RoutingTable::build(&[])),
+                subs: Mutex::new(Vec::new()),
+                next_sub: AtomicU64::new(1),
+                pool,
+                clock,
+                origin,
+                closed: AtomicBool::new(false),
+                unrouted: CachePadded::new(AtomicU64::new(0)),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventBusConfig {
+        &self.inner.config
+    }
+
+    /// The shard that events of `c` go to.
+    pub fn shard_of(&self, c: CorrelationId) -> usize {
+        self.inner.shard_of(c)
+    }
+
+    /// Current monotonic bus time (the clock envelope timestamps use).
+    pub fn now(&self) -> Timestamp {
+        self.inner.now()
+    }
+
+    /// A publishing handle that stamps `source` on every envelope.
+    pub fn publisher(&self, source: &'static str) -> Publisher<T> {
+        Publisher {
+            bus: self.inner.clone(),
+            source,
+        }
+    }
+
+    /// Subscribes one receiver to every shard.
+    pub fn subscribe(&self, filter: Filter) -> Receiver<T> {
+        self.subscribe_grouped(filter, 1).remove(0)
+    }
+
+    /// Subscribes with the shards split across `groups` receivers (clamped to
+    /// `1..=shard_count`), each of which can be drained by its own task. Receiver `g` owns
+    /// the shards `s` with `s % groups == g`, so one call's events always reach the same
+    /// receiver, in order.
+    pub fn subscribe_sharded(&self, filter: Filter, groups: usize) -> Vec<Receiver<T>> {
+        self.subscribe_grouped(filter, groups)
+    }
+
+    fn subscribe_grouped(&self, filter: Filter, groups: usize) -> Vec<Receiver<T>> {
+        let inner = &self.inner;
+        let cfg = &inner.config;
+        let n_groups = groups.clamp(1, cfg.shard_count);
+        let n_lanes = if cfg.enable_priority { 4 } else { 1 };
+        let block = if cfg.enable_priority {
+            Priority::ALL.map(|p| cfg.overflow.get(p) == OverflowPolicy::Block)
+        } else {
+            [true; 4]
+        };
+        let sub = Arc::new(SubInner {
+            id: inner.next_sub.fetch_add(1, Ordering::Relaxed),
+            filter,
+            shards: (0..cfg.shard_count)
+                .map(|s| SubShard {
+                    lanes: (0..n_lanes)
+                        .map(|_| Lane::new(cfg.broadcast_capacity))
+                        .collect(),
+                    group: s % n_groups,
+                    delivered: CachePadded::new(Default::default()),
+                    latency: LatencyHistogram::new(),
+                })
+                .collect(),
+            groups: (0..n_groups)
+                .map(|_| Group {
+                    notify: Notify::new(),
+                    sleeping: CachePadded::new(AtomicBool::new(false)),
+                    shed: CachePadded::new(AtomicU64::new(0)),
+                })
+                .collect(),
+            closed: AtomicBool::new(inner.closed.load(Ordering::Acquire)),
+            receivers: AtomicUsize::new(n_groups),
+            space: Notify::new(),
+            space_waiters: AtomicUsize::new(0),
+            block,
+        });
+        {
+            let mut subs = inner.subs.lock();
+            subs.push(sub.clone());
+            inner.routes.store(Arc::new(RoutingTable::build(&subs)));
+        }
+        (0..n_groups)
+            .map(|g| Receiver {
+                shards: (0..cfg.shard_count)
+                    .filter(|s| s % n_groups == g)
+                    .collect(),
+                sub: sub.clone(),
+                bus: Arc::downgrade(inner),
+                group: g,
+                cursor: 0,
+                streak: 0,
+                fair_lane: 0,
+                reported_shed: 0,
+                n_lanes,
+                starvation_limit: cfg.starvation_limit,
+                batch_size: cfg.batch_size,
+                clock: inner.clock.clone(),
+                origin: inner.origin,
+            })
+            .collect()
+    }
+
+    /// Closes the bus: publishing fails with [`PublishError::Closed`]; receivers get
+    /// everything already queued, then [`RecvError::Closed`].
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        for s in self.inner.subs.lock().iter() {
+            s.close();
+        }
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of all metrics.
+    pub fn metrics(&self) -> BusMetrics {
+        let inner = &self.inner;
+        let subs = inner.subs.lock().clone();
+        let mut all = [0u64; BUCKETS];
+        let shards = inner
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(si, bs)| {
+                let mut lanes = [LaneMetrics::default(); 4];
+                let mut buckets = [0u64; BUCKETS];
+                for (p, l) in lanes.iter_mut().enumerate() {
+                    l.published = bs.published[p].load(Ordering::Relaxed);
+                }
+                for sub in &subs {
+                    let ss = &sub.shards[si];
+                    for (li, lane) in ss.lanes.iter().enumerate() {
+                        // With priority off, the single lane's depth is reported as Normal.
+                        let depth_idx = if ss.lanes.len() == 1 {
+                            Priority::Normal.index()
+                        } else {
+                            li
+                        };
+                        lanes[depth_idx].depth += lane.q.len() as u64;
+                        for (p, n) in lane.shed.iter().enumerate() {
+                            lanes[p].shed += n.load(Ordering::Relaxed);
+                        }
+                    }
+                    for (p, n) in ss.delivered.iter().enumerate() {
+                        lanes[p].delivered += n.load(Ordering::Relaxed);
+                    }
+                    ss.latency.add_into(&mut buckets);
+                }
+                for (a, b) in all.iter_mut().zip(buckets.iter()) {
+                    *a += b;
+                }
+                ShardMetrics {
+                    shard: si,
+                    lanes,
+                    latency: LatencySummary::from_buckets(&buckets),
+                }
+            })
+            .collect();
+        BusMetrics {
+            shards,
+            subscriptions: subs.len(),
+            unrouted: inner.unrouted.load(Ordering::Relaxed),
+            pool: inner.pool.as_ref().map(|p| p.metrics()).unwrap_or_default(),
+            latency: LatencySummary::from_buckets(&all),
+        }
+    }
+
+    /// The recent envelopes kept by the history ring, oldest first (by timestamp). Empty
+    /// when `history_capacity` is 0.
+    pub fn history(&self) -> Vec<Envelope<T>> {
+        let mut out: Vec<Envelope<T>> = Vec::new();
+        for s in self.inner.shards.iter() {
+            if let Some(h) = &s.history {
+                out.extend(h.lock().buf.iter().flatten().cloned());
+            }
+        }
+        out.sort_by_key(|e| (e.timestamp, e.id));
+        out
+    }
+
+    /// The recent envelopes of one correlation id (one call), oldest first.
+    pub fn history_of(&self, c: CorrelationId) -> Vec<Envelope<T>> {
+        let shard = &self.inner.shards[self.inner.shard_of(c)];
+        let mut out: Vec<Envelope<T>> = match &shard.history {
+            Some(h) => h
+                .lock()
+                .buf
+                .iter()
+                .flatten()
+                .filter(|e| e.correlation == c)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        out.sort_by_key(|e| (e.timestamp, e.id));
+        out
+    }
+
+    /// Publishes recorded envelopes again, in order, keeping their correlation, causation
+    /// and source (ids and timestamps are new). For replaying a recorded log into
+    /// components under test. Waits for room like [`Publisher::publish`].
+    pub async fn replay(
+        &self,
+        envelopes: impl IntoIterator<Item = Envelope<T>>,
+    ) -> Result<usize, PublishError<T>> {
+        let mut n = 0;
+        for e in envelopes {
+            self.publisher(e.source)
+                .publish(e.correlation, e.causation, e.payload)
+                .await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Publishes events with a fixed source name. Cheap to clone.
+pub struct Publisher<T: Message + Clone> {
+    bus: Arc<BusInner<T>>,
+    source: &'static str,
+}
+
+impl<T: Message + Clone> Clone for Publisher<T> {
+    fn clone(&self) -> Self {
+        Self {
+            bus: self.bus.clone(),
+            source: self.source,
+        }
+    }
+}
+
+impl<T: Message + Clone> Publisher<T> {
+    /// The source name stamped on envelopes.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// Publishes without waiting. If any matching subscriber's Block lane is full, nothing
+    /// is delivered and [`PublishError::Full`] hands the payload back.
+    pub fn try_publish(
+        &self,
+        correlation: CorrelationId,
+        causation: Option<EventId>,
+        payload: T,
+    ) -> Result<EventId, PublishError<T>> {
+        let table = self.bus.routes.load();
+        let mut wakes = WakeList::new(false);
+        self.bus
+            .route(&table, correlation, causation, self.source, payload, &mut wakes)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Publishes, waiting (asynchronously) while a Block lane of a matching subscriber is
+    /// full. Fails only if the bus is closed.
+    pub async fn publish(
+        &self,
+        correlation: CorrelationId,
+        causation: Option<EventId>,
+        mut payload: T,
+    ) -> Result<EventId, PublishError<T>> {
+        loop {
+            let blocked = {
+                let table = self.bus.routes.load();
+                let mut wakes = WakeList::new(false);
+                match self.bus.route(
+                    &table,
+                    correlation,
+                    causation,
+                    self.source,
+                    payload,
+                    &mut wakes,
+                ) {
+                    Ok(id) => return Ok(id),
+                    Err((PublishError::Full(p), Some(b))) => {
+                        payload = p;
+                        b
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            };
+            self.bus.wait_for_room(&blocked).await;
+        }
+    }
+
+    /// Publishes from the front of `batch` until it is empty or a Block lane is full;
+    /// published events are removed from `batch`. One routing-table read and one wake-up
+    /// per receiver for the whole batch. Returns how many were published.
+    pub fn try_publish_batch(
+        &self,
+        batch: &mut VecDeque<Outgoing<T>>,
+    ) -> Result<usize, PublishError<()>> {
+        let table = self.bus.routes.load();
+        let mut wakes = WakeList::new(true);
+        let mut n = 0;
+        let result = loop {
+            let Some(o) = batch.pop_front() else {
+                break Ok(n);
+            };
+            match self.bus.route(
+                &table,
+                o.correlation,
+                o.causation,
+                self.source,
+                o.payload,
+                &mut wakes,
+            ) {
+                Ok(_) => n += 1,
+                Err((e, _)) => {
+                    let full = matches!(e, PublishError::Full(_));
+                    batch.push_front(Outgoing {
+                        correlation: o.correlation,
+                        causation: o.causation,
+                        payload: e.into_inner(),
+                    });
+                    break Err(if full {
+                        PublishError::Full(())
+                    } else {
+                        PublishError::Closed(())
+                    });
+                }
+            }
+        };
+        wakes.flush();
+        result
+    }
+
+    /// Publishes every event of `batch` in order, waiting for room as needed. Returns how
+    /// many were published; fails only if the bus is closed.
+    pub async fn publish_batch(
+        &self,
+        batch: impl IntoIterator<Item = Outgoing<T>>,
+    ) -> Result<usize, PublishError<T>> {
+        let mut queue: VecDeque<Outgoing<T>> = batch.into_iter().collect();
+        let mut n = 0;
+        while !queue.is_empty() {
+            match self.try_publish_batch(&mut queue) {
+                Ok(k) => n += k,
+                Err(PublishError::Closed(())) => {
+                    return Err(PublishError::Closed(match queue.pop_front() {
+                        Some(o) => o.payload,
+                        None => return Ok(n),
+                    }))
+                }
+                Err(PublishError::Full(())) => {
+                    // Publish the blocked one with the waiting path, then continue batching.
+                    if let Some(o) = queue.pop_front() {
+                        self.publish(o.correlation, o.causation, o.payload).await?;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Outcome of a batch receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchInfo {
+    /// Events appended to the buffer.
+    pub received: usize,
+    /// Events shed before these (see [`RecvError::Lagged`]).
+    pub missed: u64,
+}
+
+/// Receives the events of one subscription (or of one group of its shards).
+pub struct Receiver<T: Message + Clone> {
+    sub: Arc<SubInner<T>>,
+    bus: Weak<BusInner<T>>,
+    group: usize,
+    shards: Box<[usize]>,
+    cursor: usize,
+    streak: u32,
+    fair_lane: usize,
+    reported_shed: u64,
+    n_lanes: usize,
+    starvation_limit: u32,
+    batch_size: usize,
+    clock: quanta::Clock,
+    origin: u64,
+}
+
+impl<T: Message + Clone> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        if self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.sub.close();
+            if let Some(bus) = self.bus.upgrade() {
+                bus.remove_sub(self.sub.id);
+            }
+        }
+    }
+}
+
+impl<T: Message + Clone> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("group", &self.group)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deliveries accumulated during one receive call, flushed to the shared counters once.
+struct Tally {
+    shard: usize,
+    delivered: [u64; 4],
+    freed: [usize; 4],
+}
+
+impl<T: Message + Clone> Receiver<T> {
+    /// The shards this receiver drains.
+    pub fn shards(&self) -> &[usize] {
+        &self.shards
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        self.clock.delta_as_nanos(self.origin, self.clock.raw())
+    }
+
+    #[inline]
+    fn take_missed(&mut self) -> u64 {
+        let shed = self.sub.groups[self.group].shed.load(Ordering::Acquire);
+        let missed = shed - self.reported_shed;
+        self.reported_shed = shed;
+        missed
+    }
+
+    #[inline]
+    fn pop_lane(&mut self, lane: usize) -> Option<(usize, Event<T>)> {
+        let n = self.shards.len();
+        for i in 0..n {
+            let k = self.cursor + i;
+            let k = if k >= n { k - n } else { k };
+            let s = self.shards[k];
+            if let Some(e) = self.sub.shards[s].lanes[lane].q.pop() {
+                self.cursor = if k + 1 == n { 0 } else { k + 1 };
+                return Some((s, e));
+            }
+        }
+        None
+    }
+
+    /// One event in priority order, with the starvation guard.
+    #[inline]
+    fn pop(&mut self) -> Option<(usize, usize, Event<T>)> {
+        if self.n_lanes > 1 {
+            self.streak += 1;
+            if self.streak > self.starvation_limit {
+                self.streak = 0;
+                for k in 0..3 {
+                    let lane = 1 + (self.fair_lane + k) % 3;
+                    if let Some((s, e)) = self.pop_lane(lane) {
+                        self.fair_lane = lane % 3;
+                        return Some((s, lane, e));
+                    }
+                }
+            }
+        }
+        for lane in 0..self.n_lanes {
+            if let Some((s, e)) = self.pop_lane(lane) {
+                return Some((s, lane, e));
+            }
+        }
+        None
+    }
+
+    /// Accounts one delivery: latency now; counters via the tally.
+    #[inline]
+    fn account(&self, tally: &mut Option<Tally>, shard: usize, lane: usize, e: &Event<T>) {
+        let ss = &self.sub.shards[shard];
+        ss.latency
+            .record(self.now_ns().saturating_sub(e.timestamp.as_nanos()));
+        match tally {
+            Some(t) if t.shard == shard => {}
+            _ => {
+                if let Some(t) = tally.take() {
+                    self.flush(&t);
+                }
+                *tally = Some(Tally {
+                    shard,
+                    delivered: [0; 4],
+                    freed: [0; 4],
+                });
+            }
+        }
+        if let Some(t) = tally {
+            t.delivered[e.priority.index()] += 1;
+            let block = if self.n_lanes == 1 {
+                true
+            } else {
+                self.sub.block[lane]
+            };
+            if block {
+                t.freed[lane] += 1;
+            }
+        }
+    }
+
+    fn flush(&self, t: &Tally) {
+        let ss = &self.sub.shards[t.shard];
+        for (p, n) in t.delivered.iter().enumerate() {
+            if *n > 0 {
+                ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
+            }
+        }
+        let mut freed = false;
+        for (l, n) in t.freed.iter().enumerate() {
+            if *n > 0 {
+                ss.lanes[l].reserved.fetch_sub(*n, Ordering::SeqCst);
+                freed = true;
+            }
+        }
+        if freed && self.sub.space_waiters.load(Ordering::SeqCst) > 0 {
+            self.sub.space.notify_waiters();
+        }
+    }
+
+    /// Receives one event without waiting.
+    pub fn try_recv(&mut self) -> Result<Event<T>, TryRecvError> {
+        let missed = self.take_missed();
+        if missed > 0 {
+            return Err(TryRecvError::Lagged(missed));
+        }
+        match self.pop() {
+            Some((s, lane, e)) => {
+                let mut tally = None;
+                self.account(&mut tally, s, lane, &e);
+                if let Some(t) = tally {
+                    self.flush(&t);
+                }
+                Ok(e)
+            }
+            None if self.sub.closed.load(Ordering::Acquire) => {
+                // Drain anything that raced with the close.
+                match self.pop() {
+                    Some((s, lane, e)) => {
+                        let mut tally = None;
+                        self.account(&mut tally, s, lane, &e);
+                        if let Some(t) = tally {
+                            self.flush(&t);
+                        }
+                        Ok(e)
+                    }
+                    None => Err(TryRecvError::Closed),
+                }
+            }
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Appends up to `max` queued events to `buf` without waiting (priority order, same
+    /// starvation guard as [`try_recv`](Self::try_recv)). `missed` reports shed events.
+    pub fn try_recv_batch(
+        &mut self,
+        buf: &mut Vec<Event<T>>,
+        max: usize,
+    ) -> Result<BatchInfo, TryRecvError> {
+        let missed = self.take_missed();
+        let mut tally = None;
+        let mut received = 0;
+        while received < max {
+            match self.pop() {
+                Some((s, lane, e)) => {
+                    self.account(&mut tally, s, lane, &e);
+                    buf.push(e);
+                    received += 1;
+                }
+                None => break,
+            }
+        }
+        if let Some(t) = tally {
+            self.flush(&t);
+        }
+        if received == 0 && missed == 0 {
+            return Err(if self.sub.closed.load(Ordering::Acquire) {
+                TryRecvError::Closed
+            } else {
+                TryRecvError::Empty
+            });
+        }
+        Ok(BatchInfo { received, missed })
+    }
+
+    async fn wait(&mut self) -> Result<(), RecvError> {
+        let group = &self.sub.groups[self.group];
+        let notified = group.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        group.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let ready = self.has_pending() || self.sub.closed.load(Ordering::SeqCst);
+        if !ready {
+            notified.await;
+        }
+        group.sleeping.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn has_pending(&self) -> bool {
+        if self.sub.groups[self.group].shed.load(Ordering::Acquire) != self.reported_shed {
+            return true;
+        }
+        self.shards.iter().any(|&s| {
+            self.sub.shards[s]
+                .lanes
+                .iter()
+                .any(|l| !l.q.is_empty())
+        })
+    }
+
+    /// Receives one event, waiting for it.
+    pub async fn recv(&mut self) -> Result<Event<T>, RecvError> {
+        loop {
+            match self.try_recv() {
+                Ok(e) => return Ok(e),
+                Err(TryRecvError::Lagged(n)) => return Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => self.wait().await?,
+            }
+        }
+    }
+
+    /// Waits for at least one event, then appends up to `batch_size` (from the
+    /// configuration) to `buf`. Fails only when the bus is closed and drained.
+    pub async fn recv_batch(&mut self, buf: &mut Vec<Event<T>>) -> Result<BatchInfo, RecvError> {
+        let max = self.batch_size;
+        loop {
+            match self.try_recv_batch(buf, max) {
+                Ok(info) => return Ok(info),
+                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                Err(TryRecvError::Lagged(n)) => {
+                    return Ok(BatchInfo {
+                        received: 0,
+                        missed: n,
+                    })
+                }
+                Err(TryRecvError::Empty) => self.wait().await?,
+            }
+        }
+    }
+
+    /// The configured batch size.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+}

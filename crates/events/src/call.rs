@@ -1,0 +1,186 @@
+//! Call-level events (what the call state machine reports) and commands (what policy asks
+//! of a call).
+
+use crate::common::{Disposition, HangupCause, Party, Side, TransferKind};
+use crate::ids::{AgentId, CallId, QueueId};
+use call_engine_bus::Priority;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+/// What happened to a call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallEvent {
+    /// A call was created for an inbound customer.
+    Created {
+        /// The call.
+        call: CallId,
+        /// The caller.
+        caller: Party,
+        /// What they dialed.
+        dialed: SmolStr,
+    },
+    /// The call entered a queue.
+    Queued {
+        /// The call.
+        call: CallId,
+        /// The queue.
+        queue: QueueId,
+        /// Required skills.
+        skills: Vec<SmolStr>,
+    },
+    /// The call is being offered to an agent (their phone will ring).
+    Offered {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The offered agent's phone rings.
+    AgentRinging {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The offer failed (no answer, busy, declined); the call goes back to its queue.
+    OfferFailed {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+        /// Why.
+        cause: HangupCause,
+    },
+    /// Customer and agent are connected.
+    Connected {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// Hold state changed.
+    HoldChanged {
+        /// The call.
+        call: CallId,
+        /// On hold now.
+        on_hold: bool,
+    },
+    /// A transfer started.
+    TransferStarted {
+        /// The call.
+        call: CallId,
+        /// Blind or attended.
+        kind: TransferKind,
+        /// Target (agent, queue or URI).
+        target: SmolStr,
+    },
+    /// A transfer completed; the call now belongs to the target.
+    TransferCompleted {
+        /// The call.
+        call: CallId,
+        /// New agent, when the target was an agent.
+        agent: Option<AgentId>,
+    },
+    /// A transfer failed; the call is back with the transferring agent.
+    TransferFailed {
+        /// The call.
+        call: CallId,
+        /// Why.
+        cause: HangupCause,
+    },
+    /// A conference was formed.
+    ConferenceStarted {
+        /// The call.
+        call: CallId,
+        /// Participants beyond customer and agent.
+        participants: u16,
+    },
+    /// The call ended: every leg is gone.
+    Ended {
+        /// The call.
+        call: CallId,
+        /// How it ended.
+        disposition: Disposition,
+        /// Who hung up.
+        hung_up_by: Side,
+        /// Why.
+        cause: HangupCause,
+    },
+}
+
+impl CallEvent {
+    /// The bus priority of this event.
+    pub fn priority(&self) -> Priority {
+        use CallEvent::*;
+        match self {
+            Created { .. } | Connected { .. } | Ended { .. } | OfferFailed { .. } => {
+                Priority::Critical
+            }
+            HoldChanged { .. }
+            | TransferStarted { .. }
+            | TransferCompleted { .. }
+            | TransferFailed { .. }
+            | ConferenceStarted { .. } => Priority::High,
+            Queued { .. } | Offered { .. } | AgentRinging { .. } => Priority::Normal,
+        }
+    }
+}
+
+/// What a call is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CallCommand {
+    /// Put the call in a queue.
+    Enqueue {
+        /// The call.
+        call: CallId,
+        /// The queue.
+        queue: QueueId,
+    },
+    /// Ring an agent (who has been reserved for this call).
+    OfferTo {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+        /// Where to ring.
+        contact: SmolStr,
+        /// Ring timeout, seconds.
+        ring_timeout_secs: u32,
+    },
+    /// Hang up the whole call.
+    Hangup {
+        /// The call.
+        call: CallId,
+        /// Why.
+        cause: HangupCause,
+    },
+    /// Hold or resume the customer.
+    SetHold {
+        /// The call.
+        call: CallId,
+        /// Hold or resume.
+        hold: bool,
+    },
+    /// Transfer the call.
+    Transfer {
+        /// The call.
+        call: CallId,
+        /// Blind or attended.
+        kind: TransferKind,
+        /// Target.
+        target: SmolStr,
+    },
+}
+
+impl CallCommand {
+    /// The bus priority of this command.
+    pub fn priority(&self) -> Priority {
+        use CallCommand::*;
+        match self {
+            Enqueue { .. } | OfferTo { .. } | Hangup { .. } => Priority::Critical,
+            SetHold { .. } | Transfer { .. } => Priority::High,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! SIP sessions (dialogs), registrations and transactions, in SIP-neutral terms. Only the
+//! session adapter produces these events and executes these commands.
+
+use crate::common::{HangupCause, Party, Sdp};
+use crate::ids::{AgentId, CallId, SessionId};
+use call_engine_bus::Priority;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+/// What happened to a SIP session or registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionEvent {
+    /// A new inbound INVITE for a queue or extension.
+    IncomingCall {
+        /// The new call this session starts.
+        call: CallId,
+        /// The inbound dialog.
+        session: SessionId,
+        /// The caller.
+        from: Party,
+        /// The dialed target's user part (queue name or number).
+        to: SmolStr,
+        /// The caller's SDP offer, if the INVITE carried one.
+        offer: Option<Sdp>,
+        /// Skills requested by the caller's side (e.g. an `X-Skills` header).
+        requested_skills: Vec<SmolStr>,
+    },
+    /// The far end is ringing (180/183).
+    Ringing {
+        /// The call.
+        call: CallId,
+        /// The ringing outbound dialog.
+        session: SessionId,
+    },
+    /// The far end answered (200 OK, ACK sent or received).
+    Answered {
+        /// The call.
+        call: CallId,
+        /// The answered dialog.
+        session: SessionId,
+        /// The far end's SDP.
+        sdp: Option<Sdp>,
+    },
+    /// An outbound INVITE failed with a final non-2xx response, or timed out.
+    Rejected {
+        /// The call.
+        call: CallId,
+        /// The failed dialog.
+        session: SessionId,
+        /// Why.
+        cause: HangupCause,
+    },
+    /// A dialog ended (BYE from the far end, CANCEL of an inbound INVITE, or transport
+    /// failure).
+    Terminated {
+        /// The call.
+        call: CallId,
+        /// The dialog that ended.
+        session: SessionId,
+        /// Why.
+        cause: HangupCause,
+    },
+    /// The far end put us on hold or resumed (re-INVITE with a=sendonly/inactive or back).
+    HoldChanged {
+        /// The call.
+        call: CallId,
+        /// The dialog.
+        session: SessionId,
+        /// Whether the far end holds.
+        on_hold: bool,
+    },
+    /// The far end asked to transfer (REFER).
+    TransferRequested {
+        /// The call.
+        call: CallId,
+        /// The dialog that sent REFER.
+        session: SessionId,
+        /// Refer-To target.
+        target: SmolStr,
+    },
+    /// A DTMF digit arrived via SIP INFO.
+    DtmfReceived {
+        /// The call.
+        call: CallId,
+        /// The dialog.
+        session: SessionId,
+        /// The digit, `0-9*#A-D`.
+        digit: char,
+    },
+    /// An agent registered or refreshed a contact.
+    Registered {
+        /// The agent.
+        agent: AgentId,
+        /// The contact URI (where to send INVITEs).
+        contact: SmolStr,
+        /// Granted expiry, seconds.
+        expires_secs: u32,
+    },
+    /// A contact was removed (Expires: 0) or expired.
+    Unregistered {
+        /// The agent.
+        agent: AgentId,
+        /// The contact removed.
+        contact: SmolStr,
+        /// True when it expired rather than being removed by the phone.
+        expired: bool,
+    },
+    /// A REGISTER failed authentication.
+    AuthenticationFailed {
+        /// The username presented.
+        username: SmolStr,
+        /// Where it came from (`ip:port`).
+        source: SmolStr,
+    },
+    /// Result of an OPTIONS probe to a contact (reconciliation keepalive).
+    ContactProbed {
+        /// The agent.
+        agent: AgentId,
+        /// The contact.
+        contact: SmolStr,
+        /// Whether it answered.
+        reachable: bool,
+    },
+}
+
+impl SessionEvent {
+    /// The bus priority of this event.
+    pub fn priority(&self) -> Priority {
+        use SessionEvent::*;
+        match self {
+            IncomingCall { .. }
+            | Answered { .. }
+            | Rejected { .. }
+            | Terminated { .. }
+            | Registered { .. }
+            | Unregistered { .. }
+            | AuthenticationFailed { .. } => Priority::Critical,
+            HoldChanged { .. } | TransferRequested { .. } | DtmfReceived { .. } => Priority::High,
+            Ringing { .. } => Priority::Normal,
+            ContactProbed { .. } => Priority::Low,
+        }
+    }
+}
+
+/// What the session adapter is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionCommand {
+    /// Answer an inbound session with 200 OK and this SDP.
+    Answer {
+        /// The call.
+        call: CallId,
+        /// The inbound dialog.
+        session: SessionId,
+        /// Our SDP answer.
+        sdp: Sdp,
+    },
+    /// Refuse an inbound session with a final status (404, 486, 503…).
+    Reject {
+        /// The call.
+        call: CallId,
+        /// The inbound dialog.
+        session: SessionId,
+        /// SIP status code.
+        status: u16,
+        /// Retry-After seconds, for 503.
+        retry_after_secs: Option<u32>,
+    },
+    /// Place an outbound call (to an agent's contact, a transfer target, a callback).
+    Invite {
+        /// The call.
+        call: CallId,
+        /// The new outbound dialog's id (chosen by the requester).
+        session: SessionId,
+        /// Request-URI (the agent's registered contact).
+        target: SmolStr,
+        /// Caller id to present (From display/user and P-Asserted-Identity).
+        caller: Party,
+        /// Our SDP offer.
+        sdp: Sdp,
+    },
+    /// Cancel an unanswered outbound INVITE.
+    Cancel {
+        /// The call.
+        call: CallId,
+        /// The ringing dialog.
+        session: SessionId,
+    },
+    /// End an established dialog (BYE).
+    Hangup {
+        /// The call.
+        call: CallId,
+        /// The dialog.
+        session: SessionId,
+    },
+    /// Put the far end on hold or resume it (re-INVITE).
+    SetHold {
+        /// The call.
+        call: CallId,
+        /// The dialog.
+        session: SessionId,
+        /// Hold (true) or resume (false).
+        hold: bool,
+    },
+    /// Ask the far end to call someone else (REFER).
+    Refer {
+        /// The call.
+        call: CallId,
+        /// The dialog.
+        session: SessionId,
+        /// Refer-To target.
+        target: SmolStr,
+    },
+    /// Probe a contact with OPTIONS.
+    Probe {
+        /// The agent.
+        agent: AgentId,
+        /// The contact.
+        contact: SmolStr,
+    },
+}
+
+impl SessionCommand {
+    /// The bus priority of this command.
+    pub fn priority(&self) -> Priority {
+        use SessionCommand::*;
+        match self {
+            Answer { .. } | Reject { .. } | Invite { .. } | Cancel { .. } | Hangup { .. } => {
+                Priority::Critical
+            }
+            SetHold { .. } | Refer { .. } => Priority::High,
+            Probe { .. } => Priority::Low,
+        }
+    }
+}
