@@ -2,7 +2,9 @@
 
 use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
 use crate::envelope::{Envelope, Event, Repr};
-use crate::metrics::{BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS};
+use crate::metrics::{
+    BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS,
+};
 use crate::pool::{Pool, SlotHandles};
 use crate::types::{CorrelationId, EventId, Message, Priority, Timestamp, Topic, TopicSet};
 use arc_swap::ArcSwap;
@@ -178,9 +180,10 @@ struct Group {
 }
 
 impl Group {
+    /// Wakes the receiver if it sleeps. The caller must have issued a SeqCst fence after
+    /// its pushes (pairs with the fence in `Receiver::wait`).
     #[inline]
-    fn wake(&self) {
-        fence(Ordering::SeqCst);
+    fn wake_after_fence(&self) {
         if self.sleeping.load(Ordering::Relaxed) {
             self.notify.notify_one();
         }
@@ -293,36 +296,32 @@ impl Outcomes {
     }
 }
 
-/// Groups to wake at the end of a batch publish.
+/// Receivers to wake once a publish (or a whole batch) has pushed its events: one fence
+/// for all of them instead of one per delivery.
 struct WakeList<'a, T: Message> {
-    pending: [(usize, usize); 16],
+    pending: [(u64, usize); 16],
     subs: [Option<&'a SubInner<T>>; 16],
     len: usize,
-    defer: bool,
 }
 
 impl<'a, T: Message> WakeList<'a, T> {
-    fn new(defer: bool) -> Self {
+    fn new() -> Self {
         Self {
             pending: [(0, 0); 16],
             subs: [None; 16],
             len: 0,
-            defer,
         }
     }
 
     #[inline]
     fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
-        if !self.defer {
-            sub.groups[group].wake();
-            return;
-        }
-        let key = (sub.id as usize, group);
+        let key = (sub.id, group);
         if self.pending[..self.len].contains(&key) {
             return;
         }
         if self.len == self.pending.len() {
-            sub.groups[group].wake();
+            fence(Ordering::SeqCst);
+            sub.groups[group].wake_after_fence();
             return;
         }
         self.pending[self.len] = key;
@@ -330,10 +329,15 @@ impl<'a, T: Message> WakeList<'a, T> {
         self.len += 1;
     }
 
+    #[inline]
     fn flush(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        fence(Ordering::SeqCst);
         for i in 0..self.len {
             if let Some(s) = self.subs[i] {
-                s.groups[self.pending[i].1].wake();
+                s.groups[self.pending[i].1].wake_after_fence();
             }
         }
         self.len = 0;
@@ -710,9 +714,7 @@ impl<T: Message + Clone> EventBus<T> {
         }
         (0..n_groups)
             .map(|g| Receiver {
-                shards: (0..cfg.shard_count)
-                    .filter(|s| s % n_groups == g)
-                    .collect(),
+                shards: (0..cfg.shard_count).filter(|s| s % n_groups == g).collect(),
                 sub: sub.clone(),
                 bus: Arc::downgrade(inner),
                 group: g,
@@ -875,10 +877,20 @@ impl<T: Message + Clone> Publisher<T> {
         payload: T,
     ) -> Result<EventId, PublishError<T>> {
         let table = self.bus.routes.load();
-        let mut wakes = WakeList::new(false);
-        self.bus
-            .route(&table, correlation, causation, self.source, payload, &mut wakes)
-            .map_err(|(e, _)| e)
+        let mut wakes = WakeList::new();
+        let r = self
+            .bus
+            .route(
+                &table,
+                correlation,
+                causation,
+                self.source,
+                payload,
+                &mut wakes,
+            )
+            .map_err(|(e, _)| e);
+        wakes.flush();
+        r
     }
 
     /// Publishes, waiting (asynchronously) while a Block lane of a matching subscriber is
@@ -892,15 +904,17 @@ impl<T: Message + Clone> Publisher<T> {
         loop {
             let blocked = {
                 let table = self.bus.routes.load();
-                let mut wakes = WakeList::new(false);
-                match self.bus.route(
+                let mut wakes = WakeList::new();
+                let r = self.bus.route(
                     &table,
                     correlation,
                     causation,
                     self.source,
                     payload,
                     &mut wakes,
-                ) {
+                );
+                wakes.flush();
+                match r {
                     Ok(id) => return Ok(id),
                     Err((PublishError::Full(p), Some(b))) => {
                         payload = p;
@@ -921,7 +935,7 @@ impl<T: Message + Clone> Publisher<T> {
         batch: &mut VecDeque<Outgoing<T>>,
     ) -> Result<usize, PublishError<()>> {
         let table = self.bus.routes.load();
-        let mut wakes = WakeList::new(true);
+        let mut wakes = WakeList::new();
         let mut n = 0;
         let result = loop {
             let Some(o) = batch.pop_front() else {
@@ -964,6 +978,7 @@ impl<T: Message + Clone> Publisher<T> {
         let mut queue: VecDeque<Outgoing<T>> = batch.into_iter().collect();
         let mut n = 0;
         while !queue.is_empty() {
+            let before = queue.len();
             match self.try_publish_batch(&mut queue) {
                 Ok(k) => n += k,
                 Err(PublishError::Closed(())) => {
@@ -973,6 +988,8 @@ impl<T: Message + Clone> Publisher<T> {
                     }))
                 }
                 Err(PublishError::Full(())) => {
+                    // Those published before the blocked one.
+                    n += before - queue.len();
                     // Publish the blocked one with the waiting path, then continue batching.
                     if let Some(o) = queue.pop_front() {
                         self.publish(o.correlation, o.causation, o.payload).await?;
@@ -1064,7 +1081,12 @@ impl<T: Message + Clone> Receiver<T> {
             let k = self.cursor + i;
             let k = if k >= n { k - n } else { k };
             let s = self.shards[k];
-            if let Some(e) = self.sub.shards[s].lanes[lane].q.pop() {
+            let q = &self.sub.shards[s].lanes[lane].q;
+            // `is_empty` is two plain loads; `pop` on an empty queue costs a full fence.
+            if q.is_empty() {
+                continue;
+            }
+            if let Some(e) = q.pop() {
                 self.cursor = if k + 1 == n { 0 } else { k + 1 };
                 return Some((s, e));
             }
@@ -1072,15 +1094,27 @@ impl<T: Message + Clone> Receiver<T> {
         None
     }
 
+    /// Whether any of this receiver's shards has an event queued in `lane`.
+    fn lane_pending(&self, lane: usize) -> bool {
+        self.shards
+            .iter()
+            .any(|&s| !self.sub.shards[s].lanes[lane].q.is_empty())
+    }
+
     /// One event in priority order, with the starvation guard.
     #[inline]
     fn pop(&mut self) -> Option<(usize, usize, Event<T>)> {
-        if self.n_lanes > 1 {
-            self.streak += 1;
-            if self.streak > self.starvation_limit {
-                self.streak = 0;
+        // The guard counts consecutive deliveries (not empty polls), and serves a lane
+        // *below* the one strict order would serve: serving that top lane itself would
+        // leave the waiting lower lanes starved.
+        if self.n_lanes > 1 && self.streak >= self.starvation_limit {
+            self.streak = 0;
+            if let Some(top) = (0..self.n_lanes).find(|&l| self.lane_pending(l)) {
                 for k in 0..3 {
                     let lane = 1 + (self.fair_lane + k) % 3;
+                    if lane <= top {
+                        continue;
+                    }
                     if let Some((s, e)) = self.pop_lane(lane) {
                         self.fair_lane = lane % 3;
                         return Some((s, lane, e));
@@ -1090,9 +1124,12 @@ impl<T: Message + Clone> Receiver<T> {
         }
         for lane in 0..self.n_lanes {
             if let Some((s, e)) = self.pop_lane(lane) {
+                self.streak = self.streak.saturating_add(1);
                 return Some((s, lane, e));
             }
         }
+        // Caught up: nothing is being starved.
+        self.streak = 0;
         None
     }
 
@@ -1232,12 +1269,9 @@ impl<T: Message + Clone> Receiver<T> {
         if self.sub.groups[self.group].shed.load(Ordering::Acquire) != self.reported_shed {
             return true;
         }
-        self.shards.iter().any(|&s| {
-            self.sub.shards[s]
-                .lanes
-                .iter()
-                .any(|l| !l.q.is_empty())
-        })
+        self.shards
+            .iter()
+            .any(|&s| self.sub.shards[s].lanes.iter().any(|l| !l.q.is_empty()))
     }
 
     /// Receives one event, waiting for it.

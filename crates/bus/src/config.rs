@@ -141,7 +141,10 @@ impl EventBusConfig {
         if self.shard_count == 0 || self.shard_count > MAX_SHARDS {
             return Err(ConfigError::new(
                 "shard_count",
-                format!("must be between 1 and {MAX_SHARDS}, got {}", self.shard_count),
+                format!(
+                    "must be between 1 and {MAX_SHARDS}, got {}",
+                    self.shard_count
+                ),
             ));
         }
         if self.broadcast_capacity == 0 {
@@ -192,7 +195,8 @@ mod tests {
 
     #[test]
     fn each_invalid_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut EventBusConfig)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut EventBusConfig)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("shard_count", Box::new(|c| c.shard_count = 0)),
             ("shard_count", Box::new(|c| c.shard_count = MAX_SHARDS + 1)),
             ("broadcast_capacity", Box::new(|c| c.broadcast_capacity = 0)),

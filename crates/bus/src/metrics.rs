@@ -187,7 +187,21 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_tight() {
         let mut last = 0;
-        for ns in [0u64, 1, 2, 3, 4, 5, 7, 8, 100, 1000, 12_345, 1 << 40, u64::MAX] {
+        for ns in [
+            0u64,
+            1,
+            2,
+            3,
+            4,
+            5,
+            7,
+            8,
+            100,
+            1000,
+            12_345,
+            1 << 40,
+            u64::MAX,
+        ] {
             let b = LatencyHistogram::bucket_of(ns);
             assert!(b >= last, "{ns}");
             last = b;

@@ -55,7 +55,9 @@ impl fmt::Display for Priority {
 
 /// Identifies everything that belongs together, typically one call. All events with the
 /// same correlation id go to the same shard and keep their publish order within a lane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct CorrelationId(pub u64);
 
@@ -67,7 +69,9 @@ impl fmt::Display for CorrelationId {
 
 /// Unique id of one published event, assigned by the bus. Used as the causation id of
 /// the events it causes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct EventId(pub u64);
 
@@ -79,7 +83,9 @@ impl fmt::Display for EventId {
 
 /// A routing topic, `0..64`. Subscribers choose topics at subscribe time and are never
 /// woken for events of other topics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Topic(u8);
 
@@ -147,7 +153,9 @@ pub trait Message: Send + Sync + 'static {
 }
 
 /// Monotonic time, in nanoseconds since the bus's clock origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub u64);
 

@@ -53,9 +53,7 @@ mod session;
 pub use agent::{AgentActivity, AgentCommand, AgentEvent, AgentStatus, RejectReason};
 pub use call::{CallCommand, CallEvent};
 pub use common::{Codec, Disposition, HangupCause, Leg, Party, Sdp, Side, TransferKind};
-pub use ids::{
-    AgentId, BridgeId, CallId, EndpointId, IdAllocator, PlaybackId, QueueId, SessionId,
-};
+pub use ids::{AgentId, BridgeId, CallId, EndpointId, IdAllocator, PlaybackId, QueueId, SessionId};
 pub use media::{AudioSource, MediaCommand, MediaEvent, StreamQuality};
 pub use queue::{Health, LeaveReason, QueueEvent, QueueSnapshot, ResourceEvent};
 pub use session::{SessionCommand, SessionEvent};
@@ -98,8 +96,12 @@ pub mod topics {
         RESOURCE_EVENTS,
     ]);
     /// Every command topic.
-    pub const ALL_COMMANDS: TopicSet =
-        TopicSet::of(&[SESSION_COMMANDS, MEDIA_COMMANDS, CALL_COMMANDS, AGENT_COMMANDS]);
+    pub const ALL_COMMANDS: TopicSet = TopicSet::of(&[
+        SESSION_COMMANDS,
+        MEDIA_COMMANDS,
+        CALL_COMMANDS,
+        AGENT_COMMANDS,
+    ]);
 }
 
 /// Every message that travels on the engine's bus.
@@ -232,9 +234,8 @@ impl EngineEvent {
                 | call::CallCommand::Transfer { call, .. } => *call,
             }),
             Agent(e) => match e {
-                AgentEvent::Reserved { call, .. } | AgentEvent::ReservationRejected { call, .. } => {
-                    Some(*call)
-                }
+                AgentEvent::Reserved { call, .. }
+                | AgentEvent::ReservationRejected { call, .. } => Some(*call),
                 AgentEvent::StatusChanged { .. }
                 | AgentEvent::ActivityChanged { .. }
                 | AgentEvent::QueueMembership { .. }

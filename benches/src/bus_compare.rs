@@ -1,0 +1,888 @@
+//! `cargo xtask bench bus`: the same workloads against call-engine-bus,
+//! rvoip-infra-common 0.4.0 (zero-copy `EventBus` and `GlobalEventCoordinator`),
+//! `tokio::sync::broadcast` and a raw crossbeam channel, in one run, with ratios.
+//!
+//! Every contender sends the same 64-byte payload and is driven by the same threads and
+//! the same busy-polling consumers; latency is measured with one shared clock carried in
+//! the payload. A contender that back-pressures is waited on; one that overwrites is not,
+//! and its loss is counted: "reported" when its API tells the consumer how many it
+//! missed, "unreported" when only sequence gaps show it.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use call_engine_bus as ce;
+use std::any::Any;
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// Payload and clock
+// ---------------------------------------------------------------------------------------
+
+fn clock() -> &'static quanta::Clock {
+    static C: OnceLock<quanta::Clock> = OnceLock::new();
+    C.get_or_init(quanta::Clock::new)
+}
+
+fn now_raw() -> u64 {
+    clock().raw()
+}
+
+fn nanos(from: u64, to: u64) -> u64 {
+    clock().delta_as_nanos(from, to)
+}
+
+fn zero_pad() -> [u8; 47] {
+    [0; 47]
+}
+
+/// 64 bytes: seq, send time, priority flag, padding.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BenchEvent {
+    seq: u64,
+    sent_at: u64,
+    critical: bool,
+    #[serde(skip, default = "zero_pad")]
+    #[allow(dead_code)] // only there to make the event 64 bytes
+    pad: [u8; 47],
+}
+
+const _: () = assert!(std::mem::size_of::<BenchEvent>() == 64);
+
+impl BenchEvent {
+    fn new(seq: u64, critical: bool) -> Self {
+        Self {
+            seq,
+            sent_at: now_raw(),
+            critical,
+            pad: [0; 47],
+        }
+    }
+}
+
+/// Priority for our bus: set per scenario (Normal = never dropped; Low = shed).
+static LOW_PRIORITY: AtomicBool = AtomicBool::new(false);
+
+impl ce::Message for BenchEvent {
+    fn priority(&self) -> ce::Priority {
+        if self.critical {
+            ce::Priority::Critical
+        } else if LOW_PRIORITY.load(Ordering::Relaxed) {
+            ce::Priority::Low
+        } else {
+            ce::Priority::Normal
+        }
+    }
+}
+
+impl rvoip_infra_common::events::types::Event for BenchEvent {
+    fn event_type() -> &'static str {
+        "bench_event"
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl rvoip_infra_common::events::cross_crate::CrossCrateEvent for BenchEvent {
+    fn event_type(&self) -> &'static str {
+        "bench_event"
+    }
+    fn source_plane(&self) -> rvoip_infra_common::planes::PlaneType {
+        rvoip_infra_common::planes::PlaneType::Signaling
+    }
+    fn target_plane(&self) -> rvoip_infra_common::planes::PlaneType {
+        rvoip_infra_common::planes::PlaneType::Signaling
+    }
+    fn priority(&self) -> rvoip_infra_common::events::types::EventPriority {
+        rvoip_infra_common::events::types::EventPriority::Normal
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Polls a future that is expected to complete without waiting (the rvoip publish
+/// paths never yield when no handler is registered); waits politely if it does not.
+fn poll_now<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Contenders
+// ---------------------------------------------------------------------------------------
+
+/// What a consumer poll yields.
+#[derive(Default)]
+struct Polled {
+    events: Vec<(u64, u64, bool)>,
+    reported_lost: u64,
+}
+
+trait Tx: Send {
+    /// Sends one event; waits (spins) if the contender back-pressures.
+    fn send(&mut self, ev: BenchEvent);
+}
+
+trait Rx: Send {
+    /// Appends what is available now (up to ~64 events).
+    fn poll(&mut self, out: &mut Polled);
+}
+
+struct Setup {
+    txs: Vec<Box<dyn Tx>>,
+    rxs: Vec<Box<dyn Rx>>,
+    _keep: Box<dyn Any + Send>,
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    publishers: usize,
+    subscribers: usize,
+    capacity: usize,
+}
+
+trait Contender: Sync {
+    fn name(&self) -> &'static str;
+    fn setup(&self, shape: Shape) -> Setup;
+}
+
+// --- call-engine-bus ---
+
+struct Ours {
+    history: bool,
+}
+
+struct OursTx(ce::Publisher<BenchEvent>, u64);
+impl Tx for OursTx {
+    fn send(&mut self, ev: BenchEvent) {
+        let c = ce::CorrelationId(self.1);
+        self.1 = self.1.wrapping_add(1);
+        let mut ev = ev;
+        loop {
+            match self.0.try_publish(c, None, ev) {
+                Ok(_) => return,
+                Err(ce::PublishError::Full(e)) => {
+                    ev = e;
+                    std::thread::yield_now();
+                }
+                Err(ce::PublishError::Closed(_)) => return,
+            }
+        }
+    }
+}
+
+struct OursRx(ce::Receiver<BenchEvent>, Vec<ce::Event<BenchEvent>>);
+impl Rx for OursRx {
+    fn poll(&mut self, out: &mut Polled) {
+        if let Ok(info) = self.0.try_recv_batch(&mut self.1, 64) {
+            out.reported_lost += info.missed;
+            for e in self.1.drain(..) {
+                out.events
+                    .push((e.payload.seq, e.payload.sent_at, e.payload.critical));
+            }
+        }
+    }
+}
+
+impl Contender for Ours {
+    fn name(&self) -> &'static str {
+        if self.history {
+            "call-engine-bus"
+        } else {
+            "call-engine-bus (no history)"
+        }
+    }
+    fn setup(&self, s: Shape) -> Setup {
+        let cfg = ce::EventBusConfig {
+            shard_count: if s.capacity > 16_384 { 1 } else { 4 },
+            broadcast_capacity: if s.capacity > 16_384 {
+                s.capacity
+            } else {
+                (s.capacity / 4).max(1)
+            },
+            history_capacity: if self.history { 1024 } else { 0 },
+            ..Default::default()
+        };
+        let bus = ce::EventBus::new(cfg).unwrap();
+        let rxs = (0..s.subscribers)
+            .map(|_| {
+                Box::new(OursRx(
+                    bus.subscribe(ce::Filter::all()),
+                    Vec::with_capacity(64),
+                )) as Box<dyn Rx>
+            })
+            .collect();
+        let txs = (0..s.publishers)
+            .map(|i| Box::new(OursTx(bus.publisher("bench"), (i as u64) << 40)) as Box<dyn Tx>)
+            .collect();
+        Setup {
+            txs,
+            rxs,
+            _keep: Box::new(bus),
+        }
+    }
+}
+
+// --- rvoip-infra-common EventBus ---
+
+struct RvoipBus;
+struct RvoipBusTx(rvoip_infra_common::events::bus::EventBus);
+impl Tx for RvoipBusTx {
+    fn send(&mut self, ev: BenchEvent) {
+        let _ = poll_now(self.0.publish(ev));
+    }
+}
+struct RvoipBusRx(rvoip_infra_common::events::registry::TypedBroadcastReceiver<BenchEvent>);
+impl Rx for RvoipBusRx {
+    fn poll(&mut self, out: &mut Polled) {
+        for _ in 0..64 {
+            match self.0.try_recv() {
+                Ok(e) => out.events.push((e.seq, e.sent_at, e.critical)),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    out.reported_lost += n
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+impl Contender for RvoipBus {
+    fn name(&self) -> &'static str {
+        "rvoip EventBus"
+    }
+    fn setup(&self, s: Shape) -> Setup {
+        use rvoip_infra_common::events::bus::{EventBus, EventBusConfig};
+        let bus = EventBus::with_config(EventBusConfig {
+            broadcast_capacity: s.capacity,
+            ..Default::default()
+        });
+        let rxs = (0..s.subscribers)
+            .map(|_| {
+                Box::new(RvoipBusRx(
+                    poll_now(bus.subscribe_broadcast::<BenchEvent>()).unwrap(),
+                )) as Box<dyn Rx>
+            })
+            .collect();
+        let txs = (0..s.publishers)
+            .map(|_| Box::new(RvoipBusTx(bus.clone())) as Box<dyn Tx>)
+            .collect();
+        Setup {
+            txs,
+            rxs,
+            _keep: Box::new(bus),
+        }
+    }
+}
+
+// --- rvoip-infra-common GlobalEventCoordinator ---
+
+struct RvoipCoord;
+type CoordEvent = Arc<dyn rvoip_infra_common::events::cross_crate::CrossCrateEvent>;
+struct RvoipCoordTx(Arc<rvoip_infra_common::events::coordinator::GlobalEventCoordinator>);
+impl Tx for RvoipCoordTx {
+    fn send(&mut self, ev: BenchEvent) {
+        let _ = poll_now(self.0.publish(Arc::new(ev)));
+    }
+}
+struct RvoipCoordRx(tokio::sync::mpsc::Receiver<CoordEvent>);
+impl Rx for RvoipCoordRx {
+    fn poll(&mut self, out: &mut Polled) {
+        for _ in 0..64 {
+            match self.0.try_recv() {
+                Ok(e) => {
+                    if let Some(e) = e.as_any().downcast_ref::<BenchEvent>() {
+                        out.events.push((e.seq, e.sent_at, e.critical));
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+impl Contender for RvoipCoord {
+    fn name(&self) -> &'static str {
+        "rvoip GlobalEventCoordinator"
+    }
+    fn setup(&self, s: Shape) -> Setup {
+        use rvoip_infra_common::events::config::EventCoordinatorConfig;
+        use rvoip_infra_common::events::coordinator::GlobalEventCoordinator;
+        // Its subscriptions are bridged by tasks: give them a runtime of their own.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let coord = rt.block_on(async {
+            Arc::new(
+                GlobalEventCoordinator::new(
+                    EventCoordinatorConfig::monolithic().with_channel_capacity(s.capacity),
+                )
+                .await
+                .unwrap(),
+            )
+        });
+        let rxs = (0..s.subscribers)
+            .map(|_| {
+                let rx = rt.block_on(coord.subscribe("bench_event")).unwrap();
+                Box::new(RvoipCoordRx(rx)) as Box<dyn Rx>
+            })
+            .collect();
+        let txs = (0..s.publishers)
+            .map(|_| Box::new(RvoipCoordTx(coord.clone())) as Box<dyn Tx>)
+            .collect();
+        Setup {
+            txs,
+            rxs,
+            _keep: Box::new((rt, coord)),
+        }
+    }
+}
+
+// --- tokio broadcast ---
+
+struct TokioBroadcast;
+struct TbTx(tokio::sync::broadcast::Sender<BenchEvent>);
+impl Tx for TbTx {
+    fn send(&mut self, ev: BenchEvent) {
+        let _ = self.0.send(ev);
+    }
+}
+struct TbRx(tokio::sync::broadcast::Receiver<BenchEvent>);
+impl Rx for TbRx {
+    fn poll(&mut self, out: &mut Polled) {
+        for _ in 0..64 {
+            match self.0.try_recv() {
+                Ok(e) => out.events.push((e.seq, e.sent_at, e.critical)),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    out.reported_lost += n
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+impl Contender for TokioBroadcast {
+    fn name(&self) -> &'static str {
+        "tokio::sync::broadcast"
+    }
+    fn setup(&self, s: Shape) -> Setup {
+        let (tx, _) = tokio::sync::broadcast::channel(s.capacity);
+        let rxs = (0..s.subscribers)
+            .map(|_| Box::new(TbRx(tx.subscribe())) as Box<dyn Rx>)
+            .collect();
+        let txs = (0..s.publishers)
+            .map(|_| Box::new(TbTx(tx.clone())) as Box<dyn Tx>)
+            .collect();
+        Setup {
+            txs,
+            rxs,
+            _keep: Box::new(tx),
+        }
+    }
+}
+
+// --- crossbeam (one channel per subscriber; publisher copies to each) ---
+
+struct Crossbeam;
+struct CbTx(Vec<crossbeam_channel::Sender<BenchEvent>>);
+impl Tx for CbTx {
+    fn send(&mut self, ev: BenchEvent) {
+        for s in &self.0 {
+            let _ = s.send(ev);
+        }
+    }
+}
+struct CbRx(crossbeam_channel::Receiver<BenchEvent>);
+impl Rx for CbRx {
+    fn poll(&mut self, out: &mut Polled) {
+        for e in self.0.try_iter().take(64) {
+            out.events.push((e.seq, e.sent_at, e.critical));
+        }
+    }
+}
+impl Contender for Crossbeam {
+    fn name(&self) -> &'static str {
+        "crossbeam channel (raw)"
+    }
+    fn setup(&self, s: Shape) -> Setup {
+        let (txs_, rxs): (Vec<_>, Vec<_>) = (0..s.subscribers)
+            .map(|_| crossbeam_channel::bounded(s.capacity))
+            .unzip();
+        let rxs = rxs
+            .into_iter()
+            .map(|r| Box::new(CbRx(r)) as Box<dyn Rx>)
+            .collect();
+        let txs = (0..s.publishers)
+            .map(|_| Box::new(CbTx(txs_.clone())) as Box<dyn Tx>)
+            .collect();
+        Setup {
+            txs,
+            rxs,
+            _keep: Box::new(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Workloads
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default, Clone, Debug)]
+struct Outcome {
+    sent: u64,
+    received: u64,
+    reported_lost: u64,
+    unreported_lost: u64,
+    elapsed: Duration,
+    latencies: Vec<u64>,
+    critical_position: Option<u64>,
+    critical_wait_ns: Option<u64>,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+struct ConsumerResult {
+    received: u64,
+    reported: u64,
+    last_at: Instant,
+    latencies: Vec<u64>,
+    critical_position: Option<u64>,
+    critical_wait_ns: Option<u64>,
+}
+
+/// Consumer loop: until `expected` events are accounted for (received + reported lost), or
+/// the publishers are done and nothing arrived for `idle`.
+fn consume(
+    mut rx: Box<dyn Rx>,
+    expected: u64,
+    done: Arc<AtomicBool>,
+    keep_latency: bool,
+    work_ns: u64,
+    released: Option<Arc<AtomicU64>>,
+) -> ConsumerResult {
+    let idle = Duration::from_millis(300);
+    let mut p = Polled::default();
+    let (mut received, mut reported) = (0u64, 0u64);
+    let mut latencies = Vec::with_capacity(if keep_latency { expected as usize } else { 0 });
+    let mut last_at = Instant::now();
+    let mut critical_position = None;
+    let mut critical_wait_ns = None;
+    let mut release_raw = 0;
+    if let Some(r) = &released {
+        while r.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        release_raw = r.load(Ordering::Acquire);
+    }
+    loop {
+        p.events.clear();
+        rx.poll(&mut p);
+        reported += std::mem::take(&mut p.reported_lost);
+        if p.events.is_empty() {
+            if received + reported >= expected
+                || (done.load(Ordering::Acquire) && last_at.elapsed() > idle)
+            {
+                break;
+            }
+            std::thread::yield_now();
+            continue;
+        }
+        let t = now_raw();
+        for &(_, sent_at, critical) in &p.events {
+            if keep_latency {
+                latencies.push(nanos(sent_at, t));
+            }
+            if critical && critical_position.is_none() {
+                critical_position = Some(received);
+                critical_wait_ns = Some(nanos(release_raw, t));
+            }
+            received += 1;
+            if work_ns > 0 {
+                let until = now_raw();
+                while nanos(until, now_raw()) < work_ns {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        last_at = Instant::now();
+        if received + reported >= expected && released.is_none() {
+            break;
+        }
+        if released.is_some() && critical_position.is_some() {
+            break;
+        }
+    }
+    ConsumerResult {
+        received,
+        reported,
+        last_at,
+        latencies,
+        critical_position,
+        critical_wait_ns,
+    }
+}
+
+/// Throughput: `pubs` publishers send `n` events each, as fast as the contender lets them.
+fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome {
+    let setup = c.setup(shape);
+    let total = n * shape.publishers as u64;
+    let done = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(shape.publishers + shape.subscribers + 1));
+    let consumers: Vec<_> = setup
+        .rxs
+        .into_iter()
+        .map(|rx| {
+            let done = done.clone();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                consume(rx, total, done, false, work_ns, None)
+            })
+        })
+        .collect();
+    let producers: Vec<_> = setup
+        .txs
+        .into_iter()
+        .map(|mut tx| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..n {
+                    tx.send(BenchEvent::new(i, false));
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    for p in producers {
+        p.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let results: Vec<_> = consumers.into_iter().map(|c| c.join().unwrap()).collect();
+    let last = results.iter().map(|r| r.last_at).max().unwrap_or(t0);
+    let received: u64 = results.iter().map(|r| r.received).sum();
+    let reported: u64 = results.iter().map(|r| r.reported).sum();
+    let sent_total = total * shape.subscribers as u64;
+    drop(setup._keep);
+    Outcome {
+        sent: sent_total,
+        received,
+        reported_lost: reported,
+        unreported_lost: sent_total.saturating_sub(received + reported),
+        elapsed: last.duration_since(t0),
+        ..Default::default()
+    }
+}
+
+/// Latency at a fixed rate: one publisher paced at `rate` events/s, one subscriber.
+fn paced_latency(c: &dyn Contender, rate: u64, n: u64) -> Outcome {
+    let setup = c.setup(Shape {
+        publishers: 1,
+        subscribers: 1,
+        capacity: 16_384,
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let mut rxs = setup.rxs;
+    let mut txs = setup.txs;
+    let rx = rxs.remove(0);
+    let mut tx = txs.remove(0);
+    let d = done.clone();
+    let consumer = std::thread::spawn(move || consume(rx, n, d, true, 0, None));
+    let period = 1_000_000_000 / rate;
+    let t0 = now_raw();
+    for i in 0..n {
+        let due = i * period;
+        while nanos(t0, now_raw()) < due {
+            std::hint::spin_loop();
+        }
+        tx.send(BenchEvent::new(i, false));
+    }
+    done.store(true, Ordering::Release);
+    let r = consumer.join().unwrap();
+    drop(setup._keep);
+    Outcome {
+        sent: n,
+        received: r.received,
+        reported_lost: r.reported,
+        unreported_lost: n.saturating_sub(r.received + r.reported),
+        latencies: r.latencies,
+        ..Default::default()
+    }
+}
+
+/// A Critical event published behind `backlog` queued Low events: how many events the
+/// consumer receives before it, and how long from the consumer starting to drain until
+/// it arrives.
+fn critical_behind_low(c: &dyn Contender, backlog: u64) -> Outcome {
+    LOW_PRIORITY.store(true, Ordering::Relaxed);
+    let setup = c.setup(Shape {
+        publishers: 1,
+        subscribers: 1,
+        capacity: (backlog as usize + 1).next_power_of_two(),
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let released = Arc::new(AtomicU64::new(0));
+    let mut rxs = setup.rxs;
+    let mut txs = setup.txs;
+    let rx = rxs.remove(0);
+    let mut tx = txs.remove(0);
+    let (d, r) = (done.clone(), released.clone());
+    let consumer = std::thread::spawn(move || consume(rx, backlog + 1, d, false, 0, Some(r)));
+    for i in 0..backlog {
+        tx.send(BenchEvent::new(i, false));
+    }
+    tx.send(BenchEvent::new(backlog, true));
+    // Bridged contenders forward asynchronously: give them time to queue everything.
+    std::thread::sleep(Duration::from_millis(200));
+    released.store(now_raw().max(1), Ordering::Release);
+    done.store(true, Ordering::Release);
+    let res = consumer.join().unwrap();
+    LOW_PRIORITY.store(false, Ordering::Relaxed);
+    drop(setup._keep);
+    Outcome {
+        sent: backlog + 1,
+        received: res.received,
+        critical_position: res.critical_position,
+        critical_wait_ns: res.critical_wait_ns,
+        ..Default::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+// ---------------------------------------------------------------------------------------
+
+fn pct(v: &mut [u64], q: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+fn fmt_rate(r: f64) -> String {
+    format!("{:.2} M/s", r / 1e6)
+}
+
+fn fmt_ns(ns: u64) -> String {
+    if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
+fn loss(o: &Outcome) -> String {
+    let pct = |n: u64| 100.0 * n as f64 / o.sent.max(1) as f64;
+    format!(
+        "{} ({:.1}%) reported, {} ({:.1}%) unreported",
+        o.reported_lost,
+        pct(o.reported_lost),
+        o.unreported_lost,
+        pct(o.unreported_lost)
+    )
+}
+
+fn median_by_rate(mut v: Vec<Outcome>) -> Outcome {
+    v.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    v.swap_remove(v.len() / 2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // `--smoke`: a tiny run that proves the harness works (used by `cargo xtask test`).
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let scale = if smoke {
+        200
+    } else if quick {
+        10
+    } else {
+        1
+    };
+    let reps = if quick || smoke { 1 } else { 3 };
+    let n = 2_000_000 / scale;
+
+    let contenders: Vec<Box<dyn Contender>> = vec![
+        Box::new(Ours { history: true }),
+        Box::new(Ours { history: false }),
+        Box::new(RvoipBus),
+        Box::new(RvoipCoord),
+        Box::new(TokioBroadcast),
+        Box::new(Crossbeam),
+    ];
+    // `--only NAME-PREFIX` keeps matching contenders (for profiling one of them).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+    let contenders: Vec<Box<dyn Contender>> = contenders
+        .into_iter()
+        .filter(|c| only.as_deref().is_none_or(|o| c.name().starts_with(o)))
+        .collect();
+    // `--scenario i|ii|iii|iv|v|vi` runs one scenario.
+    let scenario = args
+        .iter()
+        .position(|a| a == "--scenario")
+        .and_then(|i| args.get(i + 1).cloned());
+    let want = |s: &str| scenario.as_deref().is_none_or(|w| w == s);
+    let names: Vec<&str> = contenders.iter().map(|c| c.name()).collect();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(10) + 2;
+    println!(
+        "bus-compare: {} cores, {} events per run (median of {reps}), 64-byte events",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n
+    );
+
+    let mut rates: HashMap<(&str, &str), f64> = HashMap::new();
+    let scenarios: [(&str, Shape, u64); 3] = [
+        (
+            "(i) 1 publisher -> 1 subscriber",
+            Shape {
+                publishers: 1,
+                subscribers: 1,
+                capacity: 16_384,
+            },
+            n,
+        ),
+        (
+            "(ii) 1 publisher -> 4 subscribers (fan-out)",
+            Shape {
+                publishers: 1,
+                subscribers: 4,
+                capacity: 16_384,
+            },
+            n / 4,
+        ),
+        (
+            "(iii) 2 publishers -> 1 subscriber",
+            Shape {
+                publishers: 2,
+                subscribers: 1,
+                capacity: 16_384,
+            },
+            n / 2,
+        ),
+    ];
+    for (title, shape, per_pub) in scenarios {
+        let tag = title[1..].split(')').next().unwrap_or("");
+        if !want(tag) {
+            continue;
+        }
+        println!("\n{title}: delivered events/s (all subscribers), loss");
+        for c in &contenders {
+            let o = median_by_rate(
+                (0..reps)
+                    .map(|_| throughput(c.as_ref(), shape, per_pub, 0))
+                    .collect(),
+            );
+            rates.insert((title, c.name()), o.rate());
+            println!(
+                "  {:width$} {:>12}   loss: {}",
+                c.name(),
+                fmt_rate(o.rate()),
+                loss(&o)
+            );
+        }
+        let (Some(ours), true) = (
+            rates.get(&(title, "call-engine-bus")).copied(),
+            rates.len() > 4,
+        ) else {
+            continue;
+        };
+        let r = |n: &str| ours / rates.get(&(title, n)).copied().unwrap_or(f64::NAN);
+        println!(
+            "  ratio call-engine-bus / rvoip EventBus = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / raw crossbeam = {:.2}x",
+            r("rvoip EventBus"),
+            r("rvoip GlobalEventCoordinator"),
+            r("tokio::sync::broadcast"),
+            r("crossbeam channel (raw)")
+        );
+    }
+
+    if want("iv") {
+        println!("\n(iv) publish->receive latency at 100k events/s (1->1)");
+        for c in &contenders {
+            let mut o = paced_latency(c.as_ref(), 100_000, 200_000 / scale as u64);
+            let l = &mut o.latencies;
+            println!(
+                "  {:width$} p50 {:>9}  p99 {:>9}  p99.9 {:>9}   loss: {}",
+                c.name(),
+                fmt_ns(pct(l, 0.50)),
+                fmt_ns(pct(l, 0.99)),
+                fmt_ns(pct(l, 0.999)),
+                loss(&o)
+            );
+        }
+    }
+    if want("v") {
+        println!("\n(v) a Critical event behind 100,000 queued Low events: events received before it, time from drain start to its arrival");
+        for c in &contenders {
+            let o = critical_behind_low(c.as_ref(), 100_000);
+            match (o.critical_position, o.critical_wait_ns) {
+                (Some(pos), Some(ns)) => println!(
+                    "  {:width$} position {:>7}   latency {:>9}",
+                    c.name(),
+                    pos,
+                    fmt_ns(ns)
+                ),
+                _ => println!("  {:width$} the Critical event never arrived", c.name()),
+            }
+        }
+    }
+    if !want("vi") {
+        return;
+    }
+    println!("\n(vi) flood: 1 publisher at full speed, 1 subscriber doing ~1 µs of work per event, 500k events, capacity 4096");
+    let flood_n = 500_000 / scale as u64;
+    let shape = Shape {
+        publishers: 1,
+        subscribers: 1,
+        capacity: 4096,
+    };
+    for c in &contenders {
+        let o = throughput(c.as_ref(), shape, flood_n, 1_000);
+        println!(
+            "  {:width$} received {:>7}   loss: {}",
+            c.name(),
+            o.received,
+            loss(&o)
+        );
+    }
+    LOW_PRIORITY.store(true, Ordering::Relaxed);
+    for c in contenders
+        .iter()
+        .filter(|c| c.name().starts_with("call-engine-bus"))
+    {
+        let o = throughput(c.as_ref(), shape, flood_n, 1_000);
+        println!(
+            "  {:width$} received {:>7}   loss: {}",
+            format!("{} [Low lane, shed-oldest]", c.name()),
+            o.received,
+            loss(&o)
+        );
+    }
+    LOW_PRIORITY.store(false, Ordering::Relaxed);
+    println!("\n(call-engine-bus publishes Normal events in (i)-(iv) and (vi): never dropped, back-pressured. The Low-lane rows show the shed policy: every loss reported.)");
+}

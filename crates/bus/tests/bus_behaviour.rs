@@ -1,0 +1,2001 @@
+//! Behavioural integration tests of `call-engine-bus`: envelopes, priority lanes and the
+//! starvation guard, shards and per-call order, overflow policies, filters, batches,
+//! every configuration field, the dispatcher, close, independence of buses and replay.
+//!
+//! No test depends on wall-clock speed for pass/fail: timeouts are only safety nets so
+//! that a bug fails instead of hanging (the one "not woken" check is explained inline).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use call_engine_bus::*;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Safety net only: a bug should fail a test, not hang it.
+const SAFETY: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, PartialEq)]
+struct Ev {
+    prio: Priority,
+    topic: u8,
+    seq: u64,
+}
+
+impl Message for Ev {
+    fn priority(&self) -> Priority {
+        self.prio
+    }
+
+    fn topic(&self) -> Topic {
+        Topic::new(self.topic)
+    }
+}
+
+fn ev(prio: Priority, seq: u64) -> Ev {
+    Ev {
+        prio,
+        topic: 0,
+        seq,
+    }
+}
+
+fn cfg() -> EventBusConfig {
+    EventBusConfig::default()
+}
+
+fn new_bus(config: EventBusConfig) -> EventBus<Ev> {
+    EventBus::new(config).expect("valid config")
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Receives everything queued now: (events, sum of reported misses).
+fn drain(rx: &mut Receiver<Ev>) -> (Vec<Event<Ev>>, u64) {
+    let mut out = Vec::new();
+    let mut missed = 0;
+    loop {
+        match rx.try_recv() {
+            Ok(e) => out.push(e),
+            Err(TryRecvError::Lagged(n)) => missed += n,
+            Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => return (out, missed),
+        }
+    }
+}
+
+fn seqs(events: &[Event<Ev>]) -> Vec<u64> {
+    events.iter().map(|e| e.payload.seq).collect()
+}
+
+/// One correlation id per shard (index = shard).
+fn correlation_per_shard(bus: &EventBus<Ev>) -> Vec<CorrelationId> {
+    let n = bus.config().shard_count;
+    let mut found: Vec<Option<CorrelationId>> = vec![None; n];
+    let mut c = 0u64;
+    while found.iter().any(Option::is_none) {
+        let s = bus.shard_of(CorrelationId(c));
+        if found[s].is_none() {
+            found[s] = Some(CorrelationId(c));
+        }
+        c += 1;
+        assert!(c < 1_000_000, "shard_of never reaches some shard");
+    }
+    found.into_iter().map(Option::unwrap).collect()
+}
+
+fn assert_pending_recv(r: Result<Event<Ev>, TryRecvError>) {
+    assert!(
+        matches!(r, Err(TryRecvError::Empty)),
+        "expected Empty, got {r:?}"
+    );
+}
+
+// =======================================================================================
+// 1. Envelope
+// =======================================================================================
+
+#[test]
+fn envelope_carries_unique_ids_metadata_and_monotonic_timestamps() {
+    let bus = new_bus(EventBusConfig {
+        broadcast_capacity: 8192,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let caller = bus.publisher("caller");
+    let media = bus.publisher("media");
+    assert_eq!(caller.source(), "caller");
+
+    const N: u64 = 4000;
+    // seq -> (id, correlation, causation, source, priority)
+    let mut sent = HashMap::new();
+    let mut ids = HashSet::new();
+    let mut prev: Option<EventId> = None;
+    for seq in 0..N {
+        let prio = Priority::ALL[(seq % 4) as usize];
+        let corr = CorrelationId(seq % 7);
+        let causation = if seq % 2 == 1 { prev } else { None };
+        let (tx, source) = if seq % 3 == 0 {
+            (&media, "media")
+        } else {
+            (&caller, "caller")
+        };
+        let id = tx.try_publish(corr, causation, ev(prio, seq)).unwrap();
+        assert!(ids.insert(id), "duplicate event id {id}");
+        sent.insert(seq, (id, corr, causation, source, prio));
+        prev = Some(id);
+    }
+    let after = bus.now();
+
+    let (events, missed) = drain(&mut rx);
+    assert_eq!(missed, 0);
+    assert_eq!(events.len() as u64, N);
+    let mut ts_by_seq = vec![Timestamp(0); N as usize];
+    for e in &events {
+        let (id, corr, causation, source, prio) = sent[&e.payload.seq];
+        assert_eq!(e.id, id);
+        assert_eq!(e.correlation, corr);
+        assert_eq!(e.causation, causation);
+        assert_eq!(e.source, source);
+        assert_eq!(e.priority, prio);
+        assert_eq!(e.priority, e.payload.priority());
+        ts_by_seq[e.payload.seq as usize] = e.timestamp;
+    }
+    for w in ts_by_seq.windows(2) {
+        assert!(w[0] <= w[1], "timestamps went backwards: {w:?}");
+    }
+    assert!(after >= ts_by_seq[N as usize - 1]);
+    assert!(bus.now() >= after);
+}
+
+// =======================================================================================
+// 2. Priority lanes
+// =======================================================================================
+
+#[test]
+fn critical_overtakes_100k_queued_low_events_single_shard() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 131_072,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..100_000 {
+        tx.try_publish(CorrelationId(seq % 100), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    let crit = tx
+        .try_publish(CorrelationId(3), None, ev(Priority::Critical, 100_000))
+        .unwrap();
+    assert_eq!(bus.metrics().lane_total(Priority::Low).shed, 0);
+
+    let first = rx.try_recv().unwrap();
+    assert_eq!(
+        first.id, crit,
+        "no pops happened yet: the Critical must be first"
+    );
+    assert_eq!(first.priority, Priority::Critical);
+    // then the Low lane, FIFO
+    assert_eq!(rx.try_recv().unwrap().payload, ev(Priority::Low, 0));
+    assert_eq!(rx.try_recv().unwrap().payload, ev(Priority::Low, 1));
+}
+
+#[test]
+fn critical_overtakes_100k_queued_low_events_across_shards() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 4,
+        broadcast_capacity: 32_768,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..100_000 {
+        tx.try_publish(CorrelationId(seq % 1000), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    // Nothing shed: every Low event is still queued behind which the Criticals go.
+    assert_eq!(bus.metrics().lane_total(Priority::Low).shed, 0);
+    assert_eq!(bus.metrics().lane_total(Priority::Low).depth, 100_000);
+    let mut crit_ids = HashSet::new();
+    for (i, c) in correlation_per_shard(&bus).into_iter().enumerate() {
+        crit_ids.insert(
+            tx.try_publish(c, None, ev(Priority::Critical, 200_000 + i as u64))
+                .unwrap(),
+        );
+    }
+    for _ in 0..4 {
+        let e = rx.try_recv().unwrap();
+        assert_eq!(e.priority, Priority::Critical);
+        assert!(crit_ids.remove(&e.id));
+    }
+    assert_eq!(rx.try_recv().unwrap().priority, Priority::Low);
+}
+
+#[test]
+fn critical_is_next_even_after_idle_polling() {
+    // The starvation guard counts consecutive *deliveries*; polls of an empty receiver
+    // are not deliveries and must not make a Critical wait behind a Low event.
+    for idle_polls in 0..20 {
+        let bus = new_bus(EventBusConfig {
+            shard_count: 1,
+            starvation_limit: 8,
+            ..cfg()
+        });
+        let mut rx = bus.subscribe(Filter::all());
+        let tx = bus.publisher("t");
+        for _ in 0..idle_polls {
+            assert_pending_recv(rx.try_recv());
+        }
+        for seq in 0..100 {
+            tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+                .unwrap();
+        }
+        let crit = tx
+            .try_publish(CorrelationId(1), None, ev(Priority::Critical, 100))
+            .unwrap();
+        assert_eq!(
+            rx.try_recv().unwrap().id,
+            crit,
+            "after {idle_polls} empty polls the Critical was not delivered next"
+        );
+    }
+}
+
+// =======================================================================================
+// 3. Starvation guard and FIFO without priority
+// =======================================================================================
+
+/// Receives `n` events from a receiver with 1000 High and 1000 Low queued; returns the
+/// number of Low events among them (checking each lane stays FIFO).
+fn low_share(limit: u32, n: usize) -> usize {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 2048,
+        starvation_limit: limit,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..1000 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::High, seq))
+            .unwrap();
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    let mut next = [0u64; 4];
+    let mut low = 0;
+    for _ in 0..n {
+        let e = rx.try_recv().unwrap();
+        assert_eq!(e.payload.seq, next[e.priority.index()], "lane not FIFO");
+        next[e.priority.index()] += 1;
+        if e.priority == Priority::Low {
+            low += 1;
+        }
+    }
+    low
+}
+
+#[test]
+fn starvation_guard_serves_low_lane_about_once_per_limit_plus_one() {
+    let low = low_share(8, 90);
+    assert!(
+        low >= 10,
+        "only {low} Low events among 90 with starvation_limit 8"
+    );
+    assert!(low <= 11, "guard too generous: {low} Low of 90");
+}
+
+#[test]
+fn starvation_guard_share_follows_the_limit() {
+    let l8 = low_share(8, 90);
+    let l2 = low_share(2, 90);
+    assert!(l2 >= 30, "starvation_limit 2 gave {l2} Low of 90");
+    assert!(l2 > l8, "limit 2 gave {l2}, limit 8 gave {l8}");
+}
+
+#[test]
+fn starvation_guard_rotates_over_lower_lanes() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 1024,
+        starvation_limit: 4,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..500 {
+        for p in [Priority::Critical, Priority::Normal, Priority::Low] {
+            tx.try_publish(CorrelationId(1), None, ev(p, seq)).unwrap();
+        }
+    }
+    let mut counts = [0usize; 4];
+    for _ in 0..100 {
+        counts[rx.try_recv().unwrap().priority.index()] += 1;
+    }
+    assert!(counts[Priority::Normal.index()] > 0, "{counts:?}");
+    assert!(counts[Priority::Low.index()] > 0, "{counts:?}");
+    assert!(counts[Priority::Critical.index()] >= 75, "{counts:?}");
+}
+
+#[test]
+fn strict_priority_order_when_nothing_lower_is_waiting() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 1024,
+        starvation_limit: 8,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    // A single lane: pure FIFO, the guard changes nothing.
+    for seq in 0..500 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::High, seq))
+            .unwrap();
+    }
+    let (events, _) = drain(&mut rx);
+    assert_eq!(seqs(&events), (0..500).collect::<Vec<_>>());
+
+    // Below the limit, everything Critical comes before anything High.
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        starvation_limit: 64,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..30 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::High, seq))
+            .unwrap();
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Critical, seq))
+            .unwrap();
+    }
+    let (events, _) = drain(&mut rx);
+    let prios: Vec<_> = events.iter().map(|e| e.priority).collect();
+    let mut expected = vec![Priority::Critical; 30];
+    expected.extend(vec![Priority::High; 30]);
+    assert_eq!(prios, expected);
+}
+
+#[test]
+fn without_priority_delivery_is_fifo_across_priorities() {
+    let bus = new_bus(EventBusConfig {
+        enable_priority: false,
+        shard_count: 1,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    let order = [
+        Priority::Low,
+        Priority::Critical,
+        Priority::Normal,
+        Priority::High,
+        Priority::Low,
+        Priority::Critical,
+    ];
+    for (i, p) in order.iter().enumerate() {
+        tx.try_publish(CorrelationId(1), None, ev(*p, i as u64))
+            .unwrap();
+    }
+    let (events, _) = drain(&mut rx);
+    assert_eq!(
+        events.iter().map(|e| e.priority).collect::<Vec<_>>(),
+        order.to_vec()
+    );
+    assert_eq!(seqs(&events), (0..order.len() as u64).collect::<Vec<_>>());
+}
+
+// =======================================================================================
+// 4. Shards and per-call order
+// =======================================================================================
+
+#[test]
+fn per_correlation_order_holds_with_concurrent_publishers() {
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 200;
+    const PER_CALL: u64 = 50;
+    let bus = new_bus(EventBusConfig {
+        shard_count: 8,
+        broadcast_capacity: 128,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let publishers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let tx = bus.publisher("p");
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    for seq in 0..PER_CALL {
+                        for k in 0..CALLS {
+                            let c = CorrelationId(t * 10_000 + k);
+                            tx.publish(c, None, ev(Priority::Normal, seq))
+                                .await
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+
+    let total = THREADS * CALLS * PER_CALL;
+    let mut next: HashMap<CorrelationId, u64> = HashMap::new();
+    rt().block_on(async {
+        for _ in 0..total {
+            let e = tokio::time::timeout(SAFETY, rx.recv())
+                .await
+                .expect("receiver stalled")
+                .expect("recv");
+            let want = next.entry(e.correlation).or_insert(0);
+            assert_eq!(e.payload.seq, *want, "out of order for {}", e.correlation);
+            *want += 1;
+        }
+    });
+    for p in publishers {
+        p.join().unwrap();
+    }
+    assert_eq!(next.len() as u64, THREADS * CALLS);
+    assert!(next.values().all(|n| *n == PER_CALL));
+    assert_pending_recv(rx.try_recv());
+}
+
+#[test]
+fn shard_of_is_stable_in_range_and_spreads() {
+    let a = new_bus(EventBusConfig {
+        shard_count: 8,
+        ..cfg()
+    });
+    let b = new_bus(EventBusConfig {
+        shard_count: 8,
+        ..cfg()
+    });
+    let mut per_shard = [0usize; 8];
+    for c in 0..1000 {
+        let c = CorrelationId(c);
+        let s = a.shard_of(c);
+        assert!(s < 8);
+        assert_eq!(s, a.shard_of(c), "not stable");
+        assert_eq!(s, b.shard_of(c), "differs between buses");
+        per_shard[s] += 1;
+    }
+    assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
+    // and roughly even (1000 / 8 = 125)
+    assert!(per_shard.iter().all(|n| *n > 60), "{per_shard:?}");
+}
+
+#[test]
+fn sharded_receivers_are_disjoint_complete_and_independent() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 8,
+        ..cfg()
+    });
+    let mut rxs = bus.subscribe_sharded(Filter::all(), 4);
+    assert_eq!(rxs.len(), 4);
+    let mut owner = HashMap::new();
+    for (g, rx) in rxs.iter().enumerate() {
+        assert!(!rx.shards().is_empty());
+        for &s in rx.shards() {
+            assert!(owner.insert(s, g).is_none(), "shard {s} owned twice");
+        }
+    }
+    assert_eq!(
+        owner.keys().copied().collect::<HashSet<_>>(),
+        (0..8).collect::<HashSet<_>>()
+    );
+
+    let tx = bus.publisher("t");
+    let mut expected: Vec<Vec<(CorrelationId, u64)>> = vec![Vec::new(); 4];
+    for seq in 0..20 {
+        for c in 0..100 {
+            let c = CorrelationId(c);
+            tx.try_publish(c, None, ev(Priority::Normal, seq)).unwrap();
+            expected[owner[&bus.shard_of(c)]].push((c, seq));
+        }
+    }
+    // Drain receiver 2 alone (async), the others never polled yet.
+    let got2: Vec<(CorrelationId, u64)> = rt().block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..expected[2].len() {
+            let e = tokio::time::timeout(SAFETY, rxs[2].recv())
+                .await
+                .expect("stalled")
+                .unwrap();
+            v.push((e.correlation, e.payload.seq));
+        }
+        v
+    });
+    assert_pending_recv(rxs[2].try_recv());
+    let check = |g: usize, got: Vec<(CorrelationId, u64)>| {
+        let mut got_by_corr: HashMap<CorrelationId, Vec<u64>> = HashMap::new();
+        for (c, s) in got {
+            assert_eq!(
+                owner[&bus.shard_of(c)],
+                g,
+                "{c} delivered to wrong receiver"
+            );
+            got_by_corr.entry(c).or_default().push(s);
+        }
+        let mut want_by_corr: HashMap<CorrelationId, Vec<u64>> = HashMap::new();
+        for (c, s) in &expected[g] {
+            want_by_corr.entry(*c).or_default().push(*s);
+        }
+        assert_eq!(got_by_corr, want_by_corr, "receiver {g}");
+    };
+    check(2, got2);
+    for g in [0, 1, 3] {
+        let (events, missed) = drain(&mut rxs[g]);
+        assert_eq!(missed, 0);
+        check(
+            g,
+            events
+                .iter()
+                .map(|e| (e.correlation, e.payload.seq))
+                .collect(),
+        );
+    }
+}
+
+// =======================================================================================
+// 5. Overflow: Block lanes
+// =======================================================================================
+
+async fn block_lane_is_all_or_nothing_and_backpressures(prio: Priority) {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 8,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut a = bus.subscribe(Filter::all());
+    let mut b = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    let c = CorrelationId(1);
+    for seq in 0..8 {
+        tx.try_publish(c, None, ev(prio, seq)).unwrap();
+    }
+    for seq in 0..8 {
+        assert_eq!(b.try_recv().unwrap().payload.seq, seq);
+    }
+    // A's lane is full: the 9th is refused, handed back, and B does not get it either.
+    let ninth = ev(prio, 8);
+    assert_eq!(
+        tx.try_publish(c, None, ninth.clone()),
+        Err(PublishError::Full(ninth.clone()))
+    );
+    assert_pending_recv(b.try_recv());
+    let m = bus.metrics();
+    assert_eq!(m.lane_total(prio).published, 8);
+    assert_eq!(m.lane_total(prio).depth, 8);
+
+    // The async publish waits...
+    let tx2 = tx.clone();
+    let pending = tokio::spawn(async move { tx2.publish(c, None, ninth).await });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !pending.is_finished(),
+        "publish into a full Block lane completed"
+    );
+    assert_pending_recv(b.try_recv());
+    // ...until A makes room.
+    assert_eq!(a.try_recv().unwrap().payload.seq, 0);
+    let id = tokio::time::timeout(SAFETY, pending)
+        .await
+        .expect("publish stayed blocked after room was made")
+        .unwrap()
+        .unwrap();
+    let on_b = b.try_recv().unwrap();
+    assert_eq!((on_b.id, on_b.payload.seq), (id, 8));
+    let (rest, missed) = drain(&mut a);
+    assert_eq!(missed, 0);
+    assert_eq!(seqs(&rest), (1..=8).collect::<Vec<_>>());
+    assert_eq!(rest.last().unwrap().id, id);
+
+    // Nothing lost, nothing duplicated.
+    let m = bus.metrics();
+    let lane = m.lane_total(prio);
+    assert_eq!(lane.published, 9);
+    assert_eq!(lane.delivered, 18);
+    assert_eq!(lane.shed, 0);
+    assert_eq!(lane.depth, 0);
+}
+
+#[tokio::test]
+async fn critical_lane_blocks_all_or_nothing() {
+    block_lane_is_all_or_nothing_and_backpressures(Priority::Critical).await;
+}
+
+#[tokio::test]
+async fn high_lane_blocks_all_or_nothing() {
+    block_lane_is_all_or_nothing_and_backpressures(Priority::High).await;
+}
+
+#[tokio::test]
+async fn normal_lane_blocks_all_or_nothing_by_default() {
+    block_lane_is_all_or_nothing_and_backpressures(Priority::Normal).await;
+}
+
+// =======================================================================================
+// 6. Overflow: shed oldest
+// =======================================================================================
+
+fn shed_bus(normal: OverflowPolicy) -> EventBus<Ev> {
+    new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 16,
+        overflow: OverflowPolicies {
+            normal,
+            ..OverflowPolicies::default()
+        },
+        ..cfg()
+    })
+}
+
+fn check_shed_oldest(prio: Priority, normal_policy: OverflowPolicy) {
+    let bus = shed_bus(normal_policy);
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(1), None, ev(prio, seq))
+            .unwrap();
+    }
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Lagged(84));
+    for seq in 84..100 {
+        let e = rx.try_recv().unwrap();
+        assert_eq!(e.payload, ev(prio, seq));
+    }
+    assert_pending_recv(rx.try_recv());
+    let lane = bus.metrics().lane_total(prio);
+    assert_eq!(lane.shed, 84);
+    assert_eq!(lane.published, 100);
+    assert_eq!(lane.delivered, 16);
+    assert_eq!(lane.depth, 0);
+}
+
+#[test]
+fn low_lane_sheds_oldest_and_reports_exact_loss() {
+    check_shed_oldest(Priority::Low, OverflowPolicy::Block);
+}
+
+#[test]
+fn normal_lane_sheds_oldest_when_configured() {
+    check_shed_oldest(Priority::Normal, OverflowPolicy::ShedOldest);
+}
+
+#[tokio::test]
+async fn async_recv_reports_lagged() {
+    let bus = shed_bus(OverflowPolicy::Block);
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..100 {
+        tx.publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .await
+            .unwrap();
+    }
+    assert_eq!(rx.recv().await.unwrap_err(), RecvError::Lagged(84));
+    assert_eq!(rx.recv().await.unwrap().payload.seq, 84);
+}
+
+#[tokio::test]
+async fn recv_batch_reports_missed() {
+    let bus = shed_bus(OverflowPolicy::Block);
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    let mut buf = Vec::new();
+    let info = rx.recv_batch(&mut buf).await.unwrap();
+    assert_eq!(info.missed, 84);
+    assert_eq!(info.received, 16);
+    assert_eq!(seqs(&buf), (84..100).collect::<Vec<_>>());
+    // try_recv_batch too
+    for seq in 100..120 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    buf.clear();
+    let info = rx.try_recv_batch(&mut buf, 100).unwrap();
+    assert_eq!((info.received, info.missed), (16, 4));
+}
+
+#[test]
+fn shed_policy_without_priority_drops_the_new_event_and_reports_it() {
+    let bus = new_bus(EventBusConfig {
+        enable_priority: false,
+        shard_count: 1,
+        broadcast_capacity: 16,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    // A Block-policy event finds the shared lane full: back-pressure, not loss.
+    assert!(matches!(
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Critical, 100)),
+        Err(PublishError::Full(_))
+    ));
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Lagged(84));
+    let (events, missed) = drain(&mut rx);
+    assert_eq!(missed, 0);
+    assert_eq!(seqs(&events), (0..16).collect::<Vec<_>>());
+    assert_eq!(bus.metrics().lane_total(Priority::Low).shed, 84);
+}
+
+// =======================================================================================
+// 7. No silent loss under a flood
+// =======================================================================================
+
+#[test]
+fn flood_loses_nothing_silently_and_only_sheds_low() {
+    const N: u64 = 200_000;
+    let bus = new_bus(EventBusConfig {
+        broadcast_capacity: 64,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    fn prio_of(i: u64) -> Priority {
+        match i % 10 {
+            0 => Priority::Critical,
+            1 | 2 => Priority::High,
+            3..=5 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
+
+    let receiver = std::thread::spawn(move || {
+        rt().block_on(async move {
+            let mut got = [0u64; 4];
+            let mut missed = 0u64;
+            let mut last: HashMap<(CorrelationId, Priority), u64> = HashMap::new();
+            loop {
+                let r = tokio::time::timeout(SAFETY, rx.recv())
+                    .await
+                    .expect("receiver stalled");
+                match r {
+                    Ok(e) => {
+                        got[e.priority.index()] += 1;
+                        if let Some(prev) = last.insert((e.correlation, e.priority), e.payload.seq)
+                        {
+                            assert!(prev < e.payload.seq, "reordered within a call and lane");
+                        }
+                        // a slow subscriber
+                        std::thread::yield_now();
+                    }
+                    Err(RecvError::Lagged(n)) => missed += n,
+                    Err(RecvError::Closed) => break,
+                }
+            }
+            // Keep the subscription alive until the metrics are read: per-subscription
+            // counters (delivered, shed, depth) leave the metrics with it.
+            (got, missed, rx)
+        })
+    });
+
+    let tx = bus.publisher("flood");
+    let publisher = std::thread::spawn(move || {
+        rt().block_on(async move {
+            let mut sent = [0u64; 4];
+            for i in 0..N {
+                let p = prio_of(i);
+                tx.publish(CorrelationId(i % 16), None, ev(p, i))
+                    .await
+                    .unwrap();
+                sent[p.index()] += 1;
+            }
+            sent
+        })
+    });
+    let sent = publisher.join().unwrap();
+    bus.close();
+    let (got, missed, rx) = receiver.join().unwrap();
+
+    eprintln!("flood: sent {sent:?}, received {got:?}, missed {missed}");
+    assert_eq!(sent.iter().sum::<u64>(), N);
+    assert_eq!(got.iter().sum::<u64>() + missed, N, "silent loss");
+    for p in [Priority::Critical, Priority::High, Priority::Normal] {
+        assert_eq!(got[p.index()], sent[p.index()], "{p} lost events");
+    }
+    assert_eq!(
+        got[Priority::Low.index()] + missed,
+        sent[Priority::Low.index()]
+    );
+
+    let m = bus.metrics();
+    assert_eq!(m.total().published, N);
+    assert_eq!(m.total().shed, missed);
+    assert_eq!(m.lane_total(Priority::Low).shed, missed);
+    assert_eq!(m.total().delivered, got.iter().sum::<u64>());
+    for p in [Priority::Critical, Priority::High, Priority::Normal] {
+        assert_eq!(m.lane_total(p).shed, 0);
+        assert_eq!(m.lane_total(p).published, sent[p.index()]);
+        assert_eq!(m.lane_total(p).delivered, sent[p.index()]);
+    }
+    assert_eq!(m.total().depth, 0);
+    drop(rx);
+}
+
+// =======================================================================================
+// 8. Filtering
+// =======================================================================================
+
+#[test]
+fn each_subscriber_gets_exactly_what_its_filter_admits() {
+    let bus = new_bus(EventBusConfig {
+        broadcast_capacity: 1024,
+        ..cfg()
+    });
+    let f1 = Filter::topic(Topic::new(1));
+    let f2 = Filter::all().correlation(CorrelationId(5));
+    let f3 = Filter::all().min_priority(Priority::High);
+    let mut s1 = bus.subscribe(f1);
+    let mut s2 = bus.subscribe(f2);
+    let mut s3 = bus.subscribe(f3);
+    assert_eq!(bus.metrics().subscriptions, 3);
+
+    let tx = bus.publisher("t");
+    let mut want: [Vec<u64>; 3] = Default::default();
+    let mut unrouted = 0;
+    let mut seq = 0;
+    for topic in 0..3u8 {
+        for corr in 4..7u64 {
+            for p in Priority::ALL {
+                let e = Ev {
+                    prio: p,
+                    topic,
+                    seq,
+                };
+                let a1 = topic == 1;
+                let a2 = corr == 5;
+                let a3 = p <= Priority::High;
+                for (w, admitted) in want.iter_mut().zip([a1, a2, a3]) {
+                    if admitted {
+                        w.push(seq);
+                    }
+                }
+                if !(a1 || a2 || a3) {
+                    unrouted += 1;
+                }
+                tx.try_publish(CorrelationId(corr), None, e).unwrap();
+                seq += 1;
+            }
+        }
+    }
+    for (i, rx) in [&mut s1, &mut s2, &mut s3].into_iter().enumerate() {
+        let (events, missed) = drain(rx);
+        assert_eq!(missed, 0);
+        let mut got = seqs(&events);
+        got.sort_unstable();
+        assert_eq!(got, want[i], "subscriber S{}", i + 1);
+    }
+    assert_eq!(bus.metrics().unrouted, unrouted);
+    assert!(unrouted > 0);
+}
+
+#[tokio::test]
+async fn non_matching_events_are_never_queued_nor_wake_the_subscriber() {
+    let bus = new_bus(cfg());
+    let mut s1 = bus.subscribe(Filter::topic(Topic::new(1)));
+    let tx = bus.publisher("t");
+    let topic2 = |seq| Ev {
+        prio: Priority::Critical,
+        topic: 2,
+        seq,
+    };
+    // While S1 waits, only topic-2 events are published. A wrong delivery would
+    // complete the recv with an event, so this "not woken" check does not depend on
+    // speed: the timeout only bounds how long we watch.
+    let (res, ()) = tokio::join!(
+        tokio::time::timeout(Duration::from_millis(100), s1.recv()),
+        async {
+            for seq in 0..50 {
+                tx.try_publish(CorrelationId(seq), None, topic2(seq))
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        }
+    );
+    assert!(res.is_err(), "S1 received a topic-2 event: {res:?}");
+    let m = bus.metrics();
+    assert_eq!(m.total().depth, 0, "non-matching events were queued");
+    assert_eq!(m.total().delivered, 0);
+    assert_eq!(m.unrouted, 50);
+    assert_pending_recv(s1.try_recv());
+
+    // A matching event is delivered.
+    let id = tx
+        .try_publish(
+            CorrelationId(1),
+            None,
+            Ev {
+                prio: Priority::Low,
+                topic: 1,
+                seq: 99,
+            },
+        )
+        .unwrap();
+    let e = tokio::time::timeout(SAFETY, s1.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.id, id);
+    assert_eq!(bus.metrics().unrouted, 50);
+}
+
+#[test]
+fn correlation_and_priority_filters_do_not_queue_other_events() {
+    let bus = new_bus(cfg());
+    let mut s2 = bus.subscribe(Filter::all().correlation(CorrelationId(5)));
+    let mut s3 = bus.subscribe(Filter::all().min_priority(Priority::High));
+    let tx = bus.publisher("t");
+    for seq in 0..20 {
+        // not corr 5, and Normal/Low: nobody wants them
+        let p = if seq % 2 == 0 {
+            Priority::Normal
+        } else {
+            Priority::Low
+        };
+        tx.try_publish(CorrelationId(6), None, ev(p, seq)).unwrap();
+    }
+    assert_eq!(bus.metrics().total().depth, 0);
+    assert_eq!(bus.metrics().unrouted, 20);
+    assert_pending_recv(s2.try_recv());
+    assert_pending_recv(s3.try_recv());
+}
+
+// =======================================================================================
+// 9. Batch publish and receive
+// =======================================================================================
+
+fn outgoing(prio: Priority, seqs: std::ops::Range<u64>) -> VecDeque<Outgoing<Ev>> {
+    seqs.map(|seq| Outgoing {
+        correlation: CorrelationId(seq % 5),
+        causation: None,
+        payload: ev(prio, seq),
+    })
+    .collect()
+}
+
+#[test]
+fn try_publish_batch_publishes_and_removes_everything() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("batch");
+    let mut batch = outgoing(Priority::Normal, 0..100);
+    assert_eq!(tx.try_publish_batch(&mut batch), Ok(100));
+    assert!(batch.is_empty());
+    let (events, _) = drain(&mut rx);
+    assert_eq!(seqs(&events), (0..100).collect::<Vec<_>>());
+    assert!(events.iter().all(|e| e.source == "batch"));
+    assert_eq!(bus.metrics().total().published, 100);
+}
+
+#[test]
+fn try_publish_batch_stops_at_a_full_block_lane() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 8,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    let mut batch = outgoing(Priority::Critical, 0..20);
+    assert_eq!(
+        tx.try_publish_batch(&mut batch),
+        Err(PublishError::Full(()))
+    );
+    assert_eq!(batch.len(), 12);
+    assert_eq!(batch.front().unwrap().payload, ev(Priority::Critical, 8));
+    assert_eq!(batch.front().unwrap().correlation, CorrelationId(8 % 5));
+    assert_eq!(bus.metrics().total().published, 8);
+    let (events, _) = drain(&mut rx);
+    assert_eq!(seqs(&events), (0..8).collect::<Vec<_>>());
+    // resume
+    assert_eq!(
+        tx.try_publish_batch(&mut batch),
+        Err(PublishError::Full(()))
+    );
+    assert_eq!(batch.len(), 4);
+    drain(&mut rx);
+    assert_eq!(tx.try_publish_batch(&mut batch), Ok(4));
+    assert!(batch.is_empty());
+    assert_eq!(seqs(&drain(&mut rx).0), (16..20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn publish_batch_waits_while_a_receiver_drains_concurrently() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 2,
+        broadcast_capacity: 8,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    let batch = outgoing(Priority::High, 0..1000);
+    let (published, received) = tokio::time::timeout(SAFETY, async {
+        tokio::join!(tx.publish_batch(batch), async {
+            let mut got = Vec::new();
+            while got.len() < 1000 {
+                let e = rx.recv().await.unwrap();
+                got.push((e.correlation, e.payload.seq));
+            }
+            got
+        })
+    })
+    .await
+    .expect("publish_batch / receiver stalled");
+    assert_eq!(published, Ok(1000));
+    let mut by_corr: HashMap<CorrelationId, Vec<u64>> = HashMap::new();
+    for (c, s) in received {
+        by_corr.entry(c).or_default().push(s);
+    }
+    for (c, s) in by_corr {
+        let want: Vec<u64> = (0..1000).filter(|x| x % 5 == c.0).collect();
+        assert_eq!(s, want);
+    }
+}
+
+#[test]
+fn try_recv_batch_respects_max() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..25 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    let mut buf = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        match rx.try_recv_batch(&mut buf, 10) {
+            Ok(info) => {
+                assert_eq!(info.missed, 0);
+                sizes.push(info.received);
+            }
+            Err(TryRecvError::Empty) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(sizes, vec![10, 10, 5]);
+    assert_eq!(seqs(&buf), (0..25).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn batch_size_bounds_recv_batch() {
+    let bus = new_bus(EventBusConfig {
+        batch_size: 7,
+        shard_count: 3,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    assert_eq!(rx.batch_size(), 7);
+    let tx = bus.publisher("t");
+    for seq in 0..30 {
+        tx.try_publish(CorrelationId(seq), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    let mut buf = Vec::new();
+    let mut sizes = Vec::new();
+    while buf.len() < 30 {
+        let before = buf.len();
+        let info = tokio::time::timeout(SAFETY, rx.recv_batch(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.received, buf.len() - before);
+        assert!(info.received <= 7);
+        if 30 - before >= 7 {
+            assert_eq!(info.received, 7, "a full batch was available");
+        }
+        sizes.push(info.received);
+    }
+    assert_eq!(sizes, vec![7, 7, 7, 7, 2]);
+    let mut all = seqs(&buf);
+    all.sort_unstable();
+    assert_eq!(all, (0..30).collect::<Vec<_>>());
+}
+
+// =======================================================================================
+// 10. Every config field
+// =======================================================================================
+
+#[test]
+fn config_shard_count() {
+    for n in [1usize, 3, 8, 64] {
+        let bus = new_bus(EventBusConfig {
+            shard_count: n,
+            ..cfg()
+        });
+        assert_eq!(bus.metrics().shards.len(), n);
+        let mut seen = HashSet::new();
+        for c in 0..2000 {
+            let s = bus.shard_of(CorrelationId(c));
+            assert!(s < n);
+            seen.insert(s);
+        }
+        assert_eq!(seen.len(), n);
+        // events land in the metrics of shard_of(c)
+        let tx = bus.publisher("t");
+        tx.try_publish(CorrelationId(77), None, ev(Priority::High, 0))
+            .unwrap();
+        let m = bus.metrics();
+        let s = bus.shard_of(CorrelationId(77));
+        assert_eq!(m.shards[s].shard, s);
+        assert_eq!(m.shards[s].lane(Priority::High).published, 1);
+    }
+}
+
+#[test]
+fn config_broadcast_capacity() {
+    for cap in [1usize, 5, 32] {
+        let bus = new_bus(EventBusConfig {
+            shard_count: 1,
+            broadcast_capacity: cap,
+            ..cfg()
+        });
+        let _rx = bus.subscribe(Filter::all());
+        let tx = bus.publisher("t");
+        for seq in 0..cap as u64 {
+            tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+                .unwrap();
+        }
+        let extra = ev(Priority::Normal, cap as u64);
+        assert_eq!(
+            tx.try_publish(CorrelationId(1), None, extra.clone()),
+            Err(PublishError::Full(extra))
+        );
+        // per lane: another Block lane still has room
+        tx.try_publish(CorrelationId(1), None, ev(Priority::High, 0))
+            .unwrap();
+    }
+}
+
+#[test]
+fn config_enable_priority() {
+    for on in [true, false] {
+        let bus = new_bus(EventBusConfig {
+            enable_priority: on,
+            ..cfg()
+        });
+        let mut rx = bus.subscribe(Filter::all());
+        let tx = bus.publisher("t");
+        for (i, p) in [Priority::Low, Priority::Critical, Priority::Normal]
+            .into_iter()
+            .enumerate()
+        {
+            tx.try_publish(CorrelationId(9), None, ev(p, i as u64))
+                .unwrap();
+        }
+        let got: Vec<_> = drain(&mut rx).0.iter().map(|e| e.priority).collect();
+        let want = if on {
+            vec![Priority::Critical, Priority::Normal, Priority::Low]
+        } else {
+            vec![Priority::Low, Priority::Critical, Priority::Normal]
+        };
+        assert_eq!(got, want, "enable_priority = {on}");
+    }
+}
+
+#[derive(Debug)]
+struct Counted {
+    clones: Arc<AtomicUsize>,
+    seq: u64,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: self.clones.clone(),
+            seq: self.seq,
+        }
+    }
+}
+
+impl Message for Counted {
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
+}
+
+#[test]
+fn config_enable_zero_copy() {
+    for zero_copy in [true, false] {
+        let bus = EventBus::<Counted>::new(EventBusConfig {
+            enable_zero_copy: zero_copy,
+            history_capacity: 0,
+            ..cfg()
+        })
+        .unwrap();
+        let mut rxs: Vec<_> = (0..3).map(|_| bus.subscribe(Filter::all())).collect();
+        let clones = Arc::new(AtomicUsize::new(0));
+        let tx = bus.publisher("t");
+        for seq in 0..10 {
+            tx.try_publish(
+                CorrelationId(1),
+                None,
+                Counted {
+                    clones: clones.clone(),
+                    seq,
+                },
+            )
+            .unwrap();
+        }
+        let per_sub: Vec<Vec<Event<Counted>>> = rxs
+            .iter_mut()
+            .map(|rx| (0..10).map(|_| rx.try_recv().unwrap()).collect())
+            .collect();
+        let triples = per_sub[0].iter().zip(&per_sub[1]).zip(&per_sub[2]);
+        for (i, ((a, b), c)) in triples.enumerate() {
+            assert_eq!(a.payload.seq, i as u64);
+            assert_eq!(a.id, b.id);
+            assert_eq!(a.id, c.id);
+            if zero_copy {
+                assert!(a.is_shared() && b.is_shared() && c.is_shared());
+                assert!(std::ptr::eq(&**a, &**b) && std::ptr::eq(&**b, &**c));
+            } else {
+                assert!(!a.is_shared() && !b.is_shared() && !c.is_shared());
+                assert!(!std::ptr::eq(&**a, &**b) && !std::ptr::eq(&**b, &**c));
+            }
+        }
+        let expected = if zero_copy { 0 } else { 2 * 10 };
+        assert_eq!(
+            clones.load(Ordering::SeqCst),
+            expected,
+            "payload clones with enable_zero_copy = {zero_copy}"
+        );
+    }
+}
+
+#[test]
+fn zero_copy_single_subscriber_moves_the_payload() {
+    let bus = EventBus::<Counted>::new(EventBusConfig {
+        history_capacity: 0,
+        ..cfg()
+    })
+    .unwrap();
+    let mut rx = bus.subscribe(Filter::all());
+    let clones = Arc::new(AtomicUsize::new(0));
+    bus.publisher("t")
+        .try_publish(
+            CorrelationId(1),
+            None,
+            Counted {
+                clones: clones.clone(),
+                seq: 0,
+            },
+        )
+        .unwrap();
+    let e = rx.try_recv().unwrap();
+    assert!(!e.is_shared());
+    assert_eq!(clones.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn shared_event_outlives_the_bus() {
+    let bus = new_bus(cfg());
+    let mut a = bus.subscribe(Filter::all());
+    let mut b = bus.subscribe(Filter::all());
+    bus.publisher("t")
+        .try_publish(CorrelationId(1), None, ev(Priority::High, 42))
+        .unwrap();
+    let ea = a.try_recv().unwrap();
+    let eb = b.try_recv().unwrap();
+    drop((a, b, bus));
+    assert!(ea.is_shared());
+    assert_eq!(ea.payload.seq, 42);
+    drop(ea);
+    assert_eq!(eb.into_envelope().payload.seq, 42);
+}
+
+#[test]
+fn config_pool_capacity() {
+    for cap in [4usize, 16] {
+        let bus = new_bus(EventBusConfig {
+            shard_count: 1,
+            pool_capacity: cap,
+            history_capacity: 0,
+            broadcast_capacity: 64,
+            ..cfg()
+        });
+        let mut rxs: Vec<_> = (0..3).map(|_| bus.subscribe(Filter::all())).collect();
+        let tx = bus.publisher("t");
+        let start = bus.metrics().pool;
+        assert!(start.allocated <= cap as u64);
+        for seq in 0..1000 {
+            tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+                .unwrap();
+            for rx in &mut rxs {
+                assert!(rx.try_recv().unwrap().is_shared());
+            }
+        }
+        let m = bus.metrics().pool;
+        assert!(m.allocated <= cap as u64, "{m:?}");
+        assert!(m.reused >= start.reused + 1000 - cap as u64, "{m:?}");
+
+        // More in flight than the pool keeps: extra slots are allocated, and freed again
+        // on release so the free list never exceeds pool_capacity.
+        for seq in 0..40 {
+            tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+                .unwrap();
+        }
+        assert!(bus.metrics().pool.allocated >= 40);
+        for rx in &mut rxs {
+            drain(rx);
+        }
+        assert_eq!(bus.metrics().pool.free, cap as u64);
+    }
+}
+
+#[test]
+fn config_history_capacity() {
+    // 0: disabled
+    let bus = new_bus(EventBusConfig {
+        history_capacity: 0,
+        ..cfg()
+    });
+    let tx = bus.publisher("t");
+    for seq in 0..10 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    assert!(bus.history().is_empty());
+    assert!(bus.history_of(CorrelationId(1)).is_empty());
+
+    // 10 on one shard: exactly the 10 most recent, oldest first
+    let bus = new_bus(EventBusConfig {
+        history_capacity: 10,
+        shard_count: 1,
+        ..cfg()
+    });
+    let tx = bus.publisher("t");
+    let mut ids = Vec::new();
+    for seq in 0..25 {
+        let c = CorrelationId(1 + seq % 2);
+        ids.push(tx.try_publish(c, None, ev(Priority::Low, seq)).unwrap());
+    }
+    let h = bus.history();
+    assert_eq!(
+        h.iter().map(|e| e.payload.seq).collect::<Vec<_>>(),
+        (15..25).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        h.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[15..].to_vec()
+    );
+    let of1 = bus.history_of(CorrelationId(1));
+    assert_eq!(
+        of1.iter().map(|e| e.payload.seq).collect::<Vec<_>>(),
+        vec![16, 18, 20, 22, 24]
+    );
+    assert!(of1.iter().all(|e| e.correlation == CorrelationId(1)));
+    assert!(bus.history_of(CorrelationId(3)).is_empty());
+
+    // split across shards: never more than the total
+    let bus = new_bus(EventBusConfig {
+        history_capacity: 8,
+        shard_count: 4,
+        ..cfg()
+    });
+    let tx = bus.publisher("t");
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(seq), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    assert!(bus.history().len() <= 8);
+    assert!(!bus.history().is_empty());
+}
+
+#[test]
+fn config_overflow_each_policy() {
+    for p in [Priority::Normal, Priority::Low] {
+        for policy in [OverflowPolicy::Block, OverflowPolicy::ShedOldest] {
+            let mut overflow = OverflowPolicies::default();
+            match p {
+                Priority::Normal => overflow.normal = policy,
+                _ => overflow.low = policy,
+            }
+            assert_eq!(overflow.get(p), policy);
+            let bus = new_bus(EventBusConfig {
+                shard_count: 1,
+                broadcast_capacity: 4,
+                overflow,
+                ..cfg()
+            });
+            let mut rx = bus.subscribe(Filter::all());
+            let tx = bus.publisher("t");
+            for seq in 0..4 {
+                tx.try_publish(CorrelationId(1), None, ev(p, seq)).unwrap();
+            }
+            let r = tx.try_publish(CorrelationId(1), None, ev(p, 4));
+            match policy {
+                OverflowPolicy::Block => {
+                    assert_eq!(r, Err(PublishError::Full(ev(p, 4))));
+                    let (events, missed) = drain(&mut rx);
+                    assert_eq!((seqs(&events), missed), ((0..4).collect(), 0));
+                }
+                OverflowPolicy::ShedOldest => {
+                    assert!(r.is_ok());
+                    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Lagged(1));
+                    let (events, missed) = drain(&mut rx);
+                    assert_eq!((seqs(&events), missed), ((1..5).collect(), 0));
+                }
+            }
+        }
+    }
+    // Critical and High can never shed.
+    let mut c = cfg();
+    c.overflow.high = OverflowPolicy::ShedOldest;
+    assert_eq!(EventBus::<Ev>::new(c).unwrap_err().field, "overflow.high");
+}
+
+#[test]
+fn config_validate_names_the_field() {
+    let cases: Vec<(&str, EventBusConfig)> = vec![
+        (
+            "shard_count",
+            EventBusConfig {
+                shard_count: 0,
+                ..cfg()
+            },
+        ),
+        (
+            "shard_count",
+            EventBusConfig {
+                shard_count: MAX_SHARDS + 1,
+                ..cfg()
+            },
+        ),
+        (
+            "broadcast_capacity",
+            EventBusConfig {
+                broadcast_capacity: 0,
+                ..cfg()
+            },
+        ),
+        (
+            "batch_size",
+            EventBusConfig {
+                batch_size: 0,
+                ..cfg()
+            },
+        ),
+        (
+            "max_concurrent_dispatches",
+            EventBusConfig {
+                max_concurrent_dispatches: 0,
+                ..cfg()
+            },
+        ),
+        (
+            "starvation_limit",
+            EventBusConfig {
+                starvation_limit: 0,
+                ..cfg()
+            },
+        ),
+        (
+            "overflow.critical",
+            EventBusConfig {
+                overflow: OverflowPolicies {
+                    critical: OverflowPolicy::ShedOldest,
+                    ..OverflowPolicies::default()
+                },
+                ..cfg()
+            },
+        ),
+        (
+            "pool_capacity",
+            EventBusConfig {
+                pool_capacity: 0,
+                ..cfg()
+            },
+        ),
+    ];
+    for (field, c) in cases {
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, field);
+        assert!(err.to_string().contains(field));
+        assert_eq!(EventBus::<Ev>::new(c).unwrap_err().field, field);
+    }
+    assert!(EventBus::<Ev>::new(EventBusConfig {
+        enable_zero_copy: false,
+        pool_capacity: 0,
+        ..cfg()
+    })
+    .is_ok());
+    assert!(EventBus::<Ev>::new(EventBusConfig {
+        shard_count: MAX_SHARDS,
+        broadcast_capacity: 1,
+        ..cfg()
+    })
+    .is_ok());
+}
+
+#[test]
+fn config_round_trips_through_serde() {
+    let c = EventBusConfig {
+        shard_count: 3,
+        starvation_limit: 5,
+        overflow: OverflowPolicies {
+            normal: OverflowPolicy::ShedOldest,
+            ..OverflowPolicies::default()
+        },
+        ..cfg()
+    };
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains("\"shed_oldest\""), "{json}");
+    let back: EventBusConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, c);
+}
+
+// =======================================================================================
+// 11. Dispatcher
+// =======================================================================================
+
+/// Waits (safety net) until `done()` holds.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[derive(Default)]
+struct DispatchProbe {
+    inflight: AtomicUsize,
+    peak: AtomicUsize,
+    handled: AtomicU64,
+    missed: AtomicU64,
+    out_of_order: AtomicU64,
+    last: Mutex<HashMap<CorrelationId, u64>>,
+}
+
+impl DispatchProbe {
+    fn record_order(&self, e: &Event<Ev>) {
+        let mut last = self.last.lock().unwrap();
+        if let Some(prev) = last.insert(e.correlation, e.payload.seq) {
+            if prev >= e.payload.seq {
+                self.out_of_order.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_with_one_concurrent_dispatch_never_overlaps() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 4,
+        max_concurrent_dispatches: 1,
+        ..cfg()
+    });
+    let probe = Arc::new(DispatchProbe::default());
+    let p = probe.clone();
+    let d = bus.spawn_dispatcher(Filter::all(), move |msg| {
+        if let Dispatch::Event(e) = msg {
+            let now = p.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+            p.peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::yield_now(); // widen any overlap window
+            p.record_order(&e);
+            p.inflight.fetch_sub(1, Ordering::SeqCst);
+            p.handled.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    assert_eq!(d.concurrency(), 1);
+    let tx = bus.publisher("t");
+    for seq in 0..40 {
+        for c in 0..50 {
+            tx.publish(CorrelationId(c), None, ev(Priority::Normal, seq))
+                .await
+                .unwrap();
+        }
+    }
+    wait_until("2000 dispatches", || {
+        probe.handled.load(Ordering::SeqCst) == 2000
+    })
+    .await;
+    assert_eq!(probe.peak.load(Ordering::SeqCst), 1);
+    assert_eq!(probe.out_of_order.load(Ordering::SeqCst), 0);
+    bus.close();
+    tokio::time::timeout(SAFETY, d.join())
+        .await
+        .expect("dispatcher did not end after close");
+    assert_eq!(probe.handled.load(Ordering::SeqCst), 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dispatcher_runs_up_to_max_concurrent_dispatches_in_parallel() {
+    const MAX: usize = 4;
+    let bus = new_bus(EventBusConfig {
+        shard_count: 8,
+        max_concurrent_dispatches: MAX,
+        ..cfg()
+    });
+    let probe = Arc::new(DispatchProbe::default());
+    let reached = Arc::new(AtomicBool::new(false));
+    let (p, r) = (probe.clone(), reached.clone());
+    let d = bus.spawn_dispatcher(Filter::all(), move |msg| {
+        if let Dispatch::Event(e) = msg {
+            let now = p.inflight.fetch_add(1, Ordering::SeqCst) + 1;
+            p.peak.fetch_max(now, Ordering::SeqCst);
+            // Rendezvous: wait (bounded) for all groups to be inside the handler at once.
+            let start = Instant::now();
+            while !r.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5) {
+                if p.inflight.load(Ordering::SeqCst) >= MAX {
+                    r.store(true, Ordering::SeqCst);
+                }
+                std::thread::yield_now();
+            }
+            p.record_order(&e);
+            p.inflight.fetch_sub(1, Ordering::SeqCst);
+            p.handled.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    assert_eq!(d.concurrency(), MAX);
+
+    // Correlation ids covering every group (group = shard % MAX).
+    let mut by_group: Vec<Vec<CorrelationId>> = vec![Vec::new(); MAX];
+    let mut c = 0;
+    while by_group.iter().any(|g| g.len() < 5) {
+        let g = bus.shard_of(CorrelationId(c)) % MAX;
+        if by_group[g].len() < 5 {
+            by_group[g].push(CorrelationId(c));
+        }
+        c += 1;
+    }
+    let tx = bus.publisher("t");
+    let mut total = 0;
+    for seq in 0..50 {
+        for g in &by_group {
+            for &c in g {
+                tx.publish(c, None, ev(Priority::Normal, seq))
+                    .await
+                    .unwrap();
+                total += 1;
+            }
+        }
+    }
+    wait_until("all dispatches", || {
+        probe.handled.load(Ordering::SeqCst) == total
+    })
+    .await;
+    assert_eq!(
+        probe.peak.load(Ordering::SeqCst),
+        MAX,
+        "never ran 4 at once"
+    );
+    assert!(reached.load(Ordering::SeqCst));
+    assert_eq!(probe.out_of_order.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn dispatcher_concurrency_is_min_of_max_and_shards() {
+    for (shards, max, want) in [(8, 4, 4), (2, 4, 2), (4, 1, 1), (3, 3, 3)] {
+        let bus = new_bus(EventBusConfig {
+            shard_count: shards,
+            max_concurrent_dispatches: max,
+            ..cfg()
+        });
+        let d = bus.spawn_dispatcher(Filter::all(), |_| {});
+        assert_eq!(d.concurrency(), want, "shards {shards}, max {max}");
+        assert_eq!(bus.metrics().subscriptions, 1);
+    }
+}
+
+#[tokio::test]
+async fn dispatcher_reports_missed_when_low_events_are_shed() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 4,
+        ..cfg()
+    });
+    let probe = Arc::new(DispatchProbe::default());
+    let p = probe.clone();
+    let d = bus.spawn_dispatcher(Filter::all(), move |msg| match msg {
+        Dispatch::Event(e) => {
+            p.record_order(&e);
+            p.last
+                .lock()
+                .unwrap()
+                .insert(CorrelationId(u64::MAX), e.payload.seq);
+            p.handled.fetch_add(1, Ordering::SeqCst);
+        }
+        Dispatch::Missed(n) => {
+            p.missed.fetch_add(n, Ordering::SeqCst);
+        }
+    });
+    // Current-thread runtime: the dispatcher cannot run before we yield.
+    let tx = bus.publisher("t");
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    wait_until("dispatch of everything", || {
+        probe.handled.load(Ordering::SeqCst) + probe.missed.load(Ordering::SeqCst) == 100
+    })
+    .await;
+    assert_eq!(probe.missed.load(Ordering::SeqCst), 96);
+    assert_eq!(probe.handled.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        probe.last.lock().unwrap()[&CorrelationId(u64::MAX)],
+        99,
+        "the newest survive"
+    );
+    drop(d);
+}
+
+// =======================================================================================
+// 12. Close
+// =======================================================================================
+
+#[tokio::test]
+async fn close_refuses_publishes_and_drains_receivers_first() {
+    let bus = new_bus(cfg());
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..3 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    assert!(!bus.is_closed());
+    bus.close();
+    assert!(bus.is_closed());
+    let late = ev(Priority::Critical, 9);
+    assert_eq!(
+        tx.try_publish(CorrelationId(1), None, late.clone()),
+        Err(PublishError::Closed(late.clone()))
+    );
+    assert_eq!(
+        tx.publish(CorrelationId(1), None, late.clone()).await,
+        Err(PublishError::Closed(late.clone()))
+    );
+    let mut batch = outgoing(Priority::High, 0..3);
+    assert_eq!(
+        tx.try_publish_batch(&mut batch),
+        Err(PublishError::Closed(()))
+    );
+    assert_eq!(batch.len(), 3);
+    for seq in 0..3 {
+        assert_eq!(rx.recv().await.unwrap().payload.seq, seq);
+    }
+    assert_eq!(rx.recv().await.unwrap_err(), RecvError::Closed);
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Closed);
+    let mut buf = Vec::new();
+    assert_eq!(
+        rx.recv_batch(&mut buf).await.unwrap_err(),
+        RecvError::Closed
+    );
+    // subscribing after close yields an already-closed receiver
+    let mut late_rx = bus.subscribe(Filter::all());
+    assert_eq!(late_rx.try_recv().unwrap_err(), TryRecvError::Closed);
+}
+
+#[tokio::test]
+async fn close_wakes_a_pending_recv() {
+    let bus = new_bus(cfg());
+    let mut rx = bus.subscribe(Filter::all());
+    let task = tokio::spawn(async move { rx.recv().await.map(|e| e.payload.seq) });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!task.is_finished());
+    bus.close();
+    let r = tokio::time::timeout(SAFETY, task).await.unwrap().unwrap();
+    assert_eq!(r, Err(RecvError::Closed));
+}
+
+#[tokio::test]
+async fn close_wakes_a_publisher_blocked_on_a_full_lane() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 1,
+        ..cfg()
+    });
+    let _rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    tx.try_publish(CorrelationId(1), None, ev(Priority::High, 0))
+        .unwrap();
+    let task = tokio::spawn(async move {
+        tx.publish(CorrelationId(1), None, ev(Priority::High, 1))
+            .await
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!task.is_finished());
+    bus.close();
+    let r = tokio::time::timeout(SAFETY, task).await.unwrap().unwrap();
+    assert_eq!(r, Err(PublishError::Closed(ev(Priority::High, 1))));
+}
+
+#[tokio::test]
+async fn dropping_every_bus_handle_closes_receivers_after_draining() {
+    let bus = new_bus(cfg());
+    let mut rx = bus.subscribe(Filter::all());
+    let mut waiting = bus.subscribe(Filter::all().correlation(CorrelationId(999)));
+    let tx = bus.publisher("t");
+    for seq in 0..3 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    let pending = tokio::spawn(async move { waiting.recv().await.map(|e| e.payload.seq) });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!pending.is_finished());
+    drop(tx);
+    drop(bus);
+    let r = tokio::time::timeout(SAFETY, pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, Err(RecvError::Closed));
+    for seq in 0..3 {
+        assert_eq!(rx.recv().await.unwrap().payload.seq, seq);
+    }
+    assert_eq!(rx.recv().await.unwrap_err(), RecvError::Closed);
+}
+
+#[test]
+fn dropping_a_receiver_removes_the_subscription() {
+    let bus = new_bus(cfg());
+    let a = bus.subscribe(Filter::all());
+    let mut b = bus.subscribe(Filter::all());
+    let sharded = bus.subscribe_sharded(Filter::all(), 2);
+    assert_eq!(bus.metrics().subscriptions, 3);
+    let tx = bus.publisher("t");
+    tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, 0))
+        .unwrap();
+    assert_eq!(bus.metrics().unrouted, 0);
+    drop(a);
+    assert_eq!(bus.metrics().subscriptions, 2);
+    drop(sharded);
+    assert_eq!(bus.metrics().subscriptions, 1);
+    drain(&mut b);
+    drop(b);
+    assert_eq!(bus.metrics().subscriptions, 0);
+    for seq in 1..=5 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    assert_eq!(bus.metrics().unrouted, 5);
+    assert_eq!(bus.metrics().total().depth, 0);
+}
+
+#[tokio::test]
+async fn dropping_a_receiver_unblocks_a_waiting_publisher() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 1,
+        ..cfg()
+    });
+    let rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    tx.try_publish(CorrelationId(1), None, ev(Priority::Critical, 0))
+        .unwrap();
+    let task = tokio::spawn(async move {
+        tx.publish(CorrelationId(1), None, ev(Priority::Critical, 1))
+            .await
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!task.is_finished());
+    drop(rx);
+    let r = tokio::time::timeout(SAFETY, task).await.unwrap().unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(bus.metrics().unrouted, 1);
+}
+
+// =======================================================================================
+// 13. No singletons
+// =======================================================================================
+
+#[test]
+fn two_buses_are_fully_independent() {
+    let a = new_bus(cfg());
+    let b = new_bus(cfg());
+    let mut ra = a.subscribe(Filter::all());
+    let mut rb = b.subscribe(Filter::all());
+    let ta = a.publisher("a");
+    let tb = b.publisher("b");
+    let first_a = ta
+        .try_publish(CorrelationId(1), None, ev(Priority::Normal, 0))
+        .unwrap();
+    for seq in 1..10 {
+        ta.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    let first_b = tb
+        .try_publish(CorrelationId(1), None, ev(Priority::Normal, 100))
+        .unwrap();
+    assert_eq!(first_a, first_b, "id sequences are per bus");
+    let ma = a.metrics();
+    let mb = b.metrics();
+    assert_eq!(ma.total().published, 10);
+    assert_eq!(mb.total().published, 1);
+    assert_eq!(ma.subscriptions, 1);
+    let _extra = b.subscribe(Filter::all());
+    assert_eq!(a.metrics().subscriptions, 1);
+    assert_eq!(b.metrics().subscriptions, 2);
+    let (ea, _) = drain(&mut ra);
+    let (eb, _) = drain(&mut rb);
+    assert_eq!(seqs(&ea), (0..10).collect::<Vec<_>>());
+    assert_eq!(seqs(&eb), vec![100]);
+    assert!(ea.iter().all(|e| e.source == "a"));
+    a.close();
+    assert!(!b.is_closed());
+    tb.try_publish(CorrelationId(2), None, ev(Priority::Low, 101))
+        .unwrap();
+    assert_eq!(rb.try_recv().unwrap().payload.seq, 101);
+}
+
+// =======================================================================================
+// 14. Replay
+// =======================================================================================
+
+#[tokio::test]
+async fn replay_reproduces_a_recorded_call_in_another_bus() {
+    let recorder = new_bus(cfg());
+    let setup = recorder.publisher("setup");
+    let media = recorder.publisher("media");
+    let call = CorrelationId(7);
+    let mut cause = None;
+    for seq in 0..12 {
+        let tx = if seq % 3 == 0 { &setup } else { &media };
+        let id = tx
+            .try_publish(call, cause, ev(Priority::Normal, seq))
+            .unwrap();
+        cause = Some(id);
+        // noise from other calls
+        media
+            .try_publish(
+                CorrelationId(8 + seq),
+                None,
+                ev(Priority::Normal, 1000 + seq),
+            )
+            .unwrap();
+    }
+    let recorded = recorder.history_of(call);
+    assert_eq!(recorded.len(), 12);
+    assert_eq!(
+        recorded.iter().map(|e| e.payload.seq).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>()
+    );
+
+    let target = new_bus(cfg());
+    let mut rx = target.subscribe(Filter::all());
+    let n = target.replay(recorded.clone()).await.unwrap();
+    assert_eq!(n, 12);
+    for want in &recorded {
+        let got = rx.try_recv().unwrap();
+        assert_eq!(got.payload, want.payload);
+        assert_eq!(got.correlation, want.correlation);
+        assert_eq!(got.causation, want.causation);
+        assert_eq!(got.source, want.source);
+        assert_eq!(got.priority, want.priority);
+    }
+    assert_pending_recv(rx.try_recv());
+}

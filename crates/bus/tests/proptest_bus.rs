@@ -1,0 +1,389 @@
+//! Property tests: random interleavings of publish / try_recv / try_recv_batch against a
+//! small bus (capacity 1..=8, 1..=3 shards, 1..=2 subscribers, random overflow policies
+//! for Normal and Low, random `enable_priority`, `enable_zero_copy` and starvation limit),
+//! checked step by step against a model of every lane and, after a full drain, against
+//! the bus metrics.
+//!
+//! The model is exact about *admission* (which publishes are `Full`, which events are
+//! shed and how many misses are reported) and about FIFO order within each lane; it does
+//! not predict which lane a receiver serves next (that is the starvation guard's
+//! business), except that with an unreachable starvation limit the receiver must serve
+//! the highest non-empty lane.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use call_engine_bus::*;
+use proptest::prelude::*;
+use std::collections::{HashMap, VecDeque};
+
+#[derive(Clone, Debug, PartialEq)]
+struct Ev {
+    prio: Priority,
+    seq: u64,
+}
+
+impl Message for Ev {
+    fn priority(&self) -> Priority {
+        self.prio
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Publish { prio: Priority, corr: u64 },
+    TryRecv { sub: usize },
+    RecvBatch { sub: usize, k: usize },
+}
+
+fn priority() -> impl Strategy<Value = Priority> {
+    prop::sample::select(Priority::ALL.to_vec())
+}
+
+fn policy() -> impl Strategy<Value = OverflowPolicy> {
+    prop::sample::select(vec![OverflowPolicy::Block, OverflowPolicy::ShedOldest])
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (priority(), 0u64..4).prop_map(|(prio, corr)| Op::Publish { prio, corr }),
+        2 => (0usize..2).prop_map(|sub| Op::TryRecv { sub }),
+        1 => (0usize..2, 1usize..6).prop_map(|(sub, k)| Op::RecvBatch { sub, k }),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Setup {
+    config: EventBusConfig,
+    subscribers: usize,
+}
+
+fn setup() -> impl Strategy<Value = Setup> {
+    (
+        1usize..=3,
+        1usize..=8,
+        any::<bool>(),
+        any::<bool>(),
+        policy(),
+        policy(),
+        prop::sample::select(vec![1u32, 2, 3, u32::MAX]),
+        prop::sample::select(vec![0usize, 16]),
+        1usize..=2,
+    )
+        .prop_map(
+            |(shards, cap, prio, zero_copy, normal, low, limit, history, subscribers)| Setup {
+                config: EventBusConfig {
+                    shard_count: shards,
+                    broadcast_capacity: cap,
+                    enable_priority: prio,
+                    enable_zero_copy: zero_copy,
+                    starvation_limit: limit,
+                    history_capacity: history,
+                    pool_capacity: 4,
+                    overflow: OverflowPolicies {
+                        normal,
+                        low,
+                        ..OverflowPolicies::default()
+                    },
+                    ..EventBusConfig::default()
+                },
+                subscribers,
+            },
+        )
+}
+
+/// A queued event: correlation, payload, whether it was written to a shared slot.
+type Queued = (CorrelationId, Ev, bool);
+
+/// One subscriber's queued events, per shard and lane, and its unreported misses.
+struct SubModel {
+    lanes: Vec<Vec<VecDeque<Queued>>>,
+    missed: u64,
+}
+
+impl SubModel {
+    fn is_empty(&self) -> bool {
+        self.lanes.iter().flatten().all(VecDeque::is_empty)
+    }
+
+    fn len(&self) -> usize {
+        self.lanes.iter().flatten().map(VecDeque::len).sum()
+    }
+
+    /// Highest-priority lane with anything queued.
+    fn top_lane(&self) -> Option<usize> {
+        let n_lanes = self.lanes[0].len();
+        (0..n_lanes).find(|&l| self.lanes.iter().any(|s| !s[l].is_empty()))
+    }
+}
+
+struct Harness {
+    bus: EventBus<Ev>,
+    tx: Publisher<Ev>,
+    rxs: Vec<Receiver<Ev>>,
+    models: Vec<SubModel>,
+    cfg: EventBusConfig,
+    next_seq: u64,
+    published: [u64; 4],
+    received: [u64; 4],
+    shed: [u64; 4],
+    reported_missed: u64,
+    last_seq: HashMap<(usize, CorrelationId, Priority), u64>,
+}
+
+impl Harness {
+    fn new(s: &Setup) -> Self {
+        let bus = EventBus::new(s.config.clone()).unwrap();
+        let rxs: Vec<_> = (0..s.subscribers)
+            .map(|_| bus.subscribe(Filter::all()))
+            .collect();
+        let n_lanes = if s.config.enable_priority { 4 } else { 1 };
+        let models = (0..s.subscribers)
+            .map(|_| SubModel {
+                lanes: vec![vec![VecDeque::new(); n_lanes]; s.config.shard_count],
+                missed: 0,
+            })
+            .collect();
+        Self {
+            tx: bus.publisher("prop"),
+            bus,
+            rxs,
+            models,
+            cfg: s.config.clone(),
+            next_seq: 0,
+            published: [0; 4],
+            received: [0; 4],
+            shed: [0; 4],
+            reported_missed: 0,
+            last_seq: HashMap::new(),
+        }
+    }
+
+    fn lane_of(&self, p: Priority) -> usize {
+        if self.cfg.enable_priority {
+            p.index()
+        } else {
+            0
+        }
+    }
+
+    fn publish(&mut self, prio: Priority, corr: u64) -> Result<(), TestCaseError> {
+        let c = CorrelationId(corr);
+        let shard = self.bus.shard_of(c);
+        prop_assert!(shard < self.cfg.shard_count);
+        let lane = self.lane_of(prio);
+        let policy = self.cfg.overflow.get(prio);
+        let cap = self.cfg.broadcast_capacity;
+        let full = self
+            .models
+            .iter()
+            .any(|m| policy == OverflowPolicy::Block && m.lanes[shard][lane].len() >= cap);
+        let e = Ev {
+            prio,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        let r = self.tx.try_publish(c, None, e.clone());
+        if full {
+            prop_assert_eq!(r, Err(PublishError::Full(e)));
+            return Ok(());
+        }
+        prop_assert!(r.is_ok(), "unexpected {:?}", r);
+        self.published[prio.index()] += 1;
+        // Subscribers that get the event (zero-copy shares a slot only among several).
+        let takers = self
+            .models
+            .iter()
+            .filter(|m| self.cfg.enable_priority || m.lanes[shard][lane].len() < cap)
+            .count();
+        let shared = self.cfg.enable_zero_copy && takers > 1;
+        for m in &mut self.models {
+            let q = &mut m.lanes[shard][lane];
+            if q.len() < cap {
+                q.push_back((c, e.clone(), shared));
+            } else if self.cfg.enable_priority {
+                // shed oldest (of this lane, hence of this priority)
+                let (_, old, _) = q.pop_front().unwrap();
+                self.shed[old.prio.index()] += 1;
+                m.missed += 1;
+                q.push_back((c, e.clone(), shared));
+            } else {
+                // single shared lane: the new shed-policy event is dropped
+                self.shed[prio.index()] += 1;
+                m.missed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a received event against the model (must be the front of its lane).
+    fn accept(&mut self, sub: usize, e: &Event<Ev>) -> Result<(), TestCaseError> {
+        let shard = self.bus.shard_of(e.correlation);
+        let lane = self.lane_of(e.priority);
+        prop_assert_eq!(e.priority, e.payload.prio);
+        let m = &mut self.models[sub];
+        if self.cfg.enable_priority && self.cfg.starvation_limit == u32::MAX {
+            prop_assert_eq!(Some(lane), m.top_lane(), "strict priority violated");
+        }
+        let front = m.lanes[shard][lane].pop_front();
+        prop_assert_eq!(
+            front.as_ref().map(|(c, ev, _)| (*c, ev)),
+            Some((e.correlation, &e.payload)),
+            "not the oldest event of its lane"
+        );
+        let shared = front.map(|(_, _, shared)| shared).unwrap_or_default();
+        prop_assert_eq!(e.is_shared(), shared, "is_shared");
+        if let Some(prev) = self
+            .last_seq
+            .insert((sub, e.correlation, e.priority), e.payload.seq)
+        {
+            prop_assert!(prev < e.payload.seq, "per-call order violated");
+        }
+        self.received[e.priority.index()] += 1;
+        Ok(())
+    }
+
+    /// One try_recv; returns false when the receiver reported Empty.
+    fn try_recv(&mut self, sub: usize) -> Result<bool, TestCaseError> {
+        let sub = sub % self.rxs.len();
+        let r = self.rxs[sub].try_recv();
+        let m = &mut self.models[sub];
+        if m.missed > 0 {
+            prop_assert_eq!(r.unwrap_err(), TryRecvError::Lagged(m.missed));
+            self.reported_missed += m.missed;
+            m.missed = 0;
+            return Ok(true);
+        }
+        if m.is_empty() {
+            prop_assert_eq!(r.unwrap_err(), TryRecvError::Empty);
+            return Ok(false);
+        }
+        match r {
+            Ok(e) => self.accept(sub, &e)?,
+            Err(err) => prop_assert!(false, "expected an event, got {:?}", err),
+        }
+        Ok(true)
+    }
+
+    fn recv_batch(&mut self, sub: usize, k: usize) -> Result<(), TestCaseError> {
+        let sub = sub % self.rxs.len();
+        let mut buf = Vec::new();
+        let r = self.rxs[sub].try_recv_batch(&mut buf, k);
+        let m = &mut self.models[sub];
+        if m.missed == 0 && m.is_empty() {
+            prop_assert_eq!(r, Err(TryRecvError::Empty));
+            return Ok(());
+        }
+        let want_received = k.min(m.len());
+        let info = r.unwrap();
+        prop_assert_eq!(info.missed, m.missed);
+        prop_assert_eq!(info.received, want_received);
+        prop_assert_eq!(buf.len(), want_received);
+        self.reported_missed += m.missed;
+        m.missed = 0;
+        for e in &buf {
+            self.accept(sub, e)?;
+        }
+        Ok(())
+    }
+
+    fn drain_and_check(&mut self) -> Result<(), TestCaseError> {
+        for sub in 0..self.rxs.len() {
+            while self.try_recv(sub)? {}
+            prop_assert!(self.models[sub].is_empty());
+            prop_assert_eq!(self.models[sub].missed, 0);
+        }
+        let n_subs = self.rxs.len() as u64;
+        for p in Priority::ALL {
+            let i = p.index();
+            match self.cfg.overflow.get(p) {
+                // never lost: every subscriber got every successfully published event
+                OverflowPolicy::Block => {
+                    prop_assert_eq!(self.shed[i], 0);
+                    prop_assert_eq!(self.received[i], self.published[i] * n_subs);
+                }
+                OverflowPolicy::ShedOldest => {
+                    prop_assert_eq!(self.received[i] + self.shed[i], self.published[i] * n_subs);
+                }
+            }
+        }
+        prop_assert_eq!(self.reported_missed, self.shed.iter().sum::<u64>());
+
+        let m = self.bus.metrics();
+        prop_assert_eq!(m.shards.len(), self.cfg.shard_count);
+        prop_assert_eq!(m.subscriptions, self.rxs.len());
+        prop_assert_eq!(m.unrouted, 0);
+        for p in Priority::ALL {
+            let l = m.lane_total(p);
+            prop_assert_eq!(l.published, self.published[p.index()], "published {}", p);
+            prop_assert_eq!(l.delivered, self.received[p.index()], "delivered {}", p);
+            prop_assert_eq!(l.shed, self.shed[p.index()], "shed {}", p);
+            prop_assert_eq!(l.depth, 0, "depth {}", p);
+        }
+        if self.cfg.history_capacity == 0 {
+            prop_assert!(self.bus.history().is_empty());
+        } else {
+            // The ring is split per shard, rounded up (`div_ceil`), so the total can
+            // exceed history_capacity by up to shard_count - 1.
+            let bound =
+                self.cfg.history_capacity.div_ceil(self.cfg.shard_count) * self.cfg.shard_count;
+            let h = self.bus.history();
+            prop_assert!(h.len() <= bound);
+            for w in h.windows(2) {
+                prop_assert!(w[0].timestamp <= w[1].timestamp, "history not oldest first");
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_interleavings_keep_the_lane_invariants(
+        s in setup(),
+        ops in prop::collection::vec(op(), 0..200),
+    ) {
+        let mut h = Harness::new(&s);
+        for op in ops {
+            match op {
+                Op::Publish { prio, corr } => h.publish(prio, corr)?,
+                Op::TryRecv { sub } => {
+                    h.try_recv(sub)?;
+                }
+                Op::RecvBatch { sub, k } => h.recv_batch(sub, k)?,
+            }
+        }
+        h.drain_and_check()?;
+    }
+
+    /// Publishing with a full Block lane delivers to nobody; a later publish after
+    /// making room succeeds (with two subscribers, one of them drained eagerly).
+    #[test]
+    fn full_block_lane_is_all_or_nothing(cap in 1usize..=8, prio in priority(), extra in 1usize..4) {
+        let bus = EventBus::<Ev>::new(EventBusConfig {
+            shard_count: 1,
+            broadcast_capacity: cap,
+            overflow: OverflowPolicies { low: OverflowPolicy::Block, ..OverflowPolicies::default() },
+            ..EventBusConfig::default()
+        }).unwrap();
+        let mut slow = bus.subscribe(Filter::all());
+        let mut eager = bus.subscribe(Filter::all());
+        let tx = bus.publisher("prop");
+        for seq in 0..cap as u64 {
+            let r = tx.try_publish(CorrelationId(0), None, Ev { prio, seq });
+            prop_assert!(r.is_ok());
+            prop_assert_eq!(eager.try_recv().unwrap().payload.seq, seq);
+        }
+        for i in 0..extra as u64 {
+            let e = Ev { prio, seq: cap as u64 + i };
+            prop_assert_eq!(tx.try_publish(CorrelationId(0), None, e.clone()), Err(PublishError::Full(e)));
+            prop_assert_eq!(eager.try_recv().unwrap_err(), TryRecvError::Empty);
+        }
+        prop_assert_eq!(slow.try_recv().unwrap().payload.seq, 0);
+        let r = tx.try_publish(CorrelationId(0), None, Ev { prio, seq: 99 });
+        prop_assert!(r.is_ok());
+        prop_assert_eq!(eager.try_recv().unwrap().payload.seq, 99);
+        prop_assert_eq!(bus.metrics().lane_total(prio).published, cap as u64 + 1);
+    }
+}
