@@ -33,6 +33,7 @@ impl Message for Ev {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = EventBus::<Ev>::new(EventBusConfig {
         broadcast_capacity: 8,
+        history_capacity: 64,
         ..Default::default()
     })?;
     let mut everything = bus.subscribe(Filter::all());

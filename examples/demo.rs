@@ -20,7 +20,11 @@ fn millis(bus: &EventBus<EngineEvent>) -> Millis {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let bus = EventBus::<EngineEvent>::new(EventBusConfig::default())?;
+    // Keep a history ring so the call's causal chain can be printed at the end.
+    let bus = EventBus::<EngineEvent>::new(EventBusConfig {
+        history_capacity: 1024,
+        ..Default::default()
+    })?;
     let ids = IdAllocator::new();
     let call_id = ids.call();
     let customer = ids.session();

@@ -161,6 +161,7 @@ trait Contender: Sync {
 
 struct Ours {
     history: bool,
+    zero_copy: bool,
 }
 
 struct OursTx(ce::Publisher<BenchEvent>, u64);
@@ -197,10 +198,10 @@ impl Rx for OursRx {
 
 impl Contender for Ours {
     fn name(&self) -> &'static str {
-        if self.history {
-            "call-engine-bus"
-        } else {
-            "call-engine-bus (no history)"
+        match (self.history, self.zero_copy) {
+            (false, true) => "call-engine-bus",
+            (true, _) => "call-engine-bus +history",
+            (false, false) => "call-engine-bus copy fan-out",
         }
     }
     fn setup(&self, s: Shape) -> Setup {
@@ -212,6 +213,7 @@ impl Contender for Ours {
                 (s.capacity / 4).max(1)
             },
             history_capacity: if self.history { 1024 } else { 0 },
+            enable_zero_copy: self.zero_copy,
             ..Default::default()
         };
         let bus = ce::EventBus::new(cfg).unwrap();
@@ -723,8 +725,18 @@ fn main() {
     let n = 2_000_000 / scale;
 
     let contenders: Vec<Box<dyn Contender>> = vec![
-        Box::new(Ours { history: true }),
-        Box::new(Ours { history: false }),
+        Box::new(Ours {
+            history: false,
+            zero_copy: true,
+        }),
+        Box::new(Ours {
+            history: true,
+            zero_copy: true,
+        }),
+        Box::new(Ours {
+            history: false,
+            zero_copy: false,
+        }),
         Box::new(RvoipBus),
         Box::new(RvoipCoord),
         Box::new(TokioBroadcast),

@@ -243,8 +243,16 @@ struct BusShard<T> {
     history: Option<Mutex<HistoryRing<T>>>,
 }
 
+/// Counters of subscriptions that have been removed, per shard.
+struct Retired {
+    delivered: [u64; 4],
+    shed: [u64; 4],
+    latency: [u64; BUCKETS],
+}
+
 struct BusInner<T: Message + Clone> {
     config: EventBusConfig,
+    retired: Mutex<Vec<Retired>>,
     shards: Box<[BusShard<T>]>,
     routes: ArcSwap<RoutingTable<T>>,
     subs: Mutex<Vec<Arc<SubInner<T>>>>,
@@ -297,26 +305,29 @@ impl Outcomes {
 }
 
 /// Receivers to wake once a publish (or a whole batch) has pushed its events: one fence
-/// for all of them instead of one per delivery.
+/// for all of them instead of one per delivery. Small and cheap to create (it is made on
+/// every publish); beyond its inline room, receivers are woken right away.
 struct WakeList<'a, T: Message> {
-    pending: [(u64, usize); 16],
-    subs: [Option<&'a SubInner<T>>; 16],
+    pending: [Option<(&'a SubInner<T>, usize)>; 4],
     len: usize,
 }
 
 impl<'a, T: Message> WakeList<'a, T> {
+    #[inline]
     fn new() -> Self {
         Self {
-            pending: [(0, 0); 16],
-            subs: [None; 16],
+            pending: [None; 4],
             len: 0,
         }
     }
 
     #[inline]
     fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
-        let key = (sub.id, group);
-        if self.pending[..self.len].contains(&key) {
+        let known = self.pending[..self.len]
+            .iter()
+            .flatten()
+            .any(|(s, g)| std::ptr::eq(*s, sub) && *g == group);
+        if known {
             return;
         }
         if self.len == self.pending.len() {
@@ -324,8 +335,7 @@ impl<'a, T: Message> WakeList<'a, T> {
             sub.groups[group].wake_after_fence();
             return;
         }
-        self.pending[self.len] = key;
-        self.subs[self.len] = Some(sub);
+        self.pending[self.len] = Some((sub, group));
         self.len += 1;
     }
 
@@ -335,10 +345,8 @@ impl<'a, T: Message> WakeList<'a, T> {
             return;
         }
         fence(Ordering::SeqCst);
-        for i in 0..self.len {
-            if let Some(s) = self.subs[i] {
-                s.groups[self.pending[i].1].wake_after_fence();
-            }
+        for (s, g) in self.pending[..self.len].iter().flatten() {
+            s.groups[*g].wake_after_fence();
         }
         self.len = 0;
     }
@@ -530,10 +538,28 @@ impl<T: Message + Clone> BusInner<T> {
         sub.space_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Unroutes a subscription (idempotent) and keeps its counters in the retired totals,
+    /// so the metrics never go backwards when a subscriber leaves.
     fn remove_sub(&self, id: u64) {
         let mut subs = self.subs.lock();
-        subs.retain(|s| s.id != id);
+        let Some(pos) = subs.iter().position(|s| s.id == id) else {
+            return;
+        };
+        let gone = subs.remove(pos);
         self.routes.store(Arc::new(RoutingTable::build(&subs)));
+        drop(subs);
+        let mut retired = self.retired.lock();
+        for (ss, r) in gone.shards.iter().zip(retired.iter_mut()) {
+            for p in 0..4 {
+                r.delivered[p] += ss.delivered[p].load(Ordering::Relaxed);
+            }
+            for lane in ss.lanes.iter() {
+                for (p, n) in lane.shed.iter().enumerate() {
+                    r.shed[p] += n.load(Ordering::Relaxed);
+                }
+            }
+            ss.latency.add_into(&mut r.latency);
+        }
     }
 }
 
@@ -595,13 +621,12 @@ impl<T: Message + Clone> EventBus<T> {
     /// A new bus; fails naming the offending field if the configuration is invalid.
     pub fn new(config: EventBusConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let per_shard_history = if config.history_capacity == 0 {
-            0
-        } else {
-            config.history_capacity.div_ceil(config.shard_count)
-        };
+        // Split the history exactly: the first `extra` shards keep one more.
+        let base = config.history_capacity / config.shard_count;
+        let extra = config.history_capacity % config.shard_count;
         let shards = (0..config.shard_count)
-            .map(|_| BusShard {
+            .map(|i| (i, base + usize::from(i < extra)))
+            .map(|(_, per_shard_history)| BusShard {
                 seq: CachePadded::new(AtomicU64::new(0)),
                 published: CachePadded::new(Default::default()),
                 history: (per_shard_history > 0).then(|| {
@@ -621,6 +646,15 @@ impl<T: Message + Clone> EventBus<T> {
         let origin = clock.raw();
         Ok(Self {
             inner: Arc::new(BusInner {
+                retired: Mutex::new(
+                    (0..config.shard_count)
+                        .map(|_| Retired {
+                            delivered: [0; 4],
+                            shed: [0; 4],
+                            latency: [0; BUCKETS],
+                        })
+                        .collect(),
+                ),
                 config,
                 shards,
                 routes: ArcSwap::from_pointee(RoutingTable::build(&[])),
@@ -666,7 +700,7 @@ impl<T: Message + Clone> EventBus<T> {
     /// Subscribes with the shards split across `groups` receivers (clamped to
     /// `1..=shard_count`), each of which can be drained by its own task. Receiver `g` owns
     /// the shards `s` with `s % groups == g`, so one call's events always reach the same
-    /// receiver, in order.
+    /// receiver, in order. Dropping any of the receivers ends the whole subscription.
     pub fn subscribe_sharded(&self, filter: Filter, groups: usize) -> Vec<Receiver<T>> {
         self.subscribe_grouped(filter, groups)
     }
@@ -713,20 +747,28 @@ impl<T: Message + Clone> EventBus<T> {
             inner.routes.store(Arc::new(RoutingTable::build(&subs)));
         }
         (0..n_groups)
-            .map(|g| Receiver {
-                shards: (0..cfg.shard_count).filter(|s| s % n_groups == g).collect(),
-                sub: sub.clone(),
-                bus: Arc::downgrade(inner),
-                group: g,
-                cursor: 0,
-                streak: 0,
-                fair_lane: 0,
-                reported_shed: 0,
-                n_lanes,
-                starvation_limit: cfg.starvation_limit,
-                batch_size: cfg.batch_size,
-                clock: inner.clock.clone(),
-                origin: inner.origin,
+            .map(|g| {
+                let shards: Box<[usize]> =
+                    (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
+                Receiver {
+                    tally: vec![Tally::default(); shards.len()].into_boxed_slice(),
+                    shards,
+                    sub: sub.clone(),
+                    bus: Arc::downgrade(inner),
+                    group: g,
+                    cursor: 0,
+                    sticky: None,
+                    sticky_run: 0,
+                    dirty: false,
+                    streak: 0,
+                    fair_lane: 0,
+                    reported_shed: 0,
+                    n_lanes,
+                    starvation_limit: cfg.starvation_limit,
+                    batch_size: cfg.batch_size,
+                    clock: inner.clock.clone(),
+                    origin: inner.origin,
+                }
             })
             .collect()
     }
@@ -749,6 +791,7 @@ impl<T: Message + Clone> EventBus<T> {
     pub fn metrics(&self) -> BusMetrics {
         let inner = &self.inner;
         let subs = inner.subs.lock().clone();
+        let retired = inner.retired.lock();
         let mut all = [0u64; BUCKETS];
         let shards = inner
             .shards
@@ -757,8 +800,14 @@ impl<T: Message + Clone> EventBus<T> {
             .map(|(si, bs)| {
                 let mut lanes = [LaneMetrics::default(); 4];
                 let mut buckets = [0u64; BUCKETS];
+                let r = &retired[si];
                 for (p, l) in lanes.iter_mut().enumerate() {
                     l.published = bs.published[p].load(Ordering::Relaxed);
+                    l.delivered = r.delivered[p];
+                    l.shed = r.shed[p];
+                }
+                for (b, n) in buckets.iter_mut().zip(r.latency.iter()) {
+                    *b += n;
                 }
                 for sub in &subs {
                     let ss = &sub.shards[si];
@@ -1018,6 +1067,14 @@ pub struct Receiver<T: Message + Clone> {
     group: usize,
     shards: Box<[usize]>,
     cursor: usize,
+    /// The (lane, shard position) the last event came from: popped again first, without
+    /// an emptiness probe, while it keeps yielding (bounded by `STICKY_MAX`).
+    sticky: Option<(usize, usize)>,
+    sticky_run: u32,
+    /// Deliveries since the last flush, per shard position: by priority, and freed
+    /// capacity by lane.
+    tally: Box<[Tally]>,
+    dirty: bool,
     streak: u32,
     fair_lane: usize,
     reported_shed: u64,
@@ -1029,12 +1086,14 @@ pub struct Receiver<T: Message + Clone> {
 }
 
 impl<T: Message + Clone> Drop for Receiver<T> {
+    /// Dropping any receiver of a subscription ends the whole subscription: its other
+    /// receivers drain what is queued and then see `Closed`. (Keeping it routed with a
+    /// group nobody drains would fill that group's Block lanes and stall publishers.)
     fn drop(&mut self) {
-        if self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.sub.close();
-            if let Some(bus) = self.bus.upgrade() {
-                bus.remove_sub(self.sub.id);
-            }
+        self.sub.receivers.fetch_sub(1, Ordering::AcqRel);
+        self.sub.close();
+        if let Some(bus) = self.bus.upgrade() {
+            bus.remove_sub(self.sub.id);
         }
     }
 }
@@ -1048,9 +1107,12 @@ impl<T: Message + Clone> std::fmt::Debug for Receiver<T> {
     }
 }
 
+/// Most consecutive events taken from one shard queue before the others get a turn.
+const STICKY_MAX: u32 = 32;
+
 /// Deliveries accumulated during one receive call, flushed to the shared counters once.
+#[derive(Default, Clone, Copy)]
 struct Tally {
-    shard: usize,
     delivered: [u64; 4],
     freed: [usize; 4],
 }
@@ -1074,21 +1136,40 @@ impl<T: Message + Clone> Receiver<T> {
         missed
     }
 
+    /// Pops from `lane`, scanning this receiver's shards from the cursor. Returns the
+    /// shard *position* (index into `self.shards`).
     #[inline]
     fn pop_lane(&mut self, lane: usize) -> Option<(usize, Event<T>)> {
+        if let Some((sl, sk)) = self.sticky {
+            if sl == lane {
+                if self.sticky_run < STICKY_MAX {
+                    if let Some(e) = self.sub.shards[self.shards[sk]].lanes[lane].q.pop() {
+                        self.sticky_run += 1;
+                        return Some((sk, e));
+                    }
+                }
+                // Exhausted or had its turn: move on to the next shard.
+                self.sticky = None;
+                self.cursor = if sk + 1 == self.shards.len() {
+                    0
+                } else {
+                    sk + 1
+                };
+            }
+        }
         let n = self.shards.len();
         for i in 0..n {
             let k = self.cursor + i;
             let k = if k >= n { k - n } else { k };
-            let s = self.shards[k];
-            let q = &self.sub.shards[s].lanes[lane].q;
+            let q = &self.sub.shards[self.shards[k]].lanes[lane].q;
             // `is_empty` is two plain loads; `pop` on an empty queue costs a full fence.
             if q.is_empty() {
                 continue;
             }
             if let Some(e) = q.pop() {
-                self.cursor = if k + 1 == n { 0 } else { k + 1 };
-                return Some((s, e));
+                self.sticky = Some((lane, k));
+                self.sticky_run = 1;
+                return Some((k, e));
             }
         }
         None
@@ -1133,53 +1214,60 @@ impl<T: Message + Clone> Receiver<T> {
         None
     }
 
-    /// Accounts one delivery: latency now; counters via the tally.
+    /// Counts one delivery from shard position `k`, lane `lane` (flushed by `flush`).
     #[inline]
-    fn account(&self, tally: &mut Option<Tally>, shard: usize, lane: usize, e: &Event<T>) {
-        let ss = &self.sub.shards[shard];
-        ss.latency
-            .record(self.now_ns().saturating_sub(e.timestamp.as_nanos()));
-        match tally {
-            Some(t) if t.shard == shard => {}
-            _ => {
-                if let Some(t) = tally.take() {
-                    self.flush(&t);
-                }
-                *tally = Some(Tally {
-                    shard,
-                    delivered: [0; 4],
-                    freed: [0; 4],
-                });
-            }
+    fn account(&mut self, k: usize, lane: usize, e: &Event<T>) {
+        let t = &mut self.tally[k];
+        t.delivered[e.priority.index()] += 1;
+        let block = self.n_lanes == 1 || self.sub.block[lane];
+        if block {
+            t.freed[lane] += 1;
         }
-        if let Some(t) = tally {
-            t.delivered[e.priority.index()] += 1;
-            let block = if self.n_lanes == 1 {
-                true
-            } else {
-                self.sub.block[lane]
-            };
-            if block {
-                t.freed[lane] += 1;
+        self.dirty = true;
+    }
+
+    /// Records the publish→receive latency of `events` against one clock read (the
+    /// shard of each is in the low bits of its event id).
+    #[inline]
+    fn record_latency(&self, events: &[Event<T>]) {
+        if events.is_empty() {
+            return;
+        }
+        let now = self.now_ns();
+        let mask = (1u64 << SHARD_BITS) - 1;
+        for e in events {
+            let shard = (e.id.0 & mask) as usize;
+            if let Some(ss) = self.sub.shards.get(shard) {
+                ss.latency
+                    .record(now.saturating_sub(e.timestamp.as_nanos()));
             }
         }
     }
 
-    fn flush(&self, t: &Tally) {
-        let ss = &self.sub.shards[t.shard];
-        for (p, n) in t.delivered.iter().enumerate() {
-            if *n > 0 {
-                ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
+    /// Publishes the tallies to the shared counters and frees Block-lane capacity.
+    fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let mut freed_any = false;
+        for (k, t) in self.tally.iter_mut().enumerate() {
+            let ss = &self.sub.shards[self.shards[k]];
+            for (p, n) in t.delivered.iter_mut().enumerate() {
+                if *n > 0 {
+                    ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
+                    *n = 0;
+                }
+            }
+            for (l, n) in t.freed.iter_mut().enumerate() {
+                if *n > 0 {
+                    ss.lanes[l].reserved.fetch_sub(*n, Ordering::SeqCst);
+                    *n = 0;
+                    freed_any = true;
+                }
             }
         }
-        let mut freed = false;
-        for (l, n) in t.freed.iter().enumerate() {
-            if *n > 0 {
-                ss.lanes[l].reserved.fetch_sub(*n, Ordering::SeqCst);
-                freed = true;
-            }
-        }
-        if freed && self.sub.space_waiters.load(Ordering::SeqCst) > 0 {
+        if freed_any && self.sub.space_waiters.load(Ordering::SeqCst) > 0 {
             self.sub.space.notify_waiters();
         }
     }
@@ -1190,31 +1278,22 @@ impl<T: Message + Clone> Receiver<T> {
         if missed > 0 {
             return Err(TryRecvError::Lagged(missed));
         }
-        match self.pop() {
-            Some((s, lane, e)) => {
-                let mut tally = None;
-                self.account(&mut tally, s, lane, &e);
-                if let Some(t) = tally {
-                    self.flush(&t);
-                }
-                Ok(e)
-            }
-            None if self.sub.closed.load(Ordering::Acquire) => {
-                // Drain anything that raced with the close.
-                match self.pop() {
-                    Some((s, lane, e)) => {
-                        let mut tally = None;
-                        self.account(&mut tally, s, lane, &e);
-                        if let Some(t) = tally {
-                            self.flush(&t);
-                        }
-                        Ok(e)
-                    }
-                    None => Err(TryRecvError::Closed),
-                }
-            }
-            None => Err(TryRecvError::Empty),
-        }
+        let popped = match self.pop() {
+            Some(p) => Some(p),
+            // Closed: drain anything that raced with the close first.
+            None if self.sub.closed.load(Ordering::Acquire) => match self.pop() {
+                Some(p) => Some(p),
+                None => return Err(TryRecvError::Closed),
+            },
+            None => None,
+        };
+        let Some((k, lane, e)) = popped else {
+            return Err(TryRecvError::Empty);
+        };
+        self.account(k, lane, &e);
+        self.flush();
+        self.record_latency(std::slice::from_ref(&e));
+        Ok(e)
     }
 
     /// Appends up to `max` queued events to `buf` without waiting (priority order, same
@@ -1225,21 +1304,19 @@ impl<T: Message + Clone> Receiver<T> {
         max: usize,
     ) -> Result<BatchInfo, TryRecvError> {
         let missed = self.take_missed();
-        let mut tally = None;
-        let mut received = 0;
-        while received < max {
+        let start = buf.len();
+        while buf.len() - start < max {
             match self.pop() {
-                Some((s, lane, e)) => {
-                    self.account(&mut tally, s, lane, &e);
+                Some((k, lane, e)) => {
+                    self.account(k, lane, &e);
                     buf.push(e);
-                    received += 1;
                 }
                 None => break,
             }
         }
-        if let Some(t) = tally {
-            self.flush(&t);
-        }
+        self.flush();
+        let received = buf.len() - start;
+        self.record_latency(&buf[start..]);
         if received == 0 && missed == 0 {
             return Err(if self.sub.closed.load(Ordering::Acquire) {
                 TryRecvError::Closed

@@ -92,7 +92,9 @@ pub struct EventBusConfig {
     /// `enable_zero_copy`.
     pub pool_capacity: usize,
     /// Number of recent envelopes kept (in total, split across shards) for debugging and
-    /// replay ([`EventBus::history`](crate::EventBus::history)). 0 disables the history.
+    /// replay ([`EventBus::history`](crate::EventBus::history)). 0 (the default) disables
+    /// it: recording costs a per-shard lock and a clone on every publish (measured: about
+    /// 40% of 1→1 throughput), so it is opt-in.
     pub history_capacity: usize,
 }
 
@@ -108,7 +110,7 @@ impl Default for EventBusConfig {
             starvation_limit: 64,
             overflow: OverflowPolicies::default(),
             pool_capacity: 4096,
-            history_capacity: 1024,
+            history_capacity: 0,
         }
     }
 }

@@ -1405,6 +1405,18 @@ fn config_history_capacity() {
     }
     assert!(bus.history().len() <= 8);
     assert!(!bus.history().is_empty());
+    // 10 over 3 shards: split 4 + 3 + 3, never rounded up past the total.
+    let bus = new_bus(EventBusConfig {
+        history_capacity: 10,
+        shard_count: 3,
+        ..cfg()
+    });
+    let tx = bus.publisher("t");
+    for seq in 0..1000 {
+        tx.try_publish(CorrelationId(seq), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    assert_eq!(bus.history().len(), 10);
 }
 
 #[test]
@@ -1958,7 +1970,10 @@ fn two_buses_are_fully_independent() {
 
 #[tokio::test]
 async fn replay_reproduces_a_recorded_call_in_another_bus() {
-    let recorder = new_bus(cfg());
+    let recorder = new_bus(EventBusConfig {
+        history_capacity: 1024,
+        ..cfg()
+    });
     let setup = recorder.publisher("setup");
     let media = recorder.publisher("media");
     let call = CorrelationId(7);
@@ -1998,4 +2013,70 @@ async fn replay_reproduces_a_recorded_call_in_another_bus() {
         assert_eq!(got.priority, want.priority);
     }
     assert_pending_recv(rx.try_recv());
+}
+
+#[test]
+fn metrics_keep_the_counts_of_a_subscriber_that_left() {
+    let bus = new_bus(EventBusConfig {
+        broadcast_capacity: 4,
+        ..cfg()
+    });
+    let tx = bus.publisher("t");
+    let mut rx = bus.subscribe(Filter::all());
+    for seq in 0..10 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Lagged(6));
+    for _ in 0..4 {
+        rx.try_recv().unwrap();
+    }
+    let before = bus.metrics();
+    assert_eq!(before.lane_total(Priority::Low).shed, 6);
+    assert_eq!(before.lane_total(Priority::Low).delivered, 4);
+    drop(rx);
+    let after = bus.metrics();
+    assert_eq!(after.subscriptions, 0);
+    assert_eq!(
+        after.lane_total(Priority::Low).shed,
+        6,
+        "shed counts survive"
+    );
+    assert_eq!(
+        after.lane_total(Priority::Low).delivered,
+        4,
+        "deliveries survive"
+    );
+    assert_eq!(
+        after.latency.count, before.latency.count,
+        "latency samples survive"
+    );
+}
+
+#[test]
+fn dropping_one_sharded_receiver_ends_the_whole_subscription() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 4,
+        broadcast_capacity: 2,
+        ..cfg()
+    });
+    let mut rxs = bus.subscribe_sharded(Filter::all(), 2);
+    let tx = bus.publisher("t");
+    // One event for a correlation owned by the surviving receiver.
+    let kept = (0..1000u64)
+        .map(CorrelationId)
+        .find(|c| rxs[0].shards().contains(&bus.shard_of(*c)))
+        .unwrap();
+    tx.try_publish(kept, None, ev(Priority::Critical, 1))
+        .unwrap();
+    drop(rxs.pop()); // drop receiver 1
+                     // Unrouted now: publishers can never be stalled by the group nobody drains.
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(seq), None, ev(Priority::Critical, seq))
+            .unwrap();
+    }
+    assert_eq!(bus.metrics().subscriptions, 0);
+    // The survivor drains what was queued, then sees Closed.
+    assert_eq!(rxs[0].try_recv().unwrap().payload.seq, 1);
+    assert_eq!(rxs[0].try_recv().unwrap_err(), TryRecvError::Closed);
 }

@@ -322,12 +322,9 @@ impl Harness {
         if self.cfg.history_capacity == 0 {
             prop_assert!(self.bus.history().is_empty());
         } else {
-            // The ring is split per shard, rounded up (`div_ceil`), so the total can
-            // exceed history_capacity by up to shard_count - 1.
-            let bound =
-                self.cfg.history_capacity.div_ceil(self.cfg.shard_count) * self.cfg.shard_count;
+            // The ring is split exactly across shards: never more than the total.
             let h = self.bus.history();
-            prop_assert!(h.len() <= bound);
+            prop_assert!(h.len() <= self.cfg.history_capacity);
             for w in h.windows(2) {
                 prop_assert!(w[0].timestamp <= w[1].timestamp, "history not oldest first");
             }
