@@ -206,11 +206,19 @@ impl Contender for Ours {
     }
     fn setup(&self, s: Shape) -> Setup {
         let cfg = ce::EventBusConfig {
-            shard_count: if s.capacity > 16_384 { 1 } else { 4 },
+            shard_count: std::env::var("CE_SHARDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if s.capacity > 16_384 { 1 } else { 4 }),
             broadcast_capacity: if s.capacity > 16_384 {
                 s.capacity
             } else {
-                (s.capacity / 4).max(1)
+                (s.capacity
+                    / std::env::var("CE_SHARDS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(4))
+                .max(1)
             },
             history_capacity: if self.history { 1024 } else { 0 },
             enable_zero_copy: self.zero_copy,
@@ -463,34 +471,23 @@ struct ConsumerResult {
     reported: u64,
     last_at: Instant,
     latencies: Vec<u64>,
-    critical_position: Option<u64>,
-    critical_wait_ns: Option<u64>,
 }
 
 /// Consumer loop: until `expected` events are accounted for (received + reported lost), or
-/// the publishers are done and nothing arrived for `idle`.
+/// the publishers are done and nothing arrived for 300 ms. `work_ns` of busy work per event
+/// makes a slow subscriber.
 fn consume(
     mut rx: Box<dyn Rx>,
     expected: u64,
     done: Arc<AtomicBool>,
     keep_latency: bool,
     work_ns: u64,
-    released: Option<Arc<AtomicU64>>,
 ) -> ConsumerResult {
     let idle = Duration::from_millis(300);
     let mut p = Polled::default();
     let (mut received, mut reported) = (0u64, 0u64);
     let mut latencies = Vec::with_capacity(if keep_latency { expected as usize } else { 0 });
     let mut last_at = Instant::now();
-    let mut critical_position = None;
-    let mut critical_wait_ns = None;
-    let mut release_raw = 0;
-    if let Some(r) = &released {
-        while r.load(Ordering::Acquire) == 0 {
-            std::hint::spin_loop();
-        }
-        release_raw = r.load(Ordering::Acquire);
-    }
     loop {
         p.events.clear();
         rx.poll(&mut p);
@@ -505,13 +502,9 @@ fn consume(
             continue;
         }
         let t = now_raw();
-        for &(_, sent_at, critical) in &p.events {
+        for &(_, sent_at, _) in &p.events {
             if keep_latency {
                 latencies.push(nanos(sent_at, t));
-            }
-            if critical && critical_position.is_none() {
-                critical_position = Some(received);
-                critical_wait_ns = Some(nanos(release_raw, t));
             }
             received += 1;
             if work_ns > 0 {
@@ -522,10 +515,7 @@ fn consume(
             }
         }
         last_at = Instant::now();
-        if received + reported >= expected && released.is_none() {
-            break;
-        }
-        if released.is_some() && critical_position.is_some() {
+        if received + reported >= expected {
             break;
         }
     }
@@ -534,8 +524,6 @@ fn consume(
         reported,
         last_at,
         latencies,
-        critical_position,
-        critical_wait_ns,
     }
 }
 
@@ -553,7 +541,7 @@ fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome 
             let start = start.clone();
             std::thread::spawn(move || {
                 start.wait();
-                consume(rx, total, done, false, work_ns, None)
+                consume(rx, total, done, false, work_ns)
             })
         })
         .collect();
@@ -605,7 +593,7 @@ fn paced_latency(c: &dyn Contender, rate: u64, n: u64) -> Outcome {
     let rx = rxs.remove(0);
     let mut tx = txs.remove(0);
     let d = done.clone();
-    let consumer = std::thread::spawn(move || consume(rx, n, d, true, 0, None));
+    let consumer = std::thread::spawn(move || consume(rx, n, d, true, 0));
     let period = 1_000_000_000 / rate;
     let t0 = now_raw();
     for i in 0..n {
@@ -628,42 +616,375 @@ fn paced_latency(c: &dyn Contender, rate: u64, n: u64) -> Outcome {
     }
 }
 
-/// A Critical event published behind `backlog` queued Low events: how many events the
-/// consumer receives before it, and how long from the consumer starting to drain until
-/// it arrives.
-fn critical_behind_low(c: &dyn Contender, backlog: u64) -> Outcome {
+/// A Critical event published behind a backlog of Low events: the consumer drains all
+/// the time but slowly (~1 µs of work per event), the publisher bursts `backlog` Low
+/// events (far faster than they drain), then one Critical. Reports how many events the
+/// consumer received before the Critical, its publish→receive latency, and the backlog
+/// actually queued when it was published.
+fn critical_behind_low(c: &dyn Contender, backlog: u64) -> (Outcome, u64) {
     LOW_PRIORITY.store(true, Ordering::Relaxed);
     let setup = c.setup(Shape {
         publishers: 1,
         subscribers: 1,
         capacity: (backlog as usize + 1).next_power_of_two(),
     });
-    let done = Arc::new(AtomicBool::new(false));
-    let released = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(AtomicU64::new(0));
     let mut rxs = setup.rxs;
     let mut txs = setup.txs;
-    let rx = rxs.remove(0);
+    let mut rx = rxs.remove(0);
     let mut tx = txs.remove(0);
-    let (d, r) = (done.clone(), released.clone());
-    let consumer = std::thread::spawn(move || consume(rx, backlog + 1, d, false, 0, Some(r)));
+    let p = progress.clone();
+    let consumer = std::thread::spawn(move || {
+        let mut polled = Polled::default();
+        let mut received = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            polled.events.clear();
+            rx.poll(&mut polled);
+            let t = now_raw();
+            for &(_, sent_at, critical) in &polled.events {
+                if critical {
+                    return Some((received, nanos(sent_at, t)));
+                }
+                received += 1;
+                p.store(received, Ordering::Relaxed);
+                let w = now_raw();
+                while nanos(w, now_raw()) < 1_000 {
+                    std::hint::spin_loop();
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            if polled.events.is_empty() {
+                std::thread::yield_now();
+            }
+        }
+    });
     for i in 0..backlog {
         tx.send(BenchEvent::new(i, false));
     }
+    let queued_at_publish = backlog - progress.load(Ordering::Relaxed);
     tx.send(BenchEvent::new(backlog, true));
-    // Bridged contenders forward asynchronously: give them time to queue everything.
-    std::thread::sleep(Duration::from_millis(200));
-    released.store(now_raw().max(1), Ordering::Release);
-    done.store(true, Ordering::Release);
     let res = consumer.join().unwrap();
     LOW_PRIORITY.store(false, Ordering::Relaxed);
     drop(setup._keep);
-    Outcome {
-        sent: backlog + 1,
-        received: res.received,
-        critical_position: res.critical_position,
-        critical_wait_ns: res.critical_wait_ns,
-        ..Default::default()
+    (
+        Outcome {
+            sent: backlog + 1,
+            critical_position: res.map(|r| r.0),
+            critical_wait_ns: res.map(|r| r.1),
+            ..Default::default()
+        },
+        queued_at_publish,
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Async mode: tasks on a 2-worker tokio runtime, `publish().await` / `recv().await`, as
+// the engine's components use a bus.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum AsyncKind {
+    Ours,
+    RvoipBus,
+    RvoipCoord,
+    TokioBroadcast,
+    TokioMpsc,
+}
+
+impl AsyncKind {
+    const ALL: [AsyncKind; 5] = [
+        AsyncKind::Ours,
+        AsyncKind::RvoipBus,
+        AsyncKind::RvoipCoord,
+        AsyncKind::TokioBroadcast,
+        AsyncKind::TokioMpsc,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            AsyncKind::Ours => "call-engine-bus",
+            AsyncKind::RvoipBus => "rvoip EventBus",
+            AsyncKind::RvoipCoord => "rvoip GlobalEventCoordinator",
+            AsyncKind::TokioBroadcast => "tokio::sync::broadcast",
+            AsyncKind::TokioMpsc => "tokio::sync::mpsc (raw)",
+        }
     }
+}
+
+/// Counts what a consumer got; ends at `expected` or after 300 ms of silence once the
+/// publishers are done.
+struct AsyncCount {
+    received: u64,
+    reported: u64,
+    last_at: Instant,
+}
+
+/// `f`, or `None` after 300 ms without a result (the publishers are done and whatever
+/// was lost is not coming).
+async fn idle_or<F: std::future::Future>(_done: &AtomicBool, f: F) -> Option<F::Output> {
+    tokio::time::timeout(Duration::from_millis(300), f)
+        .await
+        .ok()
+}
+
+fn async_throughput(kind: AsyncKind, shape: Shape, n: u64) -> Outcome {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let total = n * shape.publishers as u64;
+    let done = Arc::new(AtomicBool::new(false));
+    rt.block_on(async move {
+        let mut consumers = Vec::new();
+        let mut producers = Vec::new();
+        let t0;
+        match kind {
+            AsyncKind::Ours => {
+                let bus = ce::EventBus::<BenchEvent>::new(ce::EventBusConfig {
+                    broadcast_capacity: shape.capacity / 4,
+                    ..Default::default()
+                })
+                .unwrap();
+                for _ in 0..shape.subscribers {
+                    let mut rx = bus.subscribe(ce::Filter::all());
+                    let done = done.clone();
+                    consumers.push(tokio::spawn(async move {
+                        let mut c = AsyncCount {
+                            received: 0,
+                            reported: 0,
+                            last_at: Instant::now(),
+                        };
+                        let mut buf = Vec::with_capacity(64);
+                        while c.received + c.reported < total {
+                            match idle_or(&done, rx.recv_batch(&mut buf)).await {
+                                Some(Ok(info)) => {
+                                    c.received += buf.len() as u64;
+                                    c.reported += info.missed;
+                                    buf.clear();
+                                    c.last_at = Instant::now();
+                                }
+                                _ => break,
+                            }
+                        }
+                        c
+                    }));
+                }
+                t0 = Instant::now();
+                for p in 0..shape.publishers {
+                    let tx = bus.publisher("bench");
+                    producers.push(tokio::spawn(async move {
+                        for i in 0..n {
+                            let c = ce::CorrelationId(((p as u64) << 40) | i);
+                            let _ = tx.publish(c, None, BenchEvent::new(i, false)).await;
+                        }
+                    }));
+                }
+                for p in producers.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+            AsyncKind::RvoipBus => {
+                use rvoip_infra_common::events::bus::{EventBus, EventBusConfig};
+                let bus = EventBus::with_config(EventBusConfig {
+                    broadcast_capacity: shape.capacity,
+                    ..Default::default()
+                });
+                for _ in 0..shape.subscribers {
+                    let mut rx = bus.subscribe_broadcast::<BenchEvent>().await.unwrap();
+                    let done = done.clone();
+                    consumers.push(tokio::spawn(async move {
+                        let mut c = AsyncCount {
+                            received: 0,
+                            reported: 0,
+                            last_at: Instant::now(),
+                        };
+                        while c.received + c.reported < total {
+                            match idle_or(&done, rx.recv()).await {
+                                Some(Ok(_)) => {
+                                    c.received += 1;
+                                    c.last_at = Instant::now();
+                                }
+                                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(k))) => {
+                                    c.reported += k
+                                }
+                                _ => break,
+                            }
+                        }
+                        c
+                    }));
+                }
+                t0 = Instant::now();
+                for _ in 0..shape.publishers {
+                    let bus = bus.clone();
+                    producers.push(tokio::spawn(async move {
+                        for i in 0..n {
+                            let _ = bus.publish(BenchEvent::new(i, false)).await;
+                            // It never yields by itself: let the consumers run.
+                            if i % 64 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }));
+                }
+                for p in producers.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+            AsyncKind::RvoipCoord => {
+                use rvoip_infra_common::events::config::EventCoordinatorConfig;
+                use rvoip_infra_common::events::coordinator::GlobalEventCoordinator;
+                let coord = Arc::new(
+                    GlobalEventCoordinator::new(
+                        EventCoordinatorConfig::monolithic().with_channel_capacity(shape.capacity),
+                    )
+                    .await
+                    .unwrap(),
+                );
+                for _ in 0..shape.subscribers {
+                    let mut rx = coord.subscribe("bench_event").await.unwrap();
+                    let done = done.clone();
+                    consumers.push(tokio::spawn(async move {
+                        let mut c = AsyncCount {
+                            received: 0,
+                            reported: 0,
+                            last_at: Instant::now(),
+                        };
+                        while c.received + c.reported < total {
+                            match idle_or(&done, rx.recv()).await {
+                                Some(Some(_)) => {
+                                    c.received += 1;
+                                    c.last_at = Instant::now();
+                                }
+                                _ => break,
+                            }
+                        }
+                        c
+                    }));
+                }
+                t0 = Instant::now();
+                for _ in 0..shape.publishers {
+                    let coord = coord.clone();
+                    producers.push(tokio::spawn(async move {
+                        for i in 0..n {
+                            let _ = coord.publish(Arc::new(BenchEvent::new(i, false))).await;
+                            if i % 64 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }));
+                }
+                for p in producers.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+            AsyncKind::TokioBroadcast => {
+                let (tx, _) = tokio::sync::broadcast::channel::<BenchEvent>(shape.capacity);
+                for _ in 0..shape.subscribers {
+                    let mut rx = tx.subscribe();
+                    let done = done.clone();
+                    consumers.push(tokio::spawn(async move {
+                        let mut c = AsyncCount {
+                            received: 0,
+                            reported: 0,
+                            last_at: Instant::now(),
+                        };
+                        while c.received + c.reported < total {
+                            match idle_or(&done, rx.recv()).await {
+                                Some(Ok(_)) => {
+                                    c.received += 1;
+                                    c.last_at = Instant::now();
+                                }
+                                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(k))) => {
+                                    c.reported += k
+                                }
+                                _ => break,
+                            }
+                        }
+                        c
+                    }));
+                }
+                t0 = Instant::now();
+                for _ in 0..shape.publishers {
+                    let tx = tx.clone();
+                    producers.push(tokio::spawn(async move {
+                        for i in 0..n {
+                            let _ = tx.send(BenchEvent::new(i, false));
+                            if i % 64 == 0 {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }));
+                }
+                for p in producers.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+            AsyncKind::TokioMpsc => {
+                let mut senders = Vec::new();
+                for _ in 0..shape.subscribers {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel::<BenchEvent>(shape.capacity);
+                    senders.push(tx);
+                    let done = done.clone();
+                    consumers.push(tokio::spawn(async move {
+                        let mut c = AsyncCount {
+                            received: 0,
+                            reported: 0,
+                            last_at: Instant::now(),
+                        };
+                        let mut buf = Vec::with_capacity(64);
+                        while c.received < total {
+                            match idle_or(&done, rx.recv_many(&mut buf, 64)).await {
+                                Some(k) if k > 0 => {
+                                    c.received += k as u64;
+                                    buf.clear();
+                                    c.last_at = Instant::now();
+                                }
+                                _ => break,
+                            }
+                        }
+                        c
+                    }));
+                }
+                t0 = Instant::now();
+                for _ in 0..shape.publishers {
+                    let senders = senders.clone();
+                    producers.push(tokio::spawn(async move {
+                        for i in 0..n {
+                            for s in &senders {
+                                let _ = s.send(BenchEvent::new(i, false)).await;
+                            }
+                        }
+                    }));
+                }
+                for p in producers.drain(..) {
+                    p.await.unwrap();
+                }
+            }
+        }
+        done.store(true, Ordering::Release);
+        let mut received = 0;
+        let mut reported = 0;
+        let mut last = t0;
+        for c in consumers {
+            let c = c.await.unwrap();
+            received += c.received;
+            reported += c.reported;
+            last = last.max(c.last_at);
+        }
+        let sent = total * shape.subscribers as u64;
+        Outcome {
+            sent,
+            received,
+            reported_lost: reported,
+            unreported_lost: sent.saturating_sub(received + reported),
+            elapsed: last.duration_since(t0),
+            ..Default::default()
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -833,6 +1154,41 @@ fn main() {
         );
     }
 
+    if want("async") {
+        println!("\nAsync mode: publisher and subscriber tasks on a 2-worker tokio runtime, publish().await / recv().await");
+        for (title, shape, per_pub) in scenarios {
+            println!("\n{title} [async]: delivered events/s, loss");
+            let mut r: HashMap<&str, f64> = HashMap::new();
+            for k in AsyncKind::ALL {
+                if only.as_deref().is_some_and(|o| !k.name().starts_with(o)) {
+                    continue;
+                }
+                let o = median_by_rate(
+                    (0..reps)
+                        .map(|_| async_throughput(k, shape, per_pub))
+                        .collect(),
+                );
+                r.insert(k.name(), o.rate());
+                println!(
+                    "  {:width$} {:>12}   loss: {}",
+                    k.name(),
+                    fmt_rate(o.rate()),
+                    loss(&o)
+                );
+            }
+            if r.len() == AsyncKind::ALL.len() {
+                let ours = r["call-engine-bus"];
+                println!(
+                    "  ratio call-engine-bus / rvoip EventBus = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / tokio mpsc = {:.2}x",
+                    ours / r["rvoip EventBus"],
+                    ours / r["rvoip GlobalEventCoordinator"],
+                    ours / r["tokio::sync::broadcast"],
+                    ours / r["tokio::sync::mpsc (raw)"]
+                );
+            }
+        }
+    }
+
     if want("iv") {
         println!("\n(iv) publish->receive latency at 100k events/s (1->1)");
         for c in &contenders {
@@ -849,15 +1205,16 @@ fn main() {
         }
     }
     if want("v") {
-        println!("\n(v) a Critical event behind 100,000 queued Low events: events received before it, time from drain start to its arrival");
+        println!("\n(v) a Critical event published behind 100,000 Low events (consumer drains ~1 µs/event): events received before it, publish->receive latency");
         for c in &contenders {
-            let o = critical_behind_low(c.as_ref(), 100_000);
+            let (o, queued) = critical_behind_low(c.as_ref(), 100_000 / scale as u64);
             match (o.critical_position, o.critical_wait_ns) {
                 (Some(pos), Some(ns)) => println!(
-                    "  {:width$} position {:>7}   latency {:>9}",
+                    "  {:width$} position {:>7}   latency {:>9}   (backlog when published: {})",
                     c.name(),
                     pos,
-                    fmt_ns(ns)
+                    fmt_ns(ns),
+                    queued
                 ),
                 _ => println!("  {:width$} the Critical event never arrived", c.name()),
             }

@@ -138,29 +138,85 @@ impl Filter {
 
 struct Lane<T: Message> {
     q: ArrayQueue<Event<T>>,
-    /// Queued + reserved events (Block-admitted lanes only).
-    reserved: CachePadded<AtomicUsize>,
+    /// Admission of Block lanes, written by publishers only.
+    admit: CachePadded<Admission>,
+    /// Events the receiver has taken out and released (Block lanes), written by the
+    /// receiver only, once per receive call.
+    popped: CachePadded<AtomicUsize>,
     /// Shed counts, by the shed event's priority.
     shed: [AtomicU64; 4],
+}
+
+/// Publisher side of a Block lane's capacity accounting. `admitted - popped` (the events
+/// admitted and not yet released by the receiver) never exceeds the capacity, so a push
+/// after a successful reservation always finds room. Publishers and the receiver write
+/// different cache lines; a publisher reads the receiver's `popped` only when its cached
+/// copy says the lane is full.
+struct Admission {
+    admitted: AtomicUsize,
+    popped_seen: AtomicUsize,
 }
 
 impl<T: Message> Lane<T> {
     fn new(cap: usize) -> Self {
         Self {
             q: ArrayQueue::new(cap),
-            reserved: CachePadded::new(AtomicUsize::new(0)),
+            admit: CachePadded::new(Admission {
+                admitted: AtomicUsize::new(0),
+                popped_seen: AtomicUsize::new(0),
+            }),
+            popped: CachePadded::new(AtomicUsize::new(0)),
             shed: Default::default(),
         }
     }
 
+    /// Admits one event if `admitted - popped < cap`. The CAS from `a` to `a + 1` only
+    /// succeeds if `admitted` was still `a`, and `popped_seen` never exceeds the real
+    /// `popped`, so `admitted - popped <= cap` always holds. Signed arithmetic: `popped`
+    /// may be read after more events were admitted and released than `a` shows; the CAS
+    /// then fails and retries with the fresh value.
     #[inline]
     fn try_reserve(&self, cap: usize) -> bool {
-        if self.reserved.fetch_add(1, Ordering::AcqRel) < cap {
-            true
-        } else {
-            self.reserved.fetch_sub(1, Ordering::AcqRel);
-            false
+        let cap = cap as isize;
+        let mut a = self.admit.admitted.load(Ordering::Acquire);
+        loop {
+            let seen = self.admit.popped_seen.load(Ordering::Relaxed);
+            if (a as isize).wrapping_sub(seen as isize) >= cap {
+                let popped = self.popped.load(Ordering::Acquire);
+                self.admit.popped_seen.store(popped, Ordering::Relaxed);
+                if (a as isize).wrapping_sub(popped as isize) >= cap {
+                    return false;
+                }
+            }
+            match self.admit.admitted.compare_exchange_weak(
+                a,
+                a.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => a = now,
+            }
         }
+    }
+
+    /// Gives back a reservation that will not be pushed.
+    #[inline]
+    fn unreserve(&self) {
+        self.admit.admitted.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The receiver released `n` popped events.
+    #[inline]
+    fn release(&self, n: usize) {
+        self.popped.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Whether a reservation could succeed now.
+    fn has_room(&self, cap: usize) -> bool {
+        let a = self.admit.admitted.load(Ordering::SeqCst) as isize;
+        let p = self.popped.load(Ordering::SeqCst) as isize;
+        a.wrapping_sub(p) < cap as isize
     }
 }
 
@@ -238,7 +294,6 @@ struct HistoryRing<T> {
 }
 
 struct BusShard<T> {
-    seq: CachePadded<AtomicU64>,
     published: CachePadded<[AtomicU64; 4]>,
     history: Option<Mutex<HistoryRing<T>>>,
 }
@@ -427,9 +482,7 @@ impl<T: Message + Clone> BusInner<T> {
             } else {
                 for (j, s) in subs.iter().enumerate().take(i) {
                     if out[j] == Admit::Reserved {
-                        s.shards[shard_idx].lanes[lane_idx]
-                            .reserved
-                            .fetch_sub(1, Ordering::AcqRel);
+                        s.shards[shard_idx].lanes[lane_idx].unreserve();
                     }
                 }
                 return Err((
@@ -448,9 +501,12 @@ impl<T: Message + Clone> BusInner<T> {
 
         // 2. Stamp.
         let shard = &self.shards[shard_idx];
-        let seq = shard.seq.fetch_add(1, Ordering::Relaxed);
-        let id = EventId((seq << SHARD_BITS) | shard_idx as u64);
-        shard.published[prio.index()].fetch_add(1, Ordering::Relaxed);
+        // One counter per (shard, priority) is both the published count and the id
+        // sequence: id = seq | priority | shard (the shard in the low bits).
+        let seq = shard.published[prio.index()].fetch_add(1, Ordering::Relaxed);
+        let id = EventId(
+            (seq << (SHARD_BITS + 2)) | ((prio.index() as u64) << SHARD_BITS) | shard_idx as u64,
+        );
         let env = Envelope {
             id,
             correlation,
@@ -515,7 +571,7 @@ impl<T: Message + Clone> BusInner<T> {
             } else if let Err(ev) = lane.q.push(ev) {
                 // Unreachable: the reservation guarantees room. Never lose it silently.
                 debug_assert!(false, "reserved push failed");
-                lane.reserved.fetch_sub(1, Ordering::AcqRel);
+                lane.unreserve();
                 lane.shed[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
                 group.shed.fetch_add(1, Ordering::Release);
             }
@@ -531,7 +587,7 @@ impl<T: Message + Clone> BusInner<T> {
         let notified = sub.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let room = lane.reserved.load(Ordering::SeqCst) < self.config.broadcast_capacity;
+        let room = lane.has_room(self.config.broadcast_capacity);
         if !room && !sub.closed.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
             notified.await;
         }
@@ -627,7 +683,6 @@ impl<T: Message + Clone> EventBus<T> {
         let shards = (0..config.shard_count)
             .map(|i| (i, base + usize::from(i < extra)))
             .map(|(_, per_shard_history)| BusShard {
-                seq: CachePadded::new(AtomicU64::new(0)),
                 published: CachePadded::new(Default::default()),
                 history: (per_shard_history > 0).then(|| {
                     Mutex::new(HistoryRing {
@@ -759,7 +814,7 @@ impl<T: Message + Clone> EventBus<T> {
                     cursor: 0,
                     sticky: None,
                     sticky_run: 0,
-                    dirty: false,
+                    dirty: Vec::with_capacity(cfg.shard_count),
                     streak: 0,
                     fair_lane: 0,
                     reported_shed: 0,
@@ -1072,9 +1127,9 @@ pub struct Receiver<T: Message + Clone> {
     sticky: Option<(usize, usize)>,
     sticky_run: u32,
     /// Deliveries since the last flush, per shard position: by priority, and freed
-    /// capacity by lane.
+    /// capacity by lane; `dirty` lists the positions touched.
     tally: Box<[Tally]>,
-    dirty: bool,
+    dirty: Vec<usize>,
     streak: u32,
     fair_lane: usize,
     reported_shed: u64,
@@ -1218,12 +1273,14 @@ impl<T: Message + Clone> Receiver<T> {
     #[inline]
     fn account(&mut self, k: usize, lane: usize, e: &Event<T>) {
         let t = &mut self.tally[k];
+        if t.delivered == [0; 4] {
+            self.dirty.push(k);
+        }
         t.delivered[e.priority.index()] += 1;
         let block = self.n_lanes == 1 || self.sub.block[lane];
         if block {
             t.freed[lane] += 1;
         }
-        self.dirty = true;
     }
 
     /// Records the publish→receive latency of `events` against one clock read (the
@@ -1246,12 +1303,12 @@ impl<T: Message + Clone> Receiver<T> {
 
     /// Publishes the tallies to the shared counters and frees Block-lane capacity.
     fn flush(&mut self) {
-        if !self.dirty {
+        if self.dirty.is_empty() {
             return;
         }
-        self.dirty = false;
         let mut freed_any = false;
-        for (k, t) in self.tally.iter_mut().enumerate() {
+        for k in self.dirty.drain(..) {
+            let t = &mut self.tally[k];
             let ss = &self.sub.shards[self.shards[k]];
             for (p, n) in t.delivered.iter_mut().enumerate() {
                 if *n > 0 {
@@ -1261,7 +1318,7 @@ impl<T: Message + Clone> Receiver<T> {
             }
             for (l, n) in t.freed.iter_mut().enumerate() {
                 if *n > 0 {
-                    ss.lanes[l].reserved.fetch_sub(*n, Ordering::SeqCst);
+                    ss.lanes[l].release(*n);
                     *n = 0;
                     freed_any = true;
                 }

@@ -176,6 +176,7 @@ impl EngineEvent {
                 | SessionEvent::HoldChanged { call, .. }
                 | SessionEvent::TransferRequested { call, .. }
                 | SessionEvent::DtmfReceived { call, .. } => Some(*call),
+                SessionEvent::TransactionTimedOut { call, .. } => *call,
                 SessionEvent::Registered { .. }
                 | SessionEvent::Unregistered { .. }
                 | SessionEvent::AuthenticationFailed { .. }

@@ -113,6 +113,16 @@ pub enum SessionEvent {
         /// Where it came from (`ip:port`).
         source: SmolStr,
     },
+    /// A SIP transaction got no final response in time (Timer B/F) or its transport
+    /// failed: the session adapter gave up on it. Failure recovery, so Critical.
+    TransactionTimedOut {
+        /// The call, if the transaction belonged to one.
+        call: Option<CallId>,
+        /// The dialog, if any.
+        session: Option<SessionId>,
+        /// The request method (`INVITE`, `BYE`, `OPTIONS`…).
+        method: SmolStr,
+    },
     /// Result of an OPTIONS probe to a contact (reconciliation keepalive).
     ContactProbed {
         /// The agent.
@@ -135,7 +145,8 @@ impl SessionEvent {
             | Terminated { .. }
             | Registered { .. }
             | Unregistered { .. }
-            | AuthenticationFailed { .. } => Priority::Critical,
+            | AuthenticationFailed { .. }
+            | TransactionTimedOut { .. } => Priority::Critical,
             HoldChanged { .. } | TransferRequested { .. } | DtmfReceived { .. } => Priority::High,
             Ringing { .. } => Priority::Normal,
             ContactProbed { .. } => Priority::Low,

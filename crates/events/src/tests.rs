@@ -168,6 +168,24 @@ fn topics_follow_domain_and_direction() {
 }
 
 #[test]
+fn transaction_timeouts_are_critical_and_belong_to_their_call() {
+    let e = EngineEvent::Session(SessionEvent::TransactionTimedOut {
+        call: Some(CallId(3)),
+        session: Some(SessionId(4)),
+        method: "INVITE".into(),
+    });
+    assert_eq!(e.priority(), Priority::Critical);
+    assert_eq!(e.call(), Some(CallId(3)));
+    let orphan = EngineEvent::Session(SessionEvent::TransactionTimedOut {
+        call: None,
+        session: None,
+        method: "OPTIONS".into(),
+    });
+    assert_eq!(orphan.call(), None);
+    assert_eq!(orphan.correlation(), call_engine_bus::CorrelationId(0));
+}
+
+#[test]
 fn correlation_is_the_call_or_the_agent() {
     let s = samples();
     assert_eq!(s[0].correlation(), CallId(7).into());

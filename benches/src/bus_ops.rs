@@ -1,0 +1,66 @@
+//! Single-threaded publish + receive loop, for instruction counting
+//! (`valgrind --tool=callgrind target/release/bus-ops ours|crossbeam N`). Measures the
+//! per-event instruction cost of the bus machinery without cross-core effects.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use call_engine_bus as ce;
+
+#[derive(Clone, Copy, Debug)]
+struct P64 {
+    seq: u64,
+    _pad: [u64; 7],
+}
+
+impl ce::Message for P64 {
+    fn priority(&self) -> ce::Priority {
+        ce::Priority::Normal
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let who = args.get(1).map(String::as_str).unwrap_or("ours");
+    let n: u64 = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut sum = 0u64;
+    match who {
+        "ours" | "ours-batch" => {
+            let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
+            let mut rx = bus.subscribe(ce::Filter::all());
+            let tx = bus.publisher("ops");
+            let mut buf = Vec::with_capacity(64);
+            for i in 0..n {
+                tx.try_publish(
+                    ce::CorrelationId(i),
+                    None,
+                    P64 {
+                        seq: i,
+                        _pad: [0; 7],
+                    },
+                )
+                .unwrap();
+                if who == "ours" {
+                    sum += rx.try_recv().unwrap().payload.seq;
+                } else if i % 64 == 63 {
+                    rx.try_recv_batch(&mut buf, 64).unwrap();
+                    sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
+                }
+            }
+        }
+        "crossbeam" => {
+            let (tx, rx) = crossbeam_channel::bounded(4096);
+            for i in 0..n {
+                tx.send(P64 {
+                    seq: i,
+                    _pad: [0; 7],
+                })
+                .unwrap();
+                sum += rx.try_recv().unwrap().seq;
+            }
+        }
+        other => panic!("unknown {other}"),
+    }
+    println!("{sum}");
+}
