@@ -143,8 +143,6 @@ struct Lane<T: Message> {
     /// Events the receiver has taken out and released (Block lanes), written by the
     /// receiver only, once per receive call.
     popped: CachePadded<AtomicUsize>,
-    /// Shed counts, by the shed event's priority.
-    shed: [AtomicU64; 4],
 }
 
 /// Publisher side of a Block lane's capacity accounting. `admitted - popped` (the events
@@ -166,7 +164,6 @@ impl<T: Message> Lane<T> {
                 popped_seen: AtomicUsize::new(0),
             }),
             popped: CachePadded::new(AtomicUsize::new(0)),
-            shed: Default::default(),
         }
     }
 
@@ -220,27 +217,54 @@ impl<T: Message> Lane<T> {
     }
 }
 
-struct SubShard<T: Message> {
-    lanes: Box<[Lane<T>]>,
-    group: usize,
-    /// Deliveries, by event priority (written by the owning receiver).
+/// Per (subscription, shard) counters. Queues are per receiver group, not per shard:
+/// one call's events share a shard, a shard belongs to one group, and one FIFO per
+/// (group, lane) keeps their order while the receiver drains a single queue per lane.
+/// Per-shard depth is derived: enqueued - delivered - displaced.
+struct ShardStats {
+    /// Pushed into the group queue, by priority (publishers).
+    enqueued: CachePadded<[AtomicU64; 4]>,
+    /// Taken out by the receiver, by priority (the receiver, once per receive call).
     delivered: CachePadded<[AtomicU64; 4]>,
+    /// Shed by the overflow policy, by priority: displaced from the queue, or refused.
+    shed: [AtomicU64; 4],
+    /// The part of `shed` that had been enqueued (displaced by shed-oldest).
+    displaced: [AtomicU64; 4],
     latency: LatencyHistogram,
 }
 
-struct Group {
+impl ShardStats {
+    fn new() -> Self {
+        Self {
+            enqueued: CachePadded::new(Default::default()),
+            delivered: CachePadded::new(Default::default()),
+            shed: Default::default(),
+            displaced: Default::default(),
+            latency: LatencyHistogram::new(),
+        }
+    }
+}
+
+/// One receiver's share of a subscription: its queues (one per lane) and wake-up state.
+struct Group<T: Message> {
+    lanes: Box<[Lane<T>]>,
     notify: Notify,
     sleeping: CachePadded<AtomicBool>,
-    /// Events shed from this group's shards (all lanes): reported to its receiver.
+    /// Events shed from this group's queues (all lanes): reported to its receiver.
     shed: CachePadded<AtomicU64>,
 }
 
-impl Group {
-    /// Wakes the receiver if it sleeps. The caller must have issued a SeqCst fence after
-    /// its pushes (pairs with the fence in `Receiver::wait`).
+impl<T: Message> Group<T> {
+    /// Wakes the receiver if it sleeps. Called after the event was pushed (or its shed
+    /// counted). No fence is needed: the push advanced the queue's tail with a SeqCst CAS
+    /// (crossbeam-queue 0.3 `ArrayQueue::push`/`force_push`), a shed is counted with a
+    /// SeqCst RMW, and this load is SeqCst; the receiver stores `sleeping` (SeqCst), then
+    /// fences (SeqCst) and re-checks the tails and the shed count. In the single total
+    /// order of SeqCst operations, either the receiver's re-check sees the event or this
+    /// load sees `sleeping` and wakes it. (A fence here was the largest cost of a publish.)
     #[inline]
-    fn wake_after_fence(&self) {
-        if self.sleeping.load(Ordering::Relaxed) {
+    fn wake_if_sleeping(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
             self.notify.notify_one();
         }
     }
@@ -249,8 +273,8 @@ impl Group {
 struct SubInner<T: Message> {
     id: u64,
     filter: Filter,
-    shards: Box<[SubShard<T>]>,
-    groups: Box<[Group]>,
+    shards: Box<[ShardStats]>,
+    groups: Box<[Group<T>]>,
     closed: AtomicBool,
     receivers: AtomicUsize,
     space: Notify,
@@ -260,6 +284,12 @@ struct SubInner<T: Message> {
 }
 
 impl<T: Message> SubInner<T> {
+    /// The receiver group that owns `shard`.
+    #[inline]
+    fn group_of(&self, shard: usize) -> usize {
+        shard % self.groups.len()
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for g in self.groups.iter() {
@@ -267,6 +297,12 @@ impl<T: Message> SubInner<T> {
         }
         self.space.notify_waiters();
     }
+}
+
+/// The shard an event was published on: the low bits of its id.
+#[inline]
+fn shard_of_id(id: EventId) -> usize {
+    (id.0 & ((1u64 << SHARD_BITS) - 1)) as usize
 }
 
 struct RoutingTable<T: Message> {
@@ -359,8 +395,7 @@ impl Outcomes {
     }
 }
 
-/// Receivers to wake once a publish (or a whole batch) has pushed its events: one fence
-/// for all of them instead of one per delivery. Small and cheap to create (it is made on
+/// Receivers to wake once a publish (or a whole batch) has pushed its events, each once. Small and cheap to create (it is made on
 /// every publish); beyond its inline room, receivers are woken right away.
 struct WakeList<'a, T: Message> {
     pending: [Option<(&'a SubInner<T>, usize)>; 4],
@@ -386,8 +421,7 @@ impl<'a, T: Message> WakeList<'a, T> {
             return;
         }
         if self.len == self.pending.len() {
-            fence(Ordering::SeqCst);
-            sub.groups[group].wake_after_fence();
+            sub.groups[group].wake_if_sleeping();
             return;
         }
         self.pending[self.len] = Some((sub, group));
@@ -399,9 +433,8 @@ impl<'a, T: Message> WakeList<'a, T> {
         if self.len == 0 {
             return;
         }
-        fence(Ordering::SeqCst);
         for (s, g) in self.pending[..self.len].iter().flatten() {
-            s.groups[*g].wake_after_fence();
+            s.groups[*g].wake_if_sleeping();
         }
         self.len = 0;
     }
@@ -410,7 +443,7 @@ impl<'a, T: Message> WakeList<'a, T> {
 /// Where a publish blocked: the subscription and lane to wait on.
 struct Blocked<T: Message> {
     sub: Arc<SubInner<T>>,
-    shard: usize,
+    group: usize,
     lane: usize,
 }
 
@@ -472,7 +505,7 @@ impl<T: Message + Clone> BusInner<T> {
                 continue;
             }
             targets += 1;
-            let lane = &sub.shards[shard_idx].lanes[lane_idx];
+            let lane = &sub.groups[sub.group_of(shard_idx)].lanes[lane_idx];
             out[i] = if force {
                 Admit::Force
             } else if lane.try_reserve(cap) {
@@ -482,14 +515,14 @@ impl<T: Message + Clone> BusInner<T> {
             } else {
                 for (j, s) in subs.iter().enumerate().take(i) {
                     if out[j] == Admit::Reserved {
-                        s.shards[shard_idx].lanes[lane_idx].unreserve();
+                        s.groups[s.group_of(shard_idx)].lanes[lane_idx].unreserve();
                     }
                 }
                 return Err((
                     PublishError::Full(payload),
                     Some(Blocked {
                         sub: sub.clone(),
-                        shard: shard_idx,
+                        group: sub.group_of(shard_idx),
                         lane: lane_idx,
                     }),
                 ));
@@ -543,12 +576,14 @@ impl<T: Message + Clone> BusInner<T> {
                 continue;
             }
             let ss = &sub.shards[shard_idx];
-            let lane = &ss.lanes[lane_idx];
-            let group = &sub.groups[ss.group];
+            let g = sub.group_of(shard_idx);
+            let group = &sub.groups[g];
+            let lane = &group.lanes[lane_idx];
             if admit == Admit::ShedNew {
-                lane.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
-                group.shed.fetch_add(1, Ordering::Release);
-                wakes.add(sub, ss.group);
+                ss.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
+                // SeqCst: pairs with the receiver's sleep check (see `wake_if_sleeping`).
+                group.shed.fetch_add(1, Ordering::SeqCst);
+                wakes.add(sub, g);
                 continue;
             }
             remaining -= 1;
@@ -563,26 +598,31 @@ impl<T: Message + Clone> BusInner<T> {
                     None => continue,
                 },
             };
+            ss.enqueued[prio.index()].fetch_add(1, Ordering::Relaxed);
             if admit == Admit::Force {
                 if let Some(old) = lane.q.force_push(ev) {
-                    lane.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                    // The displaced event may belong to another shard of this group.
+                    let os = &sub.shards[shard_of_id(old.id)];
+                    os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                    os.displaced[old.priority.index()].fetch_add(1, Ordering::Relaxed);
                     group.shed.fetch_add(1, Ordering::Release);
                 }
             } else if let Err(ev) = lane.q.push(ev) {
                 // Unreachable: the reservation guarantees room. Never lose it silently.
                 debug_assert!(false, "reserved push failed");
                 lane.unreserve();
-                lane.shed[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
+                ss.shed[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
+                ss.displaced[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
                 group.shed.fetch_add(1, Ordering::Release);
             }
-            wakes.add(sub, ss.group);
+            wakes.add(sub, g);
         }
         Ok(id)
     }
 
     async fn wait_for_room(&self, b: &Blocked<T>) {
         let sub = &b.sub;
-        let lane = &sub.shards[b.shard].lanes[b.lane];
+        let lane = &sub.groups[b.group].lanes[b.lane];
         sub.space_waiters.fetch_add(1, Ordering::SeqCst);
         let notified = sub.space.notified();
         tokio::pin!(notified);
@@ -609,10 +649,8 @@ impl<T: Message + Clone> BusInner<T> {
             for p in 0..4 {
                 r.delivered[p] += ss.delivered[p].load(Ordering::Relaxed);
             }
-            for lane in ss.lanes.iter() {
-                for (p, n) in lane.shed.iter().enumerate() {
-                    r.shed[p] += n.load(Ordering::Relaxed);
-                }
+            for (p, n) in ss.shed.iter().enumerate() {
+                r.shed[p] += n.load(Ordering::Relaxed);
             }
             ss.latency.add_into(&mut r.latency);
         }
@@ -773,18 +811,12 @@ impl<T: Message + Clone> EventBus<T> {
         let sub = Arc::new(SubInner {
             id: inner.next_sub.fetch_add(1, Ordering::Relaxed),
             filter,
-            shards: (0..cfg.shard_count)
-                .map(|s| SubShard {
+            shards: (0..cfg.shard_count).map(|_| ShardStats::new()).collect(),
+            groups: (0..n_groups)
+                .map(|_| Group {
                     lanes: (0..n_lanes)
                         .map(|_| Lane::new(cfg.broadcast_capacity))
                         .collect(),
-                    group: s % n_groups,
-                    delivered: CachePadded::new(Default::default()),
-                    latency: LatencyHistogram::new(),
-                })
-                .collect(),
-            groups: (0..n_groups)
-                .map(|_| Group {
                     notify: Notify::new(),
                     sleeping: CachePadded::new(AtomicBool::new(false)),
                     shed: CachePadded::new(AtomicU64::new(0)),
@@ -806,14 +838,14 @@ impl<T: Message + Clone> EventBus<T> {
                 let shards: Box<[usize]> =
                     (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
                 Receiver {
-                    tally: vec![Tally::default(); shards.len()].into_boxed_slice(),
+                    delivered: vec![[0; 4]; shards.len()].into_boxed_slice(),
+                    freed: [0; 4],
+                    last_lane: usize::MAX,
                     shards,
+                    n_groups,
                     sub: sub.clone(),
                     bus: Arc::downgrade(inner),
                     group: g,
-                    cursor: 0,
-                    sticky: None,
-                    sticky_run: 0,
                     dirty: Vec::with_capacity(cfg.shard_count),
                     streak: 0,
                     fair_lane: 0,
@@ -866,20 +898,13 @@ impl<T: Message + Clone> EventBus<T> {
                 }
                 for sub in &subs {
                     let ss = &sub.shards[si];
-                    for (li, lane) in ss.lanes.iter().enumerate() {
-                        // With priority off, the single lane's depth is reported as Normal.
-                        let depth_idx = if ss.lanes.len() == 1 {
-                            Priority::Normal.index()
-                        } else {
-                            li
-                        };
-                        lanes[depth_idx].depth += lane.q.len() as u64;
-                        for (p, n) in lane.shed.iter().enumerate() {
-                            lanes[p].shed += n.load(Ordering::Relaxed);
-                        }
-                    }
-                    for (p, n) in ss.delivered.iter().enumerate() {
-                        lanes[p].delivered += n.load(Ordering::Relaxed);
+                    for (p, l) in lanes.iter_mut().enumerate() {
+                        let enqueued = ss.enqueued[p].load(Ordering::Relaxed);
+                        let delivered = ss.delivered[p].load(Ordering::Relaxed);
+                        let displaced = ss.displaced[p].load(Ordering::Relaxed);
+                        l.depth += enqueued.saturating_sub(delivered + displaced);
+                        l.delivered += delivered;
+                        l.shed += ss.shed[p].load(Ordering::Relaxed);
                     }
                     ss.latency.add_into(&mut buckets);
                 }
@@ -1120,16 +1145,16 @@ pub struct Receiver<T: Message + Clone> {
     sub: Arc<SubInner<T>>,
     bus: Weak<BusInner<T>>,
     group: usize,
+    n_groups: usize,
     shards: Box<[usize]>,
-    cursor: usize,
-    /// The (lane, shard position) the last event came from: popped again first, without
-    /// an emptiness probe, while it keeps yielding (bounded by `STICKY_MAX`).
-    sticky: Option<(usize, usize)>,
-    sticky_run: u32,
-    /// Deliveries since the last flush, per shard position: by priority, and freed
-    /// capacity by lane; `dirty` lists the positions touched.
-    tally: Box<[Tally]>,
+    /// Deliveries since the last flush, per shard position (`shard / n_groups`) and
+    /// priority; `dirty` lists the positions touched.
+    delivered: Box<[[u64; 4]]>,
     dirty: Vec<usize>,
+    /// Block-lane capacity taken out since the last flush, per lane.
+    freed: [usize; 4],
+    /// The lane the last event came from (`usize::MAX`: none).
+    last_lane: usize,
     streak: u32,
     fair_lane: usize,
     reported_shed: u64,
@@ -1162,16 +1187,6 @@ impl<T: Message + Clone> std::fmt::Debug for Receiver<T> {
     }
 }
 
-/// Most consecutive events taken from one shard queue before the others get a turn.
-const STICKY_MAX: u32 = 32;
-
-/// Deliveries accumulated during one receive call, flushed to the shared counters once.
-#[derive(Default, Clone, Copy)]
-struct Tally {
-    delivered: [u64; 4],
-    freed: [usize; 4],
-}
-
 impl<T: Message + Clone> Receiver<T> {
     /// The shards this receiver drains.
     pub fn shards(&self) -> &[usize] {
@@ -1193,53 +1208,39 @@ impl<T: Message + Clone> Receiver<T> {
 
     /// Pops from `lane`, scanning this receiver's shards from the cursor. Returns the
     /// shard *position* (index into `self.shards`).
+    /// This receiver's queues.
     #[inline]
-    fn pop_lane(&mut self, lane: usize) -> Option<(usize, Event<T>)> {
-        if let Some((sl, sk)) = self.sticky {
-            if sl == lane {
-                if self.sticky_run < STICKY_MAX {
-                    if let Some(e) = self.sub.shards[self.shards[sk]].lanes[lane].q.pop() {
-                        self.sticky_run += 1;
-                        return Some((sk, e));
-                    }
-                }
-                // Exhausted or had its turn: move on to the next shard.
-                self.sticky = None;
-                self.cursor = if sk + 1 == self.shards.len() {
-                    0
-                } else {
-                    sk + 1
-                };
-            }
-        }
-        let n = self.shards.len();
-        for i in 0..n {
-            let k = self.cursor + i;
-            let k = if k >= n { k - n } else { k };
-            let q = &self.sub.shards[self.shards[k]].lanes[lane].q;
-            // `is_empty` is two plain loads; `pop` on an empty queue costs a full fence.
-            if q.is_empty() {
-                continue;
-            }
-            if let Some(e) = q.pop() {
-                self.sticky = Some((lane, k));
-                self.sticky_run = 1;
-                return Some((k, e));
-            }
-        }
-        None
+    fn lanes(&self) -> &[Lane<T>] {
+        &self.sub.groups[self.group].lanes
     }
 
-    /// Whether any of this receiver's shards has an event queued in `lane`.
+    /// Pops from one lane. On the lane the last event came from, `pop` directly: on a
+    /// non-empty queue it never reads the tail the publishers keep writing. Elsewhere
+    /// `is_empty` first: those lanes are usually empty and quiet (their lines stay in
+    /// cache), while `pop` on an empty queue costs a full fence.
+    #[inline]
+    fn pop_lane(&mut self, lane: usize) -> Option<Event<T>> {
+        let q = &self.sub.groups[self.group].lanes[lane].q;
+        if lane != self.last_lane && q.is_empty() {
+            return None;
+        }
+        let e = q.pop();
+        if e.is_some() {
+            self.last_lane = lane;
+        } else if lane == self.last_lane {
+            self.last_lane = usize::MAX;
+        }
+        e
+    }
+
+    /// Whether `lane` has an event queued.
     fn lane_pending(&self, lane: usize) -> bool {
-        self.shards
-            .iter()
-            .any(|&s| !self.sub.shards[s].lanes[lane].q.is_empty())
+        !self.lanes()[lane].q.is_empty()
     }
 
     /// One event in priority order, with the starvation guard.
     #[inline]
-    fn pop(&mut self) -> Option<(usize, usize, Event<T>)> {
+    fn pop(&mut self) -> Option<(usize, Event<T>)> {
         // The guard counts consecutive deliveries (not empty polls), and serves a lane
         // *below* the one strict order would serve: serving that top lane itself would
         // leave the waiting lower lanes starved.
@@ -1251,17 +1252,17 @@ impl<T: Message + Clone> Receiver<T> {
                     if lane <= top {
                         continue;
                     }
-                    if let Some((s, e)) = self.pop_lane(lane) {
+                    if let Some(e) = self.pop_lane(lane) {
                         self.fair_lane = lane % 3;
-                        return Some((s, lane, e));
+                        return Some((lane, e));
                     }
                 }
             }
         }
         for lane in 0..self.n_lanes {
-            if let Some((s, e)) = self.pop_lane(lane) {
+            if let Some(e) = self.pop_lane(lane) {
                 self.streak = self.streak.saturating_add(1);
-                return Some((s, lane, e));
+                return Some((lane, e));
             }
         }
         // Caught up: nothing is being starved.
@@ -1269,17 +1270,18 @@ impl<T: Message + Clone> Receiver<T> {
         None
     }
 
-    /// Counts one delivery from shard position `k`, lane `lane` (flushed by `flush`).
+    /// Counts one delivery from `lane` (published to the shared counters by `flush`).
     #[inline]
-    fn account(&mut self, k: usize, lane: usize, e: &Event<T>) {
-        let t = &mut self.tally[k];
-        if t.delivered == [0; 4] {
-            self.dirty.push(k);
+    fn account(&mut self, lane: usize, e: &Event<T>) {
+        let k = shard_of_id(e.id) / self.n_groups;
+        if let Some(d) = self.delivered.get_mut(k) {
+            if *d == [0; 4] {
+                self.dirty.push(k);
+            }
+            d[e.priority.index()] += 1;
         }
-        t.delivered[e.priority.index()] += 1;
-        let block = self.n_lanes == 1 || self.sub.block[lane];
-        if block {
-            t.freed[lane] += 1;
+        if self.n_lanes == 1 || self.sub.block[lane] {
+            self.freed[lane] += 1;
         }
     }
 
@@ -1291,10 +1293,8 @@ impl<T: Message + Clone> Receiver<T> {
             return;
         }
         let now = self.now_ns();
-        let mask = (1u64 << SHARD_BITS) - 1;
         for e in events {
-            let shard = (e.id.0 & mask) as usize;
-            if let Some(ss) = self.sub.shards.get(shard) {
+            if let Some(ss) = self.sub.shards.get(shard_of_id(e.id)) {
                 ss.latency
                     .record(now.saturating_sub(e.timestamp.as_nanos()));
             }
@@ -1303,25 +1303,21 @@ impl<T: Message + Clone> Receiver<T> {
 
     /// Publishes the tallies to the shared counters and frees Block-lane capacity.
     fn flush(&mut self) {
-        if self.dirty.is_empty() {
-            return;
-        }
-        let mut freed_any = false;
         for k in self.dirty.drain(..) {
-            let t = &mut self.tally[k];
             let ss = &self.sub.shards[self.shards[k]];
-            for (p, n) in t.delivered.iter_mut().enumerate() {
+            for (p, n) in self.delivered[k].iter_mut().enumerate() {
                 if *n > 0 {
                     ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
                     *n = 0;
                 }
             }
-            for (l, n) in t.freed.iter_mut().enumerate() {
-                if *n > 0 {
-                    ss.lanes[l].release(*n);
-                    *n = 0;
-                    freed_any = true;
-                }
+        }
+        let mut freed_any = false;
+        for (l, n) in self.freed.iter_mut().enumerate() {
+            if *n > 0 {
+                self.sub.groups[self.group].lanes[l].release(*n);
+                *n = 0;
+                freed_any = true;
             }
         }
         if freed_any && self.sub.space_waiters.load(Ordering::SeqCst) > 0 {
@@ -1344,10 +1340,10 @@ impl<T: Message + Clone> Receiver<T> {
             },
             None => None,
         };
-        let Some((k, lane, e)) = popped else {
+        let Some((lane, e)) = popped else {
             return Err(TryRecvError::Empty);
         };
-        self.account(k, lane, &e);
+        self.account(lane, &e);
         self.flush();
         self.record_latency(std::slice::from_ref(&e));
         Ok(e)
@@ -1364,8 +1360,8 @@ impl<T: Message + Clone> Receiver<T> {
         let start = buf.len();
         while buf.len() - start < max {
             match self.pop() {
-                Some((k, lane, e)) => {
-                    self.account(k, lane, &e);
+                Some((lane, e)) => {
+                    self.account(lane, &e);
                     buf.push(e);
                 }
                 None => break,
@@ -1403,9 +1399,7 @@ impl<T: Message + Clone> Receiver<T> {
         if self.sub.groups[self.group].shed.load(Ordering::Acquire) != self.reported_shed {
             return true;
         }
-        self.shards
-            .iter()
-            .any(|&s| self.sub.shards[s].lanes.iter().any(|l| !l.q.is_empty()))
+        self.lanes().iter().any(|l| !l.q.is_empty())
     }
 
     /// Receives one event, waiting for it.

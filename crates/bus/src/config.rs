@@ -59,11 +59,13 @@ impl OverflowPolicies {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventBusConfig {
-    /// Number of shards. Events are assigned to a shard by their correlation id; each
-    /// subscription has one queue set per shard, and shards can be drained by different
-    /// tasks ([`EventBus::subscribe_sharded`](crate::EventBus::subscribe_sharded)). ≥ 1.
+    /// Number of shards. Events are assigned to a shard by their correlation id; a
+    /// subscription's shards can be split across receivers drained by different tasks
+    /// ([`EventBus::subscribe_sharded`](crate::EventBus::subscribe_sharded)), each with
+    /// its own queues; per-shard metrics are kept either way. ≥ 1.
     pub shard_count: usize,
-    /// Capacity of each lane of each shard of each subscription, in events. ≥ 1.
+    /// Capacity of each lane of each receiver's queue, in events (a plain
+    /// [`EventBus::subscribe`](crate::EventBus::subscribe) has one receiver). ≥ 1.
     pub broadcast_capacity: usize,
     /// When false, all priorities share one FIFO lane (publish order is delivery order);
     /// overflow still follows the event's own priority policy (a shed-policy event that

@@ -191,7 +191,7 @@ fn critical_overtakes_100k_queued_low_events_single_shard() {
 fn critical_overtakes_100k_queued_low_events_across_shards() {
     let bus = new_bus(EventBusConfig {
         shard_count: 4,
-        broadcast_capacity: 32_768,
+        broadcast_capacity: 131_072,
         history_capacity: 0,
         ..cfg()
     });
