@@ -1,0 +1,149 @@
+//! `call-engine`: the call-center engine binary.
+//!
+//! - `call-engine serve [--config FILE]`: run the engine (without `--config`: the embedded
+//!   demo configuration on loopback).
+//! - `call-engine check-config FILE`: validate a configuration file and exit.
+
+use call_engine::config;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "call-engine",
+    version,
+    about = "An open-source call-center engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the engine.
+    Serve {
+        /// Configuration file (TOML). Without it, the embedded demo configuration is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit (0 when valid).
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::Config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} queue(s), {} agent(s))",
+                    file.display(),
+                    c.queues.len(),
+                    c.agents.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let (cfg, demo) = match &path {
+        Some(p) => match config::Config::load(p) {
+            Ok(c) => (c, false),
+            Err(e) => {
+                eprintln!("{}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => (config::Config::demo(), true),
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let engine = match call_engine::Engine::start(cfg.clone()).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("call-engine: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_banner(&cfg, demo, &engine);
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot wait for Ctrl-C: {e}");
+        }
+        println!("\nshutting down...");
+        engine.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_banner(cfg: &config::Config, demo: bool, engine: &call_engine::Engine) {
+    let addr = engine
+        .sip_udp()
+        .or(engine.sip_tcp())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    println!(
+        "call-engine is running{}",
+        if demo {
+            " (embedded demo configuration)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "  SIP: udp {:?}, tcp {:?}; domain {}",
+        engine.sip_udp(),
+        engine.sip_tcp(),
+        cfg.sip.domain
+    );
+    println!("  store: {}", cfg.store_url);
+    for q in &cfg.queues {
+        println!(
+            "  queue `{}` ({}): call sip:{}@{} (via {addr})",
+            q.name, q.strategy, q.name, cfg.sip.domain
+        );
+    }
+    println!("\nRegister a softphone as an agent, e.g. with baresip:");
+    for a in cfg.agents.iter().take(2) {
+        println!(
+            "  <sip:{id}@{dom}>;auth_pass={pw};outbound=\"sip:{addr}\";regint=600",
+            id = a.id,
+            dom = cfg.sip.domain,
+            pw = a.password
+        );
+    }
+    if demo {
+        println!(
+            "\nThe demo configuration (copy it to a file and pass --config FILE to change it):\n"
+        );
+        println!("{}", config::DEMO);
+    }
+    println!("Ctrl-C stops the engine.");
+}

@@ -1,0 +1,231 @@
+//! Starting, running and stopping the engine.
+
+use crate::config::{Config, Moh};
+use crate::driver::{CallRecord, Driver, QueueSettings};
+use call_engine_bus::{EventBus, EventBusConfig};
+use call_engine_events::{AgentId, AudioSource, EngineEvent, IdAllocator, QueueId};
+use call_engine_media::{MediaAdapter, MediaConfig, MohSource};
+use call_engine_orchestrator as orch;
+use call_engine_session::{SessionAdapter, SessionConfig};
+use call_engine_store::{hangup_cause_label, AgentRecord, Cdr, QueueRecord, Store, UnixMillis};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or written.
+    #[error("store: {0}")]
+    Store(#[from] call_engine_store::StoreError),
+    /// The SIP adapter could not start (e.g. the address is in use).
+    #[error("sip: {0}")]
+    Session(#[from] call_engine_session::SessionError),
+    /// The media adapter could not start.
+    #[error("media: {0}")]
+    Media(#[from] call_engine_media::MediaError),
+    /// The bus configuration is invalid.
+    #[error("bus: {0}")]
+    Bus(#[from] call_engine_bus::ConfigError),
+}
+
+/// A running engine.
+pub struct Engine {
+    bus: EventBus<EngineEvent>,
+    session: SessionAdapter,
+    media: MediaAdapter,
+    store: Store,
+    driver: JoinHandle<()>,
+    recorder: JoinHandle<()>,
+}
+
+fn to_cdr(r: CallRecord) -> Cdr {
+    Cdr {
+        call_id: r.call,
+        queue: r.queue,
+        caller_user: r.caller.user.to_string(),
+        caller_display: r.caller.display_name.map(|d| d.to_string()),
+        caller_uri: r.caller.uri.to_string(),
+        agent: r.agent,
+        entered_queue_at: r.entered_queue_at_ms.map(UnixMillis),
+        agent_answered_at: r.answered_at_ms.map(UnixMillis),
+        ended_at: UnixMillis(r.ended_at_ms),
+        wait_secs: r.wait_secs,
+        talk_secs: r.talk_secs,
+        disposition: r.disposition,
+        hung_up_by: r.hung_up_by,
+        hangup_cause: hangup_cause_label(&r.cause),
+    }
+}
+
+impl Engine {
+    /// Starts every component for `config`.
+    pub async fn start(config: Config) -> Result<Engine, StartError> {
+        let store = Store::open(&config.store_url).await?;
+        // Call ids stay unique across restarts: continue after the highest recorded.
+        let floor = store.max_call_id().await?.map(|c| c.0).unwrap_or(0);
+        let ids = Arc::new(IdAllocator::starting_after(floor));
+        for q in &config.queues {
+            store
+                .upsert_queue(&QueueRecord {
+                    name: QueueId::new(&q.name),
+                    strategy: q.strategy.name().to_string(),
+                    moh: Some(match &q.moh {
+                        Moh::Builtin => "builtin".into(),
+                        Moh::File(p) => p.display().to_string(),
+                    }),
+                    ring_timeout_secs: q.ring_timeout_secs,
+                    settings: serde_json::Value::Null,
+                    created_at: UnixMillis(0),
+                    updated_at: UnixMillis(0),
+                })
+                .await?;
+        }
+        for a in &config.agents {
+            store
+                .upsert_agent(&AgentRecord {
+                    id: AgentId::new(&a.id),
+                    display_name: a.id.clone(),
+                    queues: a.queues.iter().map(QueueId::new).collect(),
+                    max_calls: u32::from(a.max_calls),
+                    created_at: UnixMillis(0),
+                    updated_at: UnixMillis(0),
+                })
+                .await?;
+        }
+
+        // A history ring of recent events, for debugging a live engine.
+        let bus = EventBus::new(EventBusConfig {
+            history_capacity: 4096,
+            ..EventBusConfig::default()
+        })?;
+        let media = MediaAdapter::start(
+            MediaConfig {
+                address: config.media.address,
+                rtp_ports: config.media.rtp_ports.clone(),
+                moh: MohSource::Builtin,
+                ..MediaConfig::default()
+            },
+            bus.clone(),
+            ids.clone(),
+        )?;
+        let credentials: HashMap<String, String> = config
+            .agents
+            .iter()
+            .map(|a| (a.id.clone(), a.password.clone()))
+            .collect();
+        let session = SessionAdapter::start(
+            SessionConfig {
+                udp: config.sip.udp,
+                tcp: config.sip.tcp,
+                domain: config.sip.domain.clone(),
+                credentials,
+                ..SessionConfig::default()
+            },
+            bus.clone(),
+            ids.clone(),
+        )
+        .await?;
+
+        let queues: BTreeMap<QueueId, (orch::QueueConfig, QueueSettings)> = config
+            .queues
+            .iter()
+            .map(|q| {
+                let id = QueueId::new(&q.name);
+                let ring_timeout_ms = u64::from(q.ring_timeout_secs) * 1000;
+                (
+                    id.clone(),
+                    (
+                        orch::QueueConfig {
+                            ring_timeout_ms,
+                            ..orch::QueueConfig::new(id, q.strategy)
+                        },
+                        QueueSettings {
+                            strategy: q.strategy,
+                            moh: match &q.moh {
+                                Moh::Builtin => AudioSource::BuiltinMusic,
+                                Moh::File(p) => AudioSource::File {
+                                    path: p.display().to_string().into(),
+                                },
+                            },
+                            ring_timeout_ms,
+                        },
+                    ),
+                )
+            })
+            .collect();
+        let agents = config
+            .agents
+            .iter()
+            .map(|a| orch::AgentConfig {
+                id: AgentId::new(&a.id),
+                queues: a.queues.iter().map(QueueId::new).collect(),
+                max_calls: a.max_calls,
+            })
+            .collect();
+        let (records_tx, mut records_rx) = mpsc::unbounded_channel::<CallRecord>();
+        let driver = Driver::new(bus.clone(), ids, queues, agents, records_tx);
+        let driver = tokio::spawn(driver.run());
+        let recorder_store = store.clone();
+        let recorder = tokio::spawn(async move {
+            while let Some(r) = records_rx.recv().await {
+                let call = r.call;
+                if let Err(e) = recorder_store.insert_cdr(&to_cdr(r)).await {
+                    error!(%call, error = %e, "call record not stored");
+                }
+            }
+        });
+        info!(
+            udp = ?session.udp_addr(),
+            tcp = ?session.tcp_addr(),
+            store = %config.store_url,
+            "call-engine started"
+        );
+        Ok(Engine {
+            bus,
+            session,
+            media,
+            store,
+            driver,
+            recorder,
+        })
+    }
+
+    /// The bound SIP UDP address.
+    pub fn sip_udp(&self) -> Option<SocketAddr> {
+        self.session.udp_addr()
+    }
+
+    /// The bound SIP TCP address.
+    pub fn sip_tcp(&self) -> Option<SocketAddr> {
+        self.session.tcp_addr()
+    }
+
+    /// The store (call records, agents, queues).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The event bus (for observers and tests).
+    pub fn bus(&self) -> &EventBus<EngineEvent> {
+        &self.bus
+    }
+
+    /// Stops everything: no new calls; pending call records are written; the store is
+    /// closed.
+    pub async fn shutdown(self) {
+        self.session.shutdown().await;
+        self.media.shutdown().await;
+        // Let the driver flush what is in flight, then stop it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.bus.close();
+        let _ = self.driver.await;
+        let _ = self.recorder.await;
+        self.store.close().await;
+        info!("call-engine stopped");
+    }
+}

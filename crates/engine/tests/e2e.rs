@@ -1,0 +1,526 @@
+//! End-to-end tests: the whole engine in-process, driven over real SIP and RTP on
+//! loopback by scripted phones (call-engine-testkit), with a real SQLite file.
+//! Timeouts are safety nets only; nothing asserts on speed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use call_engine::config::{AgentSection, Config, MediaConfig, Moh, QueueSection, SipConfig};
+use call_engine::Engine;
+use call_engine_events::{AgentId, Disposition, Side};
+use call_engine_orchestrator::Strategy;
+use call_engine_store::CdrQuery;
+use call_engine_testkit::{Phone, RtpPacket, WAIT};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+const DOMAIN: &str = "test.local";
+
+/// Distinct RTP port ranges per engine (tests run in parallel).
+fn rtp_range() -> std::ops::RangeInclusive<u16> {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    let start = 31000 + i * 400;
+    start..=start + 399
+}
+
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "call-engine-e2e-{}-{}-{name}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("engine.db")
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+fn config(db: &std::path::Path, strategy: Strategy, ring_timeout_secs: u32, agents: &[&str]) -> Config {
+    Config {
+        sip: SipConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            domain: DOMAIN.into(),
+        },
+        media: MediaConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            rtp_ports: rtp_range(),
+        },
+        store_url: format!("sqlite://{}", db.display()),
+        queues: vec![QueueSection {
+            name: "support".into(),
+            strategy,
+            moh: Moh::Builtin,
+            ring_timeout_secs,
+        }],
+        agents: agents
+            .iter()
+            .map(|a| AgentSection {
+                id: (*a).into(),
+                password: format!("{a}-secret"),
+                queues: vec!["support".into()],
+                max_calls: 1,
+            })
+            .collect(),
+    }
+}
+
+async fn agent(engine: &Engine, id: &str) -> Phone {
+    let mut p = Phone::new(id, DOMAIN, engine.sip_udp().unwrap()).await;
+    assert_eq!(
+        p.register(&format!("{id}-secret"), 600).await,
+        200,
+        "{id} registers"
+    );
+    p
+}
+
+async fn customer(engine: &Engine, user: &str) -> Phone {
+    let mut p = Phone::new(user, DOMAIN, engine.sip_udp().unwrap()).await;
+    p.display = Some(format!("Caller {user}"));
+    p
+}
+
+/// Waits until the store has `n` call records (the recorder writes asynchronously).
+async fn wait_cdrs(engine: &Engine, n: u64) -> Vec<call_engine_store::Cdr> {
+    for _ in 0..200 {
+        if engine
+            .store()
+            .count_cdrs(&CdrQuery::default())
+            .await
+            .unwrap()
+            >= n
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine
+        .store()
+        .list_cdrs(&CdrQuery::default())
+        .await
+        .unwrap()
+}
+
+fn mostly(packets: &[RtpPacket], byte: u8) -> usize {
+    packets
+        .iter()
+        .filter(|p| p.payload.iter().all(|b| *b == byte))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_needs_the_right_password() {
+    let db = temp_db("reg");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut good = Phone::new("alice", DOMAIN, engine.sip_udp().unwrap()).await;
+    assert_eq!(good.register("alice-secret", 600).await, 200);
+    let mut bad = Phone::new("alice", DOMAIN, engine.sip_udp().unwrap()).await;
+    let status = bad.register("wrong", 600).await;
+    assert!(
+        status == 401 || status == 403,
+        "wrong password gets {status}"
+    );
+    let mut nobody = Phone::new("mallory", DOMAIN, engine.sip_udp().unwrap()).await;
+    let status = nobody.register("x", 600).await;
+    assert!(status == 401 || status == 403, "unknown user gets {status}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_reaches_an_agent_audio_flows_and_bye_ends_both_legs() {
+    let db = temp_db("call");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let mut cust = customer(&engine, "5551234").await;
+
+    let call = tokio::spawn(async move {
+        let d = cust.call("support", 0).await;
+        (cust, d)
+    });
+    // The customer is answered at once and hears music on hold while alice rings.
+    let mut a_dialog = alice.answer(0, WAIT).await.expect("alice is rung");
+    let (cust, c_dialog) = call.await.unwrap();
+    let mut c_dialog = c_dialog.expect("customer answered");
+    // Caller id reaches the agent.
+    let inv = &a_dialog.message;
+    let from = inv.header("from").unwrap_or("");
+    assert!(from.contains("5551234"), "From shows the caller: {from}");
+    assert!(
+        from.contains("Caller 5551234"),
+        "From shows the display name: {from}"
+    );
+    assert!(inv
+        .header("p-asserted-identity")
+        .unwrap_or("")
+        .contains("5551234"));
+
+    // RTP both ways through the engine.
+    let c_media = c_dialog.remote_media.expect("engine SDP to customer");
+    let a_media = a_dialog.remote_media.expect("engine SDP to agent");
+    alice.drain_rtp().await;
+    let (_, got_at_agent) = tokio::join!(
+        cust.send_rtp(c_media.addr, 0, 50, |_| 0x55),
+        alice.recv_rtp(Duration::from_millis(1500))
+    );
+    assert!(
+        mostly(&got_at_agent, 0x55) >= 40,
+        "customer audio reaches the agent: {} packets",
+        mostly(&got_at_agent, 0x55)
+    );
+    cust.drain_rtp().await;
+    let (_, got_at_customer) = tokio::join!(
+        alice.send_rtp(a_media.addr, 0, 50, |_| 0x66),
+        cust.recv_rtp(Duration::from_millis(1500))
+    );
+    assert!(
+        mostly(&got_at_customer, 0x66) >= 40,
+        "agent audio reaches the customer: {}",
+        mostly(&got_at_customer, 0x66)
+    );
+
+    // Customer hangs up: the agent gets a BYE.
+    let mut cust = cust;
+    assert_eq!(cust.bye(&mut c_dialog).await, 200);
+    assert!(
+        alice
+            .expect_request(&a_dialog.call_id, "BYE", WAIT)
+            .await
+            .is_some(),
+        "BYE propagated to the agent"
+    );
+
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs.len(), 1);
+    let r = &cdrs[0];
+    assert_eq!(r.disposition, Disposition::Answered);
+    assert_eq!(r.hung_up_by, Side::Customer);
+    assert_eq!(r.agent, Some(AgentId::new("alice")));
+    assert_eq!(r.caller_user, "5551234");
+    assert!(r.entered_queue_at.is_some() && r.agent_answered_at.is_some());
+    assert!(r.talk_secs > 0.5, "talked {}", r.talk_secs);
+    let _ = &mut a_dialog;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_bye_ends_the_customer_leg_and_the_agent_is_free_again() {
+    let db = temp_db("agentbye");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    for i in 0..2 {
+        let mut cust = customer(&engine, &format!("600{i}")).await;
+        let call = tokio::spawn(async move {
+            let d = cust.call("support", 0).await;
+            (cust, d)
+        });
+        let mut a = alice.answer(0, WAIT).await.expect("alice rung");
+        let (mut cust, d) = call.await.unwrap();
+        let d = d.expect("answered");
+        assert_eq!(alice.bye(&mut a).await, 200);
+        assert!(
+            cust.expect_request(&d.call_id, "BYE", WAIT).await.is_some(),
+            "customer gets BYE"
+        );
+    }
+    let cdrs = wait_cdrs(&engine, 2).await;
+    assert_eq!(cdrs.len(), 2, "alice took both calls: she was free again");
+    assert!(cdrs
+        .iter()
+        .all(|r| r.hung_up_by == Side::Agent && r.disposition == Disposition::Answered));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_queue_gets_404() {
+    let db = temp_db("404");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut cust = customer(&engine, "1").await;
+    let r = cust.call("nosuchqueue", 0).await;
+    if r.as_ref().err() != Some(&404) {
+        for e in engine.bus().history() {
+            eprintln!(
+                "HIST {} {} {:?}",
+                e.timestamp.as_nanos() / 1000,
+                e.source,
+                e.payload
+            );
+        }
+    }
+    assert_eq!(r.err(), Some(404));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_moves_on_to_the_next_agent() {
+    let db = temp_db("noanswer");
+    let engine = Engine::start(config(&db, Strategy::RoundRobin, 1, &["alice", "bob"]))
+        .await
+        .unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let mut bob = agent(&engine, "bob").await;
+    let mut cust = customer(&engine, "42").await;
+    let call = tokio::spawn(async move {
+        let d = cust.call("support", 0).await;
+        (cust, d)
+    });
+    // alice is rung first (round robin) and does not answer: she gets a CANCEL.
+    let (inv, from) = alice.next_invite(WAIT).await.expect("alice rung");
+    alice.respond(&inv, from, 180, "Ringing", "a1", None).await;
+    let (cancel, cfrom) = alice
+        .recv_where(WAIT, |m| m.method() == Some("CANCEL"))
+        .await
+        .expect("ring timeout cancels alice");
+    alice.respond(&cancel, cfrom, 200, "OK", "a1", None).await;
+    alice
+        .respond(&inv, from, 487, "Request Terminated", "a1", None)
+        .await;
+    // bob is rung next and answers.
+    let mut b = bob.answer(0, WAIT).await.expect("bob rung next");
+    let (mut cust, d) = call.await.unwrap();
+    let mut d = d.expect("answered");
+    assert_eq!(cust.bye(&mut d).await, 200);
+    assert!(bob.expect_request(&b.call_id, "BYE", WAIT).await.is_some());
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs[0].agent, Some(AgentId::new("bob")));
+    let _ = &mut b;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandon_while_queued_and_while_ringing() {
+    let db = temp_db("abandon");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    // Queued, nobody registered: the customer hears music, then hangs up.
+    let mut c1 = customer(&engine, "1001").await;
+    let mut d1 = c1
+        .call("support", 0)
+        .await
+        .expect("answered into the queue");
+    let moh = c1.recv_rtp(Duration::from_millis(600)).await;
+    assert!(
+        moh.len() >= 10,
+        "music on hold plays: {} packets",
+        moh.len()
+    );
+    assert_eq!(c1.bye(&mut d1).await, 200);
+    // Ringing: alice is rung, the customer hangs up, alice gets a CANCEL.
+    let mut alice = agent(&engine, "alice").await;
+    let mut c2 = customer(&engine, "1002").await;
+    let mut d2 = c2.call("support", 0).await.expect("answered");
+    let (inv, from) = alice.next_invite(WAIT).await.expect("alice rung");
+    alice.respond(&inv, from, 180, "Ringing", "t", None).await;
+    assert_eq!(c2.bye(&mut d2).await, 200);
+    let (cancel, cfrom) = alice
+        .recv_where(WAIT, |m| m.method() == Some("CANCEL"))
+        .await
+        .expect("alice's phone stops ringing");
+    alice.respond(&cancel, cfrom, 200, "OK", "t", None).await;
+    alice
+        .respond(&inv, from, 487, "Request Terminated", "t", None)
+        .await;
+    let cdrs = wait_cdrs(&engine, 2).await;
+    assert_eq!(cdrs.len(), 2);
+    assert!(
+        cdrs.iter().all(|r| r.disposition == Disposition::Abandoned
+            && r.hung_up_by == Side::Customer
+            && r.agent.is_none()),
+        "{cdrs:?}"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcma_customer_talks_to_pcmu_agent() {
+    let db = temp_db("transcode");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let mut cust = customer(&engine, "777").await;
+    let call = tokio::spawn(async move {
+        let d = cust.call("support", 8).await; // PCMA offered first
+        (cust, d)
+    });
+    let a = alice.answer(0, WAIT).await.expect("alice rung"); // alice answers PCMU
+    let (cust, d) = call.await.unwrap();
+    let d = d.expect("answered");
+    let c_media = d.remote_media.unwrap();
+    assert_eq!(c_media.pt, 8, "the customer leg uses PCMA");
+    alice.drain_rtp().await;
+    // Send a mid-level A-law code; the agent must receive µ-law codes that decode to the
+    // same linear sample within G.711 quantisation error.
+    const ALAW: u8 = 0xA5;
+    let want = alaw_to_linear(ALAW);
+    let (_, got) = tokio::join!(
+        cust.send_rtp(c_media.addr, 8, 50, |_| ALAW),
+        alice.recv_rtp(Duration::from_millis(1500))
+    );
+    let pcmu: Vec<_> = got.iter().filter(|p| p.pt == 0).collect();
+    assert!(
+        pcmu.len() >= 40,
+        "transcoded packets at the agent: {}",
+        pcmu.len()
+    );
+    let close = |b: &u8| {
+        let x = ulaw_to_linear(*b);
+        (x - want).abs() <= want.abs() / 8 + 16
+    };
+    let matching = pcmu
+        .iter()
+        .filter(|p| p.payload.len() == 160 && p.payload.iter().all(close))
+        .count();
+    assert!(
+        matching >= 40,
+        "decoded µ-law matches the A-law sample {want}: {matching} packets"
+    );
+    let _ = a;
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_agents_take_a_hundred_calls_round_robin() {
+    let db = temp_db("load");
+    let names: Vec<String> = (0..10).map(|i| format!("agent{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let engine = Engine::start(config(&db, Strategy::RoundRobin, 15, &refs))
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for n in &names {
+        agents.push(agent(&engine, n).await);
+    }
+    // Each agent answers and hangs up every call it gets.
+    let mut handles = Vec::new();
+    for mut a in agents {
+        handles.push(tokio::spawn(async move {
+            let mut taken = 0;
+            while let Some(mut d) = a.answer(0, Duration::from_secs(20)).await {
+                taken += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                a.bye(&mut d).await;
+            }
+            taken
+        }));
+    }
+    // 100 customers, 10 at a time.
+    for batch in 0..10 {
+        let mut calls = Vec::new();
+        for i in 0..10 {
+            let mut c = customer(&engine, &format!("9{batch}{i}")).await;
+            calls.push(tokio::spawn(async move {
+                let d = c.call("support", 0).await.expect("answered");
+                c.expect_request(&d.call_id, "BYE", Duration::from_secs(30))
+                    .await
+                    .is_some()
+            }));
+        }
+        for c in calls {
+            assert!(c.await.unwrap(), "every call reaches an agent and ends");
+        }
+    }
+    let cdrs = wait_cdrs(&engine, 100).await;
+    assert_eq!(cdrs.len(), 100);
+    let mut per_agent: BTreeMap<String, u32> = BTreeMap::new();
+    for r in &cdrs {
+        assert_eq!(r.disposition, Disposition::Answered);
+        *per_agent
+            .entry(r.agent.as_ref().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_agent.len(), 10, "{per_agent:?}");
+    assert!(
+        per_agent.values().all(|n| *n == 10),
+        "round robin spreads evenly: {per_agent:?}"
+    );
+    engine.shutdown().await;
+    for h in handles {
+        h.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_records_survive_a_restart() {
+    let db = temp_db("restart");
+    let cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    let mut cust = customer(&engine, "3003").await;
+    let mut d = cust.call("support", 0).await.expect("queued");
+    assert_eq!(cust.bye(&mut d).await, 200);
+    let before = wait_cdrs(&engine, 1).await;
+    assert_eq!(before.len(), 1);
+    engine.shutdown().await;
+    let engine = Engine::start(cfg).await.unwrap();
+    let after = engine
+        .store()
+        .list_cdrs(&CdrQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(after, before, "the record is still there after a restart");
+    // New call ids never collide with recorded ones.
+    let mut cust = customer(&engine, "3004").await;
+    let mut d = cust.call("support", 0).await.expect("queued");
+    assert_eq!(cust.bye(&mut d).await, 200);
+    let all = wait_cdrs(&engine, 2).await;
+    assert_eq!(all.len(), 2);
+    assert!(all[0].call_id > before[0].call_id);
+    engine.shutdown().await;
+}
+
+/// Reference G.711 decoders (ITU-T G.711), independent of the engine's codec code.
+fn ulaw_to_linear(u: u8) -> i32 {
+    let u = !u;
+    let exp = i32::from((u >> 4) & 7);
+    let mant = i32::from(u & 0x0f);
+    let s = (((mant << 3) + 0x84) << exp) - 0x84;
+    if u & 0x80 != 0 {
+        -s
+    } else {
+        s
+    }
+}
+
+fn alaw_to_linear(a: u8) -> i32 {
+    let a = a ^ 0x55;
+    let exp = i32::from((a >> 4) & 7);
+    let mant = i32::from(a & 0x0f);
+    let s = if exp == 0 {
+        (mant << 4) + 8
+    } else {
+        ((mant << 4) + 0x108) << (exp - 1)
+    };
+    if a & 0x80 != 0 {
+        s
+    } else {
+        -s
+    }
+}
+
+#[test]
+fn reference_decoders_agree_with_the_standard() {
+    // µ-law 0xFF/0x7F are +0/-0; A-law 0xD5 is +8, 0x55 is -8.
+    assert_eq!(ulaw_to_linear(0xFF), 0);
+    assert_eq!(ulaw_to_linear(0x7F), 0);
+    assert_eq!(alaw_to_linear(0xD5), 8);
+    assert_eq!(alaw_to_linear(0x55), -8);
+    assert_eq!(ulaw_to_linear(0x80), 32124);
+    assert_eq!(ulaw_to_linear(0x00), -32124);
+    assert_eq!(alaw_to_linear(0xAA), 32256);
+}

@@ -1,0 +1,193 @@
+//! Configuration of the session adapter.
+
+use crate::error::SessionError;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// RFC 3261 timer base values (section 17). Every transaction timer derives from these:
+/// retransmissions start at `t1` and double up to `t2`; transactions give up after
+/// `64 * t1`; `t4` is how long a completed transaction lingers to absorb retransmissions.
+///
+/// The defaults are the RFC's; tests shrink them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipTimers {
+    /// Round-trip estimate: the first retransmission interval (RFC default 500 ms).
+    pub t1: Duration,
+    /// Maximum retransmission interval for non-INVITE requests and 2xx responses
+    /// (RFC default 4 s).
+    pub t2: Duration,
+    /// Maximum time a message stays in the network (RFC default 5 s).
+    pub t4: Duration,
+}
+
+impl Default for SipTimers {
+    fn default() -> Self {
+        Self {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SipTimers {
+    /// `64 * T1`: Timers B, F, H and J, and how long a 2xx is retransmitted waiting for
+    /// its ACK.
+    pub fn timeout(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+}
+
+/// Configuration of the session adapter. Build it with [`SessionConfig::new`] and adjust
+/// the public fields.
+///
+/// ```
+/// use call_engine_session::SessionConfig;
+///
+/// let mut config = SessionConfig::new("example.test");
+/// config.udp = Some("127.0.0.1:0".parse().unwrap());
+/// config.credentials.insert("alice".into(), "secret".into());
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// UDP listening address (port 0 picks a free port), or `None` for no UDP.
+    pub udp: Option<SocketAddr>,
+    /// TCP listening address (port 0 picks a free port), or `None` for no TCP.
+    pub tcp: Option<SocketAddr>,
+    /// Host (IP or name) written into our Via and Contact headers. `None`: the bound IP,
+    /// or when bound to an unspecified address (`0.0.0.0`), the local IP the OS would use
+    /// to reach the peer.
+    pub advertised_host: Option<String>,
+    /// The SIP domain: agents register as `sip:<agent-id>@<domain>`; it is also the
+    /// digest realm and the host of the From URI of outbound calls.
+    pub domain: String,
+    /// Agent id → SIP password.
+    pub credentials: HashMap<String, String>,
+    /// Shortest registration accepted; shorter non-zero requests get 423 with
+    /// Min-Expires (default 60 s).
+    pub min_expires_secs: u32,
+    /// Longest registration granted; longer requests are shortened (default 3600 s).
+    pub max_expires_secs: u32,
+    /// Registration length when the REGISTER names none (default 3600 s).
+    pub default_expires_secs: u32,
+    /// How long a digest nonce we issued stays valid (default 300 s); an older one gets
+    /// `401 stale=true`.
+    pub nonce_lifetime: Duration,
+    /// Transaction timer base values.
+    pub timers: SipTimers,
+    /// Timer C: an outbound INVITE still without a final response after this long is
+    /// cancelled and reported `Rejected { cause: NoAnswer }` (default 180 s). The
+    /// engine normally cancels earlier; this only bounds a forgotten leg.
+    pub ring_timeout: Duration,
+    /// `User-Agent` (requests) and `Server` (responses) header value.
+    pub user_agent: String,
+}
+
+impl Default for SessionConfig {
+    /// [`SessionConfig::new`] for the domain `localhost`: set `domain` (and the
+    /// credentials) before use.
+    fn default() -> Self {
+        Self::new("localhost")
+    }
+}
+
+impl SessionConfig {
+    /// A configuration for `domain` with UDP and TCP on `0.0.0.0:5060`, no credentials
+    /// and the RFC defaults.
+    pub fn new(domain: impl Into<String>) -> Self {
+        let any: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 5060));
+        Self {
+            udp: Some(any),
+            tcp: Some(any),
+            advertised_host: None,
+            domain: domain.into(),
+            credentials: HashMap::new(),
+            min_expires_secs: 60,
+            max_expires_secs: 3600,
+            default_expires_secs: 3600,
+            nonce_lifetime: Duration::from_secs(300),
+            timers: SipTimers::default(),
+            ring_timeout: Duration::from_secs(180),
+            user_agent: concat!("call-engine/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+
+    /// Checks the configuration; the error names the offending field.
+    pub fn validate(&self) -> Result<(), SessionError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(SessionError::Config {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.udp.is_none() && self.tcp.is_none() {
+            return bad("udp", "neither udp nor tcp is configured");
+        }
+        if self.domain.trim().is_empty() || self.domain.contains(['"', ' ', '\r', '\n']) {
+            return bad(
+                "domain",
+                "must be a non-empty host name without spaces or quotes",
+            );
+        }
+        if self.min_expires_secs == 0 {
+            return bad("min_expires_secs", "must be at least 1");
+        }
+        if self.max_expires_secs < self.min_expires_secs {
+            return bad("max_expires_secs", "must be >= min_expires_secs");
+        }
+        if self.default_expires_secs == 0 {
+            return bad("default_expires_secs", "must be at least 1");
+        }
+        if self.timers.t1.is_zero() {
+            return bad("timers.t1", "must be positive");
+        }
+        if self.timers.t2 < self.timers.t1 {
+            return bad("timers.t2", "must be >= t1");
+        }
+        if self.ring_timeout.is_zero() {
+            return bad("ring_timeout", "must be positive");
+        }
+        if self.nonce_lifetime.is_zero() {
+            return bad("nonce_lifetime", "must be positive");
+        }
+        if self.user_agent.contains(['\r', '\n']) {
+            return bad("user_agent", "must be one line");
+        }
+        if let Some(h) = &self.advertised_host {
+            if h.is_empty() || h.contains([' ', '\r', '\n', ';', '<', '>']) {
+                return bad("advertised_host", "must be a host name or IP");
+            }
+        }
+        for user in self.credentials.keys() {
+            if user.is_empty() || user.contains(['"', ' ', '\r', '\n', '@', ':']) {
+                return bad("credentials", "agent ids must be non-empty SIP user names");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_fields_are_named() {
+        let c = SessionConfig::new("example.test");
+        assert!(c.validate().is_ok());
+        assert_eq!(c.timers.timeout(), Duration::from_secs(32));
+
+        let mut c2 = c.clone();
+        c2.max_expires_secs = 10;
+        match c2.validate() {
+            Err(SessionError::Config { field, .. }) => assert_eq!(field, "max_expires_secs"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut c3 = c;
+        c3.udp = None;
+        c3.tcp = None;
+        assert!(c3.validate().is_err());
+    }
+}

@@ -1,0 +1,50 @@
+//! Counters of the session adapter.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters, shared by the transport, the core and the event publisher.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub malformed: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub retransmissions: AtomicU64,
+    pub published: AtomicU64,
+    pub publish_failures: AtomicU64,
+}
+
+/// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// SIP messages received (datagrams and stream frames, keep-alives excluded).
+    pub received: u64,
+    /// SIP messages sent, retransmissions included.
+    pub sent: u64,
+    /// Messages that did not parse or failed validation (answered with 400 when
+    /// possible, else dropped).
+    pub malformed: u64,
+    /// 400 responses sent to malformed requests.
+    pub bad_requests: u64,
+    /// Retransmissions sent (requests and responses).
+    pub retransmissions: u64,
+    /// Session events published on the bus.
+    pub published: u64,
+    /// Session events that could not be published (the bus was closed).
+    pub publish_failures: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> SessionStats {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SessionStats {
+            received: l(&self.received),
+            sent: l(&self.sent),
+            malformed: l(&self.malformed),
+            bad_requests: l(&self.bad_requests),
+            retransmissions: l(&self.retransmissions),
+            published: l(&self.published),
+            publish_failures: l(&self.publish_failures),
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Inbound calls over real SIP on loopback: INVITE → IncomingCall → Answer/Reject,
+//! 2xx retransmission until ACK, CANCEL, BYE, re-INVITE hold, INFO DTMF, REFER.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use call_engine_events::{CallId, HangupCause, Sdp, SessionCommand, SessionEvent, SessionId};
+use std::time::Duration;
+use support::*;
+
+/// The phone's side of one inbound call.
+struct Caller {
+    ua: Ua,
+    call_id: String,
+    from: String,
+    to: String,
+    invite_branch: String,
+    invite: String,
+    /// Our To tag once the engine answered.
+    remote_to: Option<String>,
+    cseq: u32,
+}
+
+impl Caller {
+    async fn new(env: &Env) -> Caller {
+        let ua = Ua::udp(env.udp).await;
+        Caller {
+            call_id: rand_token(),
+            from: format!("\"Jane Doe\" <sip:+15551234@{DOMAIN}>;tag={}", rand_token()),
+            to: format!("<sip:support@{DOMAIN}>"),
+            invite_branch: branch(),
+            invite: String::new(),
+            remote_to: None,
+            cseq: 1,
+            ua,
+        }
+    }
+
+    async fn invite(&mut self, sdp: &str) {
+        let contact = self.ua.contact("jane");
+        self.invite = Req::new("INVITE", &format!("sip:support@{DOMAIN}"))
+            .h("Via", self.ua.via(&self.invite_branch))
+            .h("Max-Forwards", 70)
+            .h("From", &self.from)
+            .h("To", &self.to)
+            .h("Call-ID", &self.call_id)
+            .h("CSeq", "1 INVITE")
+            .h("Contact", format!("<{contact}>"))
+            .h("X-Skills", "billing, fr")
+            .body("application/sdp", sdp)
+            .build();
+        let invite = self.invite.clone();
+        self.ua.send(&invite).await;
+    }
+
+    /// Sends an in-dialog request (after the answer).
+    async fn in_dialog(
+        &mut self,
+        method: &str,
+        extra: &[(&str, &str)],
+        body: Option<(&str, &str)>,
+    ) -> String {
+        self.cseq += 1;
+        let b = branch();
+        let to = self.remote_to.clone().expect("answered");
+        let mut r = Req::new(method, &format!("sip:support@{DOMAIN}"))
+            .h("Via", self.ua.via(&b))
+            .h("Max-Forwards", 70)
+            .h("From", &self.from)
+            .h("To", to)
+            .h("Call-ID", &self.call_id)
+            .h("CSeq", format!("{} {method}", self.cseq));
+        for (n, v) in extra {
+            r = r.h(n, v);
+        }
+        if let Some((ct, body)) = body {
+            r = r.body(ct, body);
+        }
+        let text = r.build();
+        self.ua.send(&text).await;
+        b
+    }
+
+    /// Round trip through the adapter (OPTIONS): everything sent before is processed.
+    async fn sync(&mut self) {
+        let b = branch();
+        let options = Req::new("OPTIONS", &format!("sip:support@{DOMAIN}"))
+            .h("Via", self.ua.via(&b))
+            .h("From", format!("<sip:sync@{DOMAIN}>;tag=s"))
+            .h("To", format!("<sip:support@{DOMAIN}>"))
+            .h("Call-ID", rand_token())
+            .h("CSeq", "1 OPTIONS")
+            .build();
+        self.ua.send(&options).await;
+        self.ua
+            .recv_where(|m| m.status().is_some() && m.cseq().1 == "OPTIONS")
+            .await;
+    }
+
+    async fn ack(&mut self, cseq: u32) {
+        let to = self.remote_to.clone().expect("answered");
+        let ack = Req::new("ACK", &format!("sip:support@{DOMAIN}"))
+            .h("Via", self.ua.via(&branch()))
+            .h("Max-Forwards", 70)
+            .h("From", &self.from)
+            .h("To", to)
+            .h("Call-ID", &self.call_id)
+            .h("CSeq", format!("{cseq} ACK"))
+            .build();
+        self.ua.send(&ack).await;
+    }
+}
+
+/// INVITE → 100 → IncomingCall; returns the ids.
+async fn offer_call(env: &mut Env, caller: &mut Caller) -> (CallId, SessionId) {
+    caller.invite(SDP_OFFER).await;
+    let trying = caller.ua.recv().await;
+    assert_eq!(trying.status(), Some(100));
+    assert_eq!(trying.to_tag(), None, "100 Trying carries no To tag");
+    let got = env.event().await;
+    match got.event {
+        SessionEvent::IncomingCall { call, session, .. } => {
+            assert_eq!(got.causation, None);
+            assert_eq!(got.correlation, call.0);
+            (call, session)
+        }
+        other => panic!("expected IncomingCall, got {other:?}"),
+    }
+}
+
+async fn answer(
+    env: &mut Env,
+    caller: &mut Caller,
+    call: CallId,
+    session: SessionId,
+) -> (Msg, call_engine_bus::EventId) {
+    let id = env
+        .command(SessionCommand::Answer {
+            call,
+            session,
+            sdp: Sdp(SDP_ENGINE.into()),
+        })
+        .await;
+    let ok = caller.ua.recv_where(|m| m.status() == Some(200)).await;
+    caller.remote_to = Some(ok.h("To").to_string());
+    (ok, id)
+}
+
+#[tokio::test]
+async fn inbound_call_answer_ack_bye() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    caller.invite(SDP_OFFER).await;
+    let trying = caller.ua.recv().await;
+    assert_eq!(trying.status(), Some(100));
+    assert_eq!(trying.h("Call-ID"), caller.call_id);
+    assert_eq!(
+        trying.h("From"),
+        caller.from,
+        "From copied verbatim (+ not escaped)"
+    );
+
+    let got = env.event().await;
+    let (call, session) = match &got.event {
+        SessionEvent::IncomingCall {
+            call,
+            session,
+            from,
+            to,
+            offer,
+            requested_skills,
+        } => {
+            assert_eq!(from.display_name.as_deref(), Some("Jane Doe"));
+            assert_eq!(from.user, "+15551234");
+            assert_eq!(from.uri, format!("sip:+15551234@{DOMAIN}"));
+            assert_eq!(to, "support");
+            assert_eq!(offer.as_ref().map(|s| s.0.as_str()), Some(SDP_OFFER));
+            assert_eq!(requested_skills, &["billing", "fr"]);
+            (*call, *session)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(got.correlation, call.0);
+
+    let (ok, answer_id) = answer(&mut env, &mut caller, call, session).await;
+    assert_eq!(ok.body, SDP_ENGINE);
+    assert_eq!(ok.h("Content-Type"), "application/sdp");
+    assert!(ok.to_tag().is_some());
+    assert_eq!(ok.cseq(), (1, "INVITE".into()));
+    assert!(ok
+        .uri_of("Contact")
+        .starts_with("sip:call-engine@127.0.0.1:"));
+    assert!(ok.h("Allow").contains("INVITE"));
+
+    caller.ack(1).await;
+    caller.sync().await;
+    // `Answered` is for outbound legs: the engine answered this one itself.
+    assert!(env.event_within(Duration::from_millis(50)).await.is_none());
+    assert!(answer_id.0 > 0);
+
+    // A duplicate ACK is absorbed silently.
+    caller.ack(1).await;
+
+    let bye_branch = caller.in_dialog("BYE", &[], None).await;
+    let bye_ok = caller
+        .ua
+        .recv_where(|m| m.status().is_some() && m.cseq().1 == "BYE")
+        .await;
+    assert_eq!(bye_ok.status(), Some(200));
+    assert_eq!(bye_ok.branch(), bye_branch);
+    assert_eq!(bye_ok.cseq(), (2, "BYE".into()));
+    let got = env.event().await;
+    assert_eq!(
+        got.event,
+        SessionEvent::Terminated {
+            call,
+            session,
+            cause: HangupCause::Normal
+        }
+    );
+    // Exactly one terminal event, and no stray retransmission of the 200.
+    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    let late: Vec<_> = caller.ua.drain(Duration::from_millis(150)).await;
+    assert!(
+        late.iter()
+            .all(|m| m.status() != Some(200) || m.cseq().1 != "INVITE"),
+        "{late:?}"
+    );
+
+    // The dialog is gone: another BYE gets 481.
+    caller.in_dialog("BYE", &[], None).await;
+    assert_eq!(caller.ua.recv().await.status(), Some(481));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn ok_is_retransmitted_until_the_ack() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    let (first, _) = answer(&mut env, &mut caller, call, session).await;
+    // Withhold the ACK: the same 200 comes again (T1 = 20 ms, doubling up to T2 = 80 ms).
+    for _ in 0..3 {
+        let again = caller.ua.recv().await;
+        assert_eq!(again.status(), Some(200));
+        assert_eq!(again.text, first.text);
+    }
+    caller.ack(1).await;
+    caller.sync().await;
+    // Let any retransmission already in flight land, then expect silence.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    caller.ua.drain(Duration::from_millis(10)).await;
+    assert!(
+        caller
+            .ua
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the 200 must stop after the ACK"
+    );
+    assert!(env.sip().stats().retransmissions >= 3);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_ack_ends_the_call_with_a_bye() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    answer(&mut env, &mut caller, call, session).await;
+    // Never ACK: after 64*T1 the engine gives up, sends BYE and reports the leg gone.
+    let bye = caller.ua.recv_where(|m| m.method() == Some("BYE")).await;
+    assert_eq!(bye.h("Call-ID"), caller.call_id);
+    match env.event().await.event {
+        SessionEvent::Terminated {
+            call: c,
+            session: s,
+            cause,
+        } => {
+            assert_eq!((c, s), (call, session));
+            assert!(matches!(cause, HangupCause::Failure { .. }), "{cause:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let ok = response_to(&bye, 200, "OK", None).build();
+    caller.ua.send(&ok).await;
+    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn reject_sends_the_status_with_retry_after() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    let id = env
+        .command(SessionCommand::Reject {
+            call,
+            session,
+            status: 503,
+            retry_after_secs: Some(30),
+        })
+        .await;
+    let resp = caller.ua.recv().await;
+    assert_eq!(resp.status(), Some(503));
+    assert_eq!(resp.h("Retry-After"), "30");
+    assert!(resp.to_tag().is_some());
+    let got = env.event().await;
+    assert_eq!(
+        got.event,
+        SessionEvent::Terminated {
+            call,
+            session,
+            cause: HangupCause::Status { code: 503 }
+        }
+    );
+    assert_eq!(got.causation, Some(id));
+    // Retransmitted until the ACK...
+    let again = caller.ua.recv().await;
+    assert_eq!(again.text, resp.text);
+    // ...a retransmitted INVITE gets the cached 503, not a new call...
+    let invite = caller.invite.clone();
+    caller.ua.send(&invite).await;
+    assert_eq!(caller.ua.recv().await.status(), Some(503));
+    assert!(env.event_within(Duration::from_millis(100)).await.is_none());
+    // ...and the ACK (which reuses the INVITE's branch) stops it.
+    let ack = Req::new("ACK", &format!("sip:support@{DOMAIN}"))
+        .h("Via", caller.ua.via(&caller.invite_branch))
+        .h("Max-Forwards", 70)
+        .h("From", &caller.from)
+        .h("To", resp.h("To"))
+        .h("Call-ID", &caller.call_id)
+        .h("CSeq", "1 ACK")
+        .build();
+    caller.ua.send(&ack).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    caller.ua.drain(Duration::from_millis(10)).await;
+    assert!(caller
+        .ua
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn caller_cancels_before_the_answer() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    let cancel = Req::new("CANCEL", &format!("sip:support@{DOMAIN}"))
+        .h("Via", caller.ua.via(&caller.invite_branch))
+        .h("Max-Forwards", 70)
+        .h("From", &caller.from)
+        .h("To", &caller.to)
+        .h("Call-ID", &caller.call_id)
+        .h("CSeq", "1 CANCEL")
+        .build();
+    caller.ua.send(&cancel).await;
+    let a = caller.ua.recv().await;
+    let b = caller.ua.recv().await;
+    let (cancel_ok, terminated) = if a.cseq().1 == "CANCEL" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert_eq!(cancel_ok.status(), Some(200));
+    assert_eq!(cancel_ok.cseq(), (1, "CANCEL".into()));
+    assert_eq!(terminated.status(), Some(487));
+    assert_eq!(terminated.cseq(), (1, "INVITE".into()));
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Terminated {
+            call,
+            session,
+            cause: HangupCause::Cancelled
+        }
+    );
+    // An Answer arriving too late is ignored (no 200 goes out).
+    env.command(SessionCommand::Answer {
+        call,
+        session,
+        sdp: Sdp(SDP_ENGINE.into()),
+    })
+    .await;
+    let ack = Req::new("ACK", &format!("sip:support@{DOMAIN}"))
+        .h("Via", caller.ua.via(&caller.invite_branch))
+        .h("From", &caller.from)
+        .h("To", terminated.h("To"))
+        .h("Call-ID", &caller.call_id)
+        .h("CSeq", "1 ACK")
+        .build();
+    caller.ua.send(&ack).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    caller.ua.drain(Duration::from_millis(10)).await;
+    assert!(caller
+        .ua
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    assert!(env.event_within(Duration::from_millis(100)).await.is_none());
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn reinvite_hold_and_resume_answers_with_our_sdp() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    answer(&mut env, &mut caller, call, session).await;
+    caller.ack(1).await;
+    caller.sync().await;
+
+    let hold = SDP_OFFER
+        .replace("a=sendrecv", "a=sendonly")
+        .replace("o=- 1 1", "o=- 1 2");
+    caller
+        .in_dialog("INVITE", &[], Some(("application/sdp", &hold)))
+        .await;
+    let ok = caller
+        .ua
+        .recv_where(|m| m.status() == Some(200) && m.cseq().0 == 2)
+        .await;
+    assert_eq!(ok.cseq(), (2, "INVITE".into()));
+    assert!(ok.body.contains("a=recvonly"), "{}", ok.body);
+    assert!(!ok.body.contains("a=sendrecv"));
+    assert!(
+        ok.body.contains("o=call-engine 42 2 IN IP4"),
+        "version bumped: {}",
+        ok.body
+    );
+    assert!(
+        ok.body.contains("m=audio 50000 RTP/AVP 0 101"),
+        "our SDP, not a generated one"
+    );
+    caller.ack(2).await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::HoldChanged {
+            call,
+            session,
+            on_hold: true
+        }
+    );
+
+    let resume = SDP_OFFER.replace("o=- 1 1", "o=- 1 3");
+    caller
+        .in_dialog("INVITE", &[], Some(("application/sdp", &resume)))
+        .await;
+    let ok = caller
+        .ua
+        .recv_where(|m| m.status() == Some(200) && m.cseq().0 == 3)
+        .await;
+    assert!(
+        ok.body.contains("a=sendrecv") && ok.body.contains("o=call-engine 42 3 "),
+        "{}",
+        ok.body
+    );
+    caller.ack(3).await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::HoldChanged {
+            call,
+            session,
+            on_hold: false
+        }
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn info_dtmf_and_refer() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    answer(&mut env, &mut caller, call, session).await;
+    caller.ack(1).await;
+    caller.sync().await;
+
+    caller
+        .in_dialog(
+            "INFO",
+            &[],
+            Some(("application/dtmf-relay", "Signal=5\r\nDuration=160\r\n")),
+        )
+        .await;
+    assert_eq!(caller.ua.recv().await.status(), Some(200));
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::DtmfReceived {
+            call,
+            session,
+            digit: '5'
+        }
+    );
+
+    caller
+        .in_dialog("REFER", &[("Refer-To", "<sip:bob@example.test>")], None)
+        .await;
+    assert_eq!(caller.ua.recv().await.status(), Some(202));
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::TransferRequested {
+            call,
+            session,
+            target: "sip:bob@example.test".into()
+        }
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn engine_hangs_up_an_inbound_call() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    answer(&mut env, &mut caller, call, session).await;
+    caller.ack(1).await;
+    caller.sync().await;
+    let id = env.command(SessionCommand::Hangup { call, session }).await;
+    let bye = caller.ua.recv_where(|m| m.method() == Some("BYE")).await;
+    // The BYE goes to the caller's Contact, in its dialog.
+    assert_eq!(bye.request_uri(), caller.ua.contact("jane"));
+    assert_eq!(bye.h("Call-ID"), caller.call_id);
+    assert_eq!(bye.h("To"), caller.from);
+    assert_eq!(
+        bye.from_tag(),
+        param_of(caller.remote_to.as_deref().unwrap(), "tag")
+    );
+    caller
+        .ua
+        .send(&response_to(&bye, 200, "OK", None).build())
+        .await;
+    let got = env.event().await;
+    assert_eq!(
+        got.event,
+        SessionEvent::Terminated {
+            call,
+            session,
+            cause: HangupCause::Normal
+        }
+    );
+    assert_eq!(got.causation, Some(id));
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_live_calls() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    answer(&mut env, &mut caller, call, session).await;
+    caller.ack(1).await;
+    caller.sync().await;
+    env.shutdown().await;
+    let bye = caller.ua.recv_where(|m| m.method() == Some("BYE")).await;
+    assert_eq!(bye.h("Call-ID"), caller.call_id);
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Terminated {
+            call,
+            session,
+            cause: HangupCause::Shutdown
+        }
+    );
+}
