@@ -42,7 +42,12 @@ fn rand_suffix() -> u64 {
         .as_nanos() as u64
 }
 
-fn config(db: &std::path::Path, strategy: Strategy, ring_timeout_secs: u32, agents: &[&str]) -> Config {
+fn config(
+    db: &std::path::Path,
+    strategy: Strategy,
+    ring_timeout_secs: u32,
+    agents: &[&str],
+) -> Config {
     Config {
         sip: SipConfig {
             udp: Some("127.0.0.1:0".parse().unwrap()),
