@@ -87,6 +87,10 @@ struct CallCtx {
     cause: HangupCause,
     moh: Option<call_engine_events::PlaybackId>,
     recorded: bool,
+    /// Teardown has started (by either side or the engine): don't start it again.
+    ending: bool,
+    /// A leg is on hold: silence is expected, not a media failure.
+    held: bool,
 }
 
 /// The driver. Create with [`Driver::new`] and run with [`Driver::run`].
@@ -100,10 +104,13 @@ pub struct Driver {
     /// Registered contacts per agent, oldest first.
     contacts: BTreeMap<AgentId, Vec<SmolStr>>,
     calls: HashMap<CallId, CallCtx>,
-    sessions: HashMap<SessionId, CallId>,
-    timers: HashMap<TimerKey, AbortHandle>,
-    timer_tx: mpsc::UnboundedSender<TimerKey>,
-    timer_rx: mpsc::UnboundedReceiver<TimerKey>,
+    /// Armed timers with their generation: a fire from an older arming is ignored.
+    timers: HashMap<TimerKey, (u64, AbortHandle)>,
+    timer_gen: u64,
+    timer_tx: mpsc::UnboundedSender<(TimerKey, u64)>,
+    timer_rx: mpsc::UnboundedReceiver<(TimerKey, u64)>,
+    /// Teardowns the call machines asked for, run after the current event.
+    deferred: Vec<(CallId, Side, HangupCause)>,
     records: mpsc::UnboundedSender<CallRecord>,
     origin: Instant,
     origin_unix_ms: u64,
@@ -149,10 +156,11 @@ impl Driver {
             queues: queues.into_iter().map(|(k, (_, s))| (k, s)).collect(),
             contacts: BTreeMap::new(),
             calls: HashMap::new(),
-            sessions: HashMap::new(),
             timers: HashMap::new(),
+            timer_gen: 0,
             timer_tx,
             timer_rx,
+            deferred: Vec::new(),
             records,
             origin: Instant::now(),
             origin_unix_ms: unix_ms(),
@@ -177,7 +185,12 @@ impl Driver {
                     Err(RecvError::Lagged(n)) => debug!(missed = n, "telemetry shed"),
                     Err(RecvError::Closed) => break,
                 },
-                Some(key) = self.timer_rx.recv() => self.on_timer(key).await,
+                Some((key, gen)) = self.timer_rx.recv() => self.on_timer(key, gen).await,
+            }
+            while let Some((call, by, why)) = self.deferred.pop() {
+                self.hangup_all(None, call, by, why).await;
+                self.orch_input(None, orch::Input::CallEnded { call }).await;
+                self.maybe_finish(None, call).await;
             }
         }
     }
@@ -191,27 +204,36 @@ impl Driver {
     }
 
     fn start_timer(&mut self, key: TimerKey, at: u64) {
-        if let Some(old) = self.timers.remove(&key) {
+        if let Some((_, old)) = self.timers.remove(&key) {
             old.abort();
         }
         let delay = at.saturating_sub(self.now());
         let tx = self.timer_tx.clone();
+        self.timer_gen += 1;
+        let gen = self.timer_gen;
         let k = key.clone();
         let h = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            let _ = tx.send(k);
+            // The driver may be gone at shutdown: nothing to do then.
+            let _ = tx.send((k, gen));
         });
-        self.timers.insert(key, h.abort_handle());
+        self.timers.insert(key, (gen, h.abort_handle()));
     }
 
     fn cancel_timer(&mut self, key: &TimerKey) {
-        if let Some(h) = self.timers.remove(key) {
+        if let Some((_, h)) = self.timers.remove(key) {
             h.abort();
         }
     }
 
-    async fn on_timer(&mut self, key: TimerKey) {
-        self.timers.remove(&key);
+    async fn on_timer(&mut self, key: TimerKey, gen: u64) {
+        // A fire that raced with a cancel or re-arm belongs to an older arming: ignore it.
+        match self.timers.get(&key) {
+            Some((g, _)) if *g == gen => {
+                self.timers.remove(&key);
+            }
+            _ => return,
+        }
         match key {
             TimerKey::Orch(t) => self.orch_input(None, orch::Input::Timer(t)).await,
             TimerKey::Call(call, t) => self.call_input(None, call, CallInput::Timer(t)).await,
@@ -309,7 +331,6 @@ impl Driver {
             Some(sdp) => {
                 let session = self.ids.session();
                 c.offers.insert(session, agent.clone());
-                self.sessions.insert(session, call);
                 let caller = c.caller.clone();
                 info!(%call, %agent, %contact, "ringing agent");
                 self.send(
@@ -370,6 +391,17 @@ impl Driver {
                     self.cancel_timer(&TimerKey::Call(call, timer))
                 }
                 CallAction::Emit(notice) => {
+                    // The machine decided to end the call itself (timers): tear down.
+                    if let call_engine_state::CallNotice::Terminating {
+                        hung_up_by,
+                        cause: why,
+                        ..
+                    } = &notice
+                    {
+                        if self.calls.get(&call).is_some_and(|c| !c.ending) {
+                            self.deferred.push((call, *hung_up_by, why.clone()));
+                        }
+                    }
                     if let Some(ev) = notice.into_event(call) {
                         self.send(cause, EngineEvent::Call(ev)).await;
                     }
@@ -406,16 +438,20 @@ impl Driver {
     async fn on_session(&mut self, cause: Option<EventId>, ev: SessionEvent) {
         match ev {
             SessionEvent::Registered { agent, contact, .. } => {
+                // Ring the contact registered first: refreshes don't flip devices.
                 let list = self.contacts.entry(agent.clone()).or_default();
-                list.retain(|c| *c != contact);
-                list.push(contact.clone());
-                self.orch_input(cause, orch::Input::AgentOnline { agent, contact })
-                    .await;
+                if !list.contains(&contact) {
+                    list.push(contact);
+                }
+                if let Some(contact) = list.first().cloned() {
+                    self.orch_input(cause, orch::Input::AgentOnline { agent, contact })
+                        .await;
+                }
             }
             SessionEvent::Unregistered { agent, contact, .. } => {
                 let latest = self.contacts.get_mut(&agent).and_then(|list| {
                     list.retain(|c| *c != contact);
-                    list.last().cloned()
+                    list.first().cloned()
                 });
                 let input = match latest {
                     Some(contact) => orch::Input::AgentOnline { agent, contact },
@@ -452,7 +488,6 @@ impl Driver {
                     .calls
                     .get_mut(&call)
                     .and_then(|c| c.offers.remove(&session));
-                self.sessions.remove(&session);
                 if let Some(agent) = agent {
                     info!(%call, %agent, ?why, "offer failed");
                     self.call_offer_failed(cause, call, &agent, why.clone())
@@ -474,6 +509,9 @@ impl Driver {
                 cause: why,
             } => self.terminated(cause, call, session, why).await,
             SessionEvent::HoldChanged { call, on_hold, .. } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.held = on_hold;
+                }
                 let input = if on_hold {
                     CallInput::Hold
                 } else {
@@ -554,9 +592,10 @@ impl Driver {
                 cause: HangupCause::Normal,
                 moh: None,
                 recorded: false,
+                ending: false,
+                held: false,
             },
         );
-        self.sessions.insert(session, call);
         self.send(
             cause,
             EngineEvent::MediaCommand(MediaCommand::Allocate {
@@ -593,23 +632,74 @@ impl Driver {
             },
             MediaEvent::EndpointFailed { call, leg, reason } => {
                 warn!(%call, ?leg, %reason, "media endpoint failed");
-                if leg == Leg::Customer {
-                    let session = self.calls.get(&call).map(|c| c.customer);
-                    if let Some(session) = session {
-                        self.send(
-                            cause,
-                            EngineEvent::SessionCommand(SessionCommand::Reject {
-                                call,
-                                session,
-                                status: 488,
-                                retry_after_secs: None,
-                            }),
-                        )
-                        .await;
+                let why = HangupCause::Failure {
+                    detail: reason.clone(),
+                };
+                match leg {
+                    Leg::Customer => {
+                        // The customer cannot be answered: refuse the INVITE (488).
+                        let session = match self.calls.get_mut(&call) {
+                            Some(c) if c.customer_alive && !c.ending => {
+                                c.ending = true;
+                                c.hung_up_by = Some(Side::Engine);
+                                c.cause = why.clone();
+                                c.hanging_up.insert(c.customer);
+                                Some(c.customer)
+                            }
+                            _ => None,
+                        };
+                        if let Some(session) = session {
+                            self.send(
+                                cause,
+                                EngineEvent::SessionCommand(SessionCommand::Reject {
+                                    call,
+                                    session,
+                                    status: 488,
+                                    retry_after_secs: None,
+                                }),
+                            )
+                            .await;
+                            self.call_input(cause, call, CallInput::Hangup { cause: why })
+                                .await;
+                        }
                     }
+                    Leg::Agent => {
+                        // No agent endpoint: the pending rings fail (the agents are freed
+                        // and the caller waits for the next try); a connected call ends.
+                        let (pending, connected) = match self.calls.get_mut(&call) {
+                            Some(c) => {
+                                c.agent_endpoint_requested = false;
+                                c.agent_offer = None;
+                                (std::mem::take(&mut c.pending_rings), c.connected.is_some())
+                            }
+                            None => (Vec::new(), false),
+                        };
+                        for (agent, _) in pending {
+                            self.call_offer_failed(cause, call, &agent, why.clone())
+                                .await;
+                            self.orch_input(
+                                cause,
+                                orch::Input::OfferFailed {
+                                    call,
+                                    agent,
+                                    why: orch::OfferFailure::Failed,
+                                },
+                            )
+                            .await;
+                        }
+                        if connected {
+                            self.hangup_all(cause, call, Side::Engine, why).await;
+                        }
+                    }
+                    _ => {}
                 }
             }
             MediaEvent::MediaTimeout { call, leg } => {
+                if self.calls.get(&call).is_some_and(|c| c.held) {
+                    // A held leg may well be silent.
+                    debug!(%call, ?leg, "no RTP while on hold");
+                    return;
+                }
                 warn!(%call, ?leg, "no RTP: ending the call");
                 self.hangup_all(
                     cause,
@@ -713,6 +803,17 @@ impl Driver {
             }),
         )
         .await;
+        // The Play of the music was published on the Normal lane; the Bridge travels in
+        // the High lane and may overtake it. Stopping the playback on the Normal lane
+        // again, after the Play, guarantees the music never outlives the bridge.
+        let moh = self.calls.get_mut(&call).and_then(|c| c.moh.take());
+        if let Some(playback) = moh {
+            self.send(
+                cause,
+                EngineEvent::MediaCommand(MediaCommand::StopPlayback { call, playback }),
+            )
+            .await;
+        }
         // Ring-all deferred the offer to the call machine until now.
         let queued = self
             .calls
@@ -743,8 +844,11 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        c.hung_up_by.get_or_insert(by);
-        c.cause = why;
+        c.ending = true;
+        if c.hung_up_by.is_none() {
+            c.hung_up_by = Some(by);
+            c.cause = why.clone();
+        }
         let mut targets = Vec::new();
         if c.customer_alive {
             targets.push(c.customer);
@@ -762,6 +866,9 @@ impl Driver {
             )
             .await;
         }
+        // The call machine records who ended it and why (no-op if it is already ending).
+        self.call_input(cause, call, CallInput::Hangup { cause: why })
+            .await;
     }
 
     async fn terminated(
@@ -771,17 +878,25 @@ impl Driver {
         session: SessionId,
         why: HangupCause,
     ) {
-        self.sessions.remove(&session);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         let ours = c.hanging_up.remove(&session);
+        // A shutdown ends legs on the engine's initiative, not the caller's or agent's.
+        let by_engine = why == HangupCause::Shutdown;
         if session == c.customer {
             c.customer_alive = false;
             if !ours {
                 // The customer hung up: end the agent leg (BYE is not propagated for us).
-                c.hung_up_by.get_or_insert(Side::Customer);
-                c.cause = why.clone();
+                c.ending = true;
+                if c.hung_up_by.is_none() {
+                    c.hung_up_by = Some(if by_engine {
+                        Side::Engine
+                    } else {
+                        Side::Customer
+                    });
+                    c.cause = why.clone();
+                }
                 if let (Some((_, s)), true) = (c.connected.clone(), c.agent_alive) {
                     c.hanging_up.insert(s);
                     self.send(
@@ -790,6 +905,11 @@ impl Driver {
                     )
                     .await;
                 }
+            }
+            if by_engine {
+                // Ended by the engine (shutdown): the machine records it as such.
+                self.call_input(cause, call, CallInput::Hangup { cause: why.clone() })
+                    .await;
             }
             self.call_input(
                 cause,
@@ -805,8 +925,11 @@ impl Driver {
         } else if c.connected.as_ref().is_some_and(|(_, s)| *s == session) {
             c.agent_alive = false;
             if !ours {
-                c.hung_up_by.get_or_insert(Side::Agent);
-                c.cause = why.clone();
+                c.ending = true;
+                if c.hung_up_by.is_none() {
+                    c.hung_up_by = Some(if by_engine { Side::Engine } else { Side::Agent });
+                    c.cause = why.clone();
+                }
                 if c.customer_alive {
                     let s = c.customer;
                     c.hanging_up.insert(s);
@@ -816,6 +939,11 @@ impl Driver {
                     )
                     .await;
                 }
+            }
+            if by_engine {
+                // Ended by the engine (shutdown): the machine records it as such.
+                self.call_input(cause, call, CallInput::Hangup { cause: why.clone() })
+                    .await;
             }
             self.call_input(
                 cause,
@@ -830,7 +958,9 @@ impl Driver {
                 .await;
         } else if let Some(agent) = c.offers.remove(&session) {
             // An offer that ended before an answer (e.g. our CANCEL completed, or the
-            // phone gave up): the orchestrator hears it as a failed offer.
+            // phone gave up): the call machine and the orchestrator hear a failed offer.
+            self.call_offer_failed(cause, call, &agent, why.clone())
+                .await;
             self.orch_input(
                 cause,
                 orch::Input::OfferFailed {
@@ -885,7 +1015,11 @@ impl Driver {
             talk_secs: c.sm.talk_ms().unwrap_or(0) as f64 / 1000.0,
             disposition,
             hung_up_by: c.hung_up_by.unwrap_or(sm_by),
-            cause: sm_cause,
+            cause: if c.hung_up_by == Some(Side::Engine) {
+                c.cause.clone()
+            } else {
+                sm_cause
+            },
         };
         info!(%call, ?disposition, hung_up_by = ?record.hung_up_by, "call ended");
         if self.records.send(record).is_err() {

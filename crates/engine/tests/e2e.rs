@@ -529,3 +529,31 @@ fn reference_decoders_agree_with_the_standard() {
     assert_eq!(ulaw_to_linear(0x00), -32124);
     assert_eq!(alaw_to_linear(0xAA), 32256);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_records_waiting_callers_as_ended_by_the_engine() {
+    let db = temp_db("shutdown");
+    let cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    let mut cust = customer(&engine, "4004").await;
+    let _d = cust.call("support", 0).await.expect("queued");
+    engine.shutdown().await;
+    // The customer's phone is told the call is over.
+    assert!(cust
+        .recv_where(WAIT, |m| m.method() == Some("BYE"))
+        .await
+        .is_some());
+    let store = call_engine_store::Store::open(&cfg.store_url)
+        .await
+        .unwrap();
+    let cdrs = store.list_cdrs(&CdrQuery::default()).await.unwrap();
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(
+        cdrs[0].hung_up_by,
+        Side::Engine,
+        "not a customer abandon: {:?}",
+        cdrs[0]
+    );
+    assert_eq!(cdrs[0].disposition, Disposition::NoAgent);
+    store.close().await;
+}
