@@ -3,8 +3,13 @@
 //!
 //! - `cargo xtask test`: everything CI checks: formatting, clippy (warnings are errors) and
 //!   the whole test suite. This is the command README.md and `.ci/run` use.
-//! - `cargo xtask bench [bus] [--quick]`: benchmarks that compare call-engine with the
-//!   field and print the figures with ratios.
+//! - `cargo xtask bench [bus|sip] [--quick]`: benchmarks that compare call-engine with the
+//!   field and print the figures with ratios. `bench bus`: the event bus against
+//!   rvoip-infra-common, tokio and crossbeam. `bench sip`: the highest call rate the whole
+//!   call-center flow sustains without a failed call, and its setup latency, measured
+//!   with SIPp (see `bench_sip.rs`; `cargo xtask bench sip --help`).
+
+mod bench_sip;
 
 use std::process::{Command, ExitCode};
 
@@ -68,37 +73,54 @@ fn test(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let what: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let flags: Vec<&str> = args
-        .iter()
-        .filter(|a| a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let all = what.is_empty();
-    for w in &what {
-        if !["bus"].contains(w) {
-            return Err(format!("unknown benchmark `{w}` (known: bus)"));
+    match args.first().map(String::as_str) {
+        Some("bus") => bench_bus(&args[1..]),
+        Some("sip") => bench_sip::run(&args[1..], cargo),
+        Some("routing") => bench_routing(),
+        Some(w) if !w.starts_with('-') => Err(format!(
+            "unknown benchmark `{w}` (known: bus, sip, routing)"
+        )),
+        // All of them; only the flags they share (--quick) make sense here.
+        _ => {
+            if let Some(f) = args.iter().find(|a| a.as_str() != "--quick") {
+                return Err(format!(
+                    "`{f}`: name the benchmark (`bench bus {f}` or `bench sip {f}`)"
+                ));
+            }
+            bench_bus(args)?;
+            bench_routing()?;
+            bench_sip::run(args, cargo)
         }
     }
-    if all || what.contains(&"bus") {
-        let mut cmd = cargo();
-        cmd.args([
-            "run",
-            "--release",
-            "-p",
-            "call-engine-benches",
-            "--bin",
-            "bus-compare",
-            "--",
-        ]);
-        cmd.args(&flags);
-        run("bench bus", cmd)?;
-    }
-    Ok(())
+}
+
+/// Routing decision time with 10,000 agents across 100 queues (criterion plus a p99
+/// measurement loop), in the orchestrator crate.
+fn bench_routing() -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "-p",
+        "call-engine-orchestrator",
+        "--bench",
+        "routing",
+    ]);
+    run("bench routing", cmd)
+}
+
+fn bench_bus(flags: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "call-engine-benches",
+        "--bin",
+        "bus-compare",
+        "--",
+    ]);
+    cmd.args(flags);
+    run("bench bus", cmd)
 }
 
 fn main() -> ExitCode {
@@ -108,7 +130,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [cargo test args]   fmt check, clippy -D warnings, docs, all tests, bench smoke run\n  bench [bus] [--quick]    benchmarks against the field (release build)"
+                "usage: cargo xtask <command>\n\n  test [cargo test args]     fmt check, clippy -D warnings, docs, all tests, bench smoke run\n  bench [bus|sip] [--quick]  benchmarks against the field (release build; bench sip --help)"
             );
             return ExitCode::from(2);
         }

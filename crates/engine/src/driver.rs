@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 /// Per-queue settings the driver needs.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
-    /// Strategy (ring-all defers the call machine's offer to the answer).
+    /// Strategy (strategies that ring several agents defer the call machine's offer
+    /// to the answer).
     pub strategy: orch::Strategy,
     /// Music on hold.
     pub moh: AudioSource,
@@ -309,7 +310,7 @@ impl Driver {
         let defer = self
             .queues
             .get(&c.queue)
-            .is_some_and(|q| q.strategy == orch::Strategy::RingAll);
+            .is_some_and(|q| q.strategy.rings_several());
         if !defer && matches!(c.sm.state(), CallState::Queued { .. }) {
             let now = Millis(self.origin.elapsed().as_millis() as u64);
             match c.sm.handle(
@@ -814,7 +815,7 @@ impl Driver {
             )
             .await;
         }
-        // Ring-all deferred the offer to the call machine until now.
+        // Strategies ringing several agents deferred the offer to the machine until now.
         let queued = self
             .calls
             .get(&call)

@@ -3,14 +3,30 @@
 //! Call-center policy, pure: which agent gets which waiting call. It reacts to inputs
 //! (agents coming online, calls entering queues, offers answered or failed, calls ending,
 //! timers) and returns outputs (ring this agent, cancel that ring, start/cancel a timer).
-//! It never does IO, reads no clock (time is an input) and uses no randomness, so the
-//! same inputs in the same order always give the same decisions.
+//! It never does IO and reads no clock (time is an input); `random` and
+//! `weighted-random` draw from a seeded generator held in the orchestrator, so the same
+//! configuration and the same inputs in the same order always give the same decisions.
 //!
-//! Strategies: [`Strategy::LongestIdleAgent`], [`Strategy::RoundRobin`] (remembering the
-//! last agent offered) and [`Strategy::RingAll`]. An agent takes at most `max_calls` calls
-//! at once (ringing counts). A caller whose offer fails keeps their place at the head of
-//! the queue; agents who already failed that call are skipped until every member has been
-//! tried.
+//! - **Strategies** ([`Strategy`]): ring-all, longest-idle-agent, round-robin (remembering
+//!   the last agent offered), top-down, agent-with-fewest-calls,
+//!   agent-with-least-talk-time, random, weighted-random (by penalty),
+//!   ring-progressively, sequentially-by-agent-order.
+//! - **Tiers**: an agent belongs to a queue with a level, a position and a penalty
+//!   ([`Membership`]); [`TierRule`]s make higher levels eligible as a caller waits,
+//!   [`PenaltyRule`]s raise the highest eligible penalty. Widening is event-driven: a
+//!   [`Timer::Widen`] is asked for when the next step is due.
+//! - **Skills**: agents have skills with levels, calls require skills with minimum levels
+//!   (from the queue and from [`CallRouting`]); agents lacking one are excluded, the best
+//!   match is preferred ([`SkillMatch`]); [`SkillRelax`] lowers the minimums over time.
+//! - **Priority**: higher [`CallRouting::priority`] is served first; among equals, the
+//!   earlier [`CallRouting::entered_at`] (seniority gained elsewhere).
+//! - **Explanations**: every routing decision is recorded (bounded, in reused buffers):
+//!   [`Orchestrator::explain`] returns the candidates considered, their scores and why
+//!   each was skipped.
+//!
+//! An agent takes at most `max_calls` calls at once (ringing counts). A caller whose offer
+//! fails keeps their place at the head of the queue; agents who already failed that call
+//! are skipped until every eligible member has been tried.
 //!
 //! ```
 //! use call_engine_orchestrator::*;
@@ -24,12 +40,51 @@
 //! o.handle(Input::AgentOnline { agent: AgentId::new("alice"), contact: "sip:alice@127.0.0.1:5070".into() }, 0);
 //! let out = o.handle(Input::CallQueued { call: CallId(1), queue: support }, 10);
 //! assert!(matches!(&out[0], Output::Ring { agent, .. } if agent.as_str() == "alice"));
+//! assert!(o.explain(CallId(1))[0].candidates[0].verdict.is_chosen());
+//! ```
+//!
+//! With tiers and skills:
+//!
+//! ```
+//! use call_engine_orchestrator::*;
+//! use call_engine_events::{AgentId, CallId, QueueId};
+//!
+//! let billing = QueueId::new("billing");
+//! let mut o = Orchestrator::with_config(OrchestratorConfig::new(
+//!     vec![QueueConfig::new(billing.clone(), Strategy::LongestIdleAgent)
+//!         .with_required_skill("billing", 3)
+//!         .with_tier_rule(30_000, 2)], // level 2 after 30 s
+//!     vec![
+//!         AgentProfile::new(AgentId::new("ann"))
+//!             .with_membership(Membership::new(billing.clone()).with_level(2))
+//!             .with_skill("billing", 5),
+//!     ],
+//! ));
+//! o.handle(Input::AgentOnline { agent: AgentId::new("ann"), contact: "sip:ann@x".into() }, 0);
+//! let out = o.handle(Input::CallQueued { call: CallId(1), queue: billing }, 0);
+//! // ann is level 2: not yet; a widening timer is asked for.
+//! assert_eq!(out, vec![Output::StartTimer { timer: Timer::Widen { call: CallId(1) }, at: 30_000 }]);
+//! let out = o.handle(Input::Timer(Timer::Widen { call: CallId(1) }), 30_000);
+//! assert!(matches!(&out[0], Output::Ring { agent, .. } if agent.as_str() == "ann"));
 //! ```
 
+mod config;
+mod explain;
+mod rng;
+
+pub use config::{
+    AgentConfig, AgentProfile, CallRouting, ExplainConfig, Membership, OrchestratorConfig,
+    PenaltyRule, QueueConfig, SkillMatch, SkillRelax, SkillRequirement, TierRule,
+};
+pub use explain::{Candidate, Decision, Outcome, Verdict};
+
 use call_engine_events::{AgentId, CallId, QueueId};
+use explain::{Cand, ExplainLog, Limits, LogRef, Names, OutcomeCode, Record, Req, NO_SLOT, V};
+use rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -37,6 +92,12 @@ use std::str::FromStr;
 pub type Millis = u64;
 
 /// How a queue picks agents.
+///
+/// Whatever the strategy, only eligible members are considered (online, not paused,
+/// below `max_calls`, tier level and penalty allowed at the caller's waiting time, the
+/// required skills, not already failed for this call), and among them a lower tier
+/// level, then a lower penalty, then (with [`SkillMatch::BestMatch`]) a higher skill
+/// score is preferred; the strategy decides among equals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
@@ -46,16 +107,63 @@ pub enum Strategy {
     RoundRobin,
     /// Every available agent at once; the first to answer takes the call.
     RingAll,
+    /// The first available agent in member order (position, then configuration order),
+    /// every time. Alias `linear`.
+    TopDown,
+    /// The agent who has answered the fewest calls since the orchestrator started (ties:
+    /// idle longest).
+    AgentWithFewestCalls,
+    /// The agent with the least cumulative talk time (answer to hang-up; ties: idle
+    /// longest).
+    AgentWithLeastTalkTime,
+    /// A uniformly random agent (seeded, deterministic).
+    Random,
+    /// A random agent, weighted by penalty: weight `∝ 1 / (penalty + 1)`, so penalty 0
+    /// draws twice as often as penalty 1. Alias `wrandom`.
+    WeightedRandom,
+    /// One agent in member order, then one more every `ring_progressively_delay_ms`
+    /// while the earlier ones keep ringing; the first to answer takes the call.
+    RingProgressively,
+    /// In member order, starting after the last agent offered *this call* (top-down
+    /// starts from the first member every time).
+    SequentiallyByAgentOrder,
 }
 
 impl Strategy {
-    /// The configuration name (`longest-idle-agent`, `round-robin`, `ring-all`).
+    /// Every strategy.
+    pub const ALL: [Strategy; 10] = [
+        Strategy::RingAll,
+        Strategy::LongestIdleAgent,
+        Strategy::RoundRobin,
+        Strategy::TopDown,
+        Strategy::AgentWithFewestCalls,
+        Strategy::AgentWithLeastTalkTime,
+        Strategy::Random,
+        Strategy::WeightedRandom,
+        Strategy::RingProgressively,
+        Strategy::SequentiallyByAgentOrder,
+    ];
+
+    /// The configuration name (`longest-idle-agent`, `round-robin`, `ring-all`, …).
     pub fn name(self) -> &'static str {
         match self {
             Strategy::LongestIdleAgent => "longest-idle-agent",
             Strategy::RoundRobin => "round-robin",
             Strategy::RingAll => "ring-all",
+            Strategy::TopDown => "top-down",
+            Strategy::AgentWithFewestCalls => "agent-with-fewest-calls",
+            Strategy::AgentWithLeastTalkTime => "agent-with-least-talk-time",
+            Strategy::Random => "random",
+            Strategy::WeightedRandom => "weighted-random",
+            Strategy::RingProgressively => "ring-progressively",
+            Strategy::SequentiallyByAgentOrder => "sequentially-by-agent-order",
         }
+    }
+
+    /// Whether the strategy may ring several agents for one call at once (the first
+    /// answer wins, the others are cancelled).
+    pub fn rings_several(self) -> bool {
+        matches!(self, Strategy::RingAll | Strategy::RingProgressively)
     }
 }
 
@@ -67,67 +175,36 @@ impl fmt::Display for Strategy {
 
 /// An unknown strategy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy `{0}` (expected longest-idle-agent, round-robin or ring-all)")]
 pub struct UnknownStrategy(pub String);
+
+impl fmt::Display for UnknownStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown strategy `{}` (expected ", self.0)?;
+        for (i, s) in Strategy::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(if i + 1 == Strategy::ALL.len() {
+                    " or "
+                } else {
+                    ", "
+                })?;
+            }
+            f.write_str(s.name())?;
+        }
+        f.write_str(")")
+    }
+}
 
 impl FromStr for Strategy {
     type Err = UnknownStrategy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(found) = Strategy::ALL.iter().find(|x| x.name() == s) {
+            return Ok(*found);
+        }
         match s {
-            "longest-idle-agent" => Ok(Strategy::LongestIdleAgent),
-            "round-robin" => Ok(Strategy::RoundRobin),
-            "ring-all" => Ok(Strategy::RingAll),
+            "linear" => Ok(Strategy::TopDown),
+            "wrandom" => Ok(Strategy::WeightedRandom),
             other => Err(UnknownStrategy(other.to_string())),
-        }
-    }
-}
-
-/// A queue's policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueConfig {
-    /// Name.
-    pub name: QueueId,
-    /// Strategy.
-    pub strategy: Strategy,
-    /// How long an agent may ring before the offer counts as not answered.
-    pub ring_timeout_ms: Millis,
-    /// When every available member has failed a call (no answer, busy, declined), wait
-    /// this long before offering it to them again, rather than ringing a busy phone in a
-    /// loop.
-    pub retry_delay_ms: Millis,
-}
-
-impl QueueConfig {
-    /// A queue with the default ring timeout (15 s).
-    pub fn new(name: QueueId, strategy: Strategy) -> Self {
-        Self {
-            name,
-            strategy,
-            ring_timeout_ms: 15_000,
-            retry_delay_ms: 2_000,
-        }
-    }
-}
-
-/// An agent's policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentConfig {
-    /// Id.
-    pub id: AgentId,
-    /// Queues the agent serves, in the order given.
-    pub queues: Vec<QueueId>,
-    /// Calls at once (ringing included). Default 1.
-    pub max_calls: u16,
-}
-
-impl AgentConfig {
-    /// An agent taking one call at a time.
-    pub fn new(id: AgentId, queues: Vec<QueueId>) -> Self {
-        Self {
-            id,
-            queues,
-            max_calls: 1,
         }
     }
 }
@@ -161,6 +238,18 @@ pub enum Timer {
         /// The call.
         call: CallId,
     },
+    /// The call's waiting time reaches the next tier, penalty or skill rule step: its
+    /// limits widen and it is offered again. Asked for only while the call waits
+    /// unrung; re-armed as needed.
+    Widen {
+        /// The call.
+        call: CallId,
+    },
+    /// `ring-progressively`: ring one more agent for the call.
+    RingMore {
+        /// The call.
+        call: CallId,
+    },
 }
 
 /// What happened.
@@ -185,12 +274,23 @@ pub enum Input {
         /// Paused or not.
         paused: bool,
     },
-    /// A call entered a queue (answered, hearing music).
+    /// A call entered a queue (answered, hearing music). Same as
+    /// [`Input::CallQueuedWith`] with default [`CallRouting`].
     CallQueued {
         /// The call.
         call: CallId,
         /// The queue.
         queue: QueueId,
+    },
+    /// A call entered a queue, with its own routing data: extra required skills,
+    /// priority, original entry time.
+    CallQueuedWith {
+        /// The call.
+        call: CallId,
+        /// The queue.
+        queue: QueueId,
+        /// Routing data.
+        routing: CallRouting,
     },
     /// An agent answered a call rung by a [`Output::Ring`].
     OfferAnswered {
@@ -209,7 +309,8 @@ pub enum Input {
         why: OfferFailure,
     },
     /// The customer hung up (or the call ended for another reason) — whatever state the
-    /// call was in: waiting (abandoned), ringing agents, or connected.
+    /// call was in: waiting (abandoned), ringing agents, or connected. For a connected
+    /// call, the time since the answer is added to the agent's talk time.
     CallEnded {
         /// The call.
         call: CallId,
@@ -274,462 +375,1359 @@ pub enum Output {
     },
 }
 
-#[derive(Debug, Clone)]
-struct AgentView {
-    config: AgentConfig,
-    contact: Option<SmolStr>,
-    paused: bool,
-    /// Calls ringing or connected.
-    calls: BTreeSet<CallId>,
+/// An agent's counters, as the strategies see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentStats {
+    /// Calls answered since the orchestrator started.
+    pub answered: u64,
+    /// Cumulative talk time (answer to end) of finished calls.
+    pub talk_ms: Millis,
     /// When the agent last became free (or came online).
-    idle_since: Millis,
+    pub idle_since: Millis,
+    /// Calls ringing or connected now.
+    pub calls: usize,
 }
 
-impl AgentView {
+// ---------------------------------------------------------------------------------------
+// State.
+
+/// Skill index that no agent has (more distinct skill names than fit in a `u16`).
+const UNKNOWN_SKILL: u16 = u16::MAX;
+
+#[derive(Debug, Clone)]
+struct AgentState {
+    id: AgentId,
+    contact: Option<SmolStr>,
+    paused: bool,
+    max_calls: u16,
+    /// Calls ringing or connected.
+    calls: Vec<CallId>,
+    /// (skill index, level ≥ 1), sorted by skill.
+    skills: Vec<(u16, u8)>,
+    /// Indices of the queues the agent is a member of.
+    queues: Vec<u32>,
+    /// (queue, member index) of each membership, to keep [`Member`] snapshots current.
+    slots: Vec<(u32, u32)>,
+}
+
+impl AgentState {
     fn available(&self) -> bool {
-        self.contact.is_some()
-            && !self.paused
-            && self.calls.len() < usize::from(self.config.max_calls)
+        self.contact.is_some() && !self.paused && self.calls.len() < usize::from(self.max_calls)
+    }
+
+    fn status(&self) -> Status {
+        if self.contact.is_none() {
+            Status::Offline
+        } else if self.paused {
+            Status::Paused
+        } else if self.calls.len() >= usize::from(self.max_calls) {
+            Status::Full
+        } else {
+            Status::Free
+        }
     }
 }
 
-#[derive(Debug, Clone)]
-struct Waiting {
+/// The counters strategies rank by, apart from the rest of the agent's state: the
+/// routing loop reads them only for eligible members, from a dense array.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    /// When the agent last became free (or came online).
+    idle_since: Millis,
+    answered: u64,
+    talk_ms: Millis,
+}
+
+/// An agent's status as the routing loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Free,
+    Offline,
+    Paused,
+    /// Ringing or talking up to `max_calls`.
+    Full,
+}
+
+/// Skills per queue whose member levels are precomputed in [`Member::qlevels`].
+const QSKILLS: usize = 4;
+
+/// A membership, with a snapshot of what routing needs from the agent (status, calls,
+/// levels in the queue's required skills), so that evaluating a queue's members is a
+/// sequential scan rather than a cache miss per member.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    agent: u32,
+    level: u8,
+    status: Status,
+    calls: u16,
+    max_calls: u16,
+    position: u32,
+    penalty: u32,
+    /// The agent's level in the queue's first [`QSKILLS`] required skills.
+    qlevels: [u8; QSKILLS],
+}
+
+/// A waiting call's place in its queue: priority first, then seniority, then arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct WaitKey {
+    prio: Reverse<i32>,
+    entered: Millis,
+    seq: u64,
     call: CallId,
-    since: Millis,
-    /// Agents ringing for it now.
-    ringing: BTreeSet<AgentId>,
-    /// Agents who failed it; skipped until every member has been tried.
-    tried: BTreeSet<AgentId>,
-    /// A retry timer is armed.
-    retry_armed: bool,
+}
+
+/// A call's place in the global dispatch order (across queues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct GKey {
+    prio: Reverse<i32>,
+    entered: Millis,
+    queue: u32,
+    seq: u64,
+    call: CallId,
 }
 
 #[derive(Debug, Clone)]
 struct QueueState {
     config: QueueConfig,
-    /// Members in configuration order.
-    members: Vec<AgentId>,
-    waiting: VecDeque<Waiting>,
-    /// Round robin: the agent offered last.
-    last_offered: Option<AgentId>,
+    /// Members by position, then configuration order.
+    members: Vec<Member>,
+    waiting: BTreeSet<WaitKey>,
+    /// Round robin: index (in `members`) of the member offered last.
+    last_offered: Option<u32>,
+    /// Members available now (any tier, any skill).
+    available: u32,
+    /// The queue's required skills, sorted by skill.
+    reqs: Vec<Req>,
+    /// Rules sorted by `after_ms`.
+    tiers: Vec<(Millis, u8)>,
+    penalties: Vec<(Millis, u32)>,
+    relax: Vec<(Millis, u8)>,
+    /// Distinct positive steps of the tier and penalty rules, sorted.
+    steps: Vec<Millis>,
+    /// The same plus the skill widening steps.
+    skill_steps: Vec<Millis>,
+}
+
+impl QueueState {
+    fn allowed_level(&self, wait: Millis) -> Option<u8> {
+        if self.tiers.is_empty() {
+            return None;
+        }
+        Some(
+            self.tiers
+                .iter()
+                .filter(|(t, _)| *t <= wait)
+                .fold(1, |m, (_, l)| m.max(*l)),
+        )
+    }
+
+    fn max_penalty(&self, wait: Millis) -> Option<u32> {
+        let mut m = self.config.max_penalty;
+        for (t, p) in &self.penalties {
+            if *t <= wait {
+                m = Some(*p);
+            }
+        }
+        m
+    }
+
+    fn lowered_by(&self, wait: Millis) -> u8 {
+        let mut m = 0;
+        for (t, l) in &self.relax {
+            if *t <= wait {
+                m = *l;
+            }
+        }
+        m
+    }
+
+    fn next_widening(&self, since: Millis, wait: Millis, skills: bool) -> Option<Millis> {
+        let steps = if skills {
+            &self.skill_steps
+        } else {
+            &self.steps
+        };
+        let i = steps.partition_point(|s| *s <= wait);
+        steps.get(i).map(|s| since.saturating_add(*s))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Waiting {
+    queue: u32,
+    prio: i32,
+    entered: Millis,
+    seq: u64,
+    /// When it entered this queue.
+    since: Millis,
+    /// Effective required skills (queue's and call's), sorted by skill.
+    reqs: Vec<Req>,
+    /// Agents ringing for it now.
+    ringing: Vec<u32>,
+    /// Agents who failed it (sorted); skipped until every eligible member has been tried.
+    tried: Vec<u32>,
+    retry_armed: bool,
+    widen_armed: bool,
+    ring_more_armed: bool,
+    /// Sequentially-by-agent-order: member index offered last for this call.
+    cursor: Option<u32>,
+    /// Its explanation slot.
+    log: LogRef,
+}
+
+impl Waiting {
+    fn key(&self, call: CallId) -> WaitKey {
+        WaitKey {
+            prio: Reverse(self.prio),
+            entered: self.entered,
+            seq: self.seq,
+            call,
+        }
+    }
+
+    fn gkey(&self, call: CallId) -> GKey {
+        GKey {
+            prio: Reverse(self.prio),
+            entered: self.entered,
+            queue: self.queue,
+            seq: self.seq,
+            call,
+        }
+    }
 }
 
 /// Where a call is, from the orchestrator's point of view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CallPlace {
-    Queued(QueueId),
-    Connected(AgentId),
+#[derive(Debug, Clone)]
+enum CallEntry {
+    Queued(Waiting),
+    Connected { agent: u32, since: Millis },
 }
 
 /// The call-center policy engine. See the crate docs.
 #[derive(Debug, Clone)]
 pub struct Orchestrator {
-    agents: BTreeMap<AgentId, AgentView>,
-    queues: BTreeMap<QueueId, QueueState>,
-    calls: BTreeMap<CallId, CallPlace>,
+    /// Sorted by id.
+    agents: Vec<AgentState>,
+    /// Parallel to `agents`.
+    counters: Vec<Counters>,
+    agent_index: BTreeMap<AgentId, u32>,
+    /// Sorted by name.
+    queues: Vec<QueueState>,
+    queue_index: BTreeMap<QueueId, u32>,
+    calls: BTreeMap<CallId, CallEntry>,
+    skill_names: Vec<SmolStr>,
+    skill_index: BTreeMap<SmolStr, u16>,
+    rng: SplitMix64,
+    /// Arrival counter (tie-break of equal priority and entry time).
+    seq: u64,
+    log: ExplainLog,
+    // Dispatch bookkeeping and scratch buffers, reused across calls to `handle`.
+    /// Queues where an agent became available since the last dispatch.
+    scan: Vec<bool>,
+    any_scan: bool,
+    /// Calls that became routable (queued, retry, widening, all rings failed).
+    dirty: Vec<CallId>,
+    order: Vec<(GKey, bool)>,
+    scratch: Vec<Cand>,
+    /// Scratch indices of the chosen, then (agent, member) rung.
+    chosen: Vec<u32>,
+    rang: Vec<(u32, u32)>,
+    spare: Vec<Waiting>,
+}
+
+fn sorted_rules<T: Copy>(rules: impl Iterator<Item = (Millis, T)>) -> Vec<(Millis, T)> {
+    let mut v: Vec<(Millis, T)> = rules.collect();
+    v.sort_by_key(|(t, _)| *t);
+    v
+}
+
+/// Checks a member against the requirements: levels of the queue's skills come from the
+/// member's snapshot, others from the agent's skills (sorted by skill). Adds the agent's
+/// levels in the required skills to `score`. Returns the first failure.
+fn skill_check(
+    m: &Member,
+    agents: &[AgentState],
+    reqs: &[Req],
+    lowered_by: u8,
+    score: &mut u16,
+) -> Option<V> {
+    let mut fail = None;
+    for r in reqs {
+        let level = match m.qlevels.get(usize::from(r.slot)) {
+            Some(l) => *l,
+            None => agents
+                .get(m.agent as usize)
+                .and_then(|a| {
+                    a.skills
+                        .binary_search_by_key(&r.skill, |(s, _)| *s)
+                        .ok()
+                        .and_then(|i| a.skills.get(i))
+                })
+                .map_or(0, |(_, l)| *l),
+        };
+        *score = score.saturating_add(u16::from(level));
+        let min = r.min.saturating_sub(lowered_by);
+        if fail.is_none() && level < min {
+            fail = Some(if level == 0 {
+                V::LacksSkill {
+                    skill: r.skill,
+                    required: min,
+                }
+            } else {
+                V::SkillTooLow {
+                    skill: r.skill,
+                    level,
+                    required: min,
+                }
+            });
+        }
+    }
+    fail
+}
+
+/// `weighted-random`: weight ∝ 1 / (penalty + 1) (720720 is divisible by 1..=16).
+fn penalty_weight(penalty: u32) -> u64 {
+    (720_720 / (u64::from(penalty) + 1)).max(1)
 }
 
 impl Orchestrator {
-    /// An orchestrator for these queues and agents (agents start offline).
+    /// An orchestrator for these queues and agents (agents start offline), with seed 0
+    /// and default explanation bounds.
     pub fn new(queues: Vec<QueueConfig>, agents: Vec<AgentConfig>) -> Self {
-        let mut qs: BTreeMap<QueueId, QueueState> = queues
-            .into_iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    QueueState {
-                        config: c,
-                        members: Vec::new(),
-                        waiting: VecDeque::new(),
-                        last_offered: None,
-                    },
-                )
-            })
-            .collect();
-        let mut views = BTreeMap::new();
-        for a in agents {
-            for q in &a.queues {
-                if let Some(qs) = qs.get_mut(q) {
-                    if !qs.members.contains(&a.id) {
-                        qs.members.push(a.id.clone());
-                    }
-                }
+        Self::with_config(OrchestratorConfig::new(
+            queues,
+            agents.into_iter().map(AgentProfile::from).collect(),
+        ))
+    }
+
+    /// An orchestrator from a full configuration (agents start offline). A queue or an
+    /// agent named twice: the later one counts. Memberships of unknown queues are
+    /// ignored.
+    pub fn with_config(config: OrchestratorConfig) -> Self {
+        let OrchestratorConfig {
+            queues,
+            agents,
+            seed,
+            explain,
+        } = config;
+        let mut skill_names = Vec::new();
+        let mut skill_index = BTreeMap::new();
+        let mut intern =
+            |name: &SmolStr| -> u16 { intern_skill(&mut skill_names, &mut skill_index, name) };
+
+        // Queues, by name.
+        let mut qconfigs: BTreeMap<QueueId, QueueConfig> = BTreeMap::new();
+        for q in queues {
+            qconfigs.insert(q.name.clone(), q);
+        }
+        let mut qstates: Vec<QueueState> = Vec::with_capacity(qconfigs.len());
+        let mut queue_index = BTreeMap::new();
+        for (i, (name, c)) in qconfigs.into_iter().enumerate() {
+            queue_index.insert(name, i as u32);
+            let mut reqs: Vec<Req> = Vec::new();
+            for r in &c.required_skills {
+                merge_req(&mut reqs, intern(&r.skill), r.min_level);
             }
-            views.insert(
-                a.id.clone(),
-                AgentView {
-                    config: a,
+            reqs.sort();
+            for (k, r) in reqs.iter_mut().enumerate() {
+                r.slot = if k < QSKILLS { k as u8 } else { NO_SLOT };
+            }
+            let tiers = sorted_rules(c.tier_rules.iter().map(|r| (r.after_ms, r.level)));
+            let penalties =
+                sorted_rules(c.penalty_rules.iter().map(|r| (r.after_ms, r.max_penalty)));
+            let relax = sorted_rules(c.skill_relax.iter().map(|r| (r.after_ms, r.lower_by)));
+            let mut steps: Vec<Millis> = tiers
+                .iter()
+                .map(|(t, _)| *t)
+                .chain(penalties.iter().map(|(t, _)| *t))
+                .filter(|t| *t > 0)
+                .collect();
+            steps.sort_unstable();
+            steps.dedup();
+            let mut skill_steps: Vec<Millis> = steps
+                .iter()
+                .copied()
+                .chain(relax.iter().map(|(t, _)| *t).filter(|t| *t > 0))
+                .collect();
+            skill_steps.sort_unstable();
+            skill_steps.dedup();
+            qstates.push(QueueState {
+                config: c,
+                members: Vec::new(),
+                waiting: BTreeSet::new(),
+                last_offered: None,
+                available: 0,
+                reqs,
+                tiers,
+                penalties,
+                relax,
+                steps,
+                skill_steps,
+            });
+        }
+
+        // Agents: the later profile of an id wins; configuration order is kept for
+        // member order.
+        let mut last_of: BTreeMap<AgentId, usize> = BTreeMap::new();
+        for (i, a) in agents.iter().enumerate() {
+            last_of.insert(a.id.clone(), i);
+        }
+        let agent_index: BTreeMap<AgentId, u32> = last_of
+            .keys()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        let mut states: Vec<Option<AgentState>> = vec![None; agent_index.len()];
+        // (queue, position, configuration order, member)
+        let mut members: Vec<(u32, u32, usize, Member)> = Vec::new();
+        for (order, a) in agents.into_iter().enumerate() {
+            if last_of.get(&a.id) != Some(&order) {
+                continue;
+            }
+            let Some(&idx) = agent_index.get(&a.id) else {
+                continue;
+            };
+            let mut skills: Vec<(u16, u8)> = a
+                .skills
+                .iter()
+                .filter(|(_, l)| **l > 0)
+                .map(|(s, l)| (intern(s), *l))
+                .collect();
+            skills.sort_unstable();
+            skills.dedup_by_key(|(s, _)| *s);
+            let mut queues = Vec::new();
+            for m in &a.memberships {
+                let Some(&qi) = queue_index.get(&m.queue) else {
+                    continue;
+                };
+                if queues.contains(&qi) {
+                    continue;
+                }
+                queues.push(qi);
+                members.push((
+                    qi,
+                    m.position,
+                    order,
+                    Member {
+                        agent: idx,
+                        level: m.level,
+                        status: Status::Offline,
+                        calls: 0,
+                        max_calls: a.max_calls,
+                        position: m.position,
+                        penalty: m.penalty,
+                        qlevels: [0; QSKILLS],
+                    },
+                ));
+            }
+            if let Some(slot) = states.get_mut(idx as usize) {
+                *slot = Some(AgentState {
+                    id: a.id,
                     contact: None,
                     paused: false,
-                    calls: BTreeSet::new(),
-                    idle_since: 0,
-                },
-            );
+                    max_calls: a.max_calls,
+                    calls: Vec::new(),
+                    skills,
+                    queues,
+                    slots: Vec::new(),
+                });
+            }
         }
+        members.sort_by_key(|(q, pos, order, _)| (*q, *pos, *order));
+        for (qi, _, _, mut m) in members {
+            let Some(q) = qstates.get_mut(qi as usize) else {
+                continue;
+            };
+            if let Some(Some(a)) = states.get_mut(m.agent as usize) {
+                for (k, r) in q.reqs.iter().take(QSKILLS).enumerate() {
+                    if let (Some(slot), Ok(i)) = (
+                        m.qlevels.get_mut(k),
+                        a.skills.binary_search_by_key(&r.skill, |(s, _)| *s),
+                    ) {
+                        *slot = a.skills.get(i).map_or(0, |(_, l)| *l);
+                    }
+                }
+                a.slots.push((qi, q.members.len() as u32));
+            }
+            q.members.push(m);
+        }
+        let agents: Vec<AgentState> = states.into_iter().flatten().collect();
+        let counters = vec![Counters::default(); agents.len()];
+        let nq = qstates.len();
         Self {
-            agents: views,
-            queues: qs,
+            agents,
+            counters,
+            agent_index,
+            queues: qstates,
+            queue_index,
             calls: BTreeMap::new(),
+            skill_names,
+            skill_index,
+            rng: SplitMix64::new(seed),
+            seq: 0,
+            log: ExplainLog::new(explain),
+            scan: vec![false; nq],
+            any_scan: false,
+            dirty: Vec::new(),
+            order: Vec::new(),
+            scratch: Vec::new(),
+            chosen: Vec::new(),
+            rang: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
     /// Whether a queue of that name exists.
     pub fn has_queue(&self, q: &QueueId) -> bool {
-        self.queues.contains_key(q)
+        self.queue_index.contains_key(q)
     }
 
-    /// Callers waiting in a queue, head first.
+    /// Callers waiting in a queue, head first (by priority, then entry time).
     pub fn waiting(&self, q: &QueueId) -> Vec<CallId> {
-        self.queues
-            .get(q)
-            .map(|s| s.waiting.iter().map(|w| w.call).collect())
+        self.queue(q)
+            .map(|s| s.waiting.iter().map(|k| k.call).collect())
             .unwrap_or_default()
     }
 
     /// Calls an agent is ringing for or connected to.
     pub fn agent_calls(&self, a: &AgentId) -> Vec<CallId> {
-        self.agents
-            .get(a)
-            .map(|v| v.calls.iter().copied().collect())
-            .unwrap_or_default()
+        let mut v = self.agent(a).map(|s| s.calls.clone()).unwrap_or_default();
+        v.sort_unstable();
+        v
     }
 
     /// Whether the agent could be offered a call now.
     pub fn agent_available(&self, a: &AgentId) -> bool {
-        self.agents.get(a).is_some_and(AgentView::available)
+        self.agent(a).is_some_and(AgentState::available)
+    }
+
+    /// The agent's counters (calls answered, talk time, idle since).
+    pub fn agent_stats(&self, a: &AgentId) -> Option<AgentStats> {
+        let i = self.agent_idx(a)?;
+        let s = self.agents.get(i as usize)?;
+        let c = self.counters.get(i as usize)?;
+        Some(AgentStats {
+            answered: c.answered,
+            talk_ms: c.talk_ms,
+            idle_since: c.idle_since,
+            calls: s.calls.len(),
+        })
+    }
+
+    /// The routing decisions kept for a call, oldest first: the limits in force, every
+    /// candidate considered with its scores and verdict, and the outcome. Bounded by
+    /// [`ExplainConfig`]; kept after the call ends until newer calls push it out.
+    pub fn explain(&self, call: CallId) -> Vec<Decision> {
+        self.log.explain(call, self)
     }
 
     /// Handles one input at time `now` and returns what to do, in order.
     pub fn handle(&mut self, input: Input, now: Millis) -> Vec<Output> {
         let mut out = Vec::new();
-        match input {
-            Input::AgentOnline { agent, contact } => {
-                if let Some(v) = self.agents.get_mut(&agent) {
-                    if v.contact.is_none() {
-                        v.idle_since = now;
-                    }
-                    v.contact = Some(contact);
-                }
-            }
-            Input::AgentOffline { agent } => {
-                if let Some(v) = self.agents.get_mut(&agent) {
-                    v.contact = None;
-                }
-            }
-            Input::AgentPaused { agent, paused } => {
-                if let Some(v) = self.agents.get_mut(&agent) {
-                    v.paused = paused;
-                }
-            }
-            Input::CallQueued { call, queue } => {
-                if let Some(q) = self.queues.get_mut(&queue) {
-                    if let std::collections::btree_map::Entry::Vacant(e) = self.calls.entry(call) {
-                        q.waiting.push_back(Waiting {
-                            call,
-                            since: now,
-                            ringing: BTreeSet::new(),
-                            tried: BTreeSet::new(),
-                            retry_armed: false,
-                        });
-                        e.insert(CallPlace::Queued(queue));
-                    }
-                }
-            }
-            Input::OfferAnswered { call, agent } => self.answered(call, agent, now, &mut out),
-            Input::OfferFailed { call, agent, why } => {
-                self.offer_failed(call, &agent, why, now, &mut out)
-            }
-            Input::Timer(Timer::RingTimeout { call, agent }) => {
-                // Only if still ringing: a stale timer changes nothing.
-                if self.is_ringing(call, &agent) {
-                    out.push(Output::CancelRing {
-                        call,
-                        agent: agent.clone(),
-                    });
-                    self.offer_failed(call, &agent, OfferFailure::NoAnswer, now, &mut out);
-                }
-            }
-            Input::Timer(Timer::Retry { call }) => {
-                if let Some(CallPlace::Queued(qid)) = self.calls.get(&call) {
-                    if let Some(w) = self
-                        .queues
-                        .get_mut(qid)
-                        .and_then(|q| q.waiting.iter_mut().find(|w| w.call == call))
-                    {
-                        w.retry_armed = false;
-                        w.tried.clear();
-                    }
-                }
-            }
-            Input::CallEnded { call } => self.call_ended(call, now, &mut out),
-        }
-        self.dispatch(now, &mut out);
+        self.handle_into(input, now, &mut out);
         out
     }
 
-    fn is_ringing(&self, call: CallId, agent: &AgentId) -> bool {
-        match self.calls.get(&call) {
-            Some(CallPlace::Queued(q)) => self
-                .queues
-                .get(q)
-                .and_then(|qs| qs.waiting.iter().find(|w| w.call == call))
-                .is_some_and(|w| w.ringing.contains(agent)),
-            _ => false,
+    /// Like [`Orchestrator::handle`], appending to `out` (reuse it to avoid an
+    /// allocation per input).
+    pub fn handle_into(&mut self, input: Input, now: Millis, out: &mut Vec<Output>) {
+        match input {
+            Input::AgentOnline { agent, contact } => {
+                if let Some(i) = self.agent_idx(&agent) {
+                    let was_offline = self
+                        .agents
+                        .get(i as usize)
+                        .is_some_and(|a| a.contact.is_none());
+                    if was_offline {
+                        if let Some(c) = self.counters.get_mut(i as usize) {
+                            c.idle_since = now;
+                        }
+                    }
+                    self.update_agent(i, |a| a.contact = Some(contact));
+                }
+            }
+            Input::AgentOffline { agent } => {
+                if let Some(i) = self.agent_idx(&agent) {
+                    self.update_agent(i, |a| a.contact = None);
+                }
+            }
+            Input::AgentPaused { agent, paused } => {
+                if let Some(i) = self.agent_idx(&agent) {
+                    self.update_agent(i, |a| a.paused = paused);
+                }
+            }
+            Input::CallQueued { call, queue } => self.enqueue(call, &queue, None, now),
+            Input::CallQueuedWith {
+                call,
+                queue,
+                routing,
+            } => self.enqueue(call, &queue, Some(&routing), now),
+            Input::OfferAnswered { call, agent } => self.answered(call, &agent, now, out),
+            Input::OfferFailed { call, agent, .. } => {
+                if let Some(i) = self.agent_idx(&agent) {
+                    self.offer_failed(call, i, now, out);
+                }
+            }
+            Input::Timer(Timer::RingTimeout { call, agent }) => {
+                // Only if still ringing: a stale timer changes nothing.
+                if let Some(i) = self.agent_idx(&agent) {
+                    let ringing = matches!(self.calls.get(&call),
+                        Some(CallEntry::Queued(w)) if w.ringing.contains(&i));
+                    if ringing {
+                        out.push(Output::CancelRing { call, agent });
+                        self.offer_failed(call, i, now, out);
+                    }
+                }
+            }
+            Input::Timer(Timer::Retry { call }) => {
+                if let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) {
+                    w.retry_armed = false;
+                    w.tried.clear();
+                    self.dirty.push(call);
+                }
+            }
+            Input::Timer(Timer::Widen { call }) => {
+                if let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) {
+                    if w.widen_armed {
+                        w.widen_armed = false;
+                        self.dirty.push(call);
+                    }
+                }
+            }
+            Input::Timer(Timer::RingMore { call }) => {
+                if let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) {
+                    if w.ring_more_armed {
+                        w.ring_more_armed = false;
+                        if !w.ringing.is_empty() {
+                            self.try_route(call, now, true, out);
+                        }
+                    }
+                }
+            }
+            Input::CallEnded { call } => self.call_ended(call, now, out),
+        }
+        self.dispatch(now, out);
+    }
+
+    fn agent_idx(&self, a: &AgentId) -> Option<u32> {
+        self.agent_index.get(a).copied()
+    }
+
+    fn agent(&self, a: &AgentId) -> Option<&AgentState> {
+        self.agent_idx(a).and_then(|i| self.agents.get(i as usize))
+    }
+
+    fn queue(&self, q: &QueueId) -> Option<&QueueState> {
+        self.queue_index
+            .get(q)
+            .and_then(|&i| self.queues.get(i as usize))
+    }
+
+    fn agent_name(&self, i: u32) -> AgentId {
+        self.agents
+            .get(i as usize)
+            .map(|a| a.id.clone())
+            .unwrap_or_else(|| AgentId::new("?"))
+    }
+
+    fn queue_name(&self, i: u32) -> QueueId {
+        self.queues
+            .get(i as usize)
+            .map(|q| q.config.name.clone())
+            .unwrap_or_else(|| QueueId::new("?"))
+    }
+
+    /// Changes an agent and keeps the per-queue availability counts; an agent who
+    /// becomes available has their queues scanned at the next dispatch.
+    fn update_agent(&mut self, i: u32, f: impl FnOnce(&mut AgentState)) {
+        let Some(a) = self.agents.get_mut(i as usize) else {
+            return;
+        };
+        let before = a.available();
+        f(a);
+        let after = a.available();
+        sync_members(a, &mut self.queues);
+        if before == after {
+            return;
+        }
+        for &qi in &a.queues {
+            if let Some(q) = self.queues.get_mut(qi as usize) {
+                if after {
+                    q.available += 1;
+                } else {
+                    q.available = q.available.saturating_sub(1);
+                }
+            }
+            if after {
+                if let Some(s) = self.scan.get_mut(qi as usize) {
+                    *s = true;
+                    self.any_scan = true;
+                }
+            }
         }
     }
 
     /// Frees an agent from a call (ringing or connected).
-    fn release_agent(&mut self, agent: &AgentId, call: CallId, now: Millis) {
-        if let Some(v) = self.agents.get_mut(agent) {
-            if v.calls.remove(&call) && v.calls.is_empty() {
-                v.idle_since = now;
+    fn release_agent(&mut self, agent: u32, call: CallId, now: Millis) {
+        let mut idle = false;
+        self.update_agent(agent, |a| {
+            if let Some(p) = a.calls.iter().position(|c| *c == call) {
+                a.calls.swap_remove(p);
+                idle = a.calls.is_empty();
+            }
+        });
+        if idle {
+            if let Some(c) = self.counters.get_mut(agent as usize) {
+                c.idle_since = now;
             }
         }
     }
 
-    fn answered(&mut self, call: CallId, agent: AgentId, now: Millis, out: &mut Vec<Output>) {
-        let Some(CallPlace::Queued(qid)) = self.calls.get(&call).cloned() else {
+    fn enqueue(
+        &mut self,
+        call: CallId,
+        queue: &QueueId,
+        routing: Option<&CallRouting>,
+        now: Millis,
+    ) {
+        let Some(&qi) = self.queue_index.get(queue) else {
             return;
         };
-        let Some(q) = self.queues.get_mut(&qid) else {
-            return;
-        };
-        let Some(pos) = q.waiting.iter().position(|w| w.call == call) else {
-            return;
-        };
-        if !q.waiting[pos].ringing.contains(&agent) {
+        if self.calls.contains_key(&call) {
             return;
         }
-        let Some(w) = q.waiting.remove(pos) else {
+        let mut w = self.spare.pop().unwrap_or_default();
+        w.queue = qi;
+        w.since = now;
+        w.prio = routing.map_or(0, |r| r.priority);
+        w.entered = routing
+            .and_then(|r| r.entered_at)
+            .map_or(now, |t| t.min(now));
+        w.seq = self.seq;
+        self.seq += 1;
+        w.reqs.clear();
+        if let Some(q) = self.queues.get(qi as usize) {
+            w.reqs.extend_from_slice(&q.reqs);
+        }
+        if let Some(r) = routing {
+            for s in &r.skills {
+                let id = intern_skill(&mut self.skill_names, &mut self.skill_index, &s.skill);
+                merge_req(&mut w.reqs, id, s.min_level);
+            }
+            w.reqs.sort();
+        }
+        if let Some(q) = self.queues.get_mut(qi as usize) {
+            q.waiting.insert(w.key(call));
+        }
+        w.log = self.log.begin(call, qi, w.prio, w.entered, &w.reqs);
+        self.calls.insert(call, CallEntry::Queued(w));
+        self.dirty.push(call);
+    }
+
+    fn recycle(&mut self, mut w: Waiting) {
+        w.reqs.clear();
+        w.ringing.clear();
+        w.tried.clear();
+        w.retry_armed = false;
+        w.widen_armed = false;
+        w.ring_more_armed = false;
+        w.cursor = None;
+        w.log = None;
+        if self.spare.len() < 1024 {
+            self.spare.push(w);
+        }
+    }
+
+    /// Cancels the call-level timers still armed for a call leaving its queue.
+    fn cancel_call_timers(call: CallId, w: &Waiting, out: &mut Vec<Output>) {
+        if w.retry_armed {
+            out.push(Output::CancelTimer {
+                timer: Timer::Retry { call },
+            });
+        }
+        if w.widen_armed {
+            out.push(Output::CancelTimer {
+                timer: Timer::Widen { call },
+            });
+        }
+        if w.ring_more_armed {
+            out.push(Output::CancelTimer {
+                timer: Timer::RingMore { call },
+            });
+        }
+    }
+
+    fn answered(&mut self, call: CallId, agent: &AgentId, now: Millis, out: &mut Vec<Output>) {
+        let Some(ai) = self.agent_idx(agent) else {
             return;
         };
-        let others: Vec<AgentId> = w.ringing.iter().filter(|a| **a != agent).cloned().collect();
+        if !matches!(self.calls.get(&call), Some(CallEntry::Queued(w)) if w.ringing.contains(&ai)) {
+            return;
+        }
+        let Some(CallEntry::Queued(w)) = self.calls.remove(&call) else {
+            return;
+        };
+        if let Some(q) = self.queues.get_mut(w.queue as usize) {
+            q.waiting.remove(&w.key(call));
+        }
         out.push(Output::CancelTimer {
             timer: Timer::RingTimeout {
                 call,
                 agent: agent.clone(),
             },
         });
-        for o in others {
+        for &o in &w.ringing {
+            if o == ai {
+                continue;
+            }
+            let other = self.agent_name(o);
             out.push(Output::CancelRing {
                 call,
-                agent: o.clone(),
+                agent: other.clone(),
             });
             out.push(Output::CancelTimer {
-                timer: Timer::RingTimeout {
-                    call,
-                    agent: o.clone(),
-                },
+                timer: Timer::RingTimeout { call, agent: other },
             });
-            self.release_agent(&o, call, now);
+            self.release_agent(o, call, now);
         }
+        Self::cancel_call_timers(call, &w, out);
         out.push(Output::Assigned {
             call,
-            queue: qid,
+            queue: self.queue_name(w.queue),
             agent: agent.clone(),
             waited_ms: now.saturating_sub(w.since),
         });
-        self.calls.insert(call, CallPlace::Connected(agent));
+        if let Some(c) = self.counters.get_mut(ai as usize) {
+            c.answered += 1;
+        }
+        self.calls.insert(
+            call,
+            CallEntry::Connected {
+                agent: ai,
+                since: now,
+            },
+        );
+        self.recycle(w);
     }
 
-    fn offer_failed(
-        &mut self,
-        call: CallId,
-        agent: &AgentId,
-        _why: OfferFailure,
-        now: Millis,
-        out: &mut Vec<Output>,
-    ) {
-        let Some(CallPlace::Queued(qid)) = self.calls.get(&call).cloned() else {
+    fn offer_failed(&mut self, call: CallId, ai: u32, now: Millis, out: &mut Vec<Output>) {
+        let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some(q) = self.queues.get_mut(&qid) else {
+        let Some(p) = w.ringing.iter().position(|a| *a == ai) else {
             return;
         };
-        let Some(w) = q.waiting.iter_mut().find(|w| w.call == call) else {
-            return;
-        };
-        if !w.ringing.remove(agent) {
-            return;
+        w.ringing.remove(p);
+        if let Err(i) = w.tried.binary_search(&ai) {
+            w.tried.insert(i, ai);
         }
-        w.tried.insert(agent.clone());
+        let agent = self
+            .agents
+            .get(ai as usize)
+            .map(|a| a.id.clone())
+            .unwrap_or_else(|| AgentId::new("?"));
         out.push(Output::CancelTimer {
-            timer: Timer::RingTimeout {
-                call,
-                agent: agent.clone(),
-            },
+            timer: Timer::RingTimeout { call, agent },
         });
-        self.release_agent(agent, call, now);
+        if w.ringing.is_empty() {
+            if w.ring_more_armed {
+                w.ring_more_armed = false;
+                out.push(Output::CancelTimer {
+                    timer: Timer::RingMore { call },
+                });
+            }
+            self.dirty.push(call);
+        }
+        self.release_agent(ai, call, now);
     }
 
     fn call_ended(&mut self, call: CallId, now: Millis, out: &mut Vec<Output>) {
         match self.calls.remove(&call) {
-            Some(CallPlace::Queued(qid)) => {
-                let Some(q) = self.queues.get_mut(&qid) else {
-                    return;
-                };
-                let Some(pos) = q.waiting.iter().position(|w| w.call == call) else {
-                    return;
-                };
-                let Some(w) = q.waiting.remove(pos) else {
-                    return;
-                };
-                for a in &w.ringing {
+            Some(CallEntry::Queued(w)) => {
+                if let Some(q) = self.queues.get_mut(w.queue as usize) {
+                    q.waiting.remove(&w.key(call));
+                }
+                for &a in &w.ringing {
+                    let agent = self.agent_name(a);
                     out.push(Output::CancelRing {
                         call,
-                        agent: a.clone(),
+                        agent: agent.clone(),
                     });
                     out.push(Output::CancelTimer {
-                        timer: Timer::RingTimeout {
-                            call,
-                            agent: a.clone(),
-                        },
+                        timer: Timer::RingTimeout { call, agent },
                     });
                 }
-                if w.retry_armed {
-                    out.push(Output::CancelTimer {
-                        timer: Timer::Retry { call },
-                    });
-                }
-                for a in w.ringing {
-                    self.release_agent(&a, call, now);
+                Self::cancel_call_timers(call, &w, out);
+                for &a in &w.ringing {
+                    self.release_agent(a, call, now);
                 }
                 out.push(Output::Abandoned {
                     call,
-                    queue: qid,
+                    queue: self.queue_name(w.queue),
                     waited_ms: now.saturating_sub(w.since),
                 });
+                self.recycle(w);
             }
-            Some(CallPlace::Connected(agent)) => self.release_agent(&agent, call, now),
+            Some(CallEntry::Connected { agent, since }) => {
+                if let Some(c) = self.counters.get_mut(agent as usize) {
+                    c.talk_ms = c.talk_ms.saturating_add(now.saturating_sub(since));
+                }
+                self.release_agent(agent, call, now);
+            }
             None => {}
         }
     }
 
     /// Offers waiting calls to available agents until nothing more can be matched.
-    /// Calls are considered oldest first across all queues, so an agent in several
-    /// queues serves the caller who has waited longest.
+    ///
+    /// Event-driven: only calls that became routable (dirty) and the waiting calls of
+    /// queues where an agent became available are tried; everything else was already
+    /// tried against the same agents and limits. Calls are tried in one global order —
+    /// priority, then entry time, across queues — so an agent in several queues serves
+    /// the caller who has waited longest.
     fn dispatch(&mut self, now: Millis, out: &mut Vec<Output>) {
-        // Waiting calls not ringing anyone, oldest first (ties: queue name, position).
-        let mut candidates: Vec<(Millis, QueueId, usize, CallId)> = Vec::new();
-        for (qid, q) in &self.queues {
-            for (i, w) in q.waiting.iter().enumerate() {
+        if !self.any_scan && self.dirty.is_empty() {
+            return;
+        }
+        let mut list = std::mem::take(&mut self.order);
+        list.clear();
+        if self.any_scan {
+            for (qi, q) in self.queues.iter().enumerate() {
+                if !self.scan.get(qi).copied().unwrap_or(false) || q.available == 0 {
+                    continue;
+                }
+                for k in &q.waiting {
+                    if let Some(CallEntry::Queued(w)) = self.calls.get(&k.call) {
+                        if w.ringing.is_empty() {
+                            list.push((w.gkey(k.call), false));
+                        }
+                    }
+                }
+            }
+            self.scan.iter_mut().for_each(|s| *s = false);
+            self.any_scan = false;
+        }
+        for call in &self.dirty {
+            if let Some(CallEntry::Queued(w)) = self.calls.get(call) {
                 if w.ringing.is_empty() {
-                    candidates.push((w.since, qid.clone(), i, w.call));
+                    list.push((w.gkey(*call), true));
                 }
             }
         }
-        candidates.sort();
-        for (_, qid, _, call) in candidates {
-            let Some(q) = self.queues.get(&qid) else {
-                continue;
-            };
-            let Some(w) = q.waiting.iter().find(|w| w.call == call) else {
-                continue;
-            };
-            let available: Vec<&AgentId> = q
-                .members
-                .iter()
-                .filter(|a| self.agents.get(*a).is_some_and(AgentView::available))
-                .collect();
-            if available.is_empty() {
+        self.dirty.clear();
+        list.sort_unstable();
+        list.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 |= b.1;
+                true
+            } else {
+                false
+            }
+        });
+        for (k, dirty) in &list {
+            let available = self.queues.get(k.queue as usize).map_or(0, |q| q.available);
+            // A call not marked dirty was tried before; without an available member
+            // nothing can have changed for it.
+            if !dirty && available == 0 {
                 continue;
             }
-            // Skip agents who already failed this call. If all available ones have, wait
-            // `retry_delay_ms` before offering it to them again.
-            let pool: Vec<&AgentId> = available
-                .iter()
-                .copied()
-                .filter(|a| !w.tried.contains(*a))
-                .collect();
-            if pool.is_empty() {
-                if !w.retry_armed {
-                    let at = now + q.config.retry_delay_ms;
-                    out.push(Output::StartTimer {
-                        timer: Timer::Retry { call },
-                        at,
-                    });
-                    if let Some(w) = self
-                        .queues
-                        .get_mut(&qid)
-                        .and_then(|q| q.waiting.iter_mut().find(|w| w.call == call))
+            self.try_route(k.call, now, false, out);
+        }
+        list.clear();
+        self.order = list;
+    }
+
+    /// One routing decision for a waiting call: evaluates every member, picks by the
+    /// strategy, rings, arms timers and records the decision. `expand`:
+    /// ring-progressively adding one more agent to a call already ringing.
+    ///
+    /// Allocation-free in steady state: candidates go to a reused scratch buffer and
+    /// the decision record reuses its slot's buffers.
+    fn try_route(&mut self, call: CallId, now: Millis, expand: bool, out: &mut Vec<Output>) {
+        let Self {
+            agents,
+            counters,
+            queues,
+            calls,
+            scratch,
+            chosen,
+            rang,
+            rng,
+            log,
+            ..
+        } = self;
+        let Some(CallEntry::Queued(w)) = calls.get_mut(&call) else {
+            return;
+        };
+        if expand == w.ringing.is_empty() {
+            return;
+        }
+        let qi = w.queue as usize;
+        let Some(q) = queues.get(qi) else {
+            return;
+        };
+        let wait = now.saturating_sub(w.since);
+        let has_skills = !w.reqs.is_empty();
+        let limits = Limits {
+            waited: wait,
+            allowed_level: q.allowed_level(wait),
+            max_penalty: q.max_penalty(wait),
+            lowered_by: if has_skills { q.lowered_by(wait) } else { 0 },
+            next_widening_at: q.next_widening(w.since, wait, has_skills),
+        };
+        let strategy = q.config.strategy;
+        let best_match = q.config.skill_match == SkillMatch::BestMatch;
+        let n = q.members.len();
+        let start = match strategy {
+            Strategy::RoundRobin => q.last_offered.map_or(0, |l| l as usize + 1),
+            Strategy::SequentiallyByAgentOrder => w.cursor.map_or(0, |c| c as usize + 1),
+            _ => 0,
+        } % n.max(1);
+
+        // Evaluate every member.
+        scratch.clear();
+        let mut eligible = 0u32;
+        let mut pool = 0u32;
+        for (mi, m) in q.members.iter().enumerate() {
+            let mut score = 0u16;
+            let verdict = match m.status {
+                Status::Offline => V::Offline,
+                Status::Paused => V::Paused,
+                _ if w.ringing.contains(&m.agent) => V::Ringing,
+                Status::Full => V::AtCapacity {
+                    calls: m.calls,
+                    max: m.max_calls,
+                },
+                Status::Free => {
+                    if limits.allowed_level.is_some_and(|l| m.level > l) {
+                        V::LevelTooHigh
+                    } else if limits.max_penalty.is_some_and(|p| m.penalty > p) {
+                        V::PenaltyTooHigh
+                    } else if let Some(v) =
+                        skill_check(m, agents, &w.reqs, limits.lowered_by, &mut score)
                     {
-                        w.retry_armed = true;
+                        v
+                    } else if w.tried.binary_search(&m.agent).is_ok() {
+                        eligible += 1;
+                        V::Tried
+                    } else {
+                        eligible += 1;
+                        pool += 1;
+                        V::Eligible
                     }
-                }
-                continue;
-            }
-            let chosen: Vec<AgentId> = match q.config.strategy {
-                Strategy::RingAll => pool.into_iter().cloned().collect(),
-                Strategy::LongestIdleAgent => pool
-                    .into_iter()
-                    .min_by_key(|a| {
-                        (
-                            self.agents.get(*a).map(|v| v.idle_since).unwrap_or(0),
-                            (*a).clone(),
-                        )
-                    })
-                    .cloned()
-                    .into_iter()
-                    .collect(),
-                Strategy::RoundRobin => {
-                    let start = q
-                        .last_offered
-                        .as_ref()
-                        .and_then(|l| q.members.iter().position(|m| m == l))
-                        .map(|p| p + 1)
-                        .unwrap_or(0);
-                    let n = q.members.len();
-                    (0..n)
-                        .map(|i| &q.members[(start + i) % n])
-                        .find(|m| pool.contains(m))
-                        .cloned()
-                        .into_iter()
-                        .collect()
                 }
             };
-            if chosen.is_empty() {
-                continue;
-            }
-            let timeout = q.config.ring_timeout_ms;
-            let strategy = q.config.strategy;
-            let mut rung = Vec::new();
-            for a in chosen {
-                let Some(v) = self.agents.get_mut(&a) else {
-                    continue;
-                };
-                let Some(contact) = v.contact.clone() else {
-                    continue;
-                };
-                v.calls.insert(call);
-                out.push(Output::Ring {
-                    call,
-                    queue: qid.clone(),
-                    agent: a.clone(),
-                    contact,
-                });
-                out.push(Output::StartTimer {
-                    timer: Timer::RingTimeout {
-                        call,
-                        agent: a.clone(),
+            let metric = if verdict == V::Eligible {
+                let c = || counters.get(m.agent as usize).copied().unwrap_or_default();
+                match strategy {
+                    Strategy::LongestIdleAgent => c().idle_since,
+                    Strategy::RoundRobin | Strategy::SequentiallyByAgentOrder => {
+                        ((mi + n - start) % n) as u64
+                    }
+                    Strategy::TopDown | Strategy::RingAll | Strategy::RingProgressively => {
+                        mi as u64
+                    }
+                    Strategy::AgentWithFewestCalls => c().answered,
+                    Strategy::AgentWithLeastTalkTime => c().talk_ms,
+                    Strategy::Random => 0,
+                    Strategy::WeightedRandom => penalty_weight(m.penalty),
+                }
+            } else {
+                0
+            };
+            scratch.push(Cand {
+                metric,
+                member: mi as u32,
+                score,
+                verdict,
+            });
+        }
+
+        // Pick: lower level, lower penalty (not for weighted-random), higher skill
+        // score (best match), then the strategy.
+        chosen.clear();
+        if pool > 0 {
+            let members = &q.members;
+            let member = |c: &Cand| members.get(c.member as usize);
+            let elig = |c: &Cand| c.verdict == V::Eligible;
+            let rank = |c: &Cand| {
+                let (level, penalty) =
+                    member(c).map_or((u8::MAX, u32::MAX), |m| (m.level, m.penalty));
+                (
+                    level,
+                    if strategy == Strategy::WeightedRandom {
+                        0
+                    } else {
+                        penalty
                     },
-                    at: now + timeout,
-                });
-                rung.push(a);
-            }
-            if let Some(q) = self.queues.get_mut(&qid) {
-                if strategy == Strategy::RoundRobin {
-                    if let Some(last) = rung.last() {
-                        q.last_offered = Some(last.clone());
+                    Reverse(if best_match { c.score } else { 0 }),
+                )
+            };
+            // Ties of fewest-calls and least-talk-time: idle longest; then agent order.
+            let tie = |c: &Cand| {
+                let agent = member(c).map_or(u32::MAX, |m| m.agent);
+                let idle = match strategy {
+                    Strategy::AgentWithFewestCalls | Strategy::AgentWithLeastTalkTime => {
+                        counters.get(agent as usize).map_or(0, |x| x.idle_since)
+                    }
+                    _ => 0,
+                };
+                (idle, agent)
+            };
+            match strategy {
+                Strategy::RingAll => {
+                    let group = |c: &Cand| member(c).map(|m| (m.level, m.penalty));
+                    let best = scratch.iter().filter(|c| elig(c)).filter_map(group).min();
+                    for (i, c) in scratch.iter().enumerate() {
+                        if elig(c) && group(c) == best {
+                            chosen.push(i as u32);
+                        }
                     }
                 }
-                if let Some(w) = q.waiting.iter_mut().find(|w| w.call == call) {
-                    w.ringing.extend(rung);
+                Strategy::Random | Strategy::WeightedRandom => {
+                    let weighted = strategy == Strategy::WeightedRandom;
+                    let best = scratch.iter().filter(|c| elig(c)).map(rank).min();
+                    let in_group = |c: &Cand| elig(c) && Some(rank(c)) == best;
+                    let weight = |c: &Cand| if weighted { c.metric } else { 1 };
+                    let total: u64 = scratch.iter().filter(|c| in_group(c)).map(weight).sum();
+                    let mut r = rng.below(total);
+                    for (i, c) in scratch.iter().enumerate() {
+                        if !in_group(c) {
+                            continue;
+                        }
+                        let wt = weight(c);
+                        if r < wt {
+                            chosen.push(i as u32);
+                            break;
+                        }
+                        r -= wt;
+                    }
+                }
+                _ => {
+                    let mut best: Option<(usize, &Cand)> = None;
+                    for (i, c) in scratch.iter().enumerate() {
+                        if !elig(c) {
+                            continue;
+                        }
+                        let better = match best {
+                            None => true,
+                            Some((_, b)) => (rank(c), c.metric)
+                                .cmp(&(rank(b), b.metric))
+                                .then_with(|| tie(c).cmp(&tie(b)))
+                                .is_lt(),
+                        };
+                        if better {
+                            best = Some((i, c));
+                        }
+                    }
+                    if let Some((i, _)) = best {
+                        chosen.push(i as u32);
+                    }
                 }
             }
+            for &i in chosen.iter() {
+                if let Some(c) = scratch.get_mut(i as usize) {
+                    c.verdict = V::Chosen;
+                }
+            }
+        }
+        rang.clear();
+        rang.extend(chosen.iter().filter_map(|&i| {
+            let c = scratch.get(i as usize)?;
+            let m = q.members.get(c.member as usize)?;
+            Some((m.agent, c.member))
+        }));
+        let ring_timeout = q.config.ring_timeout_ms;
+        let retry_delay = q.config.retry_delay_ms;
+        let ring_more_delay = q.config.ring_progressively_delay_ms;
+        let queue_name = q.config.name.clone();
+
+        // Ring the chosen. `rang` keeps those actually rung (for the record).
+        let mut last_member = None;
+        let mut rung = 0;
+        for k in 0..rang.len() {
+            let Some((agent, member)) = rang.get(k).copied() else {
+                continue;
+            };
+            let Some(a) = agents.get_mut(agent as usize) else {
+                continue;
+            };
+            let Some(contact) = a.contact.clone() else {
+                continue;
+            };
+            let was = a.available();
+            a.calls.push(call);
+            sync_members(a, queues);
+            if was && !a.available() {
+                for &aq in &a.queues {
+                    if let Some(x) = queues.get_mut(aq as usize) {
+                        x.available = x.available.saturating_sub(1);
+                    }
+                }
+            }
+            out.push(Output::Ring {
+                call,
+                queue: queue_name.clone(),
+                agent: a.id.clone(),
+                contact,
+            });
+            out.push(Output::StartTimer {
+                timer: Timer::RingTimeout {
+                    call,
+                    agent: a.id.clone(),
+                },
+                at: now.saturating_add(ring_timeout),
+            });
+            w.ringing.push(agent);
+            last_member = Some(member);
+            if let Some(slot) = rang.get_mut(rung) {
+                *slot = (agent, member);
+            }
+            rung += 1;
+        }
+        rang.truncate(rung);
+        if let Some(m) = last_member {
+            match strategy {
+                Strategy::RoundRobin => {
+                    if let Some(x) = queues.get_mut(qi) {
+                        x.last_offered = Some(m);
+                    }
+                }
+                Strategy::SequentiallyByAgentOrder => w.cursor = Some(m),
+                _ => {}
+            }
+        }
+        let outcome = if rung > 0 {
+            OutcomeCode::Rang
+        } else if eligible > 0 && !expand && !w.retry_armed {
+            // Every eligible member failed this call: wait before offering it again,
+            // rather than ringing a busy phone in a loop.
+            w.retry_armed = true;
+            let at = now.saturating_add(retry_delay);
+            out.push(Output::StartTimer {
+                timer: Timer::Retry { call },
+                at,
+            });
+            OutcomeCode::AllTried { retry_at: Some(at) }
+        } else if eligible > 0 {
+            OutcomeCode::AllTried { retry_at: None }
+        } else {
+            OutcomeCode::NoEligible
+        };
+        if rung == 0 && !expand && !w.widen_armed {
+            if let Some(at) = limits.next_widening_at {
+                w.widen_armed = true;
+                out.push(Output::StartTimer {
+                    timer: Timer::Widen { call },
+                    at,
+                });
+            }
+        }
+        if strategy == Strategy::RingProgressively && !w.ringing.is_empty() && !w.ring_more_armed {
+            w.ring_more_armed = true;
+            out.push(Output::StartTimer {
+                timer: Timer::RingMore { call },
+                at: now.saturating_add(ring_more_delay),
+            });
+        }
+        if !log.holds(w.log, call) {
+            // Its slot went to newer calls while it waited: start again.
+            w.log = log.begin(call, w.queue, w.prio, w.entered, &w.reqs);
+        }
+        log.record(Record {
+            call,
+            log: w.log,
+            at: now,
+            limits,
+            eligible,
+            cands: scratch,
+            rang,
+            outcome,
+        });
+    }
+}
+
+fn intern_skill(
+    names: &mut Vec<SmolStr>,
+    index: &mut BTreeMap<SmolStr, u16>,
+    name: &SmolStr,
+) -> u16 {
+    if let Some(&i) = index.get(name) {
+        return i;
+    }
+    if names.len() >= usize::from(UNKNOWN_SKILL) {
+        return UNKNOWN_SKILL;
+    }
+    let i = names.len() as u16;
+    names.push(name.clone());
+    index.insert(name.clone(), i);
+    i
+}
+
+/// Adds a requirement; for a skill already required, the higher minimum wins.
+fn merge_req(reqs: &mut Vec<Req>, skill: u16, min: u8) {
+    match reqs.iter_mut().find(|r| r.skill == skill) {
+        Some(r) => r.min = r.min.max(min),
+        None => reqs.push(Req {
+            skill,
+            min,
+            slot: NO_SLOT,
+        }),
+    }
+}
+
+/// Copies an agent's status into the snapshots of their memberships.
+fn sync_members(a: &AgentState, queues: &mut [QueueState]) {
+    let status = a.status();
+    let calls = u16::try_from(a.calls.len()).unwrap_or(u16::MAX);
+    for &(qi, mi) in &a.slots {
+        if let Some(m) = queues
+            .get_mut(qi as usize)
+            .and_then(|q| q.members.get_mut(mi as usize))
+        {
+            m.status = status;
+            m.calls = calls;
+            m.max_calls = a.max_calls;
         }
     }
 }
 
+impl Names for Orchestrator {
+    fn agent_id(&self, idx: u32) -> Option<AgentId> {
+        self.agents.get(idx as usize).map(|a| a.id.clone())
+    }
+
+    fn member_info(&self, queue: u32, member: u32) -> (u32, u8, u32, u32) {
+        self.queues
+            .get(queue as usize)
+            .and_then(|q| q.members.get(member as usize))
+            .map_or((u32::MAX, 0, 0, 0), |m| {
+                (m.agent, m.level, m.position, m.penalty)
+            })
+    }
+
+    fn skill_name(&self, idx: u16) -> SmolStr {
+        self.skill_names
+            .get(usize::from(idx))
+            .cloned()
+            .unwrap_or_else(|| SmolStr::new_static("?"))
+    }
+
+    fn queue_info(&self, idx: u32) -> Option<(QueueId, Strategy)> {
+        self.queues
+            .get(idx as usize)
+            .map(|q| (q.config.name.clone(), q.config.strategy))
+    }
+}
+
+/// The README's code, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod acd_tests;
