@@ -113,9 +113,14 @@ pub struct Driver {
     /// Teardowns the call machines asked for, run after the current event.
     deferred: Vec<(CallId, Side, HangupCause)>,
     records: mpsc::UnboundedSender<CallRecord>,
+    /// Admission control: calls in progress above this get 503 + Retry-After.
+    max_calls: usize,
     origin: Instant,
     origin_unix_ms: u64,
 }
+
+/// Retry-After (seconds) sent with 503 when the engine is full.
+pub const RETRY_AFTER_SECS: u32 = 5;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -142,6 +147,7 @@ impl Driver {
         queues: BTreeMap<QueueId, (orch::QueueConfig, QueueSettings)>,
         agents: Vec<orch::AgentConfig>,
         records: mpsc::UnboundedSender<CallRecord>,
+        max_calls: usize,
     ) -> Self {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let orch = Orchestrator::new(queues.values().map(|(c, _)| c.clone()).collect(), agents);
@@ -163,6 +169,7 @@ impl Driver {
             timer_rx,
             deferred: Vec::new(),
             records,
+            max_calls,
             origin: Instant::now(),
             origin_unix_ms: unix_ms(),
         }
@@ -543,6 +550,21 @@ impl Driver {
                     session,
                     status: 404,
                     retry_after_secs: None,
+                }),
+            )
+            .await;
+            return;
+        }
+        if self.calls.len() >= self.max_calls {
+            // Overload: refuse rather than fail later (no RTP ports left for the call).
+            warn!(%call, calls = self.calls.len(), max = self.max_calls, "overload: 503");
+            self.send(
+                cause,
+                EngineEvent::SessionCommand(SessionCommand::Reject {
+                    call,
+                    session,
+                    status: 503,
+                    retry_after_secs: Some(RETRY_AFTER_SECS),
                 }),
             )
             .await;

@@ -168,7 +168,11 @@ impl Engine {
             })
             .collect();
         let (records_tx, mut records_rx) = mpsc::unbounded_channel::<CallRecord>();
-        let driver = Driver::new(bus.clone(), ids, queues, agents, records_tx);
+        // Each call anchors two RTP endpoints, one even port each: the port range is the
+        // capacity. Beyond it new calls get 503 + Retry-After instead of failing later.
+        let ports = usize::from(config.media.rtp_ports.end() - config.media.rtp_ports.start()) + 1;
+        let max_calls = (ports / 2 / 2).max(1);
+        let driver = Driver::new(bus.clone(), ids, queues, agents, records_tx, max_calls);
         let driver = tokio::spawn(driver.run());
         let recorder_store = store.clone();
         let recorder = tokio::spawn(async move {

@@ -557,3 +557,45 @@ async fn shutdown_records_waiting_callers_as_ended_by_the_engine() {
     assert_eq!(cdrs[0].disposition, Disposition::NoAgent);
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_gets_503_with_retry_after() {
+    let db = temp_db("overload");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    // 8 ports: 4 RTP endpoints, 2 calls.
+    cfg.media.rtp_ports = 39900..=39907;
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut c1 = customer(&engine, "1").await;
+    let mut c2 = customer(&engine, "2").await;
+    let mut c3 = customer(&engine, "3").await;
+    let mut d1 = c1.call("support", 0).await.expect("first call queued");
+    let mut d2 = c2.call("support", 0).await.expect("second call queued");
+    // The third is refused with 503 and a Retry-After.
+    let call_id = format!("over-{}", rand_suffix());
+    let sdp = c3.sdp(0);
+    let req = format!(
+        "INVITE sip:support@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKover;rport\r\nMax-Forwards: 70\r\nFrom: <sip:3@{DOMAIN}>;tag=o1\r\nTo: <sip:support@{DOMAIN}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:3@{addr}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+        addr = c3.sip_addr,
+    );
+    c3.send(&req).await;
+    let resp = c3
+        .response(&call_id, "INVITE", 200)
+        .await
+        .expect("a final response");
+    assert_eq!(resp.status(), Some(503), "{resp:?}");
+    assert_eq!(
+        resp.header("retry-after")
+            .map(|v| v.trim().starts_with('5')),
+        Some(true),
+        "{resp:?}"
+    );
+    // Capacity comes back when a call ends.
+    assert_eq!(c1.bye(&mut d1).await, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c4 = customer(&engine, "4").await;
+    let mut d4 = c4.call("support", 0).await.expect("admitted again");
+    assert_eq!(c4.bye(&mut d4).await, 200);
+    assert_eq!(c2.bye(&mut d2).await, 200);
+    engine.shutdown().await;
+}
