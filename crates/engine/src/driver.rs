@@ -907,54 +907,33 @@ impl Driver {
         let ours = c.hanging_up.remove(&session);
         // A shutdown ends legs on the engine's initiative, not the caller's or agent's.
         let by_engine = why == HangupCause::Shutdown;
-        if session == c.customer {
-            c.customer_alive = false;
-            if !ours {
-                // The customer hung up: end the agent leg (BYE is not propagated for us).
-                c.ending = true;
-                if c.hung_up_by.is_none() {
-                    c.hung_up_by = Some(if by_engine {
-                        Side::Engine
-                    } else {
-                        Side::Customer
-                    });
-                    c.cause = why.clone();
-                }
-                if let (Some((_, s)), true) = (c.connected.clone(), c.agent_alive) {
-                    c.hanging_up.insert(s);
-                    self.send(
-                        cause,
-                        EngineEvent::SessionCommand(SessionCommand::Hangup { call, session: s }),
-                    )
-                    .await;
-                }
-            }
-            if by_engine {
-                // Ended by the engine (shutdown): the machine records it as such.
-                self.call_input(cause, call, CallInput::Hangup { cause: why.clone() })
-                    .await;
-            }
-            self.call_input(
-                cause,
-                call,
-                CallInput::LegEnded {
-                    side: Side::Customer,
-                    cause: why,
-                },
-            )
-            .await;
-            self.orch_input(cause, orch::Input::CallEnded { call })
-                .await;
+        // Which leg ended, and the other leg that must be ended with it (a BYE is never
+        // left unpropagated).
+        let side = if session == c.customer {
+            Some(Side::Customer)
         } else if c.connected.as_ref().is_some_and(|(_, s)| *s == session) {
-            c.agent_alive = false;
+            Some(Side::Agent)
+        } else {
+            None
+        };
+        if let Some(side) = side {
+            let other = if side == Side::Customer {
+                c.customer_alive = false;
+                c.connected
+                    .as_ref()
+                    .filter(|_| c.agent_alive)
+                    .map(|(_, s)| *s)
+            } else {
+                c.agent_alive = false;
+                c.customer_alive.then_some(c.customer)
+            };
             if !ours {
                 c.ending = true;
                 if c.hung_up_by.is_none() {
-                    c.hung_up_by = Some(if by_engine { Side::Engine } else { Side::Agent });
+                    c.hung_up_by = Some(if by_engine { Side::Engine } else { side });
                     c.cause = why.clone();
                 }
-                if c.customer_alive {
-                    let s = c.customer;
+                if let Some(s) = other {
                     c.hanging_up.insert(s);
                     self.send(
                         cause,
@@ -968,15 +947,8 @@ impl Driver {
                 self.call_input(cause, call, CallInput::Hangup { cause: why.clone() })
                     .await;
             }
-            self.call_input(
-                cause,
-                call,
-                CallInput::LegEnded {
-                    side: Side::Agent,
-                    cause: why,
-                },
-            )
-            .await;
+            self.call_input(cause, call, CallInput::LegEnded { side, cause: why })
+                .await;
             self.orch_input(cause, orch::Input::CallEnded { call })
                 .await;
         } else if let Some(agent) = c.offers.remove(&session) {
