@@ -81,7 +81,7 @@ impl MediaConfig {
         }
         let ms = self.ptime.as_millis();
         if !(10..=60).contains(&ms)
-            || ms % 10 != 0
+            || !ms.is_multiple_of(10)
             || self.ptime != Duration::from_millis(ms as u64)
         {
             return bad("ptime", "must be 10, 20, …, 60 ms");

@@ -100,7 +100,7 @@ mod tests {
         let a = pool.bind().unwrap();
         let b = pool.bind().unwrap();
         assert_ne!(a.1.port, b.1.port);
-        assert!(a.1.port % 2 == 0 && b.1.port % 2 == 0);
+        assert!(a.1.port.is_multiple_of(2) && b.1.port.is_multiple_of(2));
         assert!(matches!(pool.bind(), Err(MediaError::NoFreePort { .. })));
         assert_eq!(pool.in_use(), 2);
         drop(a);

@@ -165,7 +165,7 @@ fn top_down_always_prefers_the_first_available_by_position() {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        if !connected.is_empty() && (x >> 33) % 2 == 0 {
+        if !connected.is_empty() && (x >> 33).is_multiple_of(2) {
             let c = connected.remove(((x >> 40) as usize) % connected.len());
             end(&mut o, c, now);
         }
@@ -208,7 +208,7 @@ fn longest_idle_picks_the_agent_idle_longest_among_many() {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        while connected.len() > 3 || (!connected.is_empty() && (x >> 35) % 3 == 0) {
+        while connected.len() > 3 || (!connected.is_empty() && (x >> 35).is_multiple_of(3)) {
             let c = connected.remove(((x >> 41) as usize) % connected.len());
             end(&mut o, c, now);
             x = x.rotate_left(7);
