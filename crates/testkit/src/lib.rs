@@ -258,8 +258,6 @@ pub struct Phone {
     pub rtp_addr: SocketAddr,
     backlog: VecDeque<(SipMsg, SocketAddr)>,
     cseq: u32,
-    /// Reply to INVITEs with this many 200 retransmissions before... (unused by default)
-    pub withhold_ack: bool,
 }
 
 /// Default wait for anything.
@@ -281,7 +279,6 @@ impl Phone {
             rtp,
             backlog: VecDeque::new(),
             cseq: 1,
-            withhold_ack: false,
         }
     }
 
@@ -594,7 +591,7 @@ impl Phone {
     }
 
     /// Waits for an INVITE and answers it: 180, then 200 with an SDP answer using `pt`,
-    /// then waits for the ACK (unless `withhold_ack` games are played by the caller).
+    /// then waits for the ACK.
     /// Returns the dialog.
     pub async fn answer(&mut self, pt: u8, wait: Duration) -> Option<Dialog> {
         let (inv, from) = self.next_invite(wait).await?;
