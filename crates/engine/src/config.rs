@@ -15,6 +15,7 @@
 //! strategy = "longest-idle-agent"   # | "round-robin" | "ring-all"
 //! moh = "builtin"                   # or a path to an 8 kHz WAV
 //! ring_timeout_secs = 15
+//! wrap_up_secs = 0                  # after-call work before the next offer (0-3600)
 //! [[agent]]
 //! id = "alice"
 //! password = "alice-secret"
@@ -96,6 +97,9 @@ pub struct QueueSection {
     pub moh: Moh,
     /// Ring timeout, seconds.
     pub ring_timeout_secs: u32,
+    /// Wrap-up (after-call work), seconds: after a call from this queue ends, its
+    /// agent is not offered another call for this long. 0: none.
+    pub wrap_up_secs: u32,
 }
 
 /// One agent.
@@ -171,6 +175,8 @@ struct RawQueue {
     moh: Option<Spanned<String>>,
     #[serde(default)]
     ring_timeout_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    wrap_up_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -363,11 +369,25 @@ impl Config {
                         )
                     })?,
             };
+            let wrap_up_secs = match &q.wrap_up_secs {
+                None => 0,
+                Some(t) => u32::try_from(*t.get_ref())
+                    .ok()
+                    .filter(|t| (0..=3600).contains(t))
+                    .ok_or_else(|| {
+                        cx.err(
+                            format!("queue[{i}].wrap_up_secs"),
+                            t,
+                            "must be between 0 and 3600",
+                        )
+                    })?,
+            };
             queues.push(QueueSection {
                 name,
                 strategy,
                 moh,
                 ring_timeout_secs,
+                wrap_up_secs,
             });
         }
 
@@ -575,6 +595,30 @@ mod tests {
     }
 
     #[test]
+    fn wrap_up_secs_is_checked_and_optional() {
+        let with = |v: &str| {
+            DEMO.replacen(
+                "ring_timeout_secs = 15",
+                &format!("ring_timeout_secs = 15\nwrap_up_secs = {v}"),
+                1,
+            )
+        };
+        assert_eq!(parse(&with("0")).expect("valid").queues[0].wrap_up_secs, 0);
+        assert_eq!(
+            parse(&with("30")).expect("valid").queues[0].wrap_up_secs,
+            30
+        );
+        assert_eq!(
+            parse(&with("3600")).expect("valid").queues[0].wrap_up_secs,
+            3600
+        );
+        expect_err(&with("-1"), "queue[0].wrap_up_secs", 18);
+        expect_err(&with("3601"), "queue[0].wrap_up_secs", 18);
+        let e = parse(&with("\"2\"")).expect_err("not a number");
+        assert_eq!(e.line, Some(18), "{e}");
+    }
+
+    #[test]
     fn syntax_and_unknown_keys_report_the_line() {
         let e = parse(&DEMO.replacen("[media]", "[media]\nbogus = 1", 1)).expect_err("unknown key");
         assert_eq!(e.line, Some(7), "{e}");
@@ -591,6 +635,7 @@ mod tests {
         let c = parse(src).expect("valid");
         assert_eq!(c.sip.udp, None);
         assert_eq!(c.queues[0].ring_timeout_secs, 15);
+        assert_eq!(c.queues[0].wrap_up_secs, 0);
         assert_eq!(c.queues[0].moh, Moh::Builtin);
         let e = parse(&src.replace("tcp = \"127.0.0.1:5070\"\n", "")).expect_err("no listener");
         assert_eq!(e.key.as_deref(), Some("sip"));

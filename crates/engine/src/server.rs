@@ -143,7 +143,8 @@ impl Engine {
                         orch::QueueConfig {
                             ring_timeout_ms,
                             ..orch::QueueConfig::new(id, q.strategy)
-                        },
+                        }
+                        .with_wrap_up_ms(u64::from(q.wrap_up_secs) * 1000),
                         QueueSettings {
                             strategy: q.strategy,
                             moh: match &q.moh {

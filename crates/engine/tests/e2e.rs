@@ -64,6 +64,7 @@ fn config(
             strategy,
             moh: Moh::Builtin,
             ring_timeout_secs,
+            wrap_up_secs: 0,
         }],
         agents: agents
             .iter()
@@ -246,6 +247,66 @@ async fn agent_bye_ends_the_customer_leg_and_the_agent_is_free_again() {
     assert!(cdrs
         .iter()
         .all(|r| r.hung_up_by == Side::Agent && r.disposition == Disposition::Answered));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrap_up_keeps_the_agent_from_the_next_call_then_she_is_rung() {
+    let db = temp_db("wrapup");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].wrap_up_secs = 2;
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut alice = agent(&engine, "alice").await;
+
+    // Call 1: answered, then the customer hangs up.
+    let mut c1 = customer(&engine, "7001").await;
+    let call = tokio::spawn(async move {
+        let d = c1.call("support", 0).await;
+        (c1, d)
+    });
+    let a1 = alice.answer(0, WAIT).await.expect("alice rung for call 1");
+    let (mut c1, d1) = call.await.unwrap();
+    let mut d1 = d1.expect("call 1 answered");
+    assert_eq!(c1.bye(&mut d1).await, 200);
+    assert!(
+        alice
+            .expect_request(&a1.call_id, "BYE", WAIT)
+            .await
+            .is_some(),
+        "BYE propagated to alice"
+    );
+
+    // Call 2, placed at once: alice is in wrap-up (2 s), so she is not rung at once…
+    let mut c2 = customer(&engine, "7002").await;
+    let call = tokio::spawn(async move {
+        let d = c2.call("support", 0).await;
+        (c2, d)
+    });
+    assert!(
+        alice.next_invite(Duration::from_secs(1)).await.is_none(),
+        "alice must not be rung during her wrap-up"
+    );
+    // …but once it is over.
+    let a2 = alice
+        .answer(0, Duration::from_secs(5))
+        .await
+        .expect("alice rung for call 2 after her wrap-up");
+    let (mut c2, d2) = call.await.unwrap();
+    let mut d2 = d2.expect("call 2 answered");
+    assert_eq!(c2.bye(&mut d2).await, 200);
+    assert!(alice
+        .expect_request(&a2.call_id, "BYE", WAIT)
+        .await
+        .is_some());
+
+    let cdrs = wait_cdrs(&engine, 2).await;
+    assert_eq!(cdrs.len(), 2);
+    assert!(
+        cdrs.iter()
+            .all(|r| r.disposition == Disposition::Answered
+                && r.agent == Some(AgentId::new("alice"))),
+        "both calls answered by alice: {cdrs:?}"
+    );
     engine.shutdown().await;
 }
 

@@ -146,6 +146,7 @@ impl Harness {
                 strategy,
                 moh: Moh::Builtin,
                 ring_timeout_secs: 15,
+                wrap_up_secs: 0,
             }],
             agents: agents
                 .iter()

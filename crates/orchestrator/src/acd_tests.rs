@@ -1245,7 +1245,7 @@ fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
         (0usize..8).prop_map(Op::EndConnected),
         (0usize..8).prop_map(Op::Abandon),
         (0u16..20_000).prop_map(Op::Advance),
-        (0u8..4, 1u64..30).prop_map(|(k, c)| Op::StaleTimer(k, c)),
+        (0u8..5, 1u64..30).prop_map(|(k, c)| Op::StaleTimer(k, c)),
     ]
 }
 
@@ -1260,11 +1260,13 @@ fn arb_config() -> impl proptest::strategy::Strategy<Value = OrchestratorConfig>
         any::<bool>(),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![Just(0u64), Just(3_000u64), Just(25_000u64)],
     );
     let agent = (
         1u16..3,
         proptest::collection::vec((0u8..3, 1u8..4, 0u32..4, 0u32..3), 1..4),
         proptest::collection::vec((0usize..3, 1u8..6), 0..3),
+        proptest::option::of(prop_oneof![Just(0u64), Just(1_500u64), Just(9_000u64)]),
     );
     (
         proptest::collection::vec(queue, 3),
@@ -1275,10 +1277,11 @@ fn arb_config() -> impl proptest::strategy::Strategy<Value = OrchestratorConfig>
             let queues = queues
                 .into_iter()
                 .enumerate()
-                .map(|(i, (s, tiers, pens, skill, relax, qualified))| {
+                .map(|(i, (s, tiers, pens, skill, relax, qualified, wrap_up))| {
                     let mut c = QueueConfig::new(q(&format!("q{i}")), s)
                         .with_ring_timeout(15_000)
-                        .with_ring_progressively_delay(4_000);
+                        .with_ring_progressively_delay(4_000)
+                        .with_wrap_up_ms(wrap_up);
                     if tiers {
                         c = c.with_tier_steps(10_000, 3);
                     }
@@ -1303,8 +1306,11 @@ fn arb_config() -> impl proptest::strategy::Strategy<Value = OrchestratorConfig>
             let agents = agents
                 .into_iter()
                 .enumerate()
-                .map(|(i, (max_calls, ms, skills))| {
+                .map(|(i, (max_calls, ms, skills, wrap_up))| {
                     let mut p = AgentProfile::new(a(&format!("a{i}"))).with_max_calls(max_calls);
+                    if let Some(w) = wrap_up {
+                        p = p.with_wrap_up_ms(w);
+                    }
                     for (qq, level, position, penalty) in ms {
                         p = p.with_membership(
                             Membership::new(q(&format!("q{qq}")))
@@ -1381,6 +1387,7 @@ fn unmatched(o: &Orchestrator, now: Millis) -> Option<(CallId, AgentId)> {
             });
             if ag.contact.is_some()
                 && !ag.paused
+                && ag.wrap_up_until.is_none()
                 && ag.calls.len() < usize::from(ag.max_calls)
                 && m.level <= allowed
                 && m.penalty <= max_pen
@@ -1599,6 +1606,9 @@ impl Sim {
                     0 => Timer::Retry { call },
                     1 => Timer::Widen { call },
                     2 => Timer::RingMore { call },
+                    3 => Timer::WrapUpEnd {
+                        agent: ag((c % 6) as usize),
+                    },
                     _ => Timer::RingTimeout { call, agent: ag(0) },
                 };
                 if self.timers.contains_key(&t) {
@@ -1609,6 +1619,196 @@ impl Sim {
         };
         self.feed(input, now)
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wrap-up (after-call work).
+
+/// `support` with one agent, alice, online; call 1 rung, answered at 100 and ended at
+/// `end`. Returns the outputs of the end.
+fn wrap_up_setup(
+    queue: QueueConfig,
+    alice: AgentProfile,
+    end: Millis,
+) -> (Orchestrator, Vec<Output>) {
+    let mut o = build(queue, vec![alice]);
+    online(&mut o, "alice", 0);
+    assert_eq!(rung(&queued(&mut o, 1, "support", 10)), vec!["alice"]);
+    o.handle(
+        Input::OfferAnswered {
+            call: CallId(1),
+            agent: a("alice"),
+        },
+        100,
+    );
+    let out = o.handle(Input::CallEnded { call: CallId(1) }, end);
+    (o, out)
+}
+
+fn wrap_up_end(o: &mut Orchestrator, name: &str, now: Millis) -> Vec<Output> {
+    o.handle(Input::Timer(Timer::WrapUpEnd { agent: a(name) }), now)
+}
+
+#[test]
+fn wrap_up_keeps_the_agent_from_offers_until_its_timer() {
+    let queue = QueueConfig::new(q("support"), Strategy::LongestIdleAgent).with_wrap_up_ms(30_000);
+    let (mut o, out) = wrap_up_setup(
+        queue,
+        AgentProfile::new(a("alice")).with_queue(q("support")),
+        1_000,
+    );
+    assert_eq!(
+        started(&out),
+        vec![(Timer::WrapUpEnd { agent: a("alice") }, 31_000)]
+    );
+    assert!(!o.agent_available(&a("alice")));
+    assert!(o.agent_calls(&a("alice")).is_empty());
+    // A call arriving during the wrap-up waits; the explanation says why.
+    let out = queued(&mut o, 2, "support", 1_500);
+    assert!(rings(&out).is_empty(), "{out:?}");
+    let d = o.explain(CallId(2));
+    let last = d.last().expect("a decision");
+    assert_eq!(last.candidates.len(), 1);
+    assert_eq!(last.candidates[0].verdict, Verdict::WrapUp);
+    assert_eq!(last.candidates[0].verdict.to_string(), "skipped: wrap-up");
+    // Nothing else makes her available early (pause/unpause, a new contact).
+    o.handle(
+        Input::AgentPaused {
+            agent: a("alice"),
+            paused: true,
+        },
+        2_000,
+    );
+    assert!(rings(&o.handle(
+        Input::AgentPaused {
+            agent: a("alice"),
+            paused: false,
+        },
+        2_100,
+    ))
+    .is_empty());
+    assert!(rings(&online(&mut o, "alice", 2_200)).is_empty());
+    // Right at the timer: offered the waiting call.
+    let out = wrap_up_end(&mut o, "alice", 31_000);
+    assert_eq!(rings(&out), vec![(CallId(2), a("alice"))]);
+    // Idle since the end of the wrap-up.
+    assert_eq!(
+        o.agent_stats(&a("alice")).map(|s| s.idle_since),
+        Some(31_000)
+    );
+}
+
+#[test]
+fn stale_wrap_up_timers_change_nothing() {
+    let queue = QueueConfig::new(q("support"), Strategy::LongestIdleAgent).with_wrap_up_ms(30_000);
+    let (mut o, _) = wrap_up_setup(
+        queue,
+        AgentProfile::new(a("alice")).with_queue(q("support")),
+        1_000,
+    );
+    queued(&mut o, 2, "support", 1_500);
+    // Early (not due yet): ignored.
+    assert!(wrap_up_end(&mut o, "alice", 20_000).is_empty());
+    assert!(!o.agent_available(&a("alice")));
+    // Unknown agent: ignored.
+    assert!(wrap_up_end(&mut o, "nobody", 40_000).is_empty());
+    // Due: rung.
+    assert_eq!(rung(&wrap_up_end(&mut o, "alice", 31_000)), vec!["alice"]);
+    // Again, while she rings and after: ignored.
+    assert!(wrap_up_end(&mut o, "alice", 31_001).is_empty());
+    assert_eq!(o.agent_calls(&a("alice")), vec![CallId(2)]);
+    // An agent never in wrap-up: ignored.
+    let mut fresh = setup_one_free();
+    assert!(wrap_up_end(&mut fresh, "alice", 5).is_empty());
+    assert!(fresh.agent_available(&a("alice")));
+}
+
+fn setup_one_free() -> Orchestrator {
+    let mut o = build(
+        QueueConfig::new(q("support"), Strategy::LongestIdleAgent).with_wrap_up_ms(1_000),
+        vec![AgentProfile::new(a("alice")).with_queue(q("support"))],
+    );
+    online(&mut o, "alice", 0);
+    o
+}
+
+#[test]
+fn zero_wrap_up_frees_the_agent_at_once() {
+    let queue = QueueConfig::new(q("support"), Strategy::LongestIdleAgent);
+    assert_eq!(queue.wrap_up_ms, 0);
+    let (mut o, out) = wrap_up_setup(
+        queue,
+        AgentProfile::new(a("alice")).with_queue(q("support")),
+        1_000,
+    );
+    assert!(started(&out).is_empty(), "{out:?}");
+    assert!(o.agent_available(&a("alice")));
+    assert_eq!(rung(&queued(&mut o, 2, "support", 1_000)), vec!["alice"]);
+    // The agent's own 0 overrides a queue's wrap-up too.
+    let queue = QueueConfig::new(q("support"), Strategy::LongestIdleAgent).with_wrap_up_ms(30_000);
+    let alice = AgentProfile::new(a("alice"))
+        .with_queue(q("support"))
+        .with_wrap_up_ms(0);
+    let (o, out) = wrap_up_setup(queue, alice, 1_000);
+    assert!(started(&out).is_empty(), "{out:?}");
+    assert!(o.agent_available(&a("alice")));
+}
+
+#[test]
+fn the_agents_wrap_up_overrides_the_queues() {
+    let queue = QueueConfig::new(q("support"), Strategy::LongestIdleAgent).with_wrap_up_ms(30_000);
+    let alice = AgentProfile::new(a("alice"))
+        .with_queue(q("support"))
+        .with_wrap_up_ms(5_000);
+    let (mut o, out) = wrap_up_setup(queue, alice, 1_000);
+    assert_eq!(
+        started(&out),
+        vec![(Timer::WrapUpEnd { agent: a("alice") }, 6_000)]
+    );
+    queued(&mut o, 2, "support", 2_000);
+    assert_eq!(rung(&wrap_up_end(&mut o, "alice", 6_000)), vec!["alice"]);
+}
+
+#[test]
+fn wrap_up_follows_connected_calls_only() {
+    // An abandoned or unanswered call does not start a wrap-up.
+    let mut o = setup_one_free();
+    assert_eq!(rung(&queued(&mut o, 1, "support", 10)), vec!["alice"]);
+    let out = o.handle(Input::CallEnded { call: CallId(1) }, 20);
+    assert!(started(&out).is_empty(), "{out:?}");
+    assert!(o.agent_available(&a("alice")));
+    assert_eq!(rung(&queued(&mut o, 2, "support", 30)), vec!["alice"]);
+    let out = o.handle(
+        Input::OfferFailed {
+            call: CallId(2),
+            agent: a("alice"),
+            why: OfferFailure::Busy,
+        },
+        40,
+    );
+    assert!(!started(&out)
+        .iter()
+        .any(|(t, _)| matches!(t, Timer::WrapUpEnd { .. })));
+}
+
+#[test]
+fn wrap_up_config_defaults_when_absent_from_json() {
+    // Configurations recorded before wrap-up existed still load, with no wrap-up.
+    let mut v = serde_json::to_value(QueueConfig::new(q("support"), Strategy::RoundRobin))
+        .expect("serializes");
+    assert!(v
+        .as_object_mut()
+        .and_then(|m| m.remove("wrap_up_ms"))
+        .is_some());
+    let c: QueueConfig = serde_json::from_value(v).expect("old queue config");
+    assert_eq!(c.wrap_up_ms, 0);
+    let mut v = serde_json::to_value(AgentProfile::new(a("alice"))).expect("serializes");
+    assert!(v
+        .as_object_mut()
+        .and_then(|m| m.remove("wrap_up_ms"))
+        .is_some());
+    let p: AgentProfile = serde_json::from_value(v).expect("old profile");
+    assert_eq!(p.wrap_up_ms, None);
 }
 
 proptest! {

@@ -117,6 +117,10 @@ pub struct QueueConfig {
     /// [`Strategy::RingProgressively`]: one more agent is rung every this many ms.
     #[serde(default = "default_ring_progressively_delay_ms")]
     pub ring_progressively_delay_ms: Millis,
+    /// Wrap-up (after-call work): once a connected call from this queue ends, its agent
+    /// is not offered another call for this long. 0: available again at once.
+    #[serde(default)]
+    pub wrap_up_ms: Millis,
 }
 
 impl QueueConfig {
@@ -135,6 +139,7 @@ impl QueueConfig {
             skill_relax: Vec::new(),
             skill_match: SkillMatch::BestMatch,
             ring_progressively_delay_ms: default_ring_progressively_delay_ms(),
+            wrap_up_ms: 0,
         }
     }
 
@@ -207,6 +212,12 @@ impl QueueConfig {
     /// Sets the ring-progressively delay.
     pub fn with_ring_progressively_delay(mut self, ms: Millis) -> Self {
         self.ring_progressively_delay_ms = ms;
+        self
+    }
+
+    /// Sets the wrap-up time (see [`QueueConfig::wrap_up_ms`]).
+    pub fn with_wrap_up_ms(mut self, ms: Millis) -> Self {
+        self.wrap_up_ms = ms;
         self
     }
 }
@@ -298,6 +309,10 @@ pub struct AgentProfile {
     /// Skills and their levels (1–255; 0 is the same as not having the skill).
     #[serde(default)]
     pub skills: BTreeMap<SmolStr, u8>,
+    /// Wrap-up time after this agent's connected calls, overriding the queue's
+    /// [`QueueConfig::wrap_up_ms`]. `None`: the queue's applies.
+    #[serde(default)]
+    pub wrap_up_ms: Option<Millis>,
 }
 
 impl AgentProfile {
@@ -308,6 +323,7 @@ impl AgentProfile {
             max_calls: 1,
             memberships: Vec::new(),
             skills: BTreeMap::new(),
+            wrap_up_ms: None,
         }
     }
 
@@ -333,6 +349,12 @@ impl AgentProfile {
         self.max_calls = max_calls;
         self
     }
+
+    /// Sets the agent's own wrap-up time, overriding the queue's.
+    pub fn with_wrap_up_ms(mut self, ms: Millis) -> Self {
+        self.wrap_up_ms = Some(ms);
+        self
+    }
 }
 
 impl From<AgentConfig> for AgentProfile {
@@ -342,6 +364,7 @@ impl From<AgentConfig> for AgentProfile {
             max_calls: c.max_calls,
             memberships: c.queues.into_iter().map(Membership::new).collect(),
             skills: BTreeMap::new(),
+            wrap_up_ms: None,
         }
     }
 }

@@ -24,6 +24,8 @@ pub enum Verdict {
     Offline,
     /// Paused.
     Paused,
+    /// In wrap-up (after-call work) after a call.
+    WrapUp,
     /// Already ringing for this call (ring-progressively adds others).
     AlreadyRinging,
     /// Ringing or talking up to `max_calls`.
@@ -82,6 +84,7 @@ impl fmt::Display for Verdict {
             Verdict::Outranked => f.write_str("eligible, outranked"),
             Verdict::Offline => f.write_str("skipped: offline"),
             Verdict::Paused => f.write_str("skipped: paused"),
+            Verdict::WrapUp => f.write_str("skipped: wrap-up"),
             Verdict::AlreadyRinging => f.write_str("skipped: already ringing"),
             Verdict::AtCapacity { calls, max_calls } => {
                 write!(f, "skipped: at capacity ({calls}/{max_calls} calls)")
@@ -288,6 +291,7 @@ pub(crate) enum V {
     Chosen,
     Offline,
     Paused,
+    WrapUp,
     Ringing,
     AtCapacity {
         calls: u16,
@@ -608,6 +612,7 @@ impl ExplainLog {
                             V::Chosen => Verdict::Chosen,
                             V::Offline => Verdict::Offline,
                             V::Paused => Verdict::Paused,
+                            V::WrapUp => Verdict::WrapUp,
                             V::Ringing => Verdict::AlreadyRinging,
                             V::AtCapacity { calls, max } => Verdict::AtCapacity {
                                 calls,

@@ -250,6 +250,12 @@ pub enum Timer {
         /// The call.
         call: CallId,
     },
+    /// The agent's wrap-up (after-call work) is over: they can be offered calls again.
+    /// Ignored unless the agent is in a wrap-up due by then.
+    WrapUpEnd {
+        /// The agent.
+        agent: AgentId,
+    },
 }
 
 /// What happened.
@@ -409,11 +415,18 @@ struct AgentState {
     queues: Vec<u32>,
     /// (queue, member index) of each membership, to keep [`Member`] snapshots current.
     slots: Vec<(u32, u32)>,
+    /// The agent's own wrap-up time (overrides the queue's).
+    wrap_up_ms: Option<Millis>,
+    /// In wrap-up until then (a [`Timer::WrapUpEnd`] is armed).
+    wrap_up_until: Option<Millis>,
 }
 
 impl AgentState {
     fn available(&self) -> bool {
-        self.contact.is_some() && !self.paused && self.calls.len() < usize::from(self.max_calls)
+        self.contact.is_some()
+            && !self.paused
+            && self.wrap_up_until.is_none()
+            && self.calls.len() < usize::from(self.max_calls)
     }
 
     fn status(&self) -> Status {
@@ -421,6 +434,8 @@ impl AgentState {
             Status::Offline
         } else if self.paused {
             Status::Paused
+        } else if self.wrap_up_until.is_some() {
+            Status::WrapUp
         } else if self.calls.len() >= usize::from(self.max_calls) {
             Status::Full
         } else {
@@ -445,6 +460,8 @@ enum Status {
     Free,
     Offline,
     Paused,
+    /// After-call work.
+    WrapUp,
     /// Ringing or talking up to `max_calls`.
     Full,
 }
@@ -601,7 +618,11 @@ impl Waiting {
 #[derive(Debug, Clone)]
 enum CallEntry {
     Queued(Waiting),
-    Connected { agent: u32, since: Millis },
+    Connected {
+        agent: u32,
+        since: Millis,
+        queue: u32,
+    },
 }
 
 /// The call-center policy engine. See the crate docs.
@@ -831,6 +852,8 @@ impl Orchestrator {
                     skills,
                     queues,
                     slots: Vec::new(),
+                    wrap_up_ms: a.wrap_up_ms,
+                    wrap_up_until: None,
                 });
             }
         }
@@ -1001,6 +1024,28 @@ impl Orchestrator {
                         w.ring_more_armed = false;
                         if !w.ringing.is_empty() {
                             self.try_route(call, now, true, out);
+                        }
+                    }
+                }
+            }
+            Input::Timer(Timer::WrapUpEnd { agent }) => {
+                // Only if a wrap-up is due by now: a stale timer changes nothing.
+                if let Some(i) = self.agent_idx(&agent) {
+                    let due = self
+                        .agents
+                        .get(i as usize)
+                        .and_then(|a| a.wrap_up_until)
+                        .is_some_and(|until| until <= now);
+                    if due {
+                        let mut idle = false;
+                        self.update_agent(i, |a| {
+                            a.wrap_up_until = None;
+                            idle = a.calls.is_empty();
+                        });
+                        if idle {
+                            if let Some(c) = self.counters.get_mut(i as usize) {
+                                c.idle_since = now;
+                            }
                         }
                     }
                 }
@@ -1206,6 +1251,7 @@ impl Orchestrator {
             CallEntry::Connected {
                 agent: ai,
                 since: now,
+                queue: w.queue,
             },
         );
         self.recycle(w);
@@ -1269,11 +1315,44 @@ impl Orchestrator {
                 });
                 self.recycle(w);
             }
-            Some(CallEntry::Connected { agent, since }) => {
+            Some(CallEntry::Connected {
+                agent,
+                since,
+                queue,
+            }) => {
                 if let Some(c) = self.counters.get_mut(agent as usize) {
                     c.talk_ms = c.talk_ms.saturating_add(now.saturating_sub(since));
                 }
-                self.release_agent(agent, call, now);
+                let wrap_up = self.agents.get(agent as usize).and_then(|a| a.wrap_up_ms);
+                let wrap_up = wrap_up.unwrap_or_else(|| {
+                    self.queues
+                        .get(queue as usize)
+                        .map_or(0, |q| q.config.wrap_up_ms)
+                });
+                if wrap_up == 0 {
+                    self.release_agent(agent, call, now);
+                    return;
+                }
+                // After-call work: freed from the call but not offered another until
+                // the wrap-up ends (changed in one step, so the agent never counts as
+                // available in between).
+                let until = now.saturating_add(wrap_up);
+                let mut armed = None;
+                self.update_agent(agent, |a| {
+                    if let Some(p) = a.calls.iter().position(|c| *c == call) {
+                        a.calls.swap_remove(p);
+                    }
+                    if a.wrap_up_until.is_none_or(|u| u < until) {
+                        a.wrap_up_until = Some(until);
+                        armed = Some(a.id.clone());
+                    }
+                });
+                if let Some(agent) = armed {
+                    out.push(Output::StartTimer {
+                        timer: Timer::WrapUpEnd { agent },
+                        at: until,
+                    });
+                }
             }
             None => {}
         }
@@ -1394,6 +1473,7 @@ impl Orchestrator {
             let verdict = match m.status {
                 Status::Offline => V::Offline,
                 Status::Paused => V::Paused,
+                Status::WrapUp => V::WrapUp,
                 _ if w.ringing.contains(&m.agent) => V::Ringing,
                 Status::Full => V::AtCapacity {
                     calls: m.calls,

@@ -642,6 +642,9 @@ fn arb_input() -> impl proptest::strategy::Strategy<Value = Input> {
             why: OfferFailure::NoAnswer
         }),
         call.clone().prop_map(|call| Input::CallEnded { call }),
+        agent
+            .clone()
+            .prop_map(|agent| Input::Timer(Timer::WrapUpEnd { agent })),
         (call.clone(), agent)
             .prop_map(|(call, agent)| Input::Timer(Timer::RingTimeout { call, agent })),
         call.prop_map(|call| Input::Timer(Timer::Retry { call })),
