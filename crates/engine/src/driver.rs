@@ -175,6 +175,11 @@ impl Driver {
         }
     }
 
+    /// The driver clock as the call machines take it.
+    fn millis(&self) -> Millis {
+        Millis(self.now())
+    }
+
     fn now(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
     }
@@ -185,10 +190,9 @@ impl Driver {
             tokio::select! {
                 ev = self.rx.recv() => match ev {
                     Ok(e) => {
-                        let id = e.id;
-                        let payload = e.payload.clone();
-                        drop(e);
-                        self.on_event(id, payload).await;
+                        // Moves the envelope out when it is ours alone (no copy).
+                        let env = e.into_envelope();
+                        self.on_event(env.id, env.payload).await;
                     }
                     Err(RecvError::Lagged(n)) => debug!(missed = n, "telemetry shed"),
                     Err(RecvError::Closed) => break,
@@ -311,6 +315,7 @@ impl Driver {
         agent: AgentId,
         contact: SmolStr,
     ) {
+        let now = self.millis();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -319,7 +324,6 @@ impl Driver {
             .get(&c.queue)
             .is_some_and(|q| q.strategy.rings_several());
         if !defer && matches!(c.sm.state(), CallState::Queued { .. }) {
-            let now = Millis(self.origin.elapsed().as_millis() as u64);
             match c.sm.handle(
                 CallInput::Offer {
                     agent: agent.clone(),
@@ -373,7 +377,7 @@ impl Driver {
 
     /// Feeds a call machine and executes its actions.
     async fn call_input(&mut self, cause: Option<EventId>, call: CallId, input: CallInput) {
-        let now = Millis(self.origin.elapsed().as_millis() as u64);
+        let now = self.millis();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -589,7 +593,7 @@ impl Driver {
             .get(&queue)
             .map(|q| q.ring_timeout_ms)
             .unwrap_or(15_000);
-        let now = Millis(self.origin.elapsed().as_millis() as u64);
+        let now = self.millis();
         let config = CallConfig {
             // The orchestrator times rings; this is a backstop.
             ring_timeout_ms: ring_timeout_ms + 5_000,
@@ -971,10 +975,10 @@ impl Driver {
 
     /// When every leg is gone: finish the call machine, write the record, free media.
     async fn maybe_finish(&mut self, cause: Option<EventId>, call: CallId) {
+        let now = self.millis();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let now = Millis(self.origin.elapsed().as_millis() as u64);
         if !c.customer_alive
             && !c.agent_alive
             && matches!(c.sm.state(), CallState::Terminating { .. })
