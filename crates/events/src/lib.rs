@@ -175,7 +175,8 @@ impl EngineEvent {
                 | SessionEvent::Terminated { call, .. }
                 | SessionEvent::HoldChanged { call, .. }
                 | SessionEvent::TransferRequested { call, .. }
-                | SessionEvent::DtmfReceived { call, .. } => Some(*call),
+                | SessionEvent::DtmfReceived { call, .. }
+                | SessionEvent::DialogProbed { call, .. } => Some(*call),
                 SessionEvent::TransactionTimedOut { call, .. } => *call,
                 SessionEvent::Registered { .. }
                 | SessionEvent::Unregistered { .. }
@@ -189,7 +190,8 @@ impl EngineEvent {
                 | session::SessionCommand::Cancel { call, .. }
                 | session::SessionCommand::Hangup { call, .. }
                 | session::SessionCommand::SetHold { call, .. }
-                | session::SessionCommand::Refer { call, .. } => Some(*call),
+                | session::SessionCommand::Refer { call, .. }
+                | session::SessionCommand::ProbeDialog { call, .. } => Some(*call),
                 session::SessionCommand::Probe { .. } => None,
             },
             Media(e) => Some(match e {

@@ -123,6 +123,19 @@ pub enum SessionEvent {
         /// The request method (`INVITE`, `BYE`, `OPTIONS`…).
         method: SmolStr,
     },
+    /// Result of an in-dialog OPTIONS probe ([`SessionCommand::ProbeDialog`]). A dialog
+    /// the far end no longer knows (481, 408 or no answer at all) is dead: a
+    /// [`SessionEvent::Terminated`] for it follows at once.
+    DialogProbed {
+        /// The call.
+        call: CallId,
+        /// The dialog probed.
+        session: SessionId,
+        /// Whether the far end still has the dialog.
+        alive: bool,
+        /// The final status it answered, if it answered.
+        status: Option<u16>,
+    },
     /// Result of an OPTIONS probe to a contact (reconciliation keepalive).
     ContactProbed {
         /// The agent.
@@ -146,7 +159,8 @@ impl SessionEvent {
             | Registered { .. }
             | Unregistered { .. }
             | AuthenticationFailed { .. }
-            | TransactionTimedOut { .. } => Priority::Critical,
+            | TransactionTimedOut { .. }
+            | DialogProbed { .. } => Priority::Critical,
             HoldChanged { .. } | TransferRequested { .. } | DtmfReceived { .. } => Priority::High,
             Ringing { .. } => Priority::Normal,
             ContactProbed { .. } => Priority::Low,
@@ -223,6 +237,14 @@ pub enum SessionCommand {
         /// Refer-To target.
         target: SmolStr,
     },
+    /// Check that the far end still has an established dialog: OPTIONS inside the
+    /// dialog (reconciliation of lost BYEs). Answered by [`SessionEvent::DialogProbed`].
+    ProbeDialog {
+        /// The call.
+        call: CallId,
+        /// The dialog.
+        session: SessionId,
+    },
     /// Probe a contact with OPTIONS.
     Probe {
         /// The agent.
@@ -240,7 +262,7 @@ impl SessionCommand {
             Answer { .. } | Reject { .. } | Invite { .. } | Cancel { .. } | Hangup { .. } => {
                 Priority::Critical
             }
-            SetHold { .. } | Refer { .. } => Priority::High,
+            SetHold { .. } | Refer { .. } | ProbeDialog { .. } => Priority::High,
             Probe { .. } => Priority::Low,
         }
     }

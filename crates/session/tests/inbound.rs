@@ -564,3 +564,84 @@ async fn shutdown_ends_live_calls() {
         }
     );
 }
+
+#[tokio::test]
+async fn dialog_probe_alive_then_lost() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    answer(&mut env, &mut caller, call, session).await;
+    caller.ack(1).await;
+    caller.sync().await;
+
+    // The phone still has the dialog: 200 to the in-dialog OPTIONS.
+    let id = env
+        .command(SessionCommand::ProbeDialog { call, session })
+        .await;
+    let probe = caller
+        .ua
+        .recv_where(|m| m.method() == Some("OPTIONS"))
+        .await;
+    assert_eq!(probe.h("Call-ID"), caller.call_id, "sent in the dialog");
+    assert_eq!(
+        probe.from_tag(),
+        param_of(caller.remote_to.as_deref().unwrap(), "tag")
+    );
+    caller
+        .ua
+        .send(&response_to(&probe, 200, "OK", None).build())
+        .await;
+    let got = env.event().await;
+    assert_eq!(
+        got.event,
+        SessionEvent::DialogProbed {
+            call,
+            session,
+            alive: true,
+            status: Some(200)
+        }
+    );
+    assert_eq!(got.causation, Some(id));
+    assert!(env.event_within(Duration::from_millis(100)).await.is_none());
+
+    // The phone hung up and its BYE was lost: it answers 481 now, and the leg ends.
+    env.command(SessionCommand::ProbeDialog { call, session })
+        .await;
+    let probe = caller
+        .ua
+        .recv_where(|m| m.method() == Some("OPTIONS"))
+        .await;
+    assert_eq!(probe.cseq().1, "OPTIONS");
+    caller
+        .ua
+        .send(&response_to(&probe, 481, "Call/Transaction Does Not Exist", None).build())
+        .await;
+    let got = env.event().await;
+    assert_eq!(
+        got.event,
+        SessionEvent::DialogProbed {
+            call,
+            session,
+            alive: false,
+            status: Some(481)
+        }
+    );
+    let got = env.event().await;
+    match got.event {
+        SessionEvent::Terminated {
+            call: c,
+            session: s,
+            cause: HangupCause::Failure { detail },
+        } => {
+            assert_eq!((c, s), (call, session));
+            assert!(detail.contains("481"), "{detail}");
+        }
+        other => panic!("expected Terminated, got {other:?}"),
+    }
+    // The leg is gone: probing again does nothing.
+    env.command(SessionCommand::ProbeDialog { call, session })
+        .await;
+    assert!(env.event_within(Duration::from_millis(150)).await.is_none());
+    assert!(caller.ua.recv_within(Duration::from_millis(100)).await.is_none());
+    env.shutdown().await;
+}

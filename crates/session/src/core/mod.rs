@@ -115,6 +115,11 @@ enum Owner {
         contact: String,
         cause: EventId,
     },
+    /// An in-dialog OPTIONS checking that the far end still has the dialog.
+    DialogProbe {
+        session: SessionId,
+        cause: EventId,
+    },
     /// Fire and forget (a BYE of a leg already reported ended).
     Detached,
 }
@@ -385,6 +390,9 @@ impl Core {
             SessionCommand::Hangup { call, session } => self.cmd_hangup(call, session, id),
             SessionCommand::Probe { agent, contact } => {
                 self.cmd_probe(agent, contact.to_string(), id)
+            }
+            SessionCommand::ProbeDialog { call, session } => {
+                self.cmd_probe_dialog(call, session, id)
             }
             SessionCommand::SetHold { call, session, .. }
             | SessionCommand::Refer { call, session, .. } => {

@@ -434,6 +434,9 @@ impl Core {
                     cause,
                 },
             ) => self.probed(agent, contact, false, Some(cause)),
+            (_, Owner::DialogProbe { session, cause }) => {
+                self.dialog_probed(session, false, None, cause)
+            }
             (m, _) => debug!(method = %m, key, "client transaction timed out"),
         }
     }
@@ -719,6 +722,13 @@ impl Core {
                     cause,
                 },
             ) => self.probed(agent, contact, true, Some(cause)),
+            (_, Owner::DialogProbe { session, cause }) => {
+                // RFC 3261 12.2.2: a request in a dialog the far end does not know gets
+                // 481; 408 means it could not be delivered. Anything else (200, 405,
+                // 501…) came from the dialog's peer: it is alive.
+                let alive = !matches!(resp.status, 481 | 408);
+                self.dialog_probed(session, alive, Some(resp.status), cause);
+            }
             (m, _) => debug!(method = %m, status = resp.status, "request completed"),
         }
     }
@@ -794,6 +804,11 @@ impl Core {
 
     /// Sends a BYE in the leg's dialog.
     pub(super) fn send_bye(&mut self, sid: SessionId, owner: Owner) {
+        self.send_in_dialog(sid, Method::Bye, owner);
+    }
+
+    /// Sends a request (BYE, OPTIONS) in the leg's dialog.
+    fn send_in_dialog(&mut self, sid: SessionId, method: Method, owner: Owner) {
         let Some(leg) = self.legs.get_mut(&sid) else {
             return;
         };
@@ -816,7 +831,8 @@ impl Core {
         };
         let branch = new_branch();
         let via = self.via(peer, &branch);
-        let mut b = SipBuf::request("BYE", &target)
+        let name = method.to_string();
+        let mut b = SipBuf::request(&name, &target)
             .header("Via", via)
             .header("Max-Forwards", 70);
         for r in &routes {
@@ -826,10 +842,10 @@ impl Core {
             .header("From", local)
             .header("To", remote)
             .header("Call-ID", cid)
-            .header("CSeq", format!("{cseq} BYE"))
+            .header("CSeq", format!("{cseq} {name}"))
             .header("User-Agent", &self.cfg.user_agent)
             .finish(None);
-        self.start_client(&branch, Method::Bye, req, peer, owner);
+        self.start_client(&branch, method, req, peer, owner);
     }
 
     /// Sends the CANCEL of the leg's INVITE (RFC 3261 9.1).
@@ -976,6 +992,65 @@ impl Core {
                 cause,
             },
         );
+    }
+
+    pub(super) fn cmd_probe_dialog(&mut self, call: CallId, session: SessionId, id: EventId) {
+        let Some(leg) = self.legs.get(&session) else {
+            // Already gone: the Terminated was (or is being) reported.
+            debug!(%call, %session, "ProbeDialog for an unknown or ended session; ignored");
+            return;
+        };
+        if leg.call != call {
+            warn!(%call, %session, "ProbeDialog for a session of another call; ignored");
+            return;
+        }
+        if leg.state != LegState::Confirmed {
+            // Not established (or already ending): nothing to check.
+            debug!(%call, %session, state = ?leg.state, "ProbeDialog of a dialog not established; ignored");
+            return;
+        }
+        debug!(%call, %session, "probing dialog (OPTIONS)");
+        self.send_in_dialog(
+            session,
+            Method::Options,
+            Owner::DialogProbe { session, cause: id },
+        );
+    }
+
+    fn dialog_probed(
+        &mut self,
+        session: SessionId,
+        alive: bool,
+        status: Option<u16>,
+        cause: EventId,
+    ) {
+        let Some(leg) = self.legs.get(&session) else {
+            return;
+        };
+        let call = leg.call;
+        // A BYE may have crossed the probe: only an established dialog can be lost.
+        let established = leg.state == LegState::Confirmed;
+        self.emit(
+            SessionEvent::DialogProbed {
+                call,
+                session,
+                alive,
+                status,
+            },
+            Some(cause),
+        );
+        if !alive && established {
+            warn!(%call, %session, ?status, "dialog lost by the far end (its BYE never arrived): ending the leg");
+            let detail = match status {
+                Some(code) => SmolStr::new(format!("dialog lost ({code} to OPTIONS)")),
+                None => SmolStr::new_static("dialog lost (no answer to OPTIONS)"),
+            };
+            self.finish_leg(
+                session,
+                End::Terminated(HangupCause::Failure { detail }),
+                Some(cause),
+            );
+        }
     }
 
     fn probed(&mut self, agent: AgentId, contact: String, reachable: bool, cause: Option<EventId>) {
