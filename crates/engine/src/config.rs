@@ -20,6 +20,8 @@
 //! id = "alice"
 //! password = "alice-secret"
 //! queues = ["support"]
+//! [reconciler]
+//! interval_secs = 30                # lost BYEs and unreachable phones are found this often
 //! ```
 //!
 //! Every error names the offending key and its line.
@@ -115,6 +117,20 @@ pub struct AgentSection {
     pub max_calls: u16,
 }
 
+/// The reconciler: the periodic check that repairs agent and call states the engine
+/// lost track of (lost BYEs, unreachable phones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcilerSection {
+    /// Seconds between passes (1-3600; default 30).
+    pub interval_secs: u32,
+}
+
+impl Default for ReconcilerSection {
+    fn default() -> Self {
+        Self { interval_secs: 30 }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -128,6 +144,8 @@ pub struct Config {
     pub queues: Vec<QueueSection>,
     /// Agents.
     pub agents: Vec<AgentSection>,
+    /// The reconciler.
+    pub reconciler: ReconcilerSection,
 }
 
 // --- raw, as written -------------------------------------------------------------------
@@ -142,6 +160,15 @@ struct RawConfig {
     queue: Vec<RawQueue>,
     #[serde(default)]
     agent: Vec<RawAgent>,
+    #[serde(default)]
+    reconciler: Option<RawReconciler>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReconciler {
+    #[serde(default)]
+    interval_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -455,12 +482,27 @@ impl Config {
             });
         }
 
+        let mut reconciler = ReconcilerSection::default();
+        if let Some(t) = raw
+            .reconciler
+            .as_ref()
+            .and_then(|r| r.interval_secs.as_ref())
+        {
+            reconciler.interval_secs = u32::try_from(*t.get_ref())
+                .ok()
+                .filter(|t| (1..=3600).contains(t))
+                .ok_or_else(|| {
+                    cx.err("reconciler.interval_secs", t, "must be between 1 and 3600")
+                })?;
+        }
+
         Ok(Config {
             sip: SipConfig { udp, tcp, domain },
             media: MediaConfig { address, rtp_ports },
             store_url: url,
             queues,
             agents,
+            reconciler,
         })
     }
 
@@ -540,6 +582,19 @@ mod tests {
         assert_eq!(e.line, Some(line), "{e}");
         assert!(e.to_string().contains(key), "{e}");
         assert!(e.to_string().contains(&format!("line {line}")), "{e}");
+    }
+
+    #[test]
+    fn reconciler_interval_is_checked_and_optional() {
+        assert_eq!(parse(DEMO).unwrap().reconciler.interval_secs, 30);
+        let with = format!("{DEMO}\n[reconciler]\ninterval_secs = 5\n");
+        assert_eq!(parse(&with).unwrap().reconciler.interval_secs, 5);
+        let lines = DEMO.lines().count();
+        let bad = format!("{DEMO}\n[reconciler]\ninterval_secs = 0\n");
+        expect_err(&bad, "reconciler.interval_secs", lines + 3);
+        let bad = format!("{DEMO}\n[reconciler]\ninterval = 5\n");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.message.contains("interval"), "{e}");
     }
 
     #[test]

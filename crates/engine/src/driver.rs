@@ -5,8 +5,9 @@
 
 use call_engine_bus::{EventBus, EventId, Filter, Publisher, Receiver, RecvError, TopicSet};
 use call_engine_events::{
-    topics, AgentId, AudioSource, CallId, Disposition, EngineEvent, HangupCause, IdAllocator, Leg,
-    MediaCommand, MediaEvent, Party, QueueId, Sdp, SessionCommand, SessionEvent, SessionId, Side,
+    topics, AgentEvent, AgentId, AudioSource, CallId, Disposition, EngineEvent, HangupCause,
+    IdAllocator, Leg, MediaCommand, MediaEvent, Party, QueueId, Sdp, SessionCommand, SessionEvent,
+    SessionId, Side,
 };
 use call_engine_orchestrator::{self as orch, Orchestrator, Output};
 use call_engine_state::{Call, CallAction, CallConfig, CallInput, CallState, CallTimer, Millis};
@@ -117,6 +118,10 @@ pub struct Driver {
     max_calls: usize,
     origin: Instant,
     origin_unix_ms: u64,
+    /// Every configured agent, for the reconciler.
+    agents: Vec<AgentId>,
+    /// How often the reconciler runs (`None`: never).
+    reconcile_every: Option<std::time::Duration>,
 }
 
 /// Retry-After (seconds) sent with 503 when the engine is full.
@@ -150,6 +155,7 @@ impl Driver {
         max_calls: usize,
     ) -> Self {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let agent_ids = agents.iter().map(|a| a.id.clone()).collect();
         let orch = Orchestrator::new(queues.values().map(|(c, _)| c.clone()).collect(), agents);
         let rx = bus.subscribe(Filter::topics(TopicSet::of(&[
             topics::SESSION_EVENTS,
@@ -172,7 +178,19 @@ impl Driver {
             max_calls,
             origin: Instant::now(),
             origin_unix_ms: unix_ms(),
+            agents: agent_ids,
+            reconcile_every: None,
         }
+    }
+
+    /// Runs the reconciler every `every`: established dialogs are probed in-dialog
+    /// (a lost BYE is found and the call torn down), agents' contacts are probed with
+    /// OPTIONS (an unreachable phone is not rung), and the orchestrator's idea of each
+    /// agent's calls is checked against the calls alive here. Every repair is published
+    /// as [`AgentEvent::Repaired`] (and so logged in the store).
+    pub fn with_reconciler(mut self, every: std::time::Duration) -> Self {
+        self.reconcile_every = Some(every);
+        self
     }
 
     /// The driver clock as the call machines take it.
@@ -186,8 +204,15 @@ impl Driver {
 
     /// Runs until the bus closes.
     pub async fn run(mut self) {
+        // The reconciler's tick (a long period when it is off: the arm never fires).
+        let period = self
+            .reconcile_every
+            .unwrap_or(std::time::Duration::from_secs(86_400 * 365));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = tick.tick(), if self.reconcile_every.is_some() => self.reconcile().await,
                 ev = self.rx.recv() => match ev {
                     Ok(e) => {
                         // Moves the envelope out when it is ours alone (no copy).
@@ -250,6 +275,89 @@ impl Driver {
             TimerKey::Orch(t) => self.orch_input(None, orch::Input::Timer(t)).await,
             TimerKey::Call(call, t) => self.call_input(None, call, CallInput::Timer(t)).await,
         }
+    }
+
+    /// One reconciler pass (see [`Driver::with_reconciler`]).
+    async fn reconcile(&mut self) {
+        // 1. Established dialogs: does the far end still have them? (A phone whose BYE
+        // was lost answers 481; the session adapter then ends the leg, and the usual
+        // teardown frees the agent.)
+        let mut legs = Vec::new();
+        for (call, c) in &self.calls {
+            if c.ending {
+                continue;
+            }
+            if c.customer_alive {
+                legs.push((*call, c.customer));
+            }
+            if let (Some((_, s)), true) = (&c.connected, c.agent_alive) {
+                legs.push((*call, *s));
+            }
+        }
+        for (call, session) in legs {
+            self.send(
+                None,
+                EngineEvent::SessionCommand(SessionCommand::ProbeDialog { call, session }),
+            )
+            .await;
+        }
+        // 2. Registered contacts: still reachable?
+        let probes: Vec<(AgentId, SmolStr)> = self
+            .contacts
+            .iter()
+            .flat_map(|(a, list)| list.iter().map(move |c| (a.clone(), c.clone())))
+            .collect();
+        for (agent, contact) in probes {
+            self.send(
+                None,
+                EngineEvent::SessionCommand(SessionCommand::Probe { agent, contact }),
+            )
+            .await;
+        }
+        // 3. The orchestrator's calls per agent against the calls alive here.
+        let agents = self.agents.clone();
+        for agent in agents {
+            for call in self.orch.agent_calls(&agent) {
+                let input = match self.calls.get(&call) {
+                    None => Some((
+                        orch::Input::CallEnded { call },
+                        format!("held by call {call}, which no longer exists: released"),
+                    )),
+                    Some(c) => {
+                        let involved = c.offers.values().any(|a| *a == agent)
+                            || c.pending_rings.iter().any(|(a, _)| *a == agent)
+                            || c.connected.as_ref().is_some_and(|(a, _)| *a == agent);
+                        (!involved).then(|| {
+                            (
+                                orch::Input::OfferFailed {
+                                    call,
+                                    agent: agent.clone(),
+                                    why: orch::OfferFailure::Failed,
+                                },
+                                format!("reserved for call {call} without ringing it: released"),
+                            )
+                        })
+                    }
+                };
+                if let Some((input, detail)) = input {
+                    self.repaired(None, &agent, detail).await;
+                    self.orch_input(None, input).await;
+                }
+            }
+        }
+    }
+
+    /// Logs and publishes a repair the reconciler made.
+    async fn repaired(&self, cause: Option<EventId>, agent: &AgentId, detail: String) {
+        warn!(%agent, %detail, "reconciler repaired an agent state");
+        self.send(
+            cause,
+            EngineEvent::Agent(AgentEvent::Repaired {
+                agent: agent.clone(),
+                detail: detail.into(),
+            }),
+        )
+        .await;
     }
 
     /// Feeds the orchestrator and executes its decisions.
@@ -520,6 +628,63 @@ impl Driver {
                 session,
                 cause: why,
             } => self.terminated(cause, call, session, why).await,
+            SessionEvent::DialogProbed {
+                call,
+                session,
+                alive: false,
+                status,
+            } => {
+                // The Terminated that follows tears the call down as usual; record the
+                // repair against the agent the lost dialog held.
+                let agent = self.calls.get(&call).and_then(|c| {
+                    c.connected
+                        .as_ref()
+                        .filter(|(_, s)| *s == session)
+                        .map(|(a, _)| a.clone())
+                });
+                let leg = if agent.is_some() { "agent" } else { "customer" };
+                warn!(%call, %session, ?status, leg, "dialog lost by the far end: its BYE never arrived");
+                if let Some(c) = self.calls.get(&call) {
+                    let agent = agent.or_else(|| c.connected.as_ref().map(|(a, _)| a.clone()));
+                    if let Some(agent) = agent {
+                        self.repaired(
+                            cause,
+                            &agent,
+                            format!("call {call}: the {leg} leg was gone without a BYE (status {status:?}): call ended"),
+                        )
+                        .await;
+                    }
+                }
+            }
+            SessionEvent::ContactProbed {
+                agent,
+                contact,
+                reachable: false,
+            } => {
+                // An unreachable phone is not rung: treated as unregistered until it
+                // registers again.
+                let known = self
+                    .contacts
+                    .get(&agent)
+                    .is_some_and(|l| l.contains(&contact));
+                if known {
+                    self.repaired(
+                        cause,
+                        &agent,
+                        format!("contact {contact} does not answer OPTIONS: not rung until it registers again"),
+                    )
+                    .await;
+                    let latest = self.contacts.get_mut(&agent).and_then(|list| {
+                        list.retain(|c| *c != contact);
+                        list.first().cloned()
+                    });
+                    let input = match latest {
+                        Some(contact) => orch::Input::AgentOnline { agent, contact },
+                        None => orch::Input::AgentOffline { agent },
+                    };
+                    self.orch_input(cause, input).await;
+                }
+            }
             SessionEvent::HoldChanged { call, on_hold, .. } => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.held = on_hold;

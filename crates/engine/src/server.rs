@@ -2,8 +2,8 @@
 
 use crate::config::{Config, Moh};
 use crate::driver::{CallRecord, Driver, QueueSettings};
-use call_engine_bus::{EventBus, EventBusConfig};
-use call_engine_events::{AgentId, AudioSource, EngineEvent, IdAllocator, QueueId};
+use call_engine_bus::{EventBus, EventBusConfig, Filter, Receiver, RecvError, TopicSet};
+use call_engine_events::{topics, AgentId, AudioSource, EngineEvent, IdAllocator, QueueId};
 use call_engine_media::{MediaAdapter, MediaConfig, MohSource};
 use call_engine_orchestrator as orch;
 use call_engine_session::{SessionAdapter, SessionConfig};
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,33 @@ pub struct Engine {
     store: Store,
     driver: JoinHandle<()>,
     recorder: JoinHandle<()>,
+    logger: JoinHandle<()>,
+}
+
+/// Appends every call, agent and queue event to the store's event log, in batches, until
+/// the bus closes. A failed write is retried once, then reported (the engine goes on).
+async fn log_events(store: Store, mut rx: Receiver<EngineEvent>) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        batch.clear();
+        match rx.recv_batch(&mut batch).await {
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => {
+                // Only Low-priority events can be shed; none of the logged ones are Low.
+                warn!(missed = n, "event log lagged");
+                continue;
+            }
+            Err(RecvError::Closed) => break,
+        }
+        let mut result = store.append_events(batch.iter().map(|e| &**e)).await;
+        if result.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            result = store.append_events(batch.iter().map(|e| &**e)).await;
+        }
+        if let Err(e) = result {
+            error!(error = %e, events = batch.len(), "events not appended to the event log");
+        }
+    }
 }
 
 fn to_cdr(r: CallRecord) -> Cdr {
@@ -173,7 +200,17 @@ impl Engine {
         // capacity. Beyond it new calls get 503 + Retry-After instead of failing later.
         let ports = usize::from(config.media.rtp_ports.end() - config.media.rtp_ports.start()) + 1;
         let max_calls = (ports / 2 / 2).max(1);
-        let driver = Driver::new(bus.clone(), ids, queues, agents, records_tx, max_calls);
+        // Subscribed before anything runs, so the log misses nothing.
+        let log_rx = bus.subscribe(Filter::topics(TopicSet::of(&[
+            topics::CALL_EVENTS,
+            topics::AGENT_EVENTS,
+            topics::QUEUE_EVENTS,
+        ])));
+        let logger = tokio::spawn(log_events(store.clone(), log_rx));
+        let driver = Driver::new(bus.clone(), ids, queues, agents, records_tx, max_calls)
+            .with_reconciler(Duration::from_secs(u64::from(
+                config.reconciler.interval_secs,
+            )));
         let driver = tokio::spawn(driver.run());
         let recorder_store = store.clone();
         let recorder = tokio::spawn(async move {
@@ -197,6 +234,7 @@ impl Engine {
             store,
             driver,
             recorder,
+            logger,
         })
     }
 
@@ -230,6 +268,7 @@ impl Engine {
         self.bus.close();
         let _ = self.driver.await;
         let _ = self.recorder.await;
+        let _ = self.logger.await;
         self.store.close().await;
         info!("call-engine stopped");
     }

@@ -3,7 +3,9 @@
 //! Timeouts are safety nets only; nothing asserts on speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use call_engine::config::{AgentSection, Config, MediaConfig, Moh, QueueSection, SipConfig};
+use call_engine::config::{
+    AgentSection, Config, MediaConfig, Moh, QueueSection, ReconcilerSection, SipConfig,
+};
 use call_engine::Engine;
 use call_engine_events::{AgentId, Disposition, Side};
 use call_engine_orchestrator::Strategy;
@@ -75,6 +77,7 @@ fn config(
                 max_calls: 1,
             })
             .collect(),
+        reconciler: ReconcilerSection::default(),
     }
 }
 
@@ -658,5 +661,76 @@ async fn overload_gets_503_with_retry_after() {
     let mut d4 = c4.call("support", 0).await.expect("admitted again");
     assert_eq!(c4.bye(&mut d4).await, 200);
     assert_eq!(c2.bye(&mut d2).await, 200);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bye_is_found_by_the_reconciler_and_the_agent_is_free_again() {
+    let db = temp_db("lostbye");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.reconciler.interval_secs = 1;
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut alice = agent(&engine, "alice").await;
+
+    let mut c1 = customer(&engine, "8001").await;
+    let call = tokio::spawn(async move {
+        let d = c1.call("support", 0).await;
+        (c1, d)
+    });
+    let a1 = alice.answer(0, WAIT).await.expect("alice rung");
+    let (mut c1, d1) = call.await.unwrap();
+    let d1 = d1.expect("answered");
+
+    // Alice hangs up, but her BYE is lost on the way: the engine never hears it.
+    alice.lose_dialog(&a1);
+    // Within the reconciler's interval the engine probes the dialog, alice's phone
+    // answers 481, and the engine ends the call: the customer gets the BYE.
+    let (bye, _) = tokio::join!(
+        c1.expect_request(&d1.call_id, "BYE", Duration::from_secs(5)),
+        alice.recv_where(Duration::from_secs(3), |_| false)
+    );
+    assert!(
+        bye.is_some(),
+        "the customer's leg is ended after the lost BYE"
+    );
+
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0].disposition, Disposition::Answered);
+    assert_eq!(cdrs[0].hung_up_by, Side::Agent);
+    assert!(
+        cdrs[0].hangup_cause.contains("481"),
+        "{}",
+        cdrs[0].hangup_cause
+    );
+
+    // The repair is in the event log, against alice.
+    let mut repaired = Vec::new();
+    for _ in 0..100 {
+        repaired = engine
+            .store()
+            .events_of(AgentId::new("alice").correlation())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "agent.repaired")
+            .collect();
+        if !repaired.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(repaired.len(), 1, "one repair logged");
+
+    // And alice is available again: the next call rings her.
+    let mut c2 = customer(&engine, "8002").await;
+    let call = tokio::spawn(async move {
+        let d = c2.call("support", 0).await;
+        (c2, d)
+    });
+    let mut a2 = alice.answer(0, WAIT).await.expect("alice rung again");
+    let (_c2, d2) = call.await.unwrap();
+    d2.expect("call 2 answered");
+    assert_eq!(alice.bye(&mut a2).await, 200);
     engine.shutdown().await;
 }

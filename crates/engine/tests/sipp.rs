@@ -10,7 +10,9 @@
 //! Timeouts are safety nets only; nothing asserts on speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use call_engine::config::{AgentSection, Config, MediaConfig, Moh, QueueSection, SipConfig};
+use call_engine::config::{
+    AgentSection, Config, MediaConfig, Moh, QueueSection, ReconcilerSection, SipConfig,
+};
 use call_engine::Engine;
 use call_engine_bus::Filter;
 use call_engine_events::{topics, AgentId, Disposition, EngineEvent, Leg, MediaEvent, Side};
@@ -157,6 +159,7 @@ impl Harness {
                     max_calls: 1,
                 })
                 .collect(),
+            reconciler: ReconcilerSection::default(),
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

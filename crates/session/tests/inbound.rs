@@ -642,6 +642,10 @@ async fn dialog_probe_alive_then_lost() {
     env.command(SessionCommand::ProbeDialog { call, session })
         .await;
     assert!(env.event_within(Duration::from_millis(150)).await.is_none());
-    assert!(caller.ua.recv_within(Duration::from_millis(100)).await.is_none());
+    assert!(caller
+        .ua
+        .recv_within(Duration::from_millis(100))
+        .await
+        .is_none());
     env.shutdown().await;
 }

@@ -258,6 +258,8 @@ pub struct Phone {
     pub rtp_addr: SocketAddr,
     backlog: VecDeque<(SipMsg, SocketAddr)>,
     cseq: u32,
+    /// Call-IDs of dialogs this phone hung up on without its BYE reaching the engine.
+    lost: std::collections::HashSet<String>,
 }
 
 /// Default wait for anything.
@@ -279,6 +281,7 @@ impl Phone {
             rtp,
             backlog: VecDeque::new(),
             cseq: 1,
+            lost: std::collections::HashSet::new(),
         }
     }
 
@@ -361,9 +364,42 @@ impl Phone {
                 if pred(&m) {
                     return Some((m, from));
                 }
+                if self.auto_answer(&m, from).await {
+                    continue;
+                }
                 self.backlog.push_back((m, from));
             }
         }
+    }
+
+    /// What a real phone does on its own while the script waits for something else:
+    /// OPTIONS get 200 (keepalive probes, in or out of a dialog), and any request in a
+    /// dialog the phone has lost (see [`Phone::lose_dialog`]) gets 481. True when `m`
+    /// was answered here.
+    async fn auto_answer(&mut self, m: &SipMsg, from: SocketAddr) -> bool {
+        let Some(method) = m.method() else {
+            return false;
+        };
+        if method == "ACK" {
+            return false;
+        }
+        if self.lost.contains(&m.call_id()) {
+            self.respond(m, from, 481, "Call/Transaction Does Not Exist", "", None)
+                .await;
+            return true;
+        }
+        if method == "OPTIONS" {
+            self.respond(m, from, 200, "OK", &rand_token(), None).await;
+            return true;
+        }
+        false
+    }
+
+    /// Forgets dialog `d` as if the phone had hung up and its BYE had been lost on the
+    /// way: nothing is sent; from now on requests in that dialog get 481 (RFC 3261
+    /// 12.2.2), as a real phone answers for a call it no longer has.
+    pub fn lose_dialog(&mut self, d: &Dialog) {
+        self.lost.insert(d.call_id.clone());
     }
 
     /// The next message of any kind.
