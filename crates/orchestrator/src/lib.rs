@@ -78,6 +78,11 @@ pub use config::{
 };
 pub use explain::{Candidate, Decision, Outcome, Verdict};
 
+pub mod rules;
+pub use rules::{
+    parse_skills_header, BusinessHours, BusinessHoursError, CallerPattern, CallerPatternError,
+    CallerRule, CallerRules, CallerVerdict, SkillsHeaderError, Weekday,
+};
 pub mod stats;
 pub use stats::{
     erlang_c, erlang_c_expected_wait, estimate_wait_s, AgentStatsSnapshot, AgentsByState,
