@@ -639,7 +639,7 @@ pub enum BusinessHoursError {
 ///
 /// ```text
 /// mon-fri 08:00-12:00 13:00-18:00
-/// sat 09:00-12:00      # comments after '#'
+/// sat 09:00-12:00      # a comment runs to the end of the line
 /// ```
 ///
 /// - days: `mon` … `sun` (or full names, any case), ranges `mon-fri` (wrapping:
@@ -690,8 +690,11 @@ impl BusinessHours {
     /// Parses a schedule (see the type's documentation), UTC, no closed dates.
     pub fn parse(schedule: &str) -> Result<Self, BusinessHoursError> {
         let mut h = Self::new();
-        for line in schedule.split(['\n', ';']) {
-            let line = line.split('#').next().unwrap_or("").trim();
+        let lines = schedule
+            .lines()
+            .flat_map(|l| l.split('#').next().unwrap_or("").split(';'));
+        for line in lines {
+            let line = line.trim();
             if line.is_empty() {
                 continue;
             }

@@ -399,6 +399,10 @@ fn parse_schedule() {
     assert_eq!(h.intervals(Weekday::Sat), &[(600, 720), (1200, 1440)]);
     assert_eq!(h.intervals(Weekday::Thu), &[(480, 720), (780, 1080)]);
     assert_eq!(h.utc_offset_minutes(), 0);
+    // A comment may contain `;`.
+    let c = BusinessHours::parse("sat 09:00-12:00 # half day; usually\r\nsun 10:00-11:00").unwrap();
+    assert_eq!(c.intervals(Weekday::Sat), &[(540, 720)]);
+    assert_eq!(c.intervals(Weekday::Sun), &[(600, 660)]);
     let d = BusinessHours::parse("daily 00:00-24:00").unwrap();
     assert_eq!(d, BusinessHours::always_open());
     assert_eq!("".parse::<BusinessHours>().unwrap(), BusinessHours::new());

@@ -138,6 +138,15 @@ proptest! {
                     prop_assert!(v.is_finite() && v >= 0.0);
                 }
             }
+            for r in [s.window.abandon_rate, s.window.service_level, s.window.service_level_with_abandons,
+                      s.window.service_level_excluding_short_abandons, s.total.service_level].into_iter().flatten() {
+                prop_assert!(r <= 1.0);
+            }
+            prop_assert!(s.window.offered <= s.total.offered);
+            prop_assert!(s.window.answered <= s.total.answered);
+            prop_assert!(s.window.abandoned <= s.total.abandoned);
+            prop_assert!(s.window.max_wait_ms <= s.total.max_wait_ms);
+            prop_assert!(s.window.span_ms <= 60_000 && s.window.span_ms <= s.total.span_ms);
             let _ = b.ewt(&q(queue), pos, n, now);
             let _ = b.ewt(&q(queue), pos, n, u64::MAX);
         }
