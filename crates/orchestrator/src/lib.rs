@@ -78,6 +78,17 @@ pub use config::{
 };
 pub use explain::{Candidate, Decision, Outcome, Verdict};
 
+pub mod rules;
+pub use rules::{
+    parse_skills_header, BusinessHours, BusinessHoursError, CallerPattern, CallerPatternError,
+    CallerRule, CallerRules, CallerVerdict, SkillsHeaderError, Weekday,
+};
+pub mod stats;
+pub use stats::{
+    erlang_c, erlang_c_expected_wait, estimate_wait_s, AgentStatsSnapshot, AgentsByState,
+    EwtInputs, LeaveReason, PeriodStats, QueueStats, StatsBook, StatsConfig,
+};
+
 use call_engine_events::{AgentId, CallId, QueueId};
 use explain::{Cand, ExplainLog, Limits, LogRef, Names, OutcomeCode, Record, Req, NO_SLOT, V};
 use rng::SplitMix64;
