@@ -13,7 +13,9 @@ pub enum AgentStatus {
     LoggedOut,
     /// Takes calls.
     Available,
-    /// Takes calls only when explicitly offered (not by automatic routing).
+    /// Takes calls like `Available` (mod_callcenter's "Available (On Demand)"), but
+    /// is put `OnBreak { reason: "on-demand" }` automatically when a connected call of
+    /// theirs ends: one call, then the agent must make themselves available again.
     AvailableOnDemand,
     /// On a break, with a reason ("lunch", "auto: no answer"…).
     OnBreak {

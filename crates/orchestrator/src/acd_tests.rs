@@ -1219,6 +1219,14 @@ enum Op {
     Abandon(usize),
     Advance(u16),
     StaleTimer(u8, u64),
+    /// Set a status: 0 available, 1 on demand, 2 on break, 3 logged out.
+    Status(usize, u8),
+    /// Queue login: agent, queue, level, position, penalty.
+    Login(usize, u8, u8, u32, u32),
+    Logout(usize, u8),
+    CallbackRequest(usize),
+    CallbackAnswer(usize),
+    CallbackFail(usize),
 }
 
 fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -1245,8 +1253,96 @@ fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
         (0usize..8).prop_map(Op::EndConnected),
         (0usize..8).prop_map(Op::Abandon),
         (0u16..20_000).prop_map(Op::Advance),
-        (0u8..5, 1u64..30).prop_map(|(k, c)| Op::StaleTimer(k, c)),
+        (0u8..8, 1u64..30).prop_map(|(k, c)| Op::StaleTimer(k, c)),
+        (0usize..6, 0u8..4).prop_map(|(x, s)| Op::Status(x, s)),
+        (0usize..6, 0u8..3, 1u8..4, 0u32..4, 0u32..3)
+            .prop_map(|(x, qq, l, p, n)| Op::Login(x, qq, l, p, n)),
+        (0usize..6, 0u8..3).prop_map(|(x, qq)| Op::Logout(x, qq)),
+        (0usize..8).prop_map(Op::CallbackRequest),
+        (0usize..8).prop_map(Op::CallbackAnswer),
+        (0usize..8).prop_map(Op::CallbackFail),
     ]
+}
+
+/// A queue action for the property tests: hang up, or overflow to another queue
+/// (possibly itself or an unknown one).
+fn arb_action() -> impl proptest::strategy::Strategy<Value = QueueAction> {
+    prop_oneof![
+        Just(QueueAction::Hangup { prompt: None }),
+        Just(QueueAction::Hangup {
+            prompt: Some("bye".into())
+        }),
+        (0u8..4).prop_map(|i| QueueAction::Overflow {
+            queue: q(&format!("q{i}"))
+        }),
+    ]
+}
+
+/// Queue policies for the property tests.
+#[derive(Debug, Clone)]
+struct Policies {
+    max_wait: Option<(u64, QueueAction)>,
+    join_empty: Option<EmptyCondition>,
+    leave_when_empty: Option<EmptyCondition>,
+    empty_action: QueueAction,
+    max_wait_no_agent: Option<u64>,
+    max_len: Option<(u32, Option<u8>)>,
+}
+
+fn arb_policies() -> impl proptest::strategy::Strategy<Value = Policies> {
+    let cond = proptest::option::of(prop_oneof![
+        Just(EmptyCondition::NoMembers),
+        Just(EmptyCondition::NoneAvailable)
+    ]);
+    (
+        proptest::option::of((
+            prop_oneof![Just(0u64), Just(8_000u64), Just(40_000u64)],
+            arb_action(),
+        )),
+        cond.clone(),
+        cond,
+        arb_action(),
+        proptest::option::of(prop_oneof![Just(0u64), Just(5_000u64), Just(30_000u64)]),
+        proptest::option::of((0u32..4, proptest::option::of(0u8..4))),
+    )
+        .prop_map(
+            |(max_wait, join_empty, leave_when_empty, empty_action, max_wait_no_agent, max_len)| {
+                Policies {
+                    max_wait,
+                    join_empty,
+                    leave_when_empty,
+                    empty_action,
+                    max_wait_no_agent,
+                    max_len,
+                }
+            },
+        )
+}
+
+fn with_policies(mut c: QueueConfig, p: Policies) -> QueueConfig {
+    if let Some((ms, act)) = p.max_wait {
+        c = c.with_max_wait(ms, act);
+    }
+    if let Some(j) = p.join_empty {
+        c = c.with_join_empty(j);
+    }
+    if let Some(l) = p.leave_when_empty {
+        c = c.with_leave_when_empty(l);
+    }
+    c = c.with_empty_action(p.empty_action);
+    if let Some(ms) = p.max_wait_no_agent {
+        c = c.with_max_wait_no_agent(ms);
+    }
+    if let Some((n, to)) = p.max_len {
+        let action = match to {
+            Some(i) => FullAction::Overflow {
+                queue: q(&format!("q{i}")),
+            },
+            None => FullAction::Reject,
+        };
+        c = c.with_max_len(n, action);
+    }
+    c
 }
 
 const SKILLS: [&str; 3] = ["english", "billing", "french"];
@@ -1268,46 +1364,69 @@ fn arb_config() -> impl proptest::strategy::Strategy<Value = OrchestratorConfig>
         proptest::collection::vec((0usize..3, 1u8..6), 0..3),
         proptest::option::of(prop_oneof![Just(0u64), Just(1_500u64), Just(9_000u64)]),
     );
+    let agent_extra = (
+        0u8..4,
+        prop_oneof![Just(0u64), Just(2_000u64)],
+        prop_oneof![Just(0u64), Just(3_000u64)],
+        prop_oneof![Just(0u64), Just(6_000u64)],
+        0u32..3,
+    );
     (
         proptest::collection::vec(queue, 3),
         proptest::collection::vec(agent, 6),
         any::<u64>(),
+        proptest::collection::vec(proptest::option::of(arb_policies()), 3),
+        proptest::collection::vec(agent_extra, 6),
     )
-        .prop_map(|(queues, agents, seed)| {
+        .prop_map(|(queues, agents, seed, policies, extras)| {
             let queues = queues
                 .into_iter()
+                .zip(policies)
                 .enumerate()
-                .map(|(i, (s, tiers, pens, skill, relax, qualified, wrap_up))| {
-                    let mut c = QueueConfig::new(q(&format!("q{i}")), s)
-                        .with_ring_timeout(15_000)
-                        .with_ring_progressively_delay(4_000)
-                        .with_wrap_up_ms(wrap_up);
-                    if tiers {
-                        c = c.with_tier_steps(10_000, 3);
-                    }
-                    if pens {
-                        c = c
-                            .with_max_penalty(0)
-                            .with_penalty_rule(7_000, 1)
-                            .with_penalty_rule(30_000, 3);
-                    }
-                    if skill {
-                        c = c.with_required_skill(SKILLS[i], 3);
-                    }
-                    if relax {
-                        c = c.with_skill_relax(12_000, 2).with_skill_relax(40_000, 5);
-                    }
-                    if qualified {
-                        c = c.with_skill_match(SkillMatch::Qualified);
-                    }
-                    c
-                })
+                .map(
+                    |(i, ((s, tiers, pens, skill, relax, qualified, wrap_up), pol))| {
+                        let mut c = QueueConfig::new(q(&format!("q{i}")), s)
+                            .with_ring_timeout(15_000)
+                            .with_ring_progressively_delay(4_000)
+                            .with_wrap_up_ms(wrap_up);
+                        if tiers {
+                            c = c.with_tier_steps(10_000, 3);
+                        }
+                        if pens {
+                            c = c
+                                .with_max_penalty(0)
+                                .with_penalty_rule(7_000, 1)
+                                .with_penalty_rule(30_000, 3);
+                        }
+                        if skill {
+                            c = c.with_required_skill(SKILLS[i], 3);
+                        }
+                        if relax {
+                            c = c.with_skill_relax(12_000, 2).with_skill_relax(40_000, 5);
+                        }
+                        if qualified {
+                            c = c.with_skill_match(SkillMatch::Qualified);
+                        }
+                        if let Some(p) = pol {
+                            c = with_policies(c, p);
+                        }
+                        c
+                    },
+                )
                 .collect();
             let agents = agents
                 .into_iter()
+                .zip(extras)
                 .enumerate()
-                .map(|(i, (max_calls, ms, skills, wrap_up))| {
-                    let mut p = AgentProfile::new(a(&format!("a{i}"))).with_max_calls(max_calls);
+                .map(|(i, ((max_calls, ms, skills, wrap_up), extra))| {
+                    let (status, reject, busy, no_answer, max_no_answer) = extra;
+                    let mut p = AgentProfile::new(a(&format!("a{i}")))
+                        .with_max_calls(max_calls)
+                        .with_status(status_of(status))
+                        .with_reject_delay_ms(reject)
+                        .with_busy_delay_ms(busy)
+                        .with_no_answer_delay_ms(no_answer)
+                        .with_max_no_answer(max_no_answer);
                     if let Some(w) = wrap_up {
                         p = p.with_wrap_up_ms(w);
                     }
@@ -1331,17 +1450,40 @@ fn arb_config() -> impl proptest::strategy::Strategy<Value = OrchestratorConfig>
         })
 }
 
+fn status_of(k: u8) -> AgentStatus {
+    match k {
+        0 => AgentStatus::Available,
+        1 => AgentStatus::AvailableOnDemand,
+        2 => AgentStatus::OnBreak {
+            reason: "lunch".into(),
+        },
+        _ => AgentStatus::LoggedOut,
+    }
+}
+
 /// Brute force, independent of the dispatch bookkeeping: a waiting call not ringing
 /// anyone and an agent who could take it right now (available, tier level and penalty
 /// allowed at the call's waiting time, skills, not tried). Must never exist after
 /// `handle` returns: dispatch is event-driven, not a full scan, so this checks that no
-/// event that could enable a match was missed.
-fn unmatched(o: &Orchestrator, now: Millis) -> Option<(CallId, AgentId)> {
+/// event that could enable a match was missed. Calls with a timer due now but not
+/// fired yet (a widening at this very instant) are skipped.
+fn unmatched(
+    o: &Orchestrator,
+    now: Millis,
+    timers: &BTreeMap<Timer, Millis>,
+) -> Option<(CallId, AgentId)> {
     for (call, e) in &o.calls {
         let CallEntry::Queued(w) = e else {
             continue;
         };
-        if !w.ringing.is_empty() {
+        if !w.ringing.is_empty() || w.reserved.is_some() {
+            continue;
+        }
+        let due = timers.iter().any(|(t, at)| {
+            *at <= now
+                && matches!(t, Timer::Widen { call: c } | Timer::Retry { call: c } if c == call)
+        });
+        if due {
             continue;
         }
         let qs = &o.queues[w.queue as usize];
@@ -1386,7 +1528,11 @@ fn unmatched(o: &Orchestrator, now: Millis) -> Option<(CallId, AgentId)> {
                 level >= r.min.saturating_sub(lowered)
             });
             if ag.contact.is_some()
-                && !ag.paused
+                && matches!(
+                    ag.status,
+                    AgentStatus::Available | AgentStatus::AvailableOnDemand
+                )
+                && ag.delay_until.is_none()
                 && ag.wrap_up_until.is_none()
                 && ag.calls.len() < usize::from(ag.max_calls)
                 && m.level <= allowed
@@ -1408,6 +1554,8 @@ struct Sim {
     log: Vec<(Input, Millis)>,
     outputs: Vec<Vec<Output>>,
     next_call: u64,
+    /// Assigned, Abandoned or Removed seen per call.
+    terminal: BTreeMap<CallId, u32>,
 }
 
 impl Sim {
@@ -1467,7 +1615,79 @@ impl Sim {
                 prop_assert_eq!(usize::from(m.calls), ag.calls.len());
             }
         }
-        prop_assert_eq!(unmatched(&self.o, now), None, "a match was missed");
+        prop_assert_eq!(
+            unmatched(&self.o, now, &self.timers),
+            None,
+            "a match was missed"
+        );
+        // Every way out of a queue, once per call.
+        for (k, x) in out.iter().enumerate() {
+            match x {
+                Output::Assigned { call, .. } | Output::Abandoned { call, .. } => {
+                    *self.terminal.entry(*call).or_default() += 1;
+                }
+                Output::Removed { call, .. } => {
+                    *self.terminal.entry(*call).or_default() += 1;
+                    prop_assert!(!self.o.calls.contains_key(call), "removed but known");
+                }
+                Output::Overflowed { call, to, .. } => {
+                    let removed_later = out[k + 1..]
+                        .iter()
+                        .any(|y| matches!(y, Output::Removed { call: c, .. } if c == call));
+                    let moved = out[k + 1..]
+                        .iter()
+                        .any(|y| matches!(y, Output::Overflowed { call: c, .. } if c == call));
+                    let waits_there = matches!(self.o.calls.get(call),
+                        Some(CallEntry::Queued(w)) if self.o.queue_name(w.queue) == *to);
+                    let answered_later = out[k + 1..]
+                        .iter()
+                        .any(|y| matches!(y, Output::Assigned { call: c, .. } if c == call));
+                    prop_assert!(
+                        removed_later || moved || waits_there || answered_later,
+                        "overflowed call lost: {:?}",
+                        x
+                    );
+                }
+                _ => {}
+            }
+        }
+        for (call, n) in &self.terminal {
+            prop_assert!(*n <= 1, "{:?} left its queue {} times", call, n);
+            if matches!(self.o.calls.get(call), Some(CallEntry::Queued(_))) {
+                prop_assert!(false, "{:?} both left and waiting", call);
+            }
+        }
+        // Waiting sets and the call table agree; per-queue counts are exact.
+        for (i, qs) in self.o.queues.iter().enumerate() {
+            for k in &qs.waiting {
+                let ok = matches!(self.o.calls.get(&k.call),
+                    Some(CallEntry::Queued(w)) if w.queue as usize == i);
+                prop_assert!(ok, "{:?} in queue {} but not waiting there", k.call, i);
+            }
+            let members: Vec<&AgentState> = qs
+                .members
+                .iter()
+                .map(|m| &self.o.agents[m.agent as usize])
+                .collect();
+            prop_assert_eq!(
+                qs.logged_in as usize,
+                members.iter().filter(|a| a.logged_in()).count()
+            );
+            prop_assert_eq!(
+                qs.staffed as usize,
+                members.iter().filter(|a| a.staffed()).count()
+            );
+        }
+        for (call, e) in &self.o.calls {
+            if let CallEntry::Queued(w) = e {
+                prop_assert!(self.o.queues[w.queue as usize]
+                    .waiting
+                    .contains(&w.key(*call)));
+                if let Some(r) = w.reserved {
+                    prop_assert!(self.o.agents[r as usize].calls.contains(call));
+                }
+            }
+        }
         self.outputs.push(out);
         Ok(())
     }
@@ -1513,6 +1733,15 @@ impl Sim {
             .collect()
     }
 
+    fn reserved(&self) -> Vec<CallId> {
+        self.o
+            .calls
+            .iter()
+            .filter(|(_, e)| matches!(e, CallEntry::Queued(w) if w.reserved.is_some()))
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
     fn waiting(&self) -> Vec<CallId> {
         self.o
             .calls
@@ -1545,18 +1774,46 @@ impl Sim {
                 if let Some((s, l)) = skill {
                     r = r.with_skill(SKILLS[*s], *l);
                 }
-                if *prio == 0 && entered.is_none() && skill.is_none() {
+                let call = CallId(self.next_call);
+                let queue = q(&format!("q{qq}"));
+                let input = if *prio == 0 && entered.is_none() && skill.is_none() {
                     Input::CallQueued {
-                        call: CallId(self.next_call),
-                        queue: q(&format!("q{qq}")),
+                        call,
+                        queue: queue.clone(),
                     }
                 } else {
                     Input::CallQueuedWith {
-                        call: CallId(self.next_call),
-                        queue: q(&format!("q{qq}")),
+                        call,
+                        queue: queue.clone(),
                         routing: r,
                     }
+                };
+                // The pre-answer check agrees with what queueing does.
+                let admission = self.o.admit(&queue, now);
+                self.feed(input, now)?;
+                let out = self.outputs.last().cloned().unwrap_or_default();
+                let removed = out.iter().find_map(|x| match x {
+                    Output::Removed {
+                        call: c, reason, ..
+                    } if *c == call => Some(*reason),
+                    _ => None,
+                });
+                let last_overflow = out.iter().rev().find_map(|x| match x {
+                    Output::Overflowed { call: c, to, .. } if *c == call => Some(to.clone()),
+                    _ => None,
+                });
+                match admission {
+                    Admission::Join => {
+                        prop_assert_eq!(removed, None);
+                        prop_assert_eq!(last_overflow, None);
+                    }
+                    Admission::Reject { reason } => prop_assert_eq!(removed, Some(reason)),
+                    Admission::Overflow { queue } => {
+                        prop_assert_eq!(removed, None);
+                        prop_assert_eq!(last_overflow, Some(queue));
+                    }
                 }
+                return Ok(());
             }
             Op::Answer(i) => {
                 let r = self.ringing();
@@ -1609,12 +1866,55 @@ impl Sim {
                     3 => Timer::WrapUpEnd {
                         agent: ag((c % 6) as usize),
                     },
+                    4 => Timer::DelayEnd {
+                        agent: ag((c % 6) as usize),
+                    },
+                    5 => Timer::MaxWait { call },
+                    6 => Timer::NoAgent {
+                        queue: q(&format!("q{}", c % 4)),
+                    },
                     _ => Timer::RingTimeout { call, agent: ag(0) },
                 };
                 if self.timers.contains_key(&t) {
                     return Ok(());
                 }
                 Input::Timer(t)
+            }
+            Op::Status(i, k) => Input::AgentStatus {
+                agent: ag(*i),
+                status: status_of(*k),
+            },
+            Op::Login(i, qq, level, position, penalty) => Input::QueueLogin {
+                agent: ag(*i),
+                membership: Membership::new(q(&format!("q{qq}")))
+                    .with_level(*level)
+                    .with_position(*position)
+                    .with_penalty(*penalty),
+            },
+            Op::Logout(i, qq) => Input::QueueLogout {
+                agent: ag(*i),
+                queue: q(&format!("q{qq}")),
+            },
+            Op::CallbackRequest(i) => {
+                let c = self.waiting();
+                if c.is_empty() {
+                    return Ok(());
+                }
+                Input::CallbackRequested {
+                    call: c[i % c.len()],
+                }
+            }
+            Op::CallbackAnswer(i) | Op::CallbackFail(i) => {
+                let c = self.reserved();
+                if c.is_empty() {
+                    return Ok(());
+                }
+                let call = c[i % c.len()];
+                if matches!(op, Op::CallbackAnswer(_)) {
+                    Input::CallbackAnswered { call }
+                } else {
+                    Input::CallbackFailed { call }
+                }
             }
         };
         self.feed(input, now)
@@ -1826,11 +2126,23 @@ proptest! {
             log: Vec::new(),
             outputs: Vec::new(),
             next_call: 0,
+            terminal: BTreeMap::new(),
         };
         for op in &ops {
             sim.step(op)?;
         }
         sim.advance(sim.now + 120_000)?;
+        // Every caller still waiting hangs up, every connected call ends: each call that
+        // entered left its queue exactly once (assigned, abandoned or removed).
+        for call in sim.waiting().into_iter().chain(sim.connected()) {
+            let now = sim.now + 1;
+            sim.now = now;
+            sim.feed(Input::CallEnded { call }, now)?;
+        }
+        for c in 1..=sim.next_call {
+            prop_assert_eq!(sim.terminal.get(&CallId(c)).copied(), Some(1), "call {}", c);
+        }
+        prop_assert!(sim.o.calls.is_empty());
         // Record: the configuration and the input log as JSON, as a store would keep them.
         let recorded_config = serde_json::to_string(&config).unwrap_or_default();
         let recorded_log = serde_json::to_string(&sim.log).unwrap_or_default();

@@ -4,7 +4,7 @@
 //! bounds).
 
 use crate::{Millis, Strategy};
-use call_engine_events::{AgentId, QueueId};
+use call_engine_events::{AgentId, AgentStatus, QueueId};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
@@ -121,6 +121,93 @@ pub struct QueueConfig {
     /// is not offered another call for this long. 0: available again at once.
     #[serde(default)]
     pub wrap_up_ms: Millis,
+    /// Longest a caller may wait in this queue; then [`QueueConfig::max_wait_action`]
+    /// applies (a [`crate::Timer::MaxWait`] is armed when the call joins). `None`: no
+    /// limit. `Some(0)`: callers are refused ([`crate::RejectCause::MaxWait`]).
+    #[serde(default)]
+    pub max_wait_ms: Option<Millis>,
+    /// What happens to a caller who waited [`QueueConfig::max_wait_ms`].
+    #[serde(default)]
+    pub max_wait_action: QueueAction,
+    /// Callers are refused when they would join while this holds (they get
+    /// [`QueueConfig::empty_action`]). `None`: callers always join.
+    #[serde(default)]
+    pub join_empty: Option<EmptyCondition>,
+    /// Waiting callers leave (in queue order, with [`QueueConfig::empty_action`]) as
+    /// soon as this holds; re-checked whenever a member's status, contact or membership
+    /// changes. A caller who would have to leave at once is refused when joining.
+    #[serde(default)]
+    pub leave_when_empty: Option<EmptyCondition>,
+    /// What happens to callers refused or leaving because the queue is empty
+    /// ([`QueueConfig::join_empty`], [`QueueConfig::leave_when_empty`],
+    /// [`QueueConfig::max_wait_no_agent_ms`]).
+    #[serde(default)]
+    pub empty_action: QueueAction,
+    /// Callers waiting while the queue has had no logged-in member
+    /// ([`EmptyCondition::NoMembers`]) for this long get [`QueueConfig::empty_action`]
+    /// (a [`crate::Timer::NoAgent`] is armed). `None`: no limit.
+    #[serde(default)]
+    pub max_wait_no_agent_ms: Option<Millis>,
+    /// Most callers waiting (ringing included); more are handled by
+    /// [`QueueConfig::full_action`]. `None`: no limit.
+    #[serde(default)]
+    pub max_len: Option<u32>,
+    /// What happens to a caller who finds the queue full.
+    #[serde(default)]
+    pub full_action: FullAction,
+}
+
+/// What happens to a caller leaving a queue because of a policy (max wait, empty).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum QueueAction {
+    /// The call is removed ([`crate::Output::Removed`]); the engine plays the prompt, if
+    /// any, and hangs up.
+    Hangup {
+        /// A prompt to play before hanging up.
+        #[serde(default)]
+        prompt: Option<SmolStr>,
+    },
+    /// The call moves to another queue ([`crate::Output::Overflowed`]), keeping its
+    /// priority, its own required skills and its seniority.
+    Overflow {
+        /// The queue.
+        queue: QueueId,
+    },
+}
+
+impl Default for QueueAction {
+    fn default() -> Self {
+        QueueAction::Hangup { prompt: None }
+    }
+}
+
+/// When a queue counts as empty ([`QueueConfig::join_empty`],
+/// [`QueueConfig::leave_when_empty`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmptyCondition {
+    /// No member is logged in: every member is offline (no contact) or
+    /// [`AgentStatus::LoggedOut`]. Members on a break count as logged in.
+    NoMembers,
+    /// No member could take a call: every member is offline, logged out or on a break.
+    /// Members busy on calls, ringing, in wrap-up or in a reject/busy/no-answer delay
+    /// count as available (they will be soon).
+    NoneAvailable,
+}
+
+/// What happens to a caller who finds the queue full ([`QueueConfig::max_len`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum FullAction {
+    /// Refused ([`crate::RejectCause::Full`]; SIP 486 before answering).
+    #[default]
+    Reject,
+    /// Sent to another queue.
+    Overflow {
+        /// The queue.
+        queue: QueueId,
+    },
 }
 
 impl QueueConfig {
@@ -140,6 +227,14 @@ impl QueueConfig {
             skill_match: SkillMatch::BestMatch,
             ring_progressively_delay_ms: default_ring_progressively_delay_ms(),
             wrap_up_ms: 0,
+            max_wait_ms: None,
+            max_wait_action: QueueAction::default(),
+            join_empty: None,
+            leave_when_empty: None,
+            empty_action: QueueAction::default(),
+            max_wait_no_agent_ms: None,
+            max_len: None,
+            full_action: FullAction::Reject,
         }
     }
 
@@ -218,6 +313,46 @@ impl QueueConfig {
     /// Sets the wrap-up time (see [`QueueConfig::wrap_up_ms`]).
     pub fn with_wrap_up_ms(mut self, ms: Millis) -> Self {
         self.wrap_up_ms = ms;
+        self
+    }
+
+    /// Sets the longest wait and what happens then (see [`QueueConfig::max_wait_ms`]).
+    pub fn with_max_wait(mut self, ms: Millis, action: QueueAction) -> Self {
+        self.max_wait_ms = Some(ms);
+        self.max_wait_action = action;
+        self
+    }
+
+    /// Refuses callers when the queue is empty (see [`QueueConfig::join_empty`]).
+    pub fn with_join_empty(mut self, when: EmptyCondition) -> Self {
+        self.join_empty = Some(when);
+        self
+    }
+
+    /// Makes callers leave when the queue becomes empty (see
+    /// [`QueueConfig::leave_when_empty`]).
+    pub fn with_leave_when_empty(mut self, when: EmptyCondition) -> Self {
+        self.leave_when_empty = Some(when);
+        self
+    }
+
+    /// Sets what happens to callers refused or leaving an empty queue.
+    pub fn with_empty_action(mut self, action: QueueAction) -> Self {
+        self.empty_action = action;
+        self
+    }
+
+    /// Sets the longest wait with no logged-in member (see
+    /// [`QueueConfig::max_wait_no_agent_ms`]).
+    pub fn with_max_wait_no_agent(mut self, ms: Millis) -> Self {
+        self.max_wait_no_agent_ms = Some(ms);
+        self
+    }
+
+    /// Sets the most callers waiting and what happens to the next ones.
+    pub fn with_max_len(mut self, max_len: u32, action: FullAction) -> Self {
+        self.max_len = Some(max_len);
+        self.full_action = action;
         self
     }
 }
@@ -313,6 +448,30 @@ pub struct AgentProfile {
     /// [`QueueConfig::wrap_up_ms`]. `None`: the queue's applies.
     #[serde(default)]
     pub wrap_up_ms: Option<Millis>,
+    /// Initial status (default [`AgentStatus::Available`]); changed at runtime by
+    /// [`crate::Input::AgentStatus`].
+    #[serde(default = "default_status")]
+    pub status: AgentStatus,
+    /// After an offer this agent declined ([`crate::OfferFailure::Declined`], SIP 603),
+    /// they are not offered any call for this long. 0: no delay.
+    #[serde(default)]
+    pub reject_delay_ms: Millis,
+    /// After an offer failed busy ([`crate::OfferFailure::Busy`], SIP 486).
+    #[serde(default)]
+    pub busy_delay_ms: Millis,
+    /// After an offer was not answered ([`crate::OfferFailure::NoAnswer`] or a ring
+    /// timeout).
+    #[serde(default)]
+    pub no_answer_delay_ms: Millis,
+    /// After this many consecutive unanswered offers, the agent is put on a break
+    /// (`"auto: no answer"`). An answered offer, or setting the status back to
+    /// available, resets the count. 0: never.
+    #[serde(default)]
+    pub max_no_answer: u32,
+}
+
+fn default_status() -> AgentStatus {
+    AgentStatus::Available
 }
 
 impl AgentProfile {
@@ -324,6 +483,11 @@ impl AgentProfile {
             memberships: Vec::new(),
             skills: BTreeMap::new(),
             wrap_up_ms: None,
+            status: AgentStatus::Available,
+            reject_delay_ms: 0,
+            busy_delay_ms: 0,
+            no_answer_delay_ms: 0,
+            max_no_answer: 0,
         }
     }
 
@@ -355,6 +519,38 @@ impl AgentProfile {
         self.wrap_up_ms = Some(ms);
         self
     }
+
+    /// Sets the initial status.
+    pub fn with_status(mut self, status: AgentStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Sets the delay after a declined offer (see [`AgentProfile::reject_delay_ms`]).
+    pub fn with_reject_delay_ms(mut self, ms: Millis) -> Self {
+        self.reject_delay_ms = ms;
+        self
+    }
+
+    /// Sets the delay after a busy offer (see [`AgentProfile::busy_delay_ms`]).
+    pub fn with_busy_delay_ms(mut self, ms: Millis) -> Self {
+        self.busy_delay_ms = ms;
+        self
+    }
+
+    /// Sets the delay after an unanswered offer (see
+    /// [`AgentProfile::no_answer_delay_ms`]).
+    pub fn with_no_answer_delay_ms(mut self, ms: Millis) -> Self {
+        self.no_answer_delay_ms = ms;
+        self
+    }
+
+    /// Sets the consecutive unanswered offers before an automatic break (see
+    /// [`AgentProfile::max_no_answer`]).
+    pub fn with_max_no_answer(mut self, n: u32) -> Self {
+        self.max_no_answer = n;
+        self
+    }
 }
 
 impl From<AgentConfig> for AgentProfile {
@@ -365,6 +561,11 @@ impl From<AgentConfig> for AgentProfile {
             memberships: c.queues.into_iter().map(Membership::new).collect(),
             skills: BTreeMap::new(),
             wrap_up_ms: None,
+            status: AgentStatus::Available,
+            reject_delay_ms: 0,
+            busy_delay_ms: 0,
+            no_answer_delay_ms: 0,
+            max_no_answer: 0,
         }
     }
 }

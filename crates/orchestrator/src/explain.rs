@@ -22,8 +22,13 @@ pub enum Verdict {
     Outranked,
     /// No contact (not registered).
     Offline,
-    /// Paused.
+    /// On a break ([`call_engine_events::AgentStatus::OnBreak`]: paused, or any other
+    /// reason).
     Paused,
+    /// Logged out ([`call_engine_events::AgentStatus::LoggedOut`]).
+    LoggedOut,
+    /// In a reject, busy or no-answer delay after a failed offer.
+    Delayed,
     /// In wrap-up (after-call work) after a call.
     WrapUp,
     /// Already ringing for this call (ring-progressively adds others).
@@ -84,6 +89,8 @@ impl fmt::Display for Verdict {
             Verdict::Outranked => f.write_str("eligible, outranked"),
             Verdict::Offline => f.write_str("skipped: offline"),
             Verdict::Paused => f.write_str("skipped: paused"),
+            Verdict::LoggedOut => f.write_str("skipped: logged out"),
+            Verdict::Delayed => f.write_str("skipped: delayed"),
             Verdict::WrapUp => f.write_str("skipped: wrap-up"),
             Verdict::AlreadyRinging => f.write_str("skipped: already ringing"),
             Verdict::AtCapacity { calls, max_calls } => {
@@ -115,11 +122,12 @@ impl fmt::Display for Verdict {
 pub struct Candidate {
     /// The agent.
     pub agent: AgentId,
-    /// Tier level of the membership.
+    /// Tier level of the membership (as it is now: memberships can change at runtime
+    /// with [`crate::Input::QueueLogin`]; 0 if the agent left the queue since).
     pub level: u8,
-    /// Position of the membership.
+    /// Position of the membership (as it is now).
     pub position: u32,
-    /// Penalty of the membership.
+    /// Penalty of the membership (as it is now).
     pub penalty: u32,
     /// Skill score: the sum of the agent's levels in the required skills (0 for members
     /// skipped before the skill check: offline, paused, at capacity, tier, penalty).
@@ -152,6 +160,12 @@ pub enum Outcome {
     },
     /// No member is eligible now.
     NoEligibleAgent,
+    /// A callback ([`crate::Input::CallbackRequested`]): this agent was reserved
+    /// ([`crate::Output::Callback`]) while the customer is called back.
+    Reserved {
+        /// The agent.
+        agent: AgentId,
+    },
 }
 
 /// One routing decision for a call: the limits in force, every candidate considered
@@ -252,6 +266,7 @@ impl fmt::Display for Decision {
                 writeln!(f, "  -> every eligible agent tried; waiting for the retry")?
             }
             Outcome::NoEligibleAgent => writeln!(f, "  -> no eligible agent")?,
+            Outcome::Reserved { agent } => writeln!(f, "  -> reserved {agent} for a callback")?,
         }
         writeln!(
             f,
@@ -291,6 +306,8 @@ pub(crate) enum V {
     Chosen,
     Offline,
     Paused,
+    LoggedOut,
+    Delayed,
     WrapUp,
     Ringing,
     AtCapacity {
@@ -313,16 +330,22 @@ pub(crate) enum V {
     Tried,
 }
 
-/// A candidate as recorded on the routing path: 24 bytes (the agent, level, position
-/// and penalty come from the member; the limits from the decision).
+/// A candidate as recorded on the routing path: 24 bytes (level, position and penalty
+/// come from the agent's membership; the limits from the decision).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Cand {
     pub metric: u64,
-    /// Index into the queue's members.
+    /// Index into the queue's members (valid during the decision only: memberships
+    /// change at runtime).
     pub member: u32,
+    /// The agent (index).
+    pub agent: u32,
     pub score: u16,
     pub verdict: V,
 }
+
+// The routing loop writes one per member: keep it small.
+const _: () = assert!(std::mem::size_of::<Cand>() <= 24);
 
 /// A required skill, interned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -342,6 +365,7 @@ pub(crate) enum OutcomeCode {
     NoEligible,
     AllTried { retry_at: Option<Millis> },
     Rang,
+    Reserved,
 }
 
 impl OutcomeCode {
@@ -425,8 +449,9 @@ pub(crate) struct ExplainLog {
 /// Read access to names, for materialising decisions.
 pub(crate) trait Names {
     fn agent_id(&self, idx: u32) -> Option<AgentId>;
-    /// (agent, level, position, penalty) of a member.
-    fn member_info(&self, queue: u32, member: u32) -> (u32, u8, u32, u32);
+    /// (level, position, penalty) of an agent's current membership of a queue (zeros if
+    /// no longer a member).
+    fn member_info(&self, queue: u32, agent: u32) -> (u8, u32, u32);
     fn skill_name(&self, idx: u16) -> SmolStr;
     fn queue_info(&self, idx: u32) -> Option<(QueueId, Strategy)>;
 }
@@ -510,7 +535,7 @@ impl ExplainLog {
         let cap = self.cfg.decisions_per_call;
         let max_cands = self.cfg.candidates_per_decision;
         // Fold a repeated non-ringing outcome into the previous decision.
-        if l.total > 0 && r.outcome != OutcomeCode::Rang {
+        if l.total > 0 && !matches!(r.outcome, OutcomeCode::Rang | OutcomeCode::Reserved) {
             let p = ((l.total - 1) % cap as u64) as usize;
             if let Some(prev) = l.decs.get_mut(p) {
                 if prev.outcome.same_kind(r.outcome) {
@@ -599,9 +624,9 @@ impl ExplainLog {
                 .cands
                 .iter()
                 .map(|c| {
-                    let (agent, level, position, penalty) = names.member_info(l.queue, c.member);
+                    let (level, position, penalty) = names.member_info(l.queue, c.agent);
                     Candidate {
-                        agent: names.agent_id(agent).unwrap_or_else(|| AgentId::new("?")),
+                        agent: names.agent_id(c.agent).unwrap_or_else(|| AgentId::new("?")),
                         level,
                         position,
                         penalty,
@@ -612,6 +637,8 @@ impl ExplainLog {
                             V::Chosen => Verdict::Chosen,
                             V::Offline => Verdict::Offline,
                             V::Paused => Verdict::Paused,
+                            V::LoggedOut => Verdict::LoggedOut,
+                            V::Delayed => Verdict::Delayed,
                             V::WrapUp => Verdict::WrapUp,
                             V::Ringing => Verdict::AlreadyRinging,
                             V::AtCapacity { calls, max } => Verdict::AtCapacity {
@@ -650,6 +677,10 @@ impl ExplainLog {
                 },
                 OutcomeCode::AllTried { retry_at } => Outcome::AllTried { retry_at },
                 OutcomeCode::NoEligible => Outcome::NoEligibleAgent,
+                OutcomeCode::Reserved => match d.rang.first().and_then(|&a| names.agent_id(a)) {
+                    Some(agent) => Outcome::Reserved { agent },
+                    None => Outcome::NoEligibleAgent,
+                },
             };
             out.push(Decision {
                 seq: d.seq,

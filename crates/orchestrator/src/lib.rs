@@ -20,6 +20,15 @@
 //!   match is preferred ([`SkillMatch`]); [`SkillRelax`] lowers the minimums over time.
 //! - **Priority**: higher [`CallRouting::priority`] is served first; among equals, the
 //!   earlier [`CallRouting::entered_at`] (seniority gained elsewhere).
+//! - **Agent status** ([`AgentStatus`], [`Input::AgentStatus`]): only `Available` and
+//!   `AvailableOnDemand` agents are offered calls; reject, busy and no-answer delays
+//!   ([`Timer::DelayEnd`]); an automatic break after `max_no_answer` unanswered offers;
+//!   queue login and logout at runtime ([`Input::QueueLogin`], [`Input::QueueLogout`]).
+//! - **Queue policies**: max wait, join-empty, leave-when-empty, max wait with no agent,
+//!   max length, with hang-up or overflow actions ([`QueueAction`], [`FullAction`]);
+//!   [`Orchestrator::admit`] checks them before a call is answered.
+//! - **Callbacks**: [`Input::CallbackRequested`] reserves one agent
+//!   ([`Output::Callback`]) until the customer is called back.
 //! - **Explanations**: every routing decision is recorded (bounded, in reused buffers):
 //!   [`Orchestrator::explain`] returns the candidates considered, their scores and why
 //!   each was skipped.
@@ -72,9 +81,11 @@ mod config;
 mod explain;
 mod rng;
 
+pub use call_engine_events::AgentStatus;
 pub use config::{
-    AgentConfig, AgentProfile, CallRouting, ExplainConfig, Membership, OrchestratorConfig,
-    PenaltyRule, QueueConfig, SkillMatch, SkillRelax, SkillRequirement, TierRule,
+    AgentConfig, AgentProfile, CallRouting, EmptyCondition, ExplainConfig, FullAction, Membership,
+    OrchestratorConfig, PenaltyRule, QueueAction, QueueConfig, SkillMatch, SkillRelax,
+    SkillRequirement, TierRule,
 };
 pub use explain::{Candidate, Decision, Outcome, Verdict};
 
@@ -267,6 +278,24 @@ pub enum Timer {
         /// The agent.
         agent: AgentId,
     },
+    /// The agent's reject, busy or no-answer delay is over. Ignored unless the agent is
+    /// in a delay due by then.
+    DelayEnd {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The call has waited [`QueueConfig::max_wait_ms`] in its queue. Ignored unless the
+    /// call is waiting with a max wait due by then.
+    MaxWait {
+        /// The call.
+        call: CallId,
+    },
+    /// The queue has had no logged-in member for [`QueueConfig::max_wait_no_agent_ms`]:
+    /// its callers get [`QueueConfig::empty_action`]. Ignored unless still due.
+    NoAgent {
+        /// The queue.
+        queue: QueueId,
+    },
 }
 
 /// What happened.
@@ -284,12 +313,61 @@ pub enum Input {
         /// The agent.
         agent: AgentId,
     },
-    /// The agent (un)paused: paused agents are not offered calls.
+    /// The agent (un)paused: paused agents are not offered calls. Pausing sets the
+    /// status to `OnBreak { reason: "paused" }`; unpausing sets it to `Available` (an
+    /// agent `AvailableOnDemand` stays so). See [`Input::AgentStatus`].
     AgentPaused {
         /// The agent.
         agent: AgentId,
         /// Paused or not.
         paused: bool,
+    },
+    /// The agent's status was set (by the agent or a supervisor). Only `Available` and
+    /// `AvailableOnDemand` agents are offered calls; an `AvailableOnDemand` agent is put
+    /// `OnBreak { reason: "on-demand" }` when a connected call of theirs ends. Setting
+    /// `Available` or `AvailableOnDemand` resets the consecutive no-answer count.
+    /// [`Output::AgentStatusChanged`] is emitted if the status changed.
+    AgentStatus {
+        /// The agent.
+        agent: AgentId,
+        /// The new status.
+        status: AgentStatus,
+    },
+    /// The agent joins a queue, or changes their level, position or penalty in it.
+    /// Routing reflects it at once. Unknown agents or queues are ignored.
+    QueueLogin {
+        /// The agent.
+        agent: AgentId,
+        /// The queue and the membership details.
+        membership: Membership,
+    },
+    /// The agent leaves a queue. Calls already ringing the agent go on.
+    QueueLogout {
+        /// The agent.
+        agent: AgentId,
+        /// The queue.
+        queue: QueueId,
+    },
+    /// The waiting caller asked to be called back: the call keeps its place and
+    /// seniority; when an agent is picked for it, only one is, and it is reserved
+    /// ([`Output::Callback`]) instead of rung. Rings in progress for it are cancelled.
+    CallbackRequested {
+        /// The call.
+        call: CallId,
+    },
+    /// The customer answered the callback: the reserved agent is rung
+    /// ([`Output::Ring`], with the queue's ring timeout from now). From then on the
+    /// call is an ordinary one. A callback not yet reserved is routed as an ordinary call.
+    CallbackAnswered {
+        /// The call.
+        call: CallId,
+    },
+    /// The customer did not answer the callback: the reserved agent is released (no
+    /// delay, no no-answer count) and the call removed ([`Output::Removed`] with
+    /// [`RejectCause::CallbackFailed`]).
+    CallbackFailed {
+        /// The call.
+        call: CallId,
     },
     /// A call entered a queue (answered, hearing music). Same as
     /// [`Input::CallQueuedWith`] with default [`CallRouting`].
@@ -390,6 +468,132 @@ pub enum Output {
         /// The timer.
         timer: Timer,
     },
+    /// The orchestrator changed an agent's status (automatic break after
+    /// `max_no_answer` unanswered offers, on-demand agent after a call), or an input
+    /// changed it.
+    AgentStatusChanged {
+        /// The agent.
+        agent: AgentId,
+        /// The new status.
+        status: AgentStatus,
+    },
+    /// The call left queue `from` (or was refused by it) and the orchestrator moved it
+    /// into queue `to`, keeping its priority, its own required skills and its
+    /// seniority; it is routed there. Further `Overflowed` or a [`Output::Removed`]
+    /// may follow in the same output (overflow chains).
+    Overflowed {
+        /// The call.
+        call: CallId,
+        /// The queue it left.
+        from: QueueId,
+        /// The queue it is now in.
+        to: QueueId,
+        /// Why it left.
+        reason: RejectCause,
+        /// Time it waited in `from` (0 if refused on joining).
+        waited_ms: Millis,
+    },
+    /// The call left its queue (or was refused by it) and is no longer known to the
+    /// orchestrator: the engine plays the prompt, if any, and hangs up.
+    Removed {
+        /// The call.
+        call: CallId,
+        /// The queue it left.
+        queue: QueueId,
+        /// Why.
+        reason: RejectCause,
+        /// A prompt to play before hanging up.
+        prompt: Option<SmolStr>,
+        /// Time it waited in the queue (0 if refused on joining).
+        waited_ms: Millis,
+    },
+    /// A callback ([`Input::CallbackRequested`]): the agent is reserved for the call
+    /// (counts as a call, like a ringing one); call the customer back, then report
+    /// [`Input::CallbackAnswered`] or [`Input::CallbackFailed`].
+    Callback {
+        /// The call.
+        call: CallId,
+        /// The queue it waits in.
+        queue: QueueId,
+        /// The reserved agent.
+        agent: AgentId,
+    },
+}
+
+/// Why a call was refused by a queue or left it (other than answered or abandoned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectCause {
+    /// The queue was full ([`QueueConfig::max_len`]; SIP 486 before answering).
+    Full,
+    /// The queue was empty ([`QueueConfig::join_empty`],
+    /// [`QueueConfig::leave_when_empty`]; SIP 480 before answering).
+    Empty,
+    /// The queue has had no logged-in member for
+    /// [`QueueConfig::max_wait_no_agent_ms`].
+    NoAgent,
+    /// The caller waited [`QueueConfig::max_wait_ms`].
+    MaxWait,
+    /// The customer did not answer the callback ([`Input::CallbackFailed`]).
+    CallbackFailed,
+    /// An overflow would have sent the call to a queue it was already in.
+    OverflowLoop,
+    /// An overflow (or [`Orchestrator::admit`]) named an unknown queue.
+    UnknownQueue,
+}
+
+/// Whether a call may join a queue ([`Orchestrator::admit`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "admission", rename_all = "snake_case")]
+pub enum Admission {
+    /// It would join the queue.
+    Join,
+    /// It would be refused (or, following overflows, end up refused).
+    Reject {
+        /// Why.
+        reason: RejectCause,
+    },
+    /// It would overflow and join this queue (the last of an overflow chain).
+    Overflow {
+        /// The queue it would end up in.
+        queue: QueueId,
+    },
+}
+
+/// What an agent is doing, derived from calls and timers (see [`AgentStats::activity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// Nothing.
+    Idle,
+    /// Reserved for a callback ([`Output::Callback`]).
+    Reserved,
+    /// Ringing.
+    Ringing,
+    /// Connected to a call (with several calls, the first that applies of on call,
+    /// ringing, reserved).
+    OnCall,
+    /// In wrap-up (after-call work).
+    WrapUp,
+    /// In a reject, busy or no-answer delay.
+    Delayed,
+}
+
+/// An agent as the engine shows it: status, activity, contact, queues, counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct AgentSnapshot {
+    /// The agent.
+    pub id: AgentId,
+    /// The chosen status.
+    pub status: AgentStatus,
+    /// The registered contact, if online.
+    pub contact: Option<SmolStr>,
+    /// Queues the agent is a member of now.
+    pub queues: Vec<QueueId>,
+    /// Counters and activity.
+    pub stats: AgentStats,
 }
 
 /// An agent's counters, as the strategies see them.
@@ -402,8 +606,16 @@ pub struct AgentStats {
     pub talk_ms: Millis,
     /// When the agent last became free (or came online).
     pub idle_since: Millis,
-    /// Calls ringing or connected now.
+    /// Calls ringing, reserved or connected now.
     pub calls: usize,
+    /// What the agent is doing.
+    pub activity: Activity,
+    /// Consecutive unanswered offers (see [`AgentProfile::max_no_answer`]).
+    pub no_answers: u32,
+    /// End of the reject/busy/no-answer delay in progress.
+    pub delayed_until: Option<Millis>,
+    /// End of the wrap-up in progress.
+    pub wrap_up_until: Option<Millis>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -416,7 +628,9 @@ const UNKNOWN_SKILL: u16 = u16::MAX;
 struct AgentState {
     id: AgentId,
     contact: Option<SmolStr>,
-    paused: bool,
+    status: AgentStatus,
+    /// Configuration order (member order among equal positions).
+    order: u32,
     max_calls: u16,
     /// Calls ringing or connected.
     calls: Vec<CallId>,
@@ -430,23 +644,51 @@ struct AgentState {
     wrap_up_ms: Option<Millis>,
     /// In wrap-up until then (a [`Timer::WrapUpEnd`] is armed).
     wrap_up_until: Option<Millis>,
+    /// In a reject/busy/no-answer delay until then (a [`Timer::DelayEnd`] is armed).
+    delay_until: Option<Millis>,
+    reject_delay_ms: Millis,
+    busy_delay_ms: Millis,
+    no_answer_delay_ms: Millis,
+    max_no_answer: u32,
+    /// Consecutive unanswered offers.
+    no_answers: u32,
+}
+
+/// Whether a status takes calls.
+fn takes_calls(s: &AgentStatus) -> bool {
+    matches!(s, AgentStatus::Available | AgentStatus::AvailableOnDemand)
 }
 
 impl AgentState {
     fn available(&self) -> bool {
         self.contact.is_some()
-            && !self.paused
+            && takes_calls(&self.status)
             && self.wrap_up_until.is_none()
+            && self.delay_until.is_none()
             && self.calls.len() < usize::from(self.max_calls)
     }
 
+    /// Online and not logged out ([`EmptyCondition::NoMembers`]).
+    fn logged_in(&self) -> bool {
+        self.contact.is_some() && self.status != AgentStatus::LoggedOut
+    }
+
+    /// Online with a status that takes calls ([`EmptyCondition::NoneAvailable`]).
+    fn staffed(&self) -> bool {
+        self.contact.is_some() && takes_calls(&self.status)
+    }
+
     fn status(&self) -> Status {
-        if self.contact.is_none() {
+        if self.status == AgentStatus::LoggedOut {
+            Status::LoggedOut
+        } else if self.contact.is_none() {
             Status::Offline
-        } else if self.paused {
+        } else if !takes_calls(&self.status) {
             Status::Paused
         } else if self.wrap_up_until.is_some() {
             Status::WrapUp
+        } else if self.delay_until.is_some() {
+            Status::Delayed
         } else if self.calls.len() >= usize::from(self.max_calls) {
             Status::Full
         } else {
@@ -470,7 +712,11 @@ struct Counters {
 enum Status {
     Free,
     Offline,
+    LoggedOut,
+    /// On a break.
     Paused,
+    /// Reject, busy or no-answer delay.
+    Delayed,
     /// After-call work.
     WrapUp,
     /// Ringing or talking up to `max_calls`.
@@ -535,6 +781,15 @@ struct QueueState {
     steps: Vec<Millis>,
     /// The same plus the skill widening steps.
     skill_steps: Vec<Millis>,
+    /// Members online and not logged out.
+    logged_in: u32,
+    /// Members online with a status that takes calls.
+    staffed: u32,
+    /// Since when no member is logged in (`None`: some are, or not known since when:
+    /// the clock then starts when a caller joins).
+    memberless_since: Option<Millis>,
+    /// When the armed [`Timer::NoAgent`] fires.
+    no_agent_at: Option<Millis>,
 }
 
 impl QueueState {
@@ -591,6 +846,16 @@ struct Waiting {
     since: Millis,
     /// Effective required skills (queue's and call's), sorted by skill.
     reqs: Vec<Req>,
+    /// The call's own required skills (kept across overflows).
+    call_reqs: Vec<Req>,
+    /// Queues it was in (overflow loop guard).
+    visited: Vec<u32>,
+    /// When its [`Timer::MaxWait`] fires.
+    max_wait_at: Option<Millis>,
+    /// A callback ([`Input::CallbackRequested`]).
+    callback: bool,
+    /// The agent reserved for the callback.
+    reserved: Option<u32>,
     /// Agents ringing for it now.
     ringing: Vec<u32>,
     /// Agents who failed it (sorted); skipped until every eligible member has been tried.
@@ -605,6 +870,11 @@ struct Waiting {
 }
 
 impl Waiting {
+    /// Neither ringing anyone nor holding a reservation: routable.
+    fn idle(&self) -> bool {
+        self.ringing.is_empty() && self.reserved.is_none()
+    }
+
     fn key(&self, call: CallId) -> WaitKey {
         WaitKey {
             prio: Reverse(self.prio),
@@ -658,6 +928,9 @@ pub struct Orchestrator {
     /// Queues where an agent became available since the last dispatch.
     scan: Vec<bool>,
     any_scan: bool,
+    /// Queues whose logged-in or staffed count changed (empty-queue policies).
+    check: Vec<bool>,
+    any_check: bool,
     /// Calls that became routable (queued, retry, widening, all rings failed).
     dirty: Vec<CallId>,
     order: Vec<(GKey, bool)>,
@@ -666,6 +939,32 @@ pub struct Orchestrator {
     chosen: Vec<u32>,
     rang: Vec<(u32, u32)>,
     spare: Vec<Waiting>,
+}
+
+/// What happens to a call refused by or leaving a queue (from [`QueueAction`] or
+/// [`FullAction`]).
+#[derive(Debug, Clone)]
+enum Act {
+    Hangup(Option<SmolStr>),
+    Overflow(QueueId),
+}
+
+impl Act {
+    fn of(a: &QueueAction) -> Act {
+        match a {
+            QueueAction::Hangup { prompt } => Act::Hangup(prompt.clone()),
+            QueueAction::Overflow { queue } => Act::Overflow(queue.clone()),
+        }
+    }
+}
+
+/// Keeps a count of members meeting a condition.
+fn adjust(n: &mut u32, before: bool, after: bool) {
+    match (before, after) {
+        (false, true) => *n = n.saturating_add(1),
+        (true, false) => *n = n.saturating_sub(1),
+        _ => {}
+    }
 }
 
 fn sorted_rules<T: Copy>(rules: impl Iterator<Item = (Millis, T)>) -> Vec<(Millis, T)> {
@@ -796,6 +1095,10 @@ impl Orchestrator {
                 relax,
                 steps,
                 skill_steps,
+                logged_in: 0,
+                staffed: 0,
+                memberless_since: None,
+                no_agent_at: None,
             });
         }
 
@@ -857,7 +1160,8 @@ impl Orchestrator {
                 *slot = Some(AgentState {
                     id: a.id,
                     contact: None,
-                    paused: false,
+                    status: a.status,
+                    order: order as u32,
                     max_calls: a.max_calls,
                     calls: Vec::new(),
                     skills,
@@ -865,6 +1169,12 @@ impl Orchestrator {
                     slots: Vec::new(),
                     wrap_up_ms: a.wrap_up_ms,
                     wrap_up_until: None,
+                    delay_until: None,
+                    reject_delay_ms: a.reject_delay_ms,
+                    busy_delay_ms: a.busy_delay_ms,
+                    no_answer_delay_ms: a.no_answer_delay_ms,
+                    max_no_answer: a.max_no_answer,
+                    no_answers: 0,
                 });
             }
         }
@@ -883,6 +1193,7 @@ impl Orchestrator {
                     }
                 }
                 a.slots.push((qi, q.members.len() as u32));
+                m.status = a.status();
             }
             q.members.push(m);
         }
@@ -903,6 +1214,8 @@ impl Orchestrator {
             log: ExplainLog::new(explain),
             scan: vec![false; nq],
             any_scan: false,
+            check: vec![false; nq],
+            any_check: false,
             dirty: Vec::new(),
             order: Vec::new(),
             scratch: Vec::new(),
@@ -936,17 +1249,78 @@ impl Orchestrator {
         self.agent(a).is_some_and(AgentState::available)
     }
 
-    /// The agent's counters (calls answered, talk time, idle since).
+    /// The agent's chosen status.
+    pub fn agent_status(&self, a: &AgentId) -> Option<AgentStatus> {
+        self.agent(a).map(|s| s.status.clone())
+    }
+
+    /// The agent's counters (calls answered, talk time, idle since) and activity.
     pub fn agent_stats(&self, a: &AgentId) -> Option<AgentStats> {
-        let i = self.agent_idx(a)?;
-        let s = self.agents.get(i as usize)?;
-        let c = self.counters.get(i as usize)?;
-        Some(AgentStats {
-            answered: c.answered,
-            talk_ms: c.talk_ms,
-            idle_since: c.idle_since,
-            calls: s.calls.len(),
-        })
+        self.stats_of(self.agent_idx(a)?)
+    }
+
+    /// The agent's status, activity, contact, queues and counters.
+    pub fn agent_snapshot(&self, a: &AgentId) -> Option<AgentSnapshot> {
+        self.snapshot_of(self.agent_idx(a)?)
+    }
+
+    /// Every agent's snapshot, by id.
+    pub fn agent_snapshots(&self) -> Vec<AgentSnapshot> {
+        (0..self.agents.len() as u32)
+            .filter_map(|i| self.snapshot_of(i))
+            .collect()
+    }
+
+    /// The members of a queue now, in member order (position, then configuration
+    /// order).
+    pub fn members(&self, q: &QueueId) -> Vec<AgentId> {
+        self.queue(q)
+            .map(|s| s.members.iter().map(|m| self.agent_name(m.agent)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a call would be admitted by a queue now, without changing anything: the
+    /// same rules [`Input::CallQueued`] applies (empty queue — `join_empty`,
+    /// `leave_when_empty`, `max_wait_no_agent_ms` —, then full, then a zero max wait),
+    /// following overflow chains. Lets the engine refuse a call before answering it
+    /// (486 for [`RejectCause::Full`], 480 for [`RejectCause::Empty`]). An unknown
+    /// queue gives [`RejectCause::UnknownQueue`] (queueing into one is ignored).
+    pub fn admit(&self, queue: &QueueId, now: Millis) -> Admission {
+        let Some(&first) = self.queue_index.get(queue) else {
+            return Admission::Reject {
+                reason: RejectCause::UnknownQueue,
+            };
+        };
+        let mut qi = first;
+        let mut visited = Vec::new();
+        loop {
+            let Some((cause, act)) = self.admission(qi, now) else {
+                return if qi == first {
+                    Admission::Join
+                } else {
+                    Admission::Overflow {
+                        queue: self.queue_name(qi),
+                    }
+                };
+            };
+            visited.push(qi);
+            match act {
+                Act::Hangup(_) => return Admission::Reject { reason: cause },
+                Act::Overflow(to) => match self.queue_index.get(&to) {
+                    None => {
+                        return Admission::Reject {
+                            reason: RejectCause::UnknownQueue,
+                        }
+                    }
+                    Some(t) if visited.contains(t) => {
+                        return Admission::Reject {
+                            reason: RejectCause::OverflowLoop,
+                        }
+                    }
+                    Some(&t) => qi = t,
+                },
+            }
+        }
     }
 
     /// The routing decisions kept for a call, oldest first: the limits in force, every
@@ -988,21 +1362,44 @@ impl Orchestrator {
             }
             Input::AgentPaused { agent, paused } => {
                 if let Some(i) = self.agent_idx(&agent) {
-                    self.update_agent(i, |a| a.paused = paused);
+                    let status = if paused {
+                        AgentStatus::OnBreak {
+                            reason: SmolStr::new_static("paused"),
+                        }
+                    } else if self
+                        .agents
+                        .get(i as usize)
+                        .is_some_and(|a| a.status == AgentStatus::AvailableOnDemand)
+                    {
+                        AgentStatus::AvailableOnDemand
+                    } else {
+                        AgentStatus::Available
+                    };
+                    self.set_status(i, status, out);
                 }
             }
-            Input::CallQueued { call, queue } => self.enqueue(call, &queue, None, now),
+            Input::AgentStatus { agent, status } => {
+                if let Some(i) = self.agent_idx(&agent) {
+                    self.set_status(i, status, out);
+                }
+            }
+            Input::QueueLogin { agent, membership } => self.queue_login(&agent, &membership),
+            Input::QueueLogout { agent, queue } => self.queue_logout(&agent, &queue),
+            Input::CallQueued { call, queue } => self.enqueue(call, &queue, None, now, out),
             Input::CallQueuedWith {
                 call,
                 queue,
                 routing,
-            } => self.enqueue(call, &queue, Some(&routing), now),
+            } => self.enqueue(call, &queue, Some(&routing), now, out),
             Input::OfferAnswered { call, agent } => self.answered(call, &agent, now, out),
-            Input::OfferFailed { call, agent, .. } => {
+            Input::OfferFailed { call, agent, why } => {
                 if let Some(i) = self.agent_idx(&agent) {
-                    self.offer_failed(call, i, now, out);
+                    self.offer_failed(call, i, why, now, out);
                 }
             }
+            Input::CallbackRequested { call } => self.callback_requested(call, now, out),
+            Input::CallbackAnswered { call } => self.callback_answered(call, now, out),
+            Input::CallbackFailed { call } => self.callback_failed(call, now, out),
             Input::Timer(Timer::RingTimeout { call, agent }) => {
                 // Only if still ringing: a stale timer changes nothing.
                 if let Some(i) = self.agent_idx(&agent) {
@@ -1010,7 +1407,7 @@ impl Orchestrator {
                         Some(CallEntry::Queued(w)) if w.ringing.contains(&i));
                     if ringing {
                         out.push(Output::CancelRing { call, agent });
-                        self.offer_failed(call, i, now, out);
+                        self.offer_failed(call, i, OfferFailure::NoAnswer, now, out);
                     }
                 }
             }
@@ -1061,8 +1458,55 @@ impl Orchestrator {
                     }
                 }
             }
+            Input::Timer(Timer::DelayEnd { agent }) => {
+                // Only if a delay is due by now: a stale timer changes nothing.
+                if let Some(i) = self.agent_idx(&agent) {
+                    let due = self
+                        .agents
+                        .get(i as usize)
+                        .and_then(|a| a.delay_until)
+                        .is_some_and(|until| until <= now);
+                    if due {
+                        self.update_agent(i, |a| a.delay_until = None);
+                    }
+                }
+            }
+            Input::Timer(Timer::MaxWait { call }) => {
+                let due = match self.calls.get_mut(&call) {
+                    Some(CallEntry::Queued(w)) if w.max_wait_at.is_some_and(|at| at <= now) => {
+                        // It fired: nothing to cancel.
+                        w.max_wait_at = None;
+                        Some(w.queue)
+                    }
+                    _ => None,
+                };
+                if let Some(qi) = due {
+                    let act = self
+                        .queues
+                        .get(qi as usize)
+                        .map_or(Act::Hangup(None), |q| Act::of(&q.config.max_wait_action));
+                    self.leave(call, RejectCause::MaxWait, act, now, out);
+                }
+            }
+            Input::Timer(Timer::NoAgent { queue }) => {
+                if let Some(&qi) = self.queue_index.get(&queue) {
+                    let due = self.queues.get_mut(qi as usize).and_then(|q| {
+                        let due = q.logged_in == 0 && q.no_agent_at.is_some_and(|at| at <= now);
+                        if due {
+                            q.no_agent_at = None;
+                            Some(Act::of(&q.config.empty_action))
+                        } else {
+                            None
+                        }
+                    });
+                    if let Some(act) = due {
+                        self.empty_queue(qi, RejectCause::NoAgent, act, now, out);
+                    }
+                }
+            }
             Input::CallEnded { call } => self.call_ended(call, now, out),
         }
+        self.check_queues(now, out);
         self.dispatch(now, out);
     }
 
@@ -1094,37 +1538,117 @@ impl Orchestrator {
             .unwrap_or_else(|| QueueId::new("?"))
     }
 
-    /// Changes an agent and keeps the per-queue availability counts; an agent who
-    /// becomes available has their queues scanned at the next dispatch.
+    fn activity(&self, i: u32) -> Activity {
+        let Some(a) = self.agents.get(i as usize) else {
+            return Activity::Idle;
+        };
+        let (mut on_call, mut ringing, mut reserved) = (false, false, false);
+        for c in &a.calls {
+            match self.calls.get(c) {
+                Some(CallEntry::Connected { agent, .. }) if *agent == i => on_call = true,
+                Some(CallEntry::Queued(w)) if w.reserved == Some(i) => reserved = true,
+                Some(CallEntry::Queued(_)) => ringing = true,
+                _ => {}
+            }
+        }
+        if on_call {
+            Activity::OnCall
+        } else if ringing {
+            Activity::Ringing
+        } else if reserved {
+            Activity::Reserved
+        } else if a.wrap_up_until.is_some() {
+            Activity::WrapUp
+        } else if a.delay_until.is_some() {
+            Activity::Delayed
+        } else {
+            Activity::Idle
+        }
+    }
+
+    fn stats_of(&self, i: u32) -> Option<AgentStats> {
+        let s = self.agents.get(i as usize)?;
+        let c = self.counters.get(i as usize)?;
+        Some(AgentStats {
+            answered: c.answered,
+            talk_ms: c.talk_ms,
+            idle_since: c.idle_since,
+            calls: s.calls.len(),
+            activity: self.activity(i),
+            no_answers: s.no_answers,
+            delayed_until: s.delay_until,
+            wrap_up_until: s.wrap_up_until,
+        })
+    }
+
+    fn snapshot_of(&self, i: u32) -> Option<AgentSnapshot> {
+        let a = self.agents.get(i as usize)?;
+        let mut queues: Vec<QueueId> = a.queues.iter().map(|&q| self.queue_name(q)).collect();
+        queues.sort();
+        Some(AgentSnapshot {
+            id: a.id.clone(),
+            status: a.status.clone(),
+            contact: a.contact.clone(),
+            queues,
+            stats: self.stats_of(i)?,
+        })
+    }
+
+    /// Changes an agent and keeps the per-queue counts (available, logged in, staffed);
+    /// an agent who becomes available has their queues scanned at the next dispatch; a
+    /// queue whose logged-in or staffed count changed is checked for its empty-queue
+    /// policies.
     fn update_agent(&mut self, i: u32, f: impl FnOnce(&mut AgentState)) {
         let Some(a) = self.agents.get_mut(i as usize) else {
             return;
         };
-        let before = a.available();
+        let before = (a.available(), a.logged_in(), a.staffed());
         f(a);
-        let after = a.available();
+        let after = (a.available(), a.logged_in(), a.staffed());
         sync_members(a, &mut self.queues);
         if before == after {
             return;
         }
         for &qi in &a.queues {
             if let Some(q) = self.queues.get_mut(qi as usize) {
-                if after {
-                    q.available += 1;
-                } else {
-                    q.available = q.available.saturating_sub(1);
-                }
+                adjust(&mut q.available, before.0, after.0);
+                adjust(&mut q.logged_in, before.1, after.1);
+                adjust(&mut q.staffed, before.2, after.2);
             }
-            if after {
+            if after.0 && !before.0 {
                 if let Some(s) = self.scan.get_mut(qi as usize) {
                     *s = true;
                     self.any_scan = true;
                 }
             }
+            if before.1 != after.1 || before.2 != after.2 {
+                if let Some(c) = self.check.get_mut(qi as usize) {
+                    *c = true;
+                    self.any_check = true;
+                }
+            }
         }
     }
 
-    /// Frees an agent from a call (ringing or connected).
+    /// Sets an agent's status; reports a change. Setting a status that takes calls
+    /// resets the no-answer count.
+    fn set_status(&mut self, i: u32, status: AgentStatus, out: &mut Vec<Output>) {
+        let Some(a) = self.agents.get_mut(i as usize) else {
+            return;
+        };
+        if takes_calls(&status) {
+            a.no_answers = 0;
+        }
+        if a.status == status {
+            return;
+        }
+        let agent = a.id.clone();
+        let s = status.clone();
+        self.update_agent(i, |a| a.status = s);
+        out.push(Output::AgentStatusChanged { agent, status });
+    }
+
+    /// Frees an agent from a call (ringing, reserved or connected).
     fn release_agent(&mut self, agent: u32, call: CallId, now: Millis) {
         let mut idle = false;
         self.update_agent(agent, |a| {
@@ -1140,12 +1664,205 @@ impl Orchestrator {
         }
     }
 
+    fn mark_check(&mut self, qi: u32) {
+        if let Some(c) = self.check.get_mut(qi as usize) {
+            *c = true;
+            self.any_check = true;
+        }
+    }
+
+    /// Rebuilds a queue's member order (position, then configuration order) after a
+    /// membership change, and what refers to member indices: the agents' slots, the
+    /// round-robin last offered, the calls' sequential cursors. A cursor or last
+    /// offered on a member who left moves to the member just before in the new order.
+    fn resort_members(&mut self, qi: u32) {
+        let Self {
+            agents,
+            queues,
+            calls,
+            ..
+        } = self;
+        let Some(q) = queues.get_mut(qi as usize) else {
+            return;
+        };
+        let key = |m: &Member| {
+            (
+                m.position,
+                agents.get(m.agent as usize).map_or(u32::MAX, |a| a.order),
+                m.agent,
+            )
+        };
+        let old: Vec<(u32, u32, u32)> = q.members.iter().map(key).collect();
+        q.members.sort_by_key(key);
+        let new: Vec<(u32, u32, u32)> = q.members.iter().map(key).collect();
+        let remap = |idx: Option<u32>| -> Option<u32> {
+            let k = old.get(idx? as usize)?;
+            let n = new.partition_point(|x| x <= k);
+            n.checked_sub(1).map(|n| n as u32)
+        };
+        q.last_offered = remap(q.last_offered);
+        for k in &q.waiting {
+            if let Some(CallEntry::Queued(w)) = calls.get_mut(&k.call) {
+                if w.cursor.is_some() {
+                    w.cursor = remap(w.cursor);
+                }
+            }
+        }
+        for (mi, m) in q.members.iter().enumerate() {
+            if let Some(a) = agents.get_mut(m.agent as usize) {
+                for slot in a.slots.iter_mut() {
+                    if slot.0 == qi {
+                        slot.1 = mi as u32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Input::QueueLogin`].
+    fn queue_login(&mut self, agent: &AgentId, m: &Membership) {
+        let (Some(ai), Some(&qi)) = (self.agent_idx(agent), self.queue_index.get(&m.queue)) else {
+            return;
+        };
+        let Self { agents, queues, .. } = self;
+        let (Some(a), Some(q)) = (agents.get_mut(ai as usize), queues.get_mut(qi as usize)) else {
+            return;
+        };
+        let mut added = false;
+        if let Some(&(_, mi)) = a.slots.iter().find(|(x, _)| *x == qi) {
+            if let Some(member) = q.members.get_mut(mi as usize) {
+                member.level = m.level;
+                member.position = m.position;
+                member.penalty = m.penalty;
+            }
+        } else {
+            let mut member = Member {
+                agent: ai,
+                level: m.level,
+                status: a.status(),
+                calls: u16::try_from(a.calls.len()).unwrap_or(u16::MAX),
+                max_calls: a.max_calls,
+                position: m.position,
+                penalty: m.penalty,
+                qlevels: [0; QSKILLS],
+            };
+            for (k, r) in q.reqs.iter().take(QSKILLS).enumerate() {
+                if let (Some(slot), Ok(i)) = (
+                    member.qlevels.get_mut(k),
+                    a.skills.binary_search_by_key(&r.skill, |(s, _)| *s),
+                ) {
+                    *slot = a.skills.get(i).map_or(0, |(_, l)| *l);
+                }
+            }
+            a.queues.push(qi);
+            a.slots.push((qi, q.members.len() as u32));
+            q.members.push(member);
+            adjust(&mut q.available, false, a.available());
+            adjust(&mut q.logged_in, false, a.logged_in());
+            adjust(&mut q.staffed, false, a.staffed());
+            added = true;
+        }
+        if added {
+            self.mark_check(qi);
+        }
+        self.resort_members(qi);
+        // A waiting call may now reach this agent (another level or penalty).
+        if let Some(s) = self.scan.get_mut(qi as usize) {
+            *s = true;
+            self.any_scan = true;
+        }
+    }
+
+    /// [`Input::QueueLogout`].
+    fn queue_logout(&mut self, agent: &AgentId, queue: &QueueId) {
+        let (Some(ai), Some(&qi)) = (self.agent_idx(agent), self.queue_index.get(queue)) else {
+            return;
+        };
+        let Self {
+            agents,
+            queues,
+            calls,
+            ..
+        } = self;
+        let (Some(a), Some(q)) = (agents.get_mut(ai as usize), queues.get_mut(qi as usize)) else {
+            return;
+        };
+        let Some(p) = a.slots.iter().position(|(x, _)| *x == qi) else {
+            return;
+        };
+        let (_, mi) = a.slots.swap_remove(p);
+        a.queues.retain(|x| *x != qi);
+        if (mi as usize) < q.members.len() {
+            q.members.remove(mi as usize);
+        }
+        adjust(&mut q.available, a.available(), false);
+        adjust(&mut q.logged_in, a.logged_in(), false);
+        adjust(&mut q.staffed, a.staffed(), false);
+        // Indices after the removed member shift down: fix slots, round-robin and cursors
+        // by key.
+        let shift = |x: Option<u32>| match x {
+            Some(i) if i > mi => Some(i - 1),
+            Some(i) if i == mi => i.checked_sub(1),
+            other => other,
+        };
+        q.last_offered = shift(q.last_offered);
+        for k in &q.waiting {
+            if let Some(CallEntry::Queued(w)) = calls.get_mut(&k.call) {
+                w.cursor = shift(w.cursor);
+            }
+        }
+        for m in &q.members {
+            if let Some(other) = agents.get_mut(m.agent as usize) {
+                for slot in other.slots.iter_mut() {
+                    if slot.0 == qi && slot.1 > mi {
+                        slot.1 -= 1;
+                    }
+                }
+            }
+        }
+        self.mark_check(qi);
+    }
+
+    /// The rules a call joining queue `qi` now meets: `None` to join, else why it is
+    /// refused and what happens to it.
+    fn admission(&self, qi: u32, now: Millis) -> Option<(RejectCause, Act)> {
+        let q = self.queues.get(qi as usize)?;
+        let c = &q.config;
+        let empty = |cond: EmptyCondition| match cond {
+            EmptyCondition::NoMembers => q.logged_in == 0,
+            EmptyCondition::NoneAvailable => q.staffed == 0,
+        };
+        if c.join_empty.is_some_and(empty) || c.leave_when_empty.is_some_and(empty) {
+            return Some((RejectCause::Empty, Act::of(&c.empty_action)));
+        }
+        if let Some(limit) = c.max_wait_no_agent_ms {
+            let since = q.memberless_since.unwrap_or(now);
+            if q.logged_in == 0 && since.saturating_add(limit) <= now {
+                return Some((RejectCause::NoAgent, Act::of(&c.empty_action)));
+            }
+        }
+        if c.max_len
+            .is_some_and(|m| q.waiting.len() >= usize::try_from(m).unwrap_or(usize::MAX))
+        {
+            let act = match &c.full_action {
+                FullAction::Reject => Act::Hangup(None),
+                FullAction::Overflow { queue } => Act::Overflow(queue.clone()),
+            };
+            return Some((RejectCause::Full, act));
+        }
+        if c.max_wait_ms == Some(0) {
+            return Some((RejectCause::MaxWait, Act::of(&c.max_wait_action)));
+        }
+        None
+    }
+
     fn enqueue(
         &mut self,
         call: CallId,
         queue: &QueueId,
         routing: Option<&CallRouting>,
         now: Millis,
+        out: &mut Vec<Output>,
     ) {
         let Some(&qi) = self.queue_index.get(queue) else {
             return;
@@ -1154,7 +1871,6 @@ impl Orchestrator {
             return;
         }
         let mut w = self.spare.pop().unwrap_or_default();
-        w.queue = qi;
         w.since = now;
         w.prio = routing.map_or(0, |r| r.priority);
         w.entered = routing
@@ -1162,32 +1878,254 @@ impl Orchestrator {
             .map_or(now, |t| t.min(now));
         w.seq = self.seq;
         self.seq += 1;
-        w.reqs.clear();
-        if let Some(q) = self.queues.get(qi as usize) {
-            w.reqs.extend_from_slice(&q.reqs);
-        }
+        w.call_reqs.clear();
         if let Some(r) = routing {
             for s in &r.skills {
                 let id = intern_skill(&mut self.skill_names, &mut self.skill_index, &s.skill);
-                merge_req(&mut w.reqs, id, s.min_level);
+                merge_req(&mut w.call_reqs, id, s.min_level);
             }
+        }
+        let verdict = self.admission(qi, now);
+        self.place(call, w, qi, verdict, now, out);
+    }
+
+    /// Puts a call into queue `qi` (`verdict` `None`) or applies what happens to it
+    /// there (refused or leaving: removed, or overflowed — then the next queue's rules
+    /// apply, and so on). Overflowing into a queue it was already in, or an unknown
+    /// one, removes it.
+    fn place(
+        &mut self,
+        call: CallId,
+        mut w: Waiting,
+        mut qi: u32,
+        mut verdict: Option<(RejectCause, Act)>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        loop {
+            let Some((cause, act)) = verdict else {
+                self.join(call, w, qi, now, out);
+                return;
+            };
+            let waited_ms = now.saturating_sub(w.since);
+            if !w.visited.contains(&qi) {
+                w.visited.push(qi);
+            }
+            let (reason, prompt) = match act {
+                Act::Hangup(prompt) => (cause, prompt),
+                Act::Overflow(to) => match self.queue_index.get(&to).copied() {
+                    None => (RejectCause::UnknownQueue, None),
+                    Some(t) if w.visited.contains(&t) => (RejectCause::OverflowLoop, None),
+                    Some(t) => {
+                        out.push(Output::Overflowed {
+                            call,
+                            from: self.queue_name(qi),
+                            to,
+                            reason: cause,
+                            waited_ms,
+                        });
+                        qi = t;
+                        w.since = now;
+                        verdict = self.admission(t, now);
+                        continue;
+                    }
+                },
+            };
+            out.push(Output::Removed {
+                call,
+                queue: self.queue_name(qi),
+                reason,
+                prompt,
+                waited_ms,
+            });
+            self.recycle(w);
+            return;
+        }
+    }
+
+    /// The call joins queue `qi` now: takes its place, arms its max wait, is routed.
+    fn join(&mut self, call: CallId, mut w: Waiting, qi: u32, now: Millis, out: &mut Vec<Output>) {
+        w.queue = qi;
+        w.since = now;
+        w.reqs.clear();
+        let mut max_wait = None;
+        if let Some(q) = self.queues.get_mut(qi as usize) {
+            w.reqs.extend_from_slice(&q.reqs);
+            q.waiting.insert(w.key(call));
+            max_wait = q.config.max_wait_ms;
+        }
+        for r in &w.call_reqs {
+            merge_req(&mut w.reqs, r.skill, r.min);
+        }
+        if !w.call_reqs.is_empty() {
             w.reqs.sort();
         }
-        if let Some(q) = self.queues.get_mut(qi as usize) {
-            q.waiting.insert(w.key(call));
+        w.max_wait_at = max_wait.map(|ms| now.saturating_add(ms));
+        if let Some(at) = w.max_wait_at {
+            out.push(Output::StartTimer {
+                timer: Timer::MaxWait { call },
+                at,
+            });
         }
         w.log = self.log.begin(call, qi, w.prio, w.entered, &w.reqs);
         self.calls.insert(call, CallEntry::Queued(w));
         self.dirty.push(call);
+        self.arm_no_agent(qi, now, out);
+    }
+
+    /// Arms the queue's [`Timer::NoAgent`] if it has callers, no logged-in member, a
+    /// `max_wait_no_agent_ms`, and none armed.
+    fn arm_no_agent(&mut self, qi: u32, now: Millis, out: &mut Vec<Output>) {
+        let Some(q) = self.queues.get_mut(qi as usize) else {
+            return;
+        };
+        let Some(limit) = q.config.max_wait_no_agent_ms else {
+            return;
+        };
+        if q.logged_in > 0 || q.waiting.is_empty() || q.no_agent_at.is_some() {
+            return;
+        }
+        let since = *q.memberless_since.get_or_insert(now);
+        let at = since.saturating_add(limit).max(now);
+        q.no_agent_at = Some(at);
+        out.push(Output::StartTimer {
+            timer: Timer::NoAgent {
+                queue: q.config.name.clone(),
+            },
+            at,
+        });
+    }
+
+    /// Applies the empty-queue policies to the queues whose logged-in or staffed count
+    /// changed: the no-agent clock and timer, and leave-when-empty.
+    fn check_queues(&mut self, now: Millis, out: &mut Vec<Output>) {
+        while self.any_check {
+            self.any_check = false;
+            for qi in 0..self.queues.len() as u32 {
+                let flagged = self
+                    .check
+                    .get_mut(qi as usize)
+                    .is_some_and(|c| std::mem::replace(c, false));
+                if !flagged {
+                    continue;
+                }
+                let Some(q) = self.queues.get_mut(qi as usize) else {
+                    continue;
+                };
+                if q.logged_in > 0 {
+                    q.memberless_since = None;
+                    if q.no_agent_at.take().is_some() {
+                        out.push(Output::CancelTimer {
+                            timer: Timer::NoAgent {
+                                queue: q.config.name.clone(),
+                            },
+                        });
+                    }
+                } else if q.memberless_since.is_none() {
+                    q.memberless_since = Some(now);
+                }
+                let leave = match q.config.leave_when_empty {
+                    Some(EmptyCondition::NoMembers) => q.logged_in == 0,
+                    Some(EmptyCondition::NoneAvailable) => q.staffed == 0,
+                    None => false,
+                };
+                if leave {
+                    let act = Act::of(&q.config.empty_action);
+                    self.empty_queue(qi, RejectCause::Empty, act, now, out);
+                } else {
+                    self.arm_no_agent(qi, now, out);
+                }
+            }
+        }
+    }
+
+    /// Every caller of a queue leaves, in queue order.
+    fn empty_queue(
+        &mut self,
+        qi: u32,
+        cause: RejectCause,
+        act: Act,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        let calls: Vec<CallId> = self
+            .queues
+            .get(qi as usize)
+            .map(|q| q.waiting.iter().map(|k| k.call).collect())
+            .unwrap_or_default();
+        for call in calls {
+            self.leave(call, cause, act.clone(), now, out);
+        }
+    }
+
+    /// A waiting call leaves its queue because of a policy: its rings are cancelled,
+    /// its reservation released, its timers cancelled, then it is removed or
+    /// overflowed.
+    fn leave(
+        &mut self,
+        call: CallId,
+        cause: RejectCause,
+        act: Act,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        if !matches!(self.calls.get(&call), Some(CallEntry::Queued(_))) {
+            return;
+        }
+        let Some(CallEntry::Queued(mut w)) = self.calls.remove(&call) else {
+            return;
+        };
+        if let Some(q) = self.queues.get_mut(w.queue as usize) {
+            q.waiting.remove(&w.key(call));
+        }
+        self.drop_offers(call, &mut w, now, out);
+        Self::cancel_call_timers(call, &w, out);
+        let qi = w.queue;
+        w.tried.clear();
+        w.retry_armed = false;
+        w.widen_armed = false;
+        w.ring_more_armed = false;
+        w.max_wait_at = None;
+        w.cursor = None;
+        self.place(call, w, qi, Some((cause, act)), now, out);
+    }
+
+    /// Cancels the rings of a waiting call (CANCEL and ring timeouts) and releases its
+    /// ringing and reserved agents, without counting a failure.
+    fn drop_offers(&mut self, call: CallId, w: &mut Waiting, now: Millis, out: &mut Vec<Output>) {
+        for &a in &w.ringing {
+            let agent = self.agent_name(a);
+            out.push(Output::CancelRing {
+                call,
+                agent: agent.clone(),
+            });
+            out.push(Output::CancelTimer {
+                timer: Timer::RingTimeout { call, agent },
+            });
+        }
+        for k in 0..w.ringing.len() {
+            if let Some(&a) = w.ringing.get(k) {
+                self.release_agent(a, call, now);
+            }
+        }
+        w.ringing.clear();
+        if let Some(a) = w.reserved.take() {
+            self.release_agent(a, call, now);
+        }
     }
 
     fn recycle(&mut self, mut w: Waiting) {
         w.reqs.clear();
+        w.call_reqs.clear();
+        w.visited.clear();
         w.ringing.clear();
         w.tried.clear();
         w.retry_armed = false;
         w.widen_armed = false;
         w.ring_more_armed = false;
+        w.max_wait_at = None;
+        w.callback = false;
+        w.reserved = None;
         w.cursor = None;
         w.log = None;
         if self.spare.len() < 1024 {
@@ -1210,6 +2148,11 @@ impl Orchestrator {
         if w.ring_more_armed {
             out.push(Output::CancelTimer {
                 timer: Timer::RingMore { call },
+            });
+        }
+        if w.max_wait_at.is_some() {
+            out.push(Output::CancelTimer {
+                timer: Timer::MaxWait { call },
             });
         }
     }
@@ -1257,6 +2200,9 @@ impl Orchestrator {
         if let Some(c) = self.counters.get_mut(ai as usize) {
             c.answered += 1;
         }
+        if let Some(a) = self.agents.get_mut(ai as usize) {
+            a.no_answers = 0;
+        }
         self.calls.insert(
             call,
             CallEntry::Connected {
@@ -1268,7 +2214,17 @@ impl Orchestrator {
         self.recycle(w);
     }
 
-    fn offer_failed(&mut self, call: CallId, ai: u32, now: Millis, out: &mut Vec<Output>) {
+    /// An offer failed (reported, or the ring timed out: `NoAnswer`): the agent is
+    /// released, starts the delay for that failure, and counts a no-answer; the call
+    /// goes back to routing once no agent rings for it.
+    fn offer_failed(
+        &mut self,
+        call: CallId,
+        ai: u32,
+        why: OfferFailure,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
         let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) else {
             return;
         };
@@ -1285,7 +2241,10 @@ impl Orchestrator {
             .map(|a| a.id.clone())
             .unwrap_or_else(|| AgentId::new("?"));
         out.push(Output::CancelTimer {
-            timer: Timer::RingTimeout { call, agent },
+            timer: Timer::RingTimeout {
+                call,
+                agent: agent.clone(),
+            },
         });
         if w.ringing.is_empty() {
             if w.ring_more_armed {
@@ -1296,16 +2255,163 @@ impl Orchestrator {
             }
             self.dirty.push(call);
         }
-        self.release_agent(ai, call, now);
+        // Released, delayed and counted in one step (never available in between).
+        let (mut idle, mut delayed, mut auto_break) = (false, None, false);
+        self.update_agent(ai, |a| {
+            if let Some(p) = a.calls.iter().position(|c| *c == call) {
+                a.calls.swap_remove(p);
+                idle = a.calls.is_empty();
+            }
+            let delay = match why {
+                OfferFailure::Declined => a.reject_delay_ms,
+                OfferFailure::Busy => a.busy_delay_ms,
+                OfferFailure::NoAnswer => a.no_answer_delay_ms,
+                OfferFailure::Failed => 0,
+            };
+            if delay > 0 {
+                let until = now.saturating_add(delay);
+                if a.delay_until.is_none_or(|u| u < until) {
+                    a.delay_until = Some(until);
+                    delayed = Some(until);
+                }
+            }
+            if why == OfferFailure::NoAnswer {
+                a.no_answers = a.no_answers.saturating_add(1);
+                auto_break = a.max_no_answer > 0
+                    && a.no_answers >= a.max_no_answer
+                    && takes_calls(&a.status);
+            }
+        });
+        if idle {
+            if let Some(c) = self.counters.get_mut(ai as usize) {
+                c.idle_since = now;
+            }
+        }
+        if let Some(at) = delayed {
+            out.push(Output::StartTimer {
+                timer: Timer::DelayEnd { agent },
+                at,
+            });
+        }
+        if auto_break {
+            let status = AgentStatus::OnBreak {
+                reason: SmolStr::new_static("auto: no answer"),
+            };
+            self.set_status(ai, status, out);
+        }
+    }
+
+    /// [`Input::CallbackRequested`].
+    fn callback_requested(&mut self, call: CallId, now: Millis, out: &mut Vec<Output>) {
+        let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if w.callback {
+            return;
+        }
+        w.callback = true;
+        let mut w = std::mem::take(w);
+        self.drop_offers(call, &mut w, now, out);
+        if w.ring_more_armed {
+            w.ring_more_armed = false;
+            out.push(Output::CancelTimer {
+                timer: Timer::RingMore { call },
+            });
+        }
+        if let Some(CallEntry::Queued(slot)) = self.calls.get_mut(&call) {
+            *slot = w;
+        }
+        self.dirty.push(call);
+    }
+
+    /// [`Input::CallbackAnswered`].
+    fn callback_answered(&mut self, call: CallId, now: Millis, out: &mut Vec<Output>) {
+        let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !w.callback {
+            return;
+        }
+        w.callback = false;
+        let Some(ai) = w.reserved.take() else {
+            // Not reserved yet: an ordinary call from now on.
+            self.dirty.push(call);
+            return;
+        };
+        let qi = w.queue;
+        let contact = self.agents.get(ai as usize).and_then(|a| a.contact.clone());
+        let Some(contact) = contact else {
+            // The agent went offline meanwhile: route again.
+            self.release_agent(ai, call, now);
+            self.dirty.push(call);
+            return;
+        };
+        let (ring_timeout, strategy, more) =
+            self.queues
+                .get(qi as usize)
+                .map_or((15_000, Strategy::TopDown, 0), |q| {
+                    (
+                        q.config.ring_timeout_ms,
+                        q.config.strategy,
+                        q.config.ring_progressively_delay_ms,
+                    )
+                });
+        let queue = self.queue_name(qi);
+        let agent = self.agent_name(ai);
+        let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) else {
+            return;
+        };
+        w.ringing.push(ai);
+        out.push(Output::Ring {
+            call,
+            queue,
+            agent: agent.clone(),
+            contact,
+        });
+        out.push(Output::StartTimer {
+            timer: Timer::RingTimeout { call, agent },
+            at: now.saturating_add(ring_timeout),
+        });
+        if strategy == Strategy::RingProgressively && !w.ring_more_armed {
+            w.ring_more_armed = true;
+            out.push(Output::StartTimer {
+                timer: Timer::RingMore { call },
+                at: now.saturating_add(more),
+            });
+        }
+    }
+
+    /// [`Input::CallbackFailed`].
+    fn callback_failed(&mut self, call: CallId, now: Millis, out: &mut Vec<Output>) {
+        if !matches!(self.calls.get(&call), Some(CallEntry::Queued(w)) if w.callback) {
+            return;
+        }
+        let Some(CallEntry::Queued(mut w)) = self.calls.remove(&call) else {
+            return;
+        };
+        if let Some(q) = self.queues.get_mut(w.queue as usize) {
+            q.waiting.remove(&w.key(call));
+        }
+        self.drop_offers(call, &mut w, now, out);
+        Self::cancel_call_timers(call, &w, out);
+        out.push(Output::Removed {
+            call,
+            queue: self.queue_name(w.queue),
+            reason: RejectCause::CallbackFailed,
+            prompt: None,
+            waited_ms: now.saturating_sub(w.since),
+        });
+        self.recycle(w);
     }
 
     fn call_ended(&mut self, call: CallId, now: Millis, out: &mut Vec<Output>) {
         match self.calls.remove(&call) {
-            Some(CallEntry::Queued(w)) => {
+            Some(CallEntry::Queued(mut w)) => {
                 if let Some(q) = self.queues.get_mut(w.queue as usize) {
                     q.waiting.remove(&w.key(call));
                 }
-                for &a in &w.ringing {
+                let ringing = std::mem::take(&mut w.ringing);
+                for &a in &ringing {
                     let agent = self.agent_name(a);
                     out.push(Output::CancelRing {
                         call,
@@ -1316,7 +2422,11 @@ impl Orchestrator {
                     });
                 }
                 Self::cancel_call_timers(call, &w, out);
-                for &a in &w.ringing {
+                for &a in &ringing {
+                    self.release_agent(a, call, now);
+                }
+                w.ringing = ringing;
+                if let Some(a) = w.reserved.take() {
                     self.release_agent(a, call, now);
                 }
                 out.push(Output::Abandoned {
@@ -1333,6 +2443,18 @@ impl Orchestrator {
             }) => {
                 if let Some(c) = self.counters.get_mut(agent as usize) {
                     c.talk_ms = c.talk_ms.saturating_add(now.saturating_sub(since));
+                }
+                // On demand: a break after each call (before the agent is freed, so
+                // they are never offered a call in between).
+                if self
+                    .agents
+                    .get(agent as usize)
+                    .is_some_and(|a| a.status == AgentStatus::AvailableOnDemand)
+                {
+                    let status = AgentStatus::OnBreak {
+                        reason: SmolStr::new_static("on-demand"),
+                    };
+                    self.set_status(agent, status, out);
                 }
                 let wrap_up = self.agents.get(agent as usize).and_then(|a| a.wrap_up_ms);
                 let wrap_up = wrap_up.unwrap_or_else(|| {
@@ -1389,7 +2511,7 @@ impl Orchestrator {
                 }
                 for k in &q.waiting {
                     if let Some(CallEntry::Queued(w)) = self.calls.get(&k.call) {
-                        if w.ringing.is_empty() {
+                        if w.idle() {
                             list.push((w.gkey(k.call), false));
                         }
                     }
@@ -1400,7 +2522,7 @@ impl Orchestrator {
         }
         for call in &self.dirty {
             if let Some(CallEntry::Queued(w)) = self.calls.get(call) {
-                if w.ringing.is_empty() {
+                if w.idle() {
                     list.push((w.gkey(*call), true));
                 }
             }
@@ -1450,9 +2572,15 @@ impl Orchestrator {
         let Some(CallEntry::Queued(w)) = calls.get_mut(&call) else {
             return;
         };
-        if expand == w.ringing.is_empty() {
+        if if expand {
+            w.ringing.is_empty()
+        } else {
+            !w.idle()
+        } {
             return;
         }
+        // A callback reserves one agent, whatever the strategy.
+        let callback = w.callback;
         let qi = w.queue as usize;
         let Some(q) = queues.get(qi) else {
             return;
@@ -1483,8 +2611,10 @@ impl Orchestrator {
             let mut score = 0u16;
             let verdict = match m.status {
                 Status::Offline => V::Offline,
+                Status::LoggedOut => V::LoggedOut,
                 Status::Paused => V::Paused,
                 Status::WrapUp => V::WrapUp,
+                Status::Delayed => V::Delayed,
                 _ if w.ringing.contains(&m.agent) => V::Ringing,
                 Status::Full => V::AtCapacity {
                     calls: m.calls,
@@ -1530,6 +2660,7 @@ impl Orchestrator {
             scratch.push(Cand {
                 metric,
                 member: mi as u32,
+                agent: m.agent,
                 score,
                 verdict,
             });
@@ -1617,6 +2748,9 @@ impl Orchestrator {
                     }
                 }
             }
+            if callback {
+                chosen.truncate(1);
+            }
             for &i in chosen.iter() {
                 if let Some(c) = scratch.get_mut(i as usize) {
                     c.verdict = V::Chosen;
@@ -1657,20 +2791,29 @@ impl Orchestrator {
                     }
                 }
             }
-            out.push(Output::Ring {
-                call,
-                queue: queue_name.clone(),
-                agent: a.id.clone(),
-                contact,
-            });
-            out.push(Output::StartTimer {
-                timer: Timer::RingTimeout {
+            if callback {
+                out.push(Output::Callback {
                     call,
+                    queue: queue_name.clone(),
                     agent: a.id.clone(),
-                },
-                at: now.saturating_add(ring_timeout),
-            });
-            w.ringing.push(agent);
+                });
+                w.reserved = Some(agent);
+            } else {
+                out.push(Output::Ring {
+                    call,
+                    queue: queue_name.clone(),
+                    agent: a.id.clone(),
+                    contact,
+                });
+                out.push(Output::StartTimer {
+                    timer: Timer::RingTimeout {
+                        call,
+                        agent: a.id.clone(),
+                    },
+                    at: now.saturating_add(ring_timeout),
+                });
+                w.ringing.push(agent);
+            }
             last_member = Some(member);
             if let Some(slot) = rang.get_mut(rung) {
                 *slot = (agent, member);
@@ -1689,7 +2832,9 @@ impl Orchestrator {
                 _ => {}
             }
         }
-        let outcome = if rung > 0 {
+        let outcome = if rung > 0 && callback {
+            OutcomeCode::Reserved
+        } else if rung > 0 {
             OutcomeCode::Rang
         } else if eligible > 0 && !expand && !w.retry_armed {
             // Every eligible member failed this call: wait before offering it again,
@@ -1789,13 +2934,12 @@ impl Names for Orchestrator {
         self.agents.get(idx as usize).map(|a| a.id.clone())
     }
 
-    fn member_info(&self, queue: u32, member: u32) -> (u32, u8, u32, u32) {
-        self.queues
-            .get(queue as usize)
-            .and_then(|q| q.members.get(member as usize))
-            .map_or((u32::MAX, 0, 0, 0), |m| {
-                (m.agent, m.level, m.position, m.penalty)
-            })
+    fn member_info(&self, queue: u32, agent: u32) -> (u8, u32, u32) {
+        self.agents
+            .get(agent as usize)
+            .and_then(|a| a.slots.iter().find(|(q, _)| *q == queue))
+            .and_then(|&(q, m)| self.queues.get(q as usize)?.members.get(m as usize))
+            .map_or((0, 0, 0), |m| (m.level, m.position, m.penalty))
     }
 
     fn skill_name(&self, idx: u16) -> SmolStr {
@@ -1822,3 +2966,6 @@ mod tests;
 
 #[cfg(test)]
 mod acd_tests;
+
+#[cfg(test)]
+mod policy_tests;

@@ -645,9 +645,37 @@ fn arb_input() -> impl proptest::strategy::Strategy<Value = Input> {
         agent
             .clone()
             .prop_map(|agent| Input::Timer(Timer::WrapUpEnd { agent })),
-        (call.clone(), agent)
+        (call.clone(), agent.clone())
             .prop_map(|(call, agent)| Input::Timer(Timer::RingTimeout { call, agent })),
-        call.prop_map(|call| Input::Timer(Timer::Retry { call })),
+        call.clone()
+            .prop_map(|call| Input::Timer(Timer::Retry { call })),
+        (agent.clone(), 0u8..4).prop_map(|(agent, k)| Input::AgentStatus {
+            agent,
+            status: match k {
+                0 => AgentStatus::Available,
+                1 => AgentStatus::AvailableOnDemand,
+                2 => AgentStatus::OnBreak { reason: "x".into() },
+                _ => AgentStatus::LoggedOut,
+            }
+        }),
+        (agent.clone(), any::<bool>()).prop_map(|(agent, login)| if login {
+            Input::QueueLogin {
+                agent,
+                membership: Membership::new(q("support")),
+            }
+        } else {
+            Input::QueueLogout {
+                agent,
+                queue: q("support"),
+            }
+        }),
+        agent.prop_map(|agent| Input::Timer(Timer::DelayEnd { agent })),
+        (call.clone(), 0u8..4).prop_map(|(call, k)| match k {
+            0 => Input::CallbackRequested { call },
+            1 => Input::CallbackAnswered { call },
+            2 => Input::CallbackFailed { call },
+            _ => Input::Timer(Timer::MaxWait { call }),
+        }),
     ]
 }
 
