@@ -26,8 +26,15 @@
 //!
 //! Every error names the offending key and its line.
 
-use call_engine_orchestrator::Strategy;
+use crate::driver::{parse_status, Announcements};
+use call_engine_events::{AgentId, QueueId};
+use call_engine_orchestrator::{
+    AgentProfile, BusinessHours, CallerPattern, CallerRule, CallerRules, EmptyCondition,
+    FullAction, Membership, QueueAction, QueueConfig, SkillMatch, Strategy,
+};
 use serde::Deserialize;
+use smol_str::SmolStr;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -79,6 +86,10 @@ pub struct MediaConfig {
     pub rtp_ports: RangeInclusive<u16>,
 }
 
+/// Where the queue prompts (8 kHz WAVs: `you-are-caller.wav`, `number-5.wav`…) are
+/// found by default: the set shipped in the repository.
+pub const DEFAULT_PROMPTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/prompts");
+
 /// Music on hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Moh {
@@ -88,20 +99,56 @@ pub enum Moh {
     File(PathBuf),
 }
 
+/// What happens to a call arriving while its queue is closed (business hours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClosedAction {
+    /// Refused before answering (SIP 480 Temporarily Unavailable).
+    Reject,
+    /// Answered, told the queue is closed (the `closed` prompt), then hung up.
+    Announce,
+    /// Sent to another queue.
+    Overflow(String),
+}
+
 /// One queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueSection {
     /// Name (`sip:<name>@<domain>`).
     pub name: String,
-    /// Routing strategy.
-    pub strategy: Strategy,
     /// Music on hold.
     pub moh: Moh,
-    /// Ring timeout, seconds.
-    pub ring_timeout_secs: u32,
-    /// Wrap-up (after-call work), seconds: after a call from this queue ends, its
-    /// agent is not offered another call for this long. 0: none.
-    pub wrap_up_secs: u32,
+    /// Everything the orchestrator routes by: strategy, ring timeout, retry delay,
+    /// wrap-up, tier, penalty and skill rules (`name` is the queue's name).
+    pub routing: QueueConfig,
+    /// Service-level threshold for statistics, seconds (default 20).
+    pub service_level_secs: u32,
+    /// Opening hours; `None`: always open.
+    pub business_hours: Option<BusinessHours>,
+    /// What happens to calls arriving while closed.
+    pub closed_action: ClosedAction,
+    /// Announcements to waiting callers (position, wait time, periodic message,
+    /// callback offer).
+    pub announce: Announcements,
+    /// A caller who hangs up while waiting and calls back within this many seconds
+    /// keeps their place. 0: off.
+    pub abandoned_resume_secs: u32,
+}
+
+impl QueueSection {
+    /// A queue with every default: builtin music, always open, the orchestrator's
+    /// defaults for `strategy` (15 s ring timeout, no wrap-up).
+    pub fn new(name: &str, strategy: Strategy) -> Self {
+        Self {
+            name: name.into(),
+            moh: Moh::Builtin,
+            routing: QueueConfig::new(QueueId::new(name), strategy),
+            service_level_secs: 20,
+            business_hours: None,
+            closed_action: ClosedAction::Announce,
+            announce: Announcements::default(),
+            abandoned_resume_secs: 0,
+        }
+    }
 }
 
 /// One agent.
@@ -111,10 +158,23 @@ pub struct AgentSection {
     pub id: String,
     /// Digest password.
     pub password: String,
-    /// Queues served.
-    pub queues: Vec<String>,
-    /// Calls at once.
-    pub max_calls: u16,
+    /// Memberships (with level, position, penalty), skills, max calls, wrap-up.
+    pub profile: AgentProfile,
+}
+
+impl AgentSection {
+    /// An agent taking one call at a time in `queues` (level 1, no skills).
+    pub fn new(id: &str, password: &str, queues: &[&str]) -> Self {
+        let mut profile = AgentProfile::new(AgentId::new(id));
+        for q in queues {
+            profile = profile.with_queue(QueueId::new(*q));
+        }
+        Self {
+            id: id.into(),
+            password: password.into(),
+            profile,
+        }
+    }
 }
 
 /// The reconciler: the periodic check that repairs agent and call states the engine
@@ -146,6 +206,16 @@ pub struct Config {
     pub agents: Vec<AgentSection>,
     /// The reconciler.
     pub reconciler: ReconcilerSection,
+    /// Seed of the routing's random choices (random strategies, tie-breaks): the same
+    /// seed and the same events give the same decisions.
+    pub routing_seed: u64,
+    /// Caller rules (by caller number): block, priority (VIP), skills.
+    pub caller_rules: CallerRules,
+    /// Directory of the queue prompts.
+    pub prompts_dir: PathBuf,
+    /// The control socket the command line talks to (`call-engine stats`…); `None`:
+    /// no control socket.
+    pub control_socket: Option<PathBuf>,
 }
 
 // --- raw, as written -------------------------------------------------------------------
@@ -162,6 +232,12 @@ struct RawConfig {
     agent: Vec<RawAgent>,
     #[serde(default)]
     reconciler: Option<RawReconciler>,
+    #[serde(default)]
+    routing: Option<RawRouting>,
+    #[serde(default)]
+    caller_rule: Vec<RawCallerRule>,
+    #[serde(default)]
+    control: Option<RawControl>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +260,14 @@ struct RawSip {
 struct RawMedia {
     address: Spanned<String>,
     rtp_ports: Spanned<String>,
+    #[serde(default)]
+    prompts_dir: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -203,7 +287,82 @@ struct RawQueue {
     #[serde(default)]
     ring_timeout_secs: Option<Spanned<i64>>,
     #[serde(default)]
+    retry_delay_secs: Option<Spanned<i64>>,
+    #[serde(default)]
     wrap_up_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    ring_progressively_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    required_skills: Option<Spanned<BTreeMap<String, i64>>>,
+    #[serde(default)]
+    skill_match: Option<Spanned<String>>,
+    #[serde(default)]
+    skill_relax: Vec<Spanned<RawSkillRelax>>,
+    #[serde(default)]
+    tier_rules: Vec<Spanned<RawTierRule>>,
+    #[serde(default)]
+    max_penalty: Option<Spanned<i64>>,
+    #[serde(default)]
+    penalty_rules: Vec<Spanned<RawPenaltyRule>>,
+    #[serde(default)]
+    service_level_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    business_hours: Option<Spanned<String>>,
+    #[serde(default)]
+    utc_offset_minutes: Option<Spanned<i64>>,
+    #[serde(default)]
+    closed_dates: Vec<Spanned<String>>,
+    #[serde(default)]
+    closed_action: Option<Spanned<String>>,
+    #[serde(default)]
+    max_wait_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_wait_action: Option<Spanned<String>>,
+    #[serde(default)]
+    join_empty: Option<Spanned<String>>,
+    #[serde(default)]
+    leave_when_empty: Option<Spanned<String>>,
+    #[serde(default)]
+    empty_action: Option<Spanned<String>>,
+    #[serde(default)]
+    max_wait_no_agent_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_len: Option<Spanned<i64>>,
+    #[serde(default)]
+    full_action: Option<Spanned<String>>,
+    #[serde(default)]
+    announce_position_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    announce_wait_time: bool,
+    #[serde(default)]
+    periodic_prompt: Option<Spanned<String>>,
+    #[serde(default)]
+    periodic_prompt_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    callback: bool,
+    #[serde(default)]
+    abandoned_resume_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSkillRelax {
+    after_secs: i64,
+    lower_by: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTierRule {
+    after_secs: i64,
+    level: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPenaltyRule {
+    after_secs: i64,
+    max_penalty: i64,
 }
 
 #[derive(Deserialize)]
@@ -214,7 +373,54 @@ struct RawAgent {
     #[serde(default)]
     queues: Vec<Spanned<String>>,
     #[serde(default)]
+    memberships: Vec<Spanned<RawMembership>>,
+    #[serde(default)]
+    skills: Option<Spanned<BTreeMap<String, i64>>>,
+    #[serde(default)]
     max_calls: Option<Spanned<i64>>,
+    #[serde(default)]
+    wrap_up_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    reject_delay_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    busy_delay_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    no_answer_delay_secs: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_no_answer: Option<Spanned<i64>>,
+    #[serde(default)]
+    status: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMembership {
+    queue: String,
+    #[serde(default)]
+    level: Option<i64>,
+    #[serde(default)]
+    position: Option<i64>,
+    #[serde(default)]
+    penalty: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
+    #[serde(default)]
+    seed: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCallerRule {
+    pattern: Spanned<String>,
+    #[serde(default)]
+    priority: Option<Spanned<i64>>,
+    #[serde(default)]
+    skills: Option<Spanned<BTreeMap<String, i64>>>,
+    #[serde(default)]
+    block: bool,
 }
 
 /// 1-based line of a byte offset.
@@ -229,6 +435,49 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// An integer in `range`, converted.
+    fn int<T: TryFrom<i64> + PartialOrd + fmt::Display + Copy>(
+        &self,
+        key: impl Into<String>,
+        v: &Spanned<i64>,
+        range: RangeInclusive<T>,
+    ) -> Result<T, ConfigError> {
+        T::try_from(*v.get_ref())
+            .ok()
+            .filter(|x| range.contains(x))
+            .ok_or_else(|| {
+                self.err(
+                    key,
+                    v,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                )
+            })
+    }
+
+    /// Skill levels (`{ english = 5 }`): names as SIP tokens, levels 1-100.
+    fn skills(
+        &self,
+        key: &str,
+        v: &Spanned<BTreeMap<String, i64>>,
+    ) -> Result<Vec<(String, u8)>, ConfigError> {
+        let mut out = Vec::new();
+        for (name, level) in v.get_ref() {
+            if !is_skill_name(name) {
+                return Err(self.err(
+                    format!("{key}.{name}"),
+                    v,
+                    "a skill name is letters, digits, - and _ (at most 64)",
+                ));
+            }
+            let level = u8::try_from(*level)
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| self.err(format!("{key}.{name}"), v, "a skill level is 1 to 100"))?;
+            out.push((name.clone(), level));
+        }
+        Ok(out)
+    }
+
     fn err<T>(
         &self,
         key: impl Into<String>,
@@ -248,6 +497,13 @@ fn parse_port_range(s: &str) -> Option<RangeInclusive<u16>> {
     let a: u16 = a.trim().parse().ok()?;
     let b: u16 = b.trim().parse().ok()?;
     (a <= b).then_some(a..=b)
+}
+
+fn is_skill_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn is_sip_token(s: &str) -> bool {
@@ -383,39 +639,326 @@ impl Config {
                     Moh::File(p)
                 }
             };
-            let ring_timeout_secs = match &q.ring_timeout_secs {
-                None => 15,
-                Some(t) => u32::try_from(*t.get_ref())
-                    .ok()
-                    .filter(|t| (1..=600).contains(t))
-                    .ok_or_else(|| {
-                        cx.err(
-                            format!("queue[{i}].ring_timeout_secs"),
-                            t,
-                            "must be between 1 and 600",
-                        )
-                    })?,
+            let key = |k: &str| format!("queue[{i}].{k}");
+            let secs_ms = |k: &str,
+                           v: &Option<Spanned<i64>>,
+                           default: u32,
+                           range: RangeInclusive<u32>|
+             -> Result<u64, ConfigError> {
+                Ok(u64::from(match v {
+                    None => default,
+                    Some(t) => cx.int(key(k), t, range)?,
+                }) * 1000)
             };
-            let wrap_up_secs = match &q.wrap_up_secs {
-                None => 0,
-                Some(t) => u32::try_from(*t.get_ref())
+            let mut routing = QueueConfig::new(QueueId::new(&name), strategy)
+                .with_ring_timeout(secs_ms(
+                    "ring_timeout_secs",
+                    &q.ring_timeout_secs,
+                    15,
+                    1..=600,
+                )?)
+                .with_retry_delay(secs_ms(
+                    "retry_delay_secs",
+                    &q.retry_delay_secs,
+                    2,
+                    0..=600,
+                )?)
+                .with_wrap_up_ms(secs_ms("wrap_up_secs", &q.wrap_up_secs, 0, 0..=3600)?)
+                .with_ring_progressively_delay(secs_ms(
+                    "ring_progressively_secs",
+                    &q.ring_progressively_secs,
+                    5,
+                    1..=600,
+                )?);
+            if let Some(sk) = &q.required_skills {
+                for (skill, level) in cx.skills(&key("required_skills"), sk)? {
+                    routing = routing.with_required_skill(skill, level);
+                }
+            }
+            if let Some(m) = &q.skill_match {
+                routing = routing.with_skill_match(match m.get_ref().as_str() {
+                    "best-match" => SkillMatch::BestMatch,
+                    "qualified" => SkillMatch::Qualified,
+                    other => {
+                        return Err(cx.err(
+                            key("skill_match"),
+                            m,
+                            format!("`{other}` is neither \"best-match\" nor \"qualified\""),
+                        ))
+                    }
+                });
+            }
+            for (j, r) in q.skill_relax.iter().enumerate() {
+                let k = format!("queue[{i}].skill_relax[{j}]");
+                let raw = r.get_ref();
+                let after = u32::try_from(raw.after_secs).ok().filter(|a| *a <= 86_400);
+                let by = u8::try_from(raw.lower_by)
                     .ok()
-                    .filter(|t| (0..=3600).contains(t))
-                    .ok_or_else(|| {
-                        cx.err(
-                            format!("queue[{i}].wrap_up_secs"),
-                            t,
-                            "must be between 0 and 3600",
-                        )
-                    })?,
+                    .filter(|b| (1..=100).contains(b));
+                match (after, by) {
+                    (Some(a), Some(b)) => {
+                        routing = routing.with_skill_relax(u64::from(a) * 1000, b)
+                    }
+                    _ => return Err(cx.err(k, r, "after_secs is 0-86400 and lower_by 1-100")),
+                }
+            }
+            for (j, r) in q.tier_rules.iter().enumerate() {
+                let k = format!("queue[{i}].tier_rules[{j}]");
+                let raw = r.get_ref();
+                let after = u32::try_from(raw.after_secs).ok().filter(|a| *a <= 86_400);
+                let level = u8::try_from(raw.level)
+                    .ok()
+                    .filter(|l| (1..=100).contains(l));
+                match (after, level) {
+                    (Some(a), Some(l)) => routing = routing.with_tier_rule(u64::from(a) * 1000, l),
+                    _ => return Err(cx.err(k, r, "after_secs is 0-86400 and level 1-100")),
+                }
+            }
+            if let Some(m) = &q.max_penalty {
+                routing = routing.with_max_penalty(cx.int(key("max_penalty"), m, 0..=1_000_000)?);
+            }
+            for (j, r) in q.penalty_rules.iter().enumerate() {
+                let k = format!("queue[{i}].penalty_rules[{j}]");
+                let raw = r.get_ref();
+                let after = u32::try_from(raw.after_secs).ok().filter(|a| *a <= 86_400);
+                let max = u32::try_from(raw.max_penalty)
+                    .ok()
+                    .filter(|m| *m <= 1_000_000);
+                match (after, max) {
+                    (Some(a), Some(m)) => {
+                        routing = routing.with_penalty_rule(u64::from(a) * 1000, m)
+                    }
+                    _ => {
+                        return Err(cx.err(k, r, "after_secs is 0-86400 and max_penalty 0-1000000"))
+                    }
+                }
+            }
+            let action = |k: &str, v: &Spanned<String>| -> Result<QueueAction, ConfigError> {
+                let text = v.get_ref().trim();
+                if text == "hangup" {
+                    return Ok(QueueAction::Hangup { prompt: None });
+                }
+                if let Some(p) = text.strip_prefix("hangup:").map(str::trim) {
+                    if is_skill_name(p) {
+                        return Ok(QueueAction::Hangup {
+                            prompt: Some(SmolStr::new(p)),
+                        });
+                    }
+                }
+                if let Some(t) = text.strip_prefix("overflow:").map(str::trim) {
+                    if !t.is_empty() {
+                        return Ok(QueueAction::Overflow {
+                            queue: QueueId::new(t),
+                        });
+                    }
+                }
+                Err(cx.err(
+                    key(k),
+                    v,
+                    format!(
+                        "`{text}` is not \"hangup\", \"hangup:<prompt>\" or \"overflow:<queue>\""
+                    ),
+                ))
+            };
+            let condition = |k: &str, v: &Spanned<String>| -> Result<EmptyCondition, ConfigError> {
+                match v.get_ref().trim() {
+                    "no-members" => Ok(EmptyCondition::NoMembers),
+                    "none-available" => Ok(EmptyCondition::NoneAvailable),
+                    other => Err(cx.err(
+                        key(k),
+                        v,
+                        format!("`{other}` is not \"no-members\" or \"none-available\""),
+                    )),
+                }
+            };
+            if let Some(m) = &q.max_wait_secs {
+                let secs: u32 = cx.int(key("max_wait_secs"), m, 1..=86_400)?;
+                let act = match &q.max_wait_action {
+                    None => QueueAction::Hangup { prompt: None },
+                    Some(a) => action("max_wait_action", a)?,
+                };
+                routing = routing.with_max_wait(u64::from(secs) * 1000, act);
+            } else if let Some(a) = &q.max_wait_action {
+                return Err(cx.err(
+                    key("max_wait_action"),
+                    a,
+                    "only means something with `max_wait_secs`",
+                ));
+            }
+            if let Some(c) = &q.join_empty {
+                routing = routing.with_join_empty(condition("join_empty", c)?);
+            }
+            if let Some(c) = &q.leave_when_empty {
+                routing = routing.with_leave_when_empty(condition("leave_when_empty", c)?);
+            }
+            if let Some(a) = &q.empty_action {
+                routing = routing.with_empty_action(action("empty_action", a)?);
+            }
+            if let Some(m) = &q.max_wait_no_agent_secs {
+                let secs: u32 = cx.int(key("max_wait_no_agent_secs"), m, 1..=86_400)?;
+                routing = routing.with_max_wait_no_agent(u64::from(secs) * 1000);
+            }
+            if let Some(m) = &q.max_len {
+                let n: u32 = cx.int(key("max_len"), m, 1..=100_000)?;
+                let full = match &q.full_action {
+                    None => FullAction::Reject,
+                    Some(a) => match a.get_ref().trim() {
+                        "reject" => FullAction::Reject,
+                        other => match other.strip_prefix("overflow:").map(str::trim) {
+                            Some(t) if !t.is_empty() => FullAction::Overflow {
+                                queue: QueueId::new(t),
+                            },
+                            _ => {
+                                return Err(cx.err(
+                                    key("full_action"),
+                                    a,
+                                    format!("`{other}` is not \"reject\" or \"overflow:<queue>\""),
+                                ))
+                            }
+                        },
+                    },
+                };
+                routing = routing.with_max_len(n, full);
+            } else if let Some(a) = &q.full_action {
+                return Err(cx.err(key("full_action"), a, "only means something with `max_len`"));
+            }
+            let mut announce = Announcements {
+                wait_time: q.announce_wait_time,
+                callback: q.callback,
+                ..Announcements::default()
+            };
+            if let Some(t) = &q.announce_position_secs {
+                let secs: u32 = cx.int(key("announce_position_secs"), t, 0..=3600)?;
+                announce.position_every_ms = u64::from(secs) * 1000;
+            }
+            if let Some(p) = &q.periodic_prompt {
+                if !is_skill_name(p.get_ref()) {
+                    return Err(cx.err(
+                        key("periodic_prompt"),
+                        p,
+                        "a prompt name is letters, digits, - and _ (a WAV in the prompts directory)",
+                    ));
+                }
+                announce.periodic = Some(SmolStr::new(p.get_ref()));
+                announce.periodic_every_ms = 30_000;
+            }
+            if let Some(t) = &q.periodic_prompt_secs {
+                let secs: u32 = cx.int(key("periodic_prompt_secs"), t, 5..=3600)?;
+                announce.periodic_every_ms = u64::from(secs) * 1000;
+            }
+            let abandoned_resume_secs = match &q.abandoned_resume_secs {
+                None => 0,
+                Some(t) => cx.int(key("abandoned_resume_secs"), t, 0..=3600)?,
+            };
+            let service_level_secs = match &q.service_level_secs {
+                None => 20,
+                Some(t) => cx.int(key("service_level_secs"), t, 1..=3600)?,
+            };
+            let business_hours = match &q.business_hours {
+                None => None,
+                Some(h) => {
+                    let mut bh = BusinessHours::parse(h.get_ref())
+                        .map_err(|e| cx.err(key("business_hours"), h, e.to_string()))?;
+                    if let Some(o) = &q.utc_offset_minutes {
+                        let minutes = cx.int(key("utc_offset_minutes"), o, -1080..=1080)?;
+                        bh = bh
+                            .with_utc_offset(minutes)
+                            .map_err(|e| cx.err(key("utc_offset_minutes"), o, e.to_string()))?;
+                    }
+                    for (j, d) in q.closed_dates.iter().enumerate() {
+                        bh = bh.with_closed_date(d.get_ref()).map_err(|e| {
+                            cx.err(format!("queue[{i}].closed_dates[{j}]"), d, e.to_string())
+                        })?;
+                    }
+                    Some(bh)
+                }
+            };
+            if business_hours.is_none() {
+                let stray = q
+                    .utc_offset_minutes
+                    .as_ref()
+                    .map(|o| ("utc_offset_minutes", o.span().start))
+                    .or_else(|| {
+                        q.closed_dates
+                            .first()
+                            .map(|d| ("closed_dates", d.span().start))
+                    })
+                    .or_else(|| {
+                        q.closed_action
+                            .as_ref()
+                            .map(|a| ("closed_action", a.span().start))
+                    });
+                if let Some((k, at)) = stray {
+                    return Err(ConfigError {
+                        key: Some(key(k)),
+                        line: Some(line_of(src, at)),
+                        message: "only means something with `business_hours`".into(),
+                    });
+                }
+            }
+            let closed_action = match &q.closed_action {
+                None => ClosedAction::Announce,
+                Some(a) => match a.get_ref().as_str() {
+                    "reject" => ClosedAction::Reject,
+                    "announce" => ClosedAction::Announce,
+                    other => match other.strip_prefix("overflow:") {
+                        Some(target) if !target.trim().is_empty() => {
+                            ClosedAction::Overflow(target.trim().to_string())
+                        }
+                        _ => {
+                            return Err(cx.err(
+                                key("closed_action"),
+                                a,
+                                format!(
+                                "`{other}` is not \"reject\", \"announce\" or \"overflow:<queue>\""
+                            ),
+                            ))
+                        }
+                    },
+                },
             };
             queues.push(QueueSection {
                 name,
-                strategy,
                 moh,
-                ring_timeout_secs,
-                wrap_up_secs,
+                routing,
+                service_level_secs,
+                business_hours,
+                closed_action,
+                announce,
+                abandoned_resume_secs,
             });
+        }
+        // Overflow targets must exist.
+        for (i, q) in raw.queue.iter().enumerate() {
+            let targets = [
+                ("max_wait_action", &q.max_wait_action),
+                ("empty_action", &q.empty_action),
+                ("full_action", &q.full_action),
+            ];
+            for (k, v) in targets {
+                if let Some(v) = v {
+                    if let Some(t) = v.get_ref().trim().strip_prefix("overflow:") {
+                        if !names.contains(t.trim()) {
+                            return Err(cx.err(
+                                format!("queue[{i}].{k}"),
+                                v,
+                                format!("no queue named `{}`", t.trim()),
+                            ));
+                        }
+                    }
+                }
+            }
+            if let (Some(a), ClosedAction::Overflow(target)) =
+                (&q.closed_action, &queues[i].closed_action)
+            {
+                if !names.contains(target) {
+                    return Err(cx.err(
+                        format!("queue[{i}].closed_action"),
+                        a,
+                        format!("no queue named `{target}`"),
+                    ));
+                }
+            }
         }
 
         let mut agents = Vec::new();
@@ -450,7 +993,8 @@ impl Config {
                     "must not be empty",
                 ));
             }
-            let mut qs = Vec::new();
+            let mut profile = AgentProfile::new(AgentId::new(&id));
+            let mut seen = BTreeSet::new();
             for (j, q) in a.queues.iter().enumerate() {
                 if !names.contains(q.get_ref()) {
                     return Err(cx.err(
@@ -459,27 +1003,122 @@ impl Config {
                         format!("no queue named `{}`", q.get_ref()),
                     ));
                 }
-                qs.push(q.get_ref().clone());
+                if seen.insert(q.get_ref().clone()) {
+                    profile = profile.with_queue(QueueId::new(q.get_ref()));
+                }
             }
-            let max_calls = match &a.max_calls {
-                None => 1,
-                Some(m) => u16::try_from(*m.get_ref())
+            for (j, m) in a.memberships.iter().enumerate() {
+                let k = format!("agent[{i}].memberships[{j}]");
+                let raw = m.get_ref();
+                if !names.contains(&raw.queue) {
+                    return Err(cx.err(k, m, format!("no queue named `{}`", raw.queue)));
+                }
+                if !seen.insert(raw.queue.clone()) {
+                    return Err(cx.err(
+                        k,
+                        m,
+                        format!("agent is already a member of `{}`", raw.queue),
+                    ));
+                }
+                let level = u8::try_from(raw.level.unwrap_or(1))
                     .ok()
-                    .filter(|m| (1..=100).contains(m))
-                    .ok_or_else(|| {
-                        cx.err(
-                            format!("agent[{i}].max_calls"),
-                            m,
-                            "must be between 1 and 100",
+                    .filter(|l| (1..=100).contains(l));
+                let position = u32::try_from(raw.position.unwrap_or(0)).ok();
+                let penalty = u32::try_from(raw.penalty.unwrap_or(0))
+                    .ok()
+                    .filter(|p| *p <= 1_000_000);
+                match (level, position, penalty) {
+                    (Some(l), Some(pos), Some(pen)) => {
+                        profile = profile.with_membership(
+                            Membership::new(QueueId::new(&raw.queue))
+                                .with_level(l)
+                                .with_position(pos)
+                                .with_penalty(pen),
                         )
-                    })?,
+                    }
+                    _ => {
+                        return Err(cx.err(
+                            k,
+                            m,
+                            "level is 1-100, position 0 or more, penalty 0-1000000",
+                        ))
+                    }
+                }
+            }
+            if let Some(sk) = &a.skills {
+                for (skill, level) in cx.skills(&format!("agent[{i}].skills"), sk)? {
+                    profile = profile.with_skill(skill, level);
+                }
+            }
+            if let Some(m) = &a.max_calls {
+                profile =
+                    profile.with_max_calls(cx.int(format!("agent[{i}].max_calls"), m, 1..=100)?);
+            }
+            if let Some(w) = &a.wrap_up_secs {
+                let secs: u32 = cx.int(format!("agent[{i}].wrap_up_secs"), w, 0..=3600)?;
+                profile = profile.with_wrap_up_ms(u64::from(secs) * 1000);
+            }
+            let delay = |k: &str, v: &Option<Spanned<i64>>| -> Result<u64, ConfigError> {
+                Ok(match v {
+                    None => 0,
+                    Some(t) => {
+                        u64::from(cx.int::<u32>(format!("agent[{i}].{k}"), t, 0..=3600)?) * 1000
+                    }
+                })
             };
+            profile = profile
+                .with_reject_delay_ms(delay("reject_delay_secs", &a.reject_delay_secs)?)
+                .with_busy_delay_ms(delay("busy_delay_secs", &a.busy_delay_secs)?)
+                .with_no_answer_delay_ms(delay("no_answer_delay_secs", &a.no_answer_delay_secs)?);
+            if let Some(m) = &a.max_no_answer {
+                profile = profile.with_max_no_answer(cx.int(
+                    format!("agent[{i}].max_no_answer"),
+                    m,
+                    0..=1000,
+                )?);
+            }
+            if let Some(st) = &a.status {
+                let status = parse_status(st.get_ref())
+                    .map_err(|e| cx.err(format!("agent[{i}].status"), st, e))?;
+                profile = profile.with_status(status);
+            }
             agents.push(AgentSection {
                 id,
                 password: a.password.get_ref().clone(),
-                queues: qs,
-                max_calls,
+                profile,
             });
+        }
+
+        let routing_seed = match raw.routing.as_ref().and_then(|r| r.seed.as_ref()) {
+            None => 0,
+            Some(v) => cx.int("routing.seed", v, 0..=i64::MAX)? as u64,
+        };
+        let mut rules = Vec::new();
+        for (i, r) in raw.caller_rule.iter().enumerate() {
+            let pattern = CallerPattern::parse(r.pattern.get_ref()).map_err(|e| {
+                cx.err(
+                    format!("caller_rule[{i}].pattern"),
+                    &r.pattern,
+                    e.to_string(),
+                )
+            })?;
+            let mut rule = CallerRule::new(pattern);
+            if let Some(p) = &r.priority {
+                rule = rule.with_priority(cx.int(
+                    format!("caller_rule[{i}].priority"),
+                    p,
+                    -1000..=1000,
+                )?);
+            }
+            if let Some(sk) = &r.skills {
+                for (skill, level) in cx.skills(&format!("caller_rule[{i}].skills"), sk)? {
+                    rule = rule.with_skill(skill, level);
+                }
+            }
+            if r.block {
+                rule = rule.blocking();
+            }
+            rules.push(rule);
         }
 
         let mut reconciler = ReconcilerSection::default();
@@ -496,6 +1135,28 @@ impl Config {
                 })?;
         }
 
+        let prompts_dir = match &raw.media.prompts_dir {
+            None => PathBuf::from(DEFAULT_PROMPTS_DIR),
+            Some(d) => {
+                let p = base.join(d.get_ref());
+                if !p.is_dir() {
+                    return Err(cx.err(
+                        "media.prompts_dir",
+                        d,
+                        format!("`{}` is not a directory", p.display()),
+                    ));
+                }
+                p
+            }
+        };
+        let control_socket = match &raw.control {
+            None => None,
+            Some(c) if c.socket.get_ref().trim().is_empty() => {
+                return Err(cx.err("control.socket", &c.socket, "must be a path"))
+            }
+            Some(c) => Some(base.join(c.socket.get_ref())),
+        };
+
         Ok(Config {
             sip: SipConfig { udp, tcp, domain },
             media: MediaConfig { address, rtp_ports },
@@ -503,6 +1164,10 @@ impl Config {
             queues,
             agents,
             reconciler,
+            routing_seed,
+            caller_rules: CallerRules::new(rules),
+            prompts_dir,
+            control_socket,
         })
     }
 
@@ -542,6 +1207,9 @@ rtp_ports = "20000-20999"
 [store]
 url = "sqlite://data/call-engine.db"
 
+[control]
+socket = "data/call-engine.sock"
+
 [[queue]]
 name = "support"
 strategy = "longest-idle-agent"
@@ -572,7 +1240,7 @@ mod tests {
         let c = Config::demo();
         assert_eq!(c.queues.len(), 1);
         assert_eq!(c.agents.len(), 2);
-        assert_eq!(c.queues[0].strategy, Strategy::LongestIdleAgent);
+        assert_eq!(c.queues[0].routing.strategy, Strategy::LongestIdleAgent);
         assert_eq!(c.media.rtp_ports, 20000..=20999);
     }
 
@@ -624,28 +1292,28 @@ mod tests {
         expect_err(
             &bad("longest-idle-agent", "fastest"),
             "queue[0].strategy",
-            15,
+            18,
         );
         expect_err(
             &bad("moh = \"builtin\"", "moh = \"no/such.wav\""),
             "queue[0].moh",
-            16,
+            19,
         );
         expect_err(
             &bad("ring_timeout_secs = 15", "ring_timeout_secs = 0"),
             "queue[0].ring_timeout_secs",
-            17,
+            20,
         );
         expect_err(
             &bad("queues = [\"support\"]", "queues = [\"sales\"]"),
             "agent[0].queues[0]",
-            22,
+            25,
         );
-        expect_err(&bad("id = \"bob\"", "id = \"alice\""), "agent[1].id", 25);
+        expect_err(&bad("id = \"bob\"", "id = \"alice\""), "agent[1].id", 28);
         expect_err(
             &bad("password = \"bob-secret\"", "password = \"\""),
             "agent[1].password",
-            26,
+            29,
         );
     }
 
@@ -658,19 +1326,28 @@ mod tests {
                 1,
             )
         };
-        assert_eq!(parse(&with("0")).expect("valid").queues[0].wrap_up_secs, 0);
         assert_eq!(
-            parse(&with("30")).expect("valid").queues[0].wrap_up_secs,
-            30
+            parse(&with("0")).expect("valid").queues[0]
+                .routing
+                .wrap_up_ms,
+            0
         );
         assert_eq!(
-            parse(&with("3600")).expect("valid").queues[0].wrap_up_secs,
-            3600
+            parse(&with("30")).expect("valid").queues[0]
+                .routing
+                .wrap_up_ms,
+            30_000
         );
-        expect_err(&with("-1"), "queue[0].wrap_up_secs", 18);
-        expect_err(&with("3601"), "queue[0].wrap_up_secs", 18);
+        assert_eq!(
+            parse(&with("3600")).expect("valid").queues[0]
+                .routing
+                .wrap_up_ms,
+            3_600_000
+        );
+        expect_err(&with("-1"), "queue[0].wrap_up_secs", 21);
+        expect_err(&with("3601"), "queue[0].wrap_up_secs", 21);
         let e = parse(&with("\"2\"")).expect_err("not a number");
-        assert_eq!(e.line, Some(18), "{e}");
+        assert_eq!(e.line, Some(21), "{e}");
     }
 
     #[test]
@@ -689,10 +1366,285 @@ mod tests {
         let src = "[sip]\ntcp = \"127.0.0.1:5070\"\ndomain = \"d\"\n[media]\naddress = \"127.0.0.1\"\nrtp_ports = \"30000-30010\"\n[store]\nurl = \"sqlite::memory:\"\n[[queue]]\nname = \"q\"\n";
         let c = parse(src).expect("valid");
         assert_eq!(c.sip.udp, None);
-        assert_eq!(c.queues[0].ring_timeout_secs, 15);
-        assert_eq!(c.queues[0].wrap_up_secs, 0);
+        assert_eq!(c.queues[0].routing.ring_timeout_ms, 15_000);
+        assert_eq!(c.queues[0].routing.wrap_up_ms, 0);
+        assert_eq!(c.control_socket, None);
+        assert_eq!(c.routing_seed, 0);
         assert_eq!(c.queues[0].moh, Moh::Builtin);
         let e = parse(&src.replace("tcp = \"127.0.0.1:5070\"\n", "")).expect_err("no listener");
         assert_eq!(e.key.as_deref(), Some("sip"));
+    }
+
+    const FULL: &str = r#"[sip]
+udp = "127.0.0.1:5060"
+domain = "d"
+[media]
+address = "127.0.0.1"
+rtp_ports = "30000-30010"
+[store]
+url = "sqlite::memory:"
+[routing]
+seed = 7
+[control]
+socket = "run/engine.sock"
+[[queue]]
+name = "support"
+strategy = "ring-progressively"
+retry_delay_secs = 3
+ring_progressively_secs = 4
+required_skills = { english = 3 }
+skill_match = "qualified"
+skill_relax = [{ after_secs = 30, lower_by = 1 }]
+tier_rules = [{ after_secs = 20, level = 2 }]
+max_penalty = 1
+penalty_rules = [{ after_secs = 60, max_penalty = 5 }]
+service_level_secs = 30
+business_hours = "mon-fri 08:00-18:00"
+utc_offset_minutes = 60
+closed_dates = ["2026-12-25"]
+closed_action = "overflow:sales"
+max_wait_secs = 300
+max_wait_action = "overflow:sales"
+join_empty = "no-members"
+leave_when_empty = "none-available"
+empty_action = "hangup:no-agents"
+max_wait_no_agent_secs = 60
+max_len = 10
+full_action = "overflow:sales"
+announce_position_secs = 45
+announce_wait_time = true
+periodic_prompt = "thank-you-for-holding"
+periodic_prompt_secs = 60
+callback = true
+abandoned_resume_secs = 120
+[[queue]]
+name = "sales"
+[[agent]]
+id = "alice"
+password = "p"
+queues = ["support"]
+memberships = [{ queue = "sales", level = 2, position = 3, penalty = 4 }]
+skills = { english = 5, billing = 2 }
+max_calls = 2
+wrap_up_secs = 10
+reject_delay_secs = 5
+busy_delay_secs = 6
+no_answer_delay_secs = 7
+max_no_answer = 3
+status = "break:training"
+[[caller_rule]]
+pattern = "+4420*"
+priority = 10
+skills = { vip = 1 }
+[[caller_rule]]
+pattern = "+1900*"
+block = true
+"#;
+
+    #[test]
+    fn every_routing_policy_and_announcement_key_lands() {
+        use call_engine_orchestrator::{EmptyCondition, FullAction, QueueAction};
+        let c = parse(FULL).expect("valid");
+        assert_eq!(c.routing_seed, 7);
+        assert_eq!(
+            c.control_socket.as_deref(),
+            Some(Path::new("./run/engine.sock"))
+        );
+        let q = &c.queues[0];
+        let r = &q.routing;
+        assert_eq!(r.strategy, Strategy::RingProgressively);
+        assert_eq!(r.retry_delay_ms, 3_000);
+        assert_eq!(r.ring_progressively_delay_ms, 4_000);
+        assert_eq!(r.required_skills.len(), 1);
+        assert_eq!(r.required_skills[0].skill, "english");
+        assert_eq!(r.required_skills[0].min_level, 3);
+        assert_eq!(r.skill_match, SkillMatch::Qualified);
+        assert_eq!(
+            (r.skill_relax[0].after_ms, r.skill_relax[0].lower_by),
+            (30_000, 1)
+        );
+        assert_eq!(
+            (r.tier_rules[0].after_ms, r.tier_rules[0].level),
+            (20_000, 2)
+        );
+        assert_eq!(r.max_penalty, Some(1));
+        assert_eq!(
+            (r.penalty_rules[0].after_ms, r.penalty_rules[0].max_penalty),
+            (60_000, 5)
+        );
+        assert_eq!(r.max_wait_ms, Some(300_000));
+        assert_eq!(
+            r.max_wait_action,
+            QueueAction::Overflow {
+                queue: QueueId::new("sales")
+            }
+        );
+        assert_eq!(r.join_empty, Some(EmptyCondition::NoMembers));
+        assert_eq!(r.leave_when_empty, Some(EmptyCondition::NoneAvailable));
+        assert_eq!(
+            r.empty_action,
+            QueueAction::Hangup {
+                prompt: Some("no-agents".into())
+            }
+        );
+        assert_eq!(r.max_wait_no_agent_ms, Some(60_000));
+        assert_eq!(r.max_len, Some(10));
+        assert_eq!(
+            r.full_action,
+            FullAction::Overflow {
+                queue: QueueId::new("sales")
+            }
+        );
+        assert_eq!(q.service_level_secs, 30);
+        let hours = q.business_hours.as_ref().expect("hours");
+        // Saturday 2026-11-21 12:00 UTC: closed; Monday 2026-11-23 09:00 local (08:00 UTC): open.
+        assert!(!hours.is_open(1_795_262_400_000));
+        assert!(hours.is_open(1_795_420_800_000));
+        assert_eq!(q.closed_action, ClosedAction::Overflow("sales".into()));
+        assert_eq!(q.announce.position_every_ms, 45_000);
+        assert!(q.announce.wait_time && q.announce.callback);
+        assert_eq!(
+            q.announce.periodic.as_deref(),
+            Some("thank-you-for-holding")
+        );
+        assert_eq!(q.announce.periodic_every_ms, 60_000);
+        assert_eq!(q.abandoned_resume_secs, 120);
+
+        let a = &c.agents[0].profile;
+        assert_eq!(a.memberships.len(), 2);
+        let sales = &a.memberships[1];
+        assert_eq!((sales.level, sales.position, sales.penalty), (2, 3, 4));
+        assert_eq!(a.skills.get("english"), Some(&5));
+        assert_eq!(a.max_calls, 2);
+        assert_eq!(a.wrap_up_ms, Some(10_000));
+        assert_eq!(
+            (
+                a.reject_delay_ms,
+                a.busy_delay_ms,
+                a.no_answer_delay_ms,
+                a.max_no_answer
+            ),
+            (5_000, 6_000, 7_000, 3)
+        );
+        assert_eq!(
+            a.status,
+            call_engine_events::AgentStatus::OnBreak {
+                reason: "training".into()
+            }
+        );
+        let vip = c.caller_rules.evaluate("+44 20 7946 0000");
+        assert_eq!(vip.priority, Some(10));
+        assert!(!vip.blocked);
+        assert!(c.caller_rules.evaluate("+19005550100").blocked);
+    }
+
+    #[test]
+    fn bad_policy_values_name_their_key() {
+        let line_of_key = |src: &str, k: &str| {
+            src.lines()
+                .position(|l| l.starts_with(k))
+                .map(|i| i + 1)
+                .expect("key present")
+        };
+        let cases = [
+            (
+                "max_wait_action = \"overflow:sales\"",
+                "max_wait_action = \"overflow:nowhere\"",
+                "queue[0].max_wait_action",
+                "max_wait_action",
+            ),
+            (
+                "max_wait_action = \"overflow:sales\"",
+                "max_wait_action = \"shrug\"",
+                "queue[0].max_wait_action",
+                "max_wait_action",
+            ),
+            (
+                "join_empty = \"no-members\"",
+                "join_empty = \"never\"",
+                "queue[0].join_empty",
+                "join_empty",
+            ),
+            (
+                "full_action = \"overflow:sales\"",
+                "full_action = \"explode\"",
+                "queue[0].full_action",
+                "full_action",
+            ),
+            ("max_len = 10", "max_len = 0", "queue[0].max_len", "max_len"),
+            (
+                "business_hours = \"mon-fri 08:00-18:00\"",
+                "business_hours = \"someday 08:00-18:00\"",
+                "queue[0].business_hours",
+                "business_hours",
+            ),
+            (
+                "closed_dates = [\"2026-12-25\"]",
+                "closed_dates = [\"2026-13-25\"]",
+                "queue[0].closed_dates[0]",
+                "closed_dates",
+            ),
+            (
+                "skill_match = \"qualified\"",
+                "skill_match = \"best\"",
+                "queue[0].skill_match",
+                "skill_match",
+            ),
+            (
+                "required_skills = { english = 3 }",
+                "required_skills = { english = 300 }",
+                "queue[0].required_skills.english",
+                "required_skills",
+            ),
+            (
+                "periodic_prompt = \"thank-you-for-holding\"",
+                "periodic_prompt = \"../etc/passwd\"",
+                "queue[0].periodic_prompt",
+                "periodic_prompt",
+            ),
+            (
+                "status = \"break:training\"",
+                "status = \"asleep\"",
+                "agent[0].status",
+                "status",
+            ),
+            (
+                "max_no_answer = 3",
+                "max_no_answer = -3",
+                "agent[0].max_no_answer",
+                "max_no_answer",
+            ),
+            (
+                "skills = { english = 5, billing = 2 }",
+                "skills = { \"bad name\" = 5 }",
+                "agent[0].skills.bad name",
+                "skills",
+            ),
+            (
+                "memberships = [{ queue = \"sales\", level = 2, position = 3, penalty = 4 }]",
+                "memberships = [{ queue = \"support\" }]",
+                "agent[0].memberships[0]",
+                "memberships",
+            ),
+            (
+                "pattern = \"+4420*\"",
+                "pattern = \"+44*20\"",
+                "caller_rule[0].pattern",
+                "pattern",
+            ),
+            ("seed = 7", "seed = -7", "routing.seed", "seed"),
+        ];
+        for (from, to, key, starts) in cases {
+            let src = FULL.replacen(from, to, 1);
+            assert_ne!(src, FULL, "{from}");
+            expect_err(&src, key, line_of_key(&src, starts));
+        }
+        // Keys that only mean something together.
+        let src = FULL.replacen("max_wait_secs = 300\n", "", 1);
+        let e = parse(&src).expect_err("action without max wait");
+        assert_eq!(e.key.as_deref(), Some("queue[0].max_wait_action"), "{e}");
+        let src = FULL.replacen("business_hours = \"mon-fri 08:00-18:00\"\n", "", 1);
+        let e = parse(&src).expect_err("offset without hours");
+        assert_eq!(e.key.as_deref(), Some("queue[0].utc_offset_minutes"), "{e}");
     }
 }

@@ -3,11 +3,12 @@
 //! and turns their decisions into commands for the adapters. It does no SIP and no RTP
 //! itself.
 
+use crate::config::ClosedAction;
 use call_engine_bus::{EventBus, EventId, Filter, Publisher, Receiver, RecvError, TopicSet};
 use call_engine_events::{
-    topics, AgentEvent, AgentId, AudioSource, CallId, Disposition, EngineEvent, HangupCause,
-    IdAllocator, Leg, MediaCommand, MediaEvent, Party, QueueId, Sdp, SessionCommand, SessionEvent,
-    SessionId, Side,
+    topics, AgentActivity, AgentEvent, AgentId, AgentStatus, AudioSource, CallId, Disposition,
+    EngineEvent, HangupCause, IdAllocator, LeaveReason, Leg, MediaCommand, MediaEvent, Party,
+    QueueEvent, QueueId, Sdp, SessionCommand, SessionEvent, SessionId, Side,
 };
 use call_engine_orchestrator::{self as orch, Orchestrator, Output};
 use call_engine_state::{Call, CallAction, CallConfig, CallInput, CallState, CallTimer, Millis};
@@ -29,6 +30,33 @@ pub struct QueueSettings {
     pub moh: AudioSource,
     /// Ring timeout, ms.
     pub ring_timeout_ms: u64,
+    /// Opening hours (`None`: always open).
+    pub business_hours: Option<orch::BusinessHours>,
+    /// What happens to calls arriving while closed.
+    pub closed_action: ClosedAction,
+    /// Announcements to waiting callers.
+    pub announce: Announcements,
+    /// Service-level threshold for statistics, ms.
+    pub service_level_ms: u64,
+    /// A caller who hangs up while waiting and calls again within this many ms gets
+    /// their place back (their original entry time). 0: off.
+    pub abandoned_resume_ms: u64,
+}
+
+/// What waiting callers hear besides the music.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Announcements {
+    /// Every this many ms: position in queue (and the estimated wait, if
+    /// `wait_time`). 0: never.
+    pub position_every_ms: u64,
+    /// Include the estimated wait time in the position announcement.
+    pub wait_time: bool,
+    /// A message (prompt name) played every `periodic_every_ms`.
+    pub periodic: Option<SmolStr>,
+    /// Period of the message, ms.
+    pub periodic_every_ms: u64,
+    /// Callers may press 1 to be called back instead of waiting (and are told so).
+    pub callback: bool,
 }
 
 /// One finished call, for its call detail record.
@@ -65,6 +93,10 @@ pub struct CallRecord {
 enum TimerKey {
     Orch(orch::Timer),
     Call(CallId, CallTimer),
+    /// Next position/wait-time announcement for a waiting call.
+    Announce(CallId),
+    /// Next periodic message for a waiting call.
+    Periodic(CallId),
 }
 
 struct CallCtx {
@@ -93,6 +125,32 @@ struct CallCtx {
     ending: bool,
     /// A leg is on hold: silence is expected, not a media failure.
     held: bool,
+    /// Routing data (priority, skills, seniority) from caller rules and headers.
+    routing: orch::CallRouting,
+    /// Prompts still to play to the waiting customer, in order.
+    prompts: std::collections::VecDeque<SmolStr>,
+    /// After the current prompts, hang up with this cause (a policy removed the call, or
+    /// the queue is closed) instead of going back to the music.
+    close_after_prompts: Option<HangupCause>,
+    /// Answered only to be told something (closed queue): never queued.
+    announce_only: bool,
+    /// The callback this call became, if the caller asked for one.
+    callback: Option<CallbackState>,
+    /// The customer's current playback is a prompt (it ends), not the music.
+    playing_prompt: bool,
+}
+
+/// Where a callback stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallbackState {
+    /// The caller pressed 1 and hears the confirmation, then we hang up.
+    Confirming,
+    /// Waiting in the queue without a customer leg.
+    Waiting,
+    /// Calling the customer back on this outbound session.
+    Dialing(SessionId),
+    /// The customer answered the callback: an ordinary call from now on.
+    Connected,
 }
 
 /// The driver. Create with [`Driver::new`] and run with [`Driver::run`].
@@ -122,6 +180,20 @@ pub struct Driver {
     agents: Vec<AgentId>,
     /// How often the reconciler runs (`None`: never).
     reconcile_every: Option<std::time::Duration>,
+    /// Caller rules.
+    caller_rules: orch::CallerRules,
+    /// Live statistics per queue and agent.
+    stats: orch::StatsBook,
+    /// Agents in wrap-up since (driver ms), to measure it.
+    wrap_started: HashMap<AgentId, u64>,
+    /// Callers who abandoned recently: number → (queue, original entry, abandoned at).
+    abandoned: HashMap<SmolStr, (QueueId, u64, u64)>,
+    /// Pending callbacks by caller number (deduplication).
+    callback_numbers: HashMap<SmolStr, CallId>,
+    /// Last published activity per agent.
+    activities: HashMap<AgentId, (AgentActivity, u16)>,
+    /// Control requests (CLI).
+    control_rx: Option<mpsc::UnboundedReceiver<crate::control::Request>>,
 }
 
 /// Retry-After (seconds) sent with 503 when the engine is full.
@@ -143,20 +215,95 @@ fn offer_failure(cause: &HangupCause) -> orch::OfferFailure {
     }
 }
 
+/// Prompt names saying `n` (0-999): `number-<n>` up to 20, tens and units above,
+/// `hundred` for the hundreds.
+fn number_prompts(n: u32) -> Vec<SmolStr> {
+    let n = n.min(999);
+    let mut out = Vec::new();
+    let hundreds = n / 100;
+    let rest = n % 100;
+    if hundreds > 0 {
+        out.push(SmolStr::new(format!("number-{hundreds}")));
+        out.push(SmolStr::new_static("hundred"));
+        if rest == 0 {
+            return out;
+        }
+    }
+    if rest <= 20 {
+        out.push(SmolStr::new(format!("number-{rest}")));
+    } else {
+        out.push(SmolStr::new(format!("number-{}", rest / 10 * 10)));
+        if !rest.is_multiple_of(10) {
+            out.push(SmolStr::new(format!("number-{}", rest % 10)));
+        }
+    }
+    out
+}
+
+async fn next_control(
+    rx: &mut Option<mpsc::UnboundedReceiver<crate::control::Request>>,
+) -> Option<crate::control::Request> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Parses a status as the command line writes it.
+pub fn parse_status(s: &str) -> Result<AgentStatus, String> {
+    let s = s.trim();
+    match s {
+        "available" => Ok(AgentStatus::Available),
+        "available-on-demand" | "on-demand" => Ok(AgentStatus::AvailableOnDemand),
+        "logged-out" | "logout" => Ok(AgentStatus::LoggedOut),
+        "break" => Ok(AgentStatus::OnBreak {
+            reason: SmolStr::new_static("break"),
+        }),
+        other => match other.strip_prefix("break:") {
+            Some(reason) if !reason.trim().is_empty() && reason.len() <= 64 => {
+                Ok(AgentStatus::OnBreak {
+                    reason: SmolStr::new(reason.trim()),
+                })
+            }
+            _ => Err(format!(
+                "`{other}` is not a status (available, available-on-demand, logged-out, break, break:<reason>)"
+            )),
+        },
+    }
+}
+
+/// A short label for why a policy removed a call.
+fn reject_label(r: orch::RejectCause) -> &'static str {
+    match r {
+        orch::RejectCause::Full => "queue full",
+        orch::RejectCause::Empty => "no agents",
+        orch::RejectCause::NoAgent => "no agent logged in",
+        orch::RejectCause::MaxWait => "max wait",
+        orch::RejectCause::CallbackFailed => "callback not answered",
+        orch::RejectCause::OverflowLoop => "overflow loop",
+        orch::RejectCause::UnknownQueue => "unknown overflow queue",
+        _ => "policy",
+    }
+}
+
 impl Driver {
     /// A driver for these queues and agents, publishing on `bus`, sending finished calls
     /// to `records`.
     pub fn new(
         bus: EventBus<EngineEvent>,
         ids: Arc<IdAllocator>,
-        queues: BTreeMap<QueueId, (orch::QueueConfig, QueueSettings)>,
-        agents: Vec<orch::AgentConfig>,
+        routing: orch::OrchestratorConfig,
+        queues: BTreeMap<QueueId, QueueSettings>,
         records: mpsc::UnboundedSender<CallRecord>,
         max_calls: usize,
     ) -> Self {
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
-        let agent_ids = agents.iter().map(|a| a.id.clone()).collect();
-        let orch = Orchestrator::new(queues.values().map(|(c, _)| c.clone()).collect(), agents);
+        let agent_ids = routing.agents.iter().map(|a| a.id.clone()).collect();
+        let orch = Orchestrator::with_config(routing);
+        let mut stats = orch::StatsBook::default();
+        for (q, settings) in &queues {
+            stats.set_service_level_threshold(q, settings.service_level_ms);
+        }
         let rx = bus.subscribe(Filter::topics(TopicSet::of(&[
             topics::SESSION_EVENTS,
             topics::MEDIA_EVENTS,
@@ -166,7 +313,7 @@ impl Driver {
             tx: bus.publisher("engine"),
             ids,
             orch,
-            queues: queues.into_iter().map(|(k, (_, s))| (k, s)).collect(),
+            queues,
             contacts: BTreeMap::new(),
             calls: HashMap::new(),
             timers: HashMap::new(),
@@ -180,7 +327,27 @@ impl Driver {
             origin_unix_ms: unix_ms(),
             agents: agent_ids,
             reconcile_every: None,
+            caller_rules: orch::CallerRules::default(),
+            stats,
+            wrap_started: HashMap::new(),
+            abandoned: HashMap::new(),
+            callback_numbers: HashMap::new(),
+            activities: HashMap::new(),
+            control_rx: None,
         }
+    }
+
+    /// Serves control requests (stats, explanations, agent status) from `rx`.
+    pub fn with_control(mut self, rx: mpsc::UnboundedReceiver<crate::control::Request>) -> Self {
+        self.control_rx = Some(rx);
+        self
+    }
+
+    /// Caller rules (by caller number) applied to every incoming call: blocked callers
+    /// get 403; the others get the priority and skills of the rules they match.
+    pub fn with_caller_rules(mut self, rules: orch::CallerRules) -> Self {
+        self.caller_rules = rules;
+        self
     }
 
     /// Runs the reconciler every `every`: established dialogs are probed in-dialog
@@ -223,6 +390,7 @@ impl Driver {
                     Err(RecvError::Closed) => break,
                 },
                 Some((key, gen)) = self.timer_rx.recv() => self.on_timer(key, gen).await,
+                Some(req) = next_control(&mut self.control_rx) => self.on_control(req).await,
             }
             while let Some((call, by, why)) = self.deferred.pop() {
                 self.hangup_all(None, call, by, why).await;
@@ -272,9 +440,205 @@ impl Driver {
             _ => return,
         }
         match key {
-            TimerKey::Orch(t) => self.orch_input(None, orch::Input::Timer(t)).await,
+            TimerKey::Orch(t) => {
+                if let orch::Timer::WrapUpEnd { agent } = &t {
+                    if let Some(since) = self.wrap_started.remove(agent) {
+                        let now = self.now();
+                        self.stats
+                            .wrap_up_done(agent, now.saturating_sub(since), now);
+                    }
+                }
+                self.orch_input(None, orch::Input::Timer(t)).await
+            }
             TimerKey::Call(call, t) => self.call_input(None, call, CallInput::Timer(t)).await,
+            TimerKey::Announce(call) => {
+                let every = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| self.queues.get(&c.queue))
+                    .map(|q| q.announce.position_every_ms)
+                    .unwrap_or(0);
+                let prompts = self.position_prompts(call);
+                if prompts.is_empty() {
+                    return; // no longer waiting
+                }
+                self.announce(None, call, prompts).await;
+                if every > 0 {
+                    let at = self.now() + every;
+                    self.start_timer(TimerKey::Announce(call), at);
+                }
+            }
+            TimerKey::Periodic(call) => {
+                let (prompt, every) = match self
+                    .calls
+                    .get(&call)
+                    .filter(|c| c.connected.is_none() && c.callback.is_none())
+                    .and_then(|c| self.queues.get(&c.queue))
+                {
+                    Some(q) => (q.announce.periodic.clone(), q.announce.periodic_every_ms),
+                    None => return,
+                };
+                if let Some(p) = prompt {
+                    self.announce(None, call, vec![p]).await;
+                    if every > 0 {
+                        let at = self.now() + every;
+                        self.start_timer(TimerKey::Periodic(call), at);
+                    }
+                }
+            }
         }
+    }
+
+    /// Answers a control request (command line).
+    async fn on_control(&mut self, req: crate::control::Request) {
+        use crate::control::{ControlRequest as R, ControlResponse};
+        let now = self.now();
+        let json = |v: Result<serde_json::Value, serde_json::Error>| match v {
+            Ok(v) => ControlResponse::ok(v),
+            Err(e) => ControlResponse::err(e.to_string()),
+        };
+        let known_agent = |d: &Self, a: &str| {
+            let id = AgentId::new(a);
+            if d.agents.contains(&id) {
+                Ok(id)
+            } else {
+                Err(ControlResponse::err(format!("no agent `{a}`")))
+            }
+        };
+        let answer = match req.body {
+            R::Stats => {
+                let queues: Vec<orch::QueueStats> = self
+                    .queues
+                    .keys()
+                    .map(|q| {
+                        let mut st = self.stats.queue_stats(q, now);
+                        st.agents = self.agents_by_state(q);
+                        st
+                    })
+                    .collect();
+                let agents = self.stats.all_agent_stats();
+                json(serde_json::to_value(serde_json::json!({
+                    "queues": queues,
+                    "agents": agents,
+                })))
+            }
+            R::Agents => json(serde_json::to_value(self.orch.agent_snapshots())),
+            R::Explain { call } => {
+                let decisions = self.orch.explain(CallId(call));
+                if decisions.is_empty() {
+                    ControlResponse::err(format!(
+                        "no routing decision recorded for call {call} (unknown, or too old)"
+                    ))
+                } else {
+                    json(serde_json::to_value(decisions))
+                }
+            }
+            R::SetStatus { agent, status } => {
+                match (known_agent(self, &agent), parse_status(&status)) {
+                    (Err(e), _) => e,
+                    (_, Err(e)) => ControlResponse::err(e),
+                    (Ok(agent), Ok(status)) => {
+                        self.orch_input(
+                            None,
+                            orch::Input::AgentStatus {
+                                agent: agent.clone(),
+                                status,
+                            },
+                        )
+                        .await;
+                        json(serde_json::to_value(self.orch.agent_snapshot(&agent)))
+                    }
+                }
+            }
+            R::Login {
+                agent,
+                queue,
+                level,
+                position,
+                penalty,
+            } => match known_agent(self, &agent) {
+                Err(e) => e,
+                Ok(_) if !self.queues.contains_key(&QueueId::new(&queue)) => {
+                    ControlResponse::err(format!("no queue `{queue}`"))
+                }
+                Ok(agent) => {
+                    let membership = orch::Membership::new(QueueId::new(&queue))
+                        .with_level(level.unwrap_or(1).max(1))
+                        .with_position(position.unwrap_or(0))
+                        .with_penalty(penalty.unwrap_or(0));
+                    self.orch_input(
+                        None,
+                        orch::Input::QueueLogin {
+                            agent: agent.clone(),
+                            membership,
+                        },
+                    )
+                    .await;
+                    self.send(
+                        None,
+                        EngineEvent::Agent(AgentEvent::QueueMembership {
+                            agent: agent.clone(),
+                            queue: QueueId::new(&queue),
+                            member: true,
+                        }),
+                    )
+                    .await;
+                    json(serde_json::to_value(self.orch.agent_snapshot(&agent)))
+                }
+            },
+            R::Logout { agent, queue } => match known_agent(self, &agent) {
+                Err(e) => e,
+                Ok(agent) => {
+                    let queue = QueueId::new(&queue);
+                    self.orch_input(
+                        None,
+                        orch::Input::QueueLogout {
+                            agent: agent.clone(),
+                            queue: queue.clone(),
+                        },
+                    )
+                    .await;
+                    self.send(
+                        None,
+                        EngineEvent::Agent(AgentEvent::QueueMembership {
+                            agent: agent.clone(),
+                            queue,
+                            member: false,
+                        }),
+                    )
+                    .await;
+                    json(serde_json::to_value(self.orch.agent_snapshot(&agent)))
+                }
+            },
+        };
+        // The asker may have gone away: nothing to do then.
+        let _ = req.reply.send(answer);
+    }
+
+    /// The members of a queue counted by state.
+    fn agents_by_state(&self, queue: &QueueId) -> orch::AgentsByState {
+        let mut by = orch::AgentsByState::default();
+        for a in self.orch.members(queue) {
+            let Some(s) = self.orch.agent_snapshot(&a) else {
+                continue;
+            };
+            let slot = if s.contact.is_none() || s.status == AgentStatus::LoggedOut {
+                &mut by.logged_out
+            } else if matches!(s.status, AgentStatus::OnBreak { .. }) && s.stats.calls == 0 {
+                &mut by.on_break
+            } else {
+                match s.stats.activity {
+                    orch::Activity::Idle => &mut by.available,
+                    orch::Activity::Reserved => &mut by.reserved,
+                    orch::Activity::Ringing => &mut by.ringing,
+                    orch::Activity::OnCall => &mut by.on_call,
+                    orch::Activity::WrapUp => &mut by.wrap_up,
+                    orch::Activity::Delayed => &mut by.delayed,
+                }
+            };
+            *slot += 1;
+        }
+        by
     }
 
     /// One reconciler pass (see [`Driver::with_reconciler`]).
@@ -360,10 +724,351 @@ impl Driver {
         .await;
     }
 
+    /// Publishes that a call left a queue.
+    async fn left_queue(
+        &mut self,
+        cause: Option<EventId>,
+        call: CallId,
+        queue: QueueId,
+        reason: LeaveReason,
+        waited_ms: u64,
+    ) {
+        self.cancel_timer(&TimerKey::Announce(call));
+        self.cancel_timer(&TimerKey::Periodic(call));
+        self.send(
+            cause,
+            EngineEvent::Queue(QueueEvent::CallerLeft {
+                queue,
+                call,
+                reason,
+                waited_ms,
+            }),
+        )
+        .await;
+    }
+
+    /// Publishes that a call joined a queue, and arms its announcements.
+    async fn joined_queue(&mut self, cause: Option<EventId>, call: CallId, queue: QueueId) {
+        let position = self
+            .orch
+            .waiting(&queue)
+            .iter()
+            .position(|c| *c == call)
+            .map(|p| p as u32 + 1)
+            .unwrap_or(0);
+        self.send(
+            cause,
+            EngineEvent::Queue(QueueEvent::CallerJoined {
+                queue: queue.clone(),
+                call,
+                position,
+            }),
+        )
+        .await;
+        let announce = self
+            .queues
+            .get(&queue)
+            .map(|q| q.announce.clone())
+            .unwrap_or_default();
+        let now = self.now();
+        if announce.position_every_ms > 0 {
+            self.start_timer(TimerKey::Announce(call), now + announce.position_every_ms);
+        }
+        if announce.periodic.is_some() && announce.periodic_every_ms > 0 {
+            self.start_timer(TimerKey::Periodic(call), now + announce.periodic_every_ms);
+        }
+    }
+
+    /// Ends a call on the engine's initiative after telling the customer `prompt` (if
+    /// any, and if the customer is still there).
+    async fn close_with_prompt(
+        &mut self,
+        cause: Option<EventId>,
+        call: CallId,
+        prompt: Option<SmolStr>,
+        why: HangupCause,
+    ) {
+        let speak = match self.calls.get_mut(&call) {
+            Some(c) if c.customer_alive && !c.ending && c.moh.is_some() => match prompt {
+                Some(p) => {
+                    c.prompts.clear();
+                    c.prompts.push_back(p);
+                    c.close_after_prompts = Some(why.clone());
+                    true
+                }
+                None => false,
+            },
+            Some(_) => false,
+            None => return,
+        };
+        if speak {
+            self.play_next_prompt(cause, call).await;
+        } else {
+            self.hangup_all(cause, call, Side::Engine, why).await;
+            self.maybe_finish(cause, call).await;
+        }
+    }
+
+    /// Plays the next queued prompt to the customer, or, when none is left, goes back
+    /// to the music (or hangs up, if the call was to be closed).
+    async fn play_next_prompt(&mut self, cause: Option<EventId>, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !c.customer_alive || c.ending || c.connected.is_some() {
+            c.prompts.clear();
+            return;
+        }
+        let playback = self.ids.playback();
+        let (source, looped) = match c.prompts.pop_front() {
+            Some(name) => (AudioSource::Prompt { name }, false),
+            None => {
+                if let Some(why) = c.close_after_prompts.take() {
+                    c.moh = None;
+                    self.hangup_all(cause, call, Side::Engine, why).await;
+                    self.maybe_finish(cause, call).await;
+                    return;
+                }
+                if c.callback == Some(CallbackState::Confirming) {
+                    // Told we will call back: hang up now; the place in the queue stays.
+                    c.callback = Some(CallbackState::Waiting);
+                    c.moh = None;
+                    let session = c.customer;
+                    c.hanging_up.insert(session);
+                    self.send(
+                        cause,
+                        EngineEvent::SessionCommand(SessionCommand::Hangup { call, session }),
+                    )
+                    .await;
+                    return;
+                }
+                let moh = self
+                    .queues
+                    .get(&c.queue)
+                    .map(|q| q.moh.clone())
+                    .unwrap_or(AudioSource::BuiltinMusic);
+                (moh, true)
+            }
+        };
+        c.moh = Some(playback);
+        c.playing_prompt = !looped;
+        self.send(
+            cause,
+            EngineEvent::MediaCommand(MediaCommand::Play {
+                call,
+                leg: Leg::Customer,
+                playback,
+                source,
+                looped,
+            }),
+        )
+        .await;
+    }
+
+    /// A digit from the customer (RFC 4733 or SIP INFO): 1 asks for a callback where the
+    /// queue offers it.
+    async fn on_digit(&mut self, cause: Option<EventId>, call: CallId, digit: char) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let offered = self
+            .queues
+            .get(&c.queue)
+            .is_some_and(|q| q.announce.callback);
+        let waiting = c.connected.is_none()
+            && c.callback.is_none()
+            && c.customer_alive
+            && !c.ending
+            && !c.announce_only
+            && self.orch.waiting(&c.queue).contains(&call);
+        debug!(%call, %digit, offered, waiting, "digit from the customer");
+        if digit != '1' || !offered || !waiting {
+            return;
+        }
+        let number = c.caller.user.clone();
+        let queue = c.queue.clone();
+        let duplicate = self
+            .callback_numbers
+            .get(&number)
+            .is_some_and(|other| *other != call && self.calls.contains_key(other));
+        if duplicate {
+            // One callback per number: the one already waiting keeps its place.
+            info!(%call, caller = %number, "callback already pending for this number");
+            self.close_with_prompt(
+                cause,
+                call,
+                Some(SmolStr::new_static("callback-confirmed")),
+                HangupCause::Normal,
+            )
+            .await;
+            return;
+        }
+        info!(%call, caller = %number, %queue, "callback requested: the caller keeps the place");
+        self.callback_numbers.insert(number, call);
+        self.cancel_timer(&TimerKey::Announce(call));
+        self.cancel_timer(&TimerKey::Periodic(call));
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.callback = Some(CallbackState::Confirming);
+            c.prompts.clear();
+            c.prompts
+                .push_back(SmolStr::new_static("callback-confirmed"));
+        }
+        self.orch_input(cause, orch::Input::CallbackRequested { call })
+            .await;
+        self.play_next_prompt(cause, call).await;
+    }
+
+    /// The orchestrator reserved an agent for a callback: call the customer back.
+    /// Returns the input to give the orchestrator at once, if any.
+    async fn dial_callback(&mut self, cause: Option<EventId>, call: CallId) -> Option<orch::Input> {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return Some(orch::Input::CallbackFailed { call });
+        };
+        if c.customer_alive {
+            // Still on the line (hearing the confirmation): no need to call back.
+            c.callback = Some(CallbackState::Connected);
+            c.prompts.clear();
+            return Some(orch::Input::CallbackAnswered { call });
+        }
+        let session = self.ids.session();
+        c.callback = Some(CallbackState::Dialing(session));
+        c.customer = session;
+        self.send(
+            cause,
+            EngineEvent::MediaCommand(MediaCommand::Allocate {
+                call,
+                leg: Leg::Customer,
+                remote_offer: None,
+            }),
+        )
+        .await;
+        None
+    }
+
+    /// The customer answered our callback: music until the reserved agent answers.
+    async fn callback_answered(
+        &mut self,
+        cause: Option<EventId>,
+        call: CallId,
+        session: SessionId,
+        sdp: Option<Sdp>,
+    ) {
+        info!(%call, "callback answered by the customer");
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.callback = Some(CallbackState::Connected);
+            c.customer = session;
+            c.customer_alive = true;
+        }
+        if let Some(sdp) = sdp {
+            self.send(
+                cause,
+                EngineEvent::MediaCommand(MediaCommand::SetRemote {
+                    call,
+                    leg: Leg::Customer,
+                    sdp,
+                }),
+            )
+            .await;
+        }
+        self.play_next_prompt(cause, call).await;
+        self.orch_input(cause, orch::Input::CallbackAnswered { call })
+            .await;
+    }
+
+    /// Queues prompts for a waiting caller and starts them unless some are playing.
+    async fn announce(&mut self, cause: Option<EventId>, call: CallId, prompts: Vec<SmolStr>) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if prompts.is_empty() || !c.customer_alive || c.ending || c.connected.is_some() {
+            return;
+        }
+        let idle = c.prompts.is_empty();
+        c.prompts.extend(prompts);
+        if idle {
+            self.play_next_prompt(cause, call).await;
+        }
+    }
+
+    /// The position (and wait time) announcement for a waiting call.
+    fn position_prompts(&self, call: CallId) -> Vec<SmolStr> {
+        let Some(c) = self.calls.get(&call) else {
+            return Vec::new();
+        };
+        let Some(position) = self
+            .orch
+            .waiting(&c.queue)
+            .iter()
+            .position(|x| *x == call)
+            .map(|p| p as u32 + 1)
+        else {
+            return Vec::new();
+        };
+        let settings = self.queues.get(&c.queue);
+        let mut out = vec![SmolStr::new_static("you-are-caller")];
+        out.extend(number_prompts(position));
+        if settings.is_some_and(|q| q.announce.wait_time) {
+            let logged_in = self
+                .orch
+                .members(&c.queue)
+                .iter()
+                .filter(|a| {
+                    self.orch.agent_snapshot(a).is_some_and(|s| {
+                        s.contact.is_some()
+                            && matches!(
+                                s.status,
+                                AgentStatus::Available | AgentStatus::AvailableOnDemand
+                            )
+                    })
+                })
+                .count() as u32;
+            if let Some(ewt) = self.stats.ewt(&c.queue, position, logged_in, self.now()) {
+                out.push(SmolStr::new_static("estimated-wait"));
+                let minutes = (ewt + 30_000) / 60_000;
+                if minutes == 0 {
+                    out.push(SmolStr::new_static("less-than-a-minute"));
+                } else {
+                    out.extend(number_prompts(minutes.min(999) as u32));
+                    out.push(SmolStr::new_static(if minutes == 1 {
+                        "minute"
+                    } else {
+                        "minutes"
+                    }));
+                }
+            }
+        }
+        if settings.is_some_and(|q| q.announce.callback) {
+            out.push(SmolStr::new_static("press-1-for-callback"));
+        }
+        out
+    }
+
     /// Feeds the orchestrator and executes its decisions.
     async fn orch_input(&mut self, cause: Option<EventId>, input: orch::Input) {
+        let mut inputs = std::collections::VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let follow = self.orch_step(cause, input).await;
+            inputs.extend(follow);
+        }
+    }
+
+    /// One orchestrator input; returns inputs its decisions led to.
+    async fn orch_step(&mut self, cause: Option<EventId>, input: orch::Input) -> Vec<orch::Input> {
+        let mut follow = Vec::new();
         let now = self.now();
-        for out in self.orch.handle(input, now) {
+        let mut touched = self.agents_of_input(&input);
+        let outputs = self.orch.handle(input, now);
+        for out in &outputs {
+            match out {
+                Output::Ring { agent, .. }
+                | Output::CancelRing { agent, .. }
+                | Output::Assigned { agent, .. }
+                | Output::AgentStatusChanged { agent, .. }
+                | Output::Callback { agent, .. } => touched.push(agent.clone()),
+                _ => {}
+            }
+        }
+        for out in outputs {
             match out {
                 Output::Ring {
                     call,
@@ -400,8 +1105,17 @@ impl Driver {
                     self.call_offer_failed(cause, call, &agent, HangupCause::NoAnswer)
                         .await;
                 }
-                Output::Assigned { call, agent, .. } => {
+                Output::Assigned {
+                    call,
+                    queue,
+                    agent,
+                    waited_ms,
+                } => {
                     info!(%call, %agent, "call assigned");
+                    self.stats
+                        .call_answered(call, &queue, &agent, waited_ms, now);
+                    self.left_queue(cause, call, queue, LeaveReason::Answered, waited_ms)
+                        .await;
                 }
                 Output::Abandoned {
                     call,
@@ -409,11 +1123,161 @@ impl Driver {
                     waited_ms,
                 } => {
                     info!(%call, %queue, waited_ms, "caller abandoned");
+                    self.stats.call_abandoned(call, &queue, waited_ms, now);
+                    // Calling back soon keeps the place (abandoned_resume).
+                    if let Some(c) = self.calls.get(&call) {
+                        let resume = self
+                            .queues
+                            .get(&queue)
+                            .map(|q| q.abandoned_resume_ms)
+                            .unwrap_or(0);
+                        if resume > 0 && !c.caller.user.is_empty() {
+                            let entered = c
+                                .routing
+                                .entered_at
+                                .unwrap_or(now.saturating_sub(waited_ms));
+                            self.abandoned
+                                .insert(c.caller.user.clone(), (queue.clone(), entered, now));
+                        }
+                    }
+                    self.left_queue(cause, call, queue, LeaveReason::Abandoned, waited_ms)
+                        .await;
+                }
+                Output::AgentStatusChanged { agent, status } => {
+                    info!(%agent, ?status, "agent status");
+                    self.send(
+                        cause,
+                        EngineEvent::Agent(AgentEvent::StatusChanged { agent, status }),
+                    )
+                    .await;
+                }
+                Output::Overflowed {
+                    call,
+                    from,
+                    to,
+                    reason,
+                    waited_ms,
+                } => {
+                    info!(%call, %from, %to, ?reason, "call overflowed");
+                    self.stats.call_left(
+                        call,
+                        &from,
+                        orch::stats::LeaveReason::Overflow,
+                        waited_ms,
+                        now,
+                    );
+                    self.stats.call_joined(call, &to, now);
+                    self.left_queue(cause, call, from, LeaveReason::Overflow, waited_ms)
+                        .await;
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.queue = to.clone();
+                    }
+                    self.call_input(cause, call, CallInput::Enqueue { queue: to.clone() })
+                        .await;
+                    self.joined_queue(cause, call, to).await;
+                }
+                Output::Removed {
+                    call,
+                    queue,
+                    reason,
+                    prompt,
+                    waited_ms,
+                } => {
+                    info!(%call, %queue, ?reason, "call removed from its queue by policy");
+                    let why = match reason {
+                        orch::RejectCause::CallbackFailed => orch::stats::LeaveReason::Callback,
+                        _ => orch::stats::LeaveReason::Rejected,
+                    };
+                    self.stats.call_left(call, &queue, why, waited_ms, now);
+                    self.left_queue(cause, call, queue, LeaveReason::Rejected, waited_ms)
+                        .await;
+                    let prompt = match reason {
+                        orch::RejectCause::CallbackFailed => None,
+                        _ => Some(prompt.unwrap_or_else(|| SmolStr::new_static("no-agents"))),
+                    };
+                    let detail = SmolStr::new(format!("queue policy: {}", reject_label(reason)));
+                    self.close_with_prompt(cause, call, prompt, HangupCause::Failure { detail })
+                        .await;
+                }
+                Output::Callback { call, queue, agent } => {
+                    info!(%call, %queue, %agent, "calling the customer back");
+                    follow.extend(self.dial_callback(cause, call).await);
                 }
                 Output::StartTimer { timer, at } => self.start_timer(TimerKey::Orch(timer), at),
                 Output::CancelTimer { timer } => self.cancel_timer(&TimerKey::Orch(timer)),
             }
         }
+        touched.sort();
+        touched.dedup();
+        for agent in touched {
+            self.publish_activity(cause, agent).await;
+        }
+        follow
+    }
+
+    /// Agents an orchestrator input may change.
+    fn agents_of_input(&self, input: &orch::Input) -> Vec<AgentId> {
+        use orch::Input as I;
+        let of_call = |call: &CallId| -> Vec<AgentId> {
+            self.calls
+                .get(call)
+                .map(|c| {
+                    c.offers
+                        .values()
+                        .cloned()
+                        .chain(c.pending_rings.iter().map(|(a, _)| a.clone()))
+                        .chain(c.connected.iter().map(|(a, _)| a.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match input {
+            I::AgentOnline { agent, .. }
+            | I::AgentOffline { agent }
+            | I::AgentPaused { agent, .. }
+            | I::AgentStatus { agent, .. }
+            | I::QueueLogin { agent, .. }
+            | I::QueueLogout { agent, .. }
+            | I::OfferAnswered { agent, .. }
+            | I::OfferFailed { agent, .. } => vec![agent.clone()],
+            I::CallEnded { call } | I::CallbackFailed { call } | I::CallbackAnswered { call } => {
+                of_call(call)
+            }
+            I::Timer(orch::Timer::WrapUpEnd { agent } | orch::Timer::DelayEnd { agent }) => {
+                vec![agent.clone()]
+            }
+            I::Timer(orch::Timer::RingTimeout { agent, .. }) => vec![agent.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Publishes an agent's activity when it changed.
+    async fn publish_activity(&mut self, cause: Option<EventId>, agent: AgentId) {
+        let Some(snap) = self.orch.agent_snapshot(&agent) else {
+            return;
+        };
+        let activity = match snap.stats.activity {
+            orch::Activity::Idle => AgentActivity::Idle,
+            orch::Activity::Reserved => AgentActivity::Reserved,
+            orch::Activity::Ringing => AgentActivity::Ringing,
+            orch::Activity::OnCall => AgentActivity::OnCall,
+            orch::Activity::WrapUp => AgentActivity::WrapUp,
+            orch::Activity::Delayed => AgentActivity::Delayed,
+        };
+        let calls = u16::try_from(snap.stats.calls).unwrap_or(u16::MAX);
+        if self.activities.get(&agent) == Some(&(activity, calls)) {
+            return;
+        }
+        self.activities.insert(agent.clone(), (activity, calls));
+        self.send(
+            cause,
+            EngineEvent::Agent(AgentEvent::ActivityChanged {
+                agent,
+                activity,
+                active_calls: calls,
+            }),
+        )
+        .await;
     }
 
     async fn ring(
@@ -579,14 +1443,7 @@ impl Driver {
                 };
                 self.orch_input(cause, input).await;
             }
-            SessionEvent::IncomingCall {
-                call,
-                session,
-                from,
-                to,
-                offer,
-                ..
-            } => self.incoming(cause, call, session, from, to, offer).await,
+            ev @ SessionEvent::IncomingCall { .. } => self.incoming(cause, ev).await,
             SessionEvent::Ringing { call, session } => {
                 let first = self.calls.get(&call).is_some_and(|c| {
                     c.offers.contains_key(&session)
@@ -597,7 +1454,32 @@ impl Driver {
                 }
             }
             SessionEvent::Answered { call, session, sdp } => {
-                self.answered(cause, call, session, sdp).await
+                let callback = self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.callback == Some(CallbackState::Dialing(session)));
+                if callback {
+                    self.callback_answered(cause, call, session, sdp).await
+                } else {
+                    self.answered(cause, call, session, sdp).await
+                }
+            }
+            SessionEvent::DtmfReceived { call, digit, .. } => {
+                self.on_digit(cause, call, digit).await
+            }
+            SessionEvent::Rejected {
+                call,
+                session,
+                cause: why,
+            } if self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.callback == Some(CallbackState::Dialing(session))) =>
+            {
+                info!(%call, ?why, "callback not answered by the customer");
+                self.orch_input(cause, orch::Input::CallbackFailed { call })
+                    .await;
+                self.maybe_finish(cause, call).await;
             }
             SessionEvent::Rejected {
                 call,
@@ -700,28 +1582,30 @@ impl Driver {
         }
     }
 
-    async fn incoming(
-        &mut self,
-        cause: Option<EventId>,
-        call: CallId,
-        session: SessionId,
-        from: Party,
-        to: SmolStr,
-        offer: Option<Sdp>,
-    ) {
-        let queue = QueueId::new(&to);
+    async fn incoming(&mut self, cause: Option<EventId>, ev: SessionEvent) {
+        let SessionEvent::IncomingCall {
+            call,
+            session,
+            from,
+            to,
+            offer,
+            requested_skills,
+        } = ev
+        else {
+            return;
+        };
+        let reject = |status: u16| {
+            EngineEvent::SessionCommand(SessionCommand::Reject {
+                call,
+                session,
+                status,
+                retry_after_secs: None,
+            })
+        };
+        let mut queue = QueueId::new(&to);
         if !self.orch.has_queue(&queue) {
             info!(%call, %to, "unknown queue: 404");
-            self.send(
-                cause,
-                EngineEvent::SessionCommand(SessionCommand::Reject {
-                    call,
-                    session,
-                    status: 404,
-                    retry_after_secs: None,
-                }),
-            )
-            .await;
+            self.send(cause, reject(404)).await;
             return;
         }
         if self.calls.len() >= self.max_calls {
@@ -741,29 +1625,112 @@ impl Driver {
         }
         if offer.is_none() {
             // Late offer (INVITE without SDP) is not supported yet.
-            self.send(
-                cause,
-                EngineEvent::SessionCommand(SessionCommand::Reject {
-                    call,
-                    session,
-                    status: 488,
-                    retry_after_secs: None,
-                }),
-            )
-            .await;
+            self.send(cause, reject(488)).await;
             return;
+        }
+        // Caller rules: blacklist, VIP priority, skills.
+        let verdict = self.caller_rules.evaluate(&from.user);
+        if verdict.blocked {
+            info!(%call, caller = %from.user, "caller blocked by a caller rule: 403");
+            self.send(cause, reject(403)).await;
+            return;
+        }
+        let mut routing = orch::CallRouting::new().with_priority(verdict.priority.unwrap_or(0));
+        for (skill, level) in verdict.skills {
+            routing = routing.with_skill(skill, level);
+        }
+        if !requested_skills.is_empty() {
+            match orch::parse_skills_header(&requested_skills.join(",")) {
+                Ok(skills) => {
+                    for (skill, level) in skills {
+                        routing = routing.with_skill(skill, level);
+                    }
+                }
+                // A bad header is the caller's mistake: route without it.
+                Err(e) => warn!(%call, error = %e, "X-Skills ignored"),
+            }
+        }
+        // Business hours.
+        let mut announce_only = None;
+        let now_unix = unix_ms();
+        let mut hops = 0;
+        while let Some(settings) = self.queues.get(&queue) {
+            let open = settings
+                .business_hours
+                .as_ref()
+                .is_none_or(|h| h.is_open(now_unix));
+            if open {
+                break;
+            }
+            match settings.closed_action.clone() {
+                ClosedAction::Reject => {
+                    info!(%call, %queue, "queue closed: 480");
+                    self.send(cause, reject(480)).await;
+                    return;
+                }
+                ClosedAction::Announce => {
+                    info!(%call, %queue, "queue closed: announcing");
+                    announce_only = Some(SmolStr::new_static("closed"));
+                    break;
+                }
+                ClosedAction::Overflow(target) => {
+                    hops += 1;
+                    if hops > 8 {
+                        self.send(cause, reject(480)).await;
+                        return;
+                    }
+                    info!(%call, from = %queue, to = %target, "queue closed: overflow");
+                    queue = QueueId::new(&target);
+                }
+            }
+        }
+        let now = self.now();
+        if announce_only.is_none() {
+            match self.orch.admit(&queue, now) {
+                orch::Admission::Join => {}
+                orch::Admission::Overflow { queue: to } => {
+                    info!(%call, from = %queue, %to, "queue refuses callers: overflow");
+                    queue = to;
+                }
+                orch::Admission::Reject { reason } => {
+                    let status = match reason {
+                        orch::RejectCause::Full => 486,
+                        orch::RejectCause::UnknownQueue => 404,
+                        _ => 480,
+                    };
+                    info!(%call, %queue, ?reason, status, "queue refuses the caller");
+                    self.send(cause, reject(status)).await;
+                    return;
+                }
+            }
+        }
+        // Called back soon after abandoning: the place in the queue is kept.
+        self.abandoned.retain(|_, (q, _, at)| {
+            let keep = self
+                .queues
+                .get(q)
+                .map(|s| s.abandoned_resume_ms)
+                .unwrap_or(0);
+            now.saturating_sub(*at) <= keep
+        });
+        if let Some((q, entered, _)) = self.abandoned.get(&from.user) {
+            if *q == queue {
+                info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept");
+                routing = routing.with_entered_at(*entered);
+                self.abandoned.remove(&from.user);
+            }
         }
         let ring_timeout_ms = self
             .queues
             .get(&queue)
             .map(|q| q.ring_timeout_ms)
             .unwrap_or(15_000);
-        let now = self.millis();
         let config = CallConfig {
             // The orchestrator times rings; this is a backstop.
             ring_timeout_ms: ring_timeout_ms + 5_000,
             ..CallConfig::default()
         };
+        let now = self.millis();
         info!(%call, caller = %from.user, %queue, "incoming call");
         self.calls.insert(
             call,
@@ -786,8 +1753,22 @@ impl Driver {
                 recorded: false,
                 ending: false,
                 held: false,
+                routing,
+                prompts: announce_only.into_iter().collect(),
+                close_after_prompts: None,
+                announce_only: false,
+                callback: None,
+                playing_prompt: false,
             },
         );
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.announce_only = !c.prompts.is_empty();
+            if c.announce_only {
+                c.close_after_prompts = Some(HangupCause::Failure {
+                    detail: SmolStr::new_static("queue closed"),
+                });
+            }
+        }
         self.send(
             cause,
             EngineEvent::MediaCommand(MediaCommand::Allocate {
@@ -886,6 +1867,20 @@ impl Driver {
                     _ => {}
                 }
             }
+            MediaEvent::PlaybackFinished { call, playback } => {
+                let current = self
+                    .calls
+                    .get(&call)
+                    .is_some_and(|c| c.moh == Some(playback) && c.playing_prompt);
+                if current {
+                    self.play_next_prompt(cause, call).await;
+                }
+            }
+            MediaEvent::DtmfDetected {
+                call,
+                leg: Leg::Customer,
+                digit,
+            } => self.on_digit(cause, call, digit).await,
             MediaEvent::MediaTimeout { call, leg } => {
                 if self.calls.get(&call).is_some_and(|c| c.held) {
                     // A held leg may well be silent.
@@ -911,31 +1906,45 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        if let Some(CallbackState::Dialing(session)) = c.callback {
+            // Our endpoint for calling the customer back: send the INVITE.
+            let target = c.caller.uri.clone();
+            let caller = Party {
+                user: SmolStr::new(c.queue.as_str()),
+                display_name: None,
+                uri: SmolStr::new(format!("sip:{}", c.queue)),
+            };
+            info!(%call, %target, "callback: calling the customer");
+            self.send(
+                cause,
+                EngineEvent::SessionCommand(SessionCommand::Invite {
+                    call,
+                    session,
+                    target,
+                    caller,
+                    sdp,
+                }),
+            )
+            .await;
+            return;
+        }
         let session = c.customer;
         let queue = c.queue.clone();
-        let playback = self.ids.playback();
-        c.moh = Some(playback);
-        let moh = self
-            .queues
-            .get(&queue)
-            .map(|q| q.moh.clone())
-            .unwrap_or(AudioSource::BuiltinMusic);
+        let announce_only = c.announce_only;
+        let routing = c.routing.clone();
         self.send(
             cause,
             EngineEvent::SessionCommand(SessionCommand::Answer { call, session, sdp }),
         )
         .await;
-        self.send(
-            cause,
-            EngineEvent::MediaCommand(MediaCommand::Play {
-                call,
-                leg: Leg::Customer,
-                playback,
-                source: moh,
-                looped: true,
-            }),
-        )
-        .await;
+        // The music (or the announcement) starts at once.
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.moh = Some(self.ids.playback());
+        }
+        self.play_next_prompt(cause, call).await;
+        if announce_only {
+            return;
+        }
         self.call_input(
             cause,
             call,
@@ -944,8 +1953,31 @@ impl Driver {
             },
         )
         .await;
-        self.orch_input(cause, orch::Input::CallQueued { call, queue })
+        let now = self.now();
+        self.stats.call_joined(call, &queue, now);
+        self.orch_input(
+            cause,
+            orch::Input::CallQueuedWith {
+                call,
+                queue: queue.clone(),
+                routing,
+            },
+        )
+        .await;
+        // Routed at once? Then it is no longer waiting and needs no announcements.
+        if self.orch.waiting(&queue).contains(&call) {
+            self.joined_queue(cause, call, queue).await;
+        } else {
+            self.send(
+                cause,
+                EngineEvent::Queue(QueueEvent::CallerJoined {
+                    queue,
+                    call,
+                    position: 1,
+                }),
+            )
             .await;
+        }
     }
 
     async fn answered(
@@ -1073,6 +2105,29 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        if session == c.customer
+            && matches!(
+                c.callback,
+                Some(CallbackState::Confirming | CallbackState::Waiting)
+            )
+        {
+            // The caller chose a callback: their leg ends, the call keeps its place.
+            c.hanging_up.remove(&session);
+            c.customer_alive = false;
+            c.callback = Some(CallbackState::Waiting);
+            c.prompts.clear();
+            c.moh = None;
+            info!(%call, "callback: caller's leg ended, waiting to call back");
+            self.send(
+                cause,
+                EngineEvent::MediaCommand(MediaCommand::Release {
+                    call,
+                    leg: Leg::Customer,
+                }),
+            )
+            .await;
+            return;
+        }
         let ours = c.hanging_up.remove(&session);
         // A shutdown ends legs on the engine's initiative, not the caller's or agent's.
         let by_engine = why == HangupCause::Shutdown;
@@ -1186,6 +2241,24 @@ impl Driver {
             },
         };
         info!(%call, ?disposition, hung_up_by = ?record.hung_up_by, "call ended");
+        if let (Some((agent, _)), Some(talk)) = (&c.connected, c.sm.talk_ms()) {
+            let now_ms = now.0;
+            self.stats.call_ended(&c.queue, agent, talk, now_ms);
+            let wrapping = self
+                .orch
+                .agent_snapshot(agent)
+                .is_some_and(|s| s.stats.activity == orch::Activity::WrapUp);
+            if wrapping {
+                self.wrap_started.insert(agent.clone(), now_ms);
+            }
+        }
+        let number = c.caller.user.clone();
+        if self.callback_numbers.get(&number) == Some(&call) {
+            self.callback_numbers.remove(&number);
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if self.records.send(record).is_err() {
             warn!(%call, "call record dropped: recorder stopped");
         }

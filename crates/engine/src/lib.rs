@@ -7,7 +7,9 @@
 //! over [`server::Engine`]; tests start the same engine in-process.
 
 pub mod config;
+pub mod control;
 pub mod driver;
+pub mod report;
 pub mod server;
 
 pub use config::{Config, ConfigError};

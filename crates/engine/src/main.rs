@@ -3,8 +3,13 @@
 //! - `call-engine serve [--config FILE]`: run the engine (without `--config`: the embedded
 //!   demo configuration on loopback).
 //! - `call-engine check-config FILE`: validate a configuration file and exit.
+//! - `call-engine stats|agents|explain|status|login|logout [--config FILE]`: ask the
+//!   running engine (over its control socket) for live statistics, agents, a call's
+//!   routing decisions, or change an agent's status and queues.
 
 use call_engine::config;
+use call_engine::control::{self, ControlRequest};
+use call_engine::report;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +39,72 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Live statistics per queue and agent (from the running engine).
+    Stats {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Agents: status, activity, contact, queues (from the running engine).
+    Agents {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The routing decisions made for a call: candidates, scores, why each was skipped.
+    Explain {
+        /// The call id (as logged, and in call records).
+        call: u64,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set an agent's status: available, available-on-demand, logged-out, break,
+    /// break:<reason>.
+    Status {
+        /// The agent.
+        agent: String,
+        /// The status.
+        status: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Log an agent into a queue.
+    Login {
+        /// The agent.
+        agent: String,
+        /// The queue.
+        queue: String,
+        /// Tier level (1 = first).
+        #[arg(long)]
+        level: Option<u8>,
+        /// Position (top-down order).
+        #[arg(long)]
+        position: Option<u32>,
+        /// Penalty.
+        #[arg(long)]
+        penalty: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Log an agent out of a queue.
+    Logout {
+        /// The agent.
+        agent: String,
+        /// The queue.
+        queue: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which engine to ask.
+#[derive(clap::Args)]
+struct Target {
+    /// The engine's configuration file (its `[control] socket` is used). Without it,
+    /// the demo configuration's socket.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -55,6 +126,84 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => serve(config),
+        Command::Stats { target } => ask(target, ControlRequest::Stats),
+        Command::Agents { target } => ask(target, ControlRequest::Agents),
+        Command::Explain { call, target } => ask(target, ControlRequest::Explain { call }),
+        Command::Status {
+            agent,
+            status,
+            target,
+        } => ask(target, ControlRequest::SetStatus { agent, status }),
+        Command::Login {
+            agent,
+            queue,
+            level,
+            position,
+            penalty,
+            target,
+        } => ask(
+            target,
+            ControlRequest::Login {
+                agent,
+                queue,
+                level,
+                position,
+                penalty,
+            },
+        ),
+        Command::Logout {
+            agent,
+            queue,
+            target,
+        } => ask(target, ControlRequest::Logout { agent, queue }),
+    }
+}
+
+/// Sends one request to the running engine and prints the answer.
+fn ask(target: Target, req: ControlRequest) -> ExitCode {
+    let cfg = match &target.config {
+        Some(p) => match config::Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => config::Config::demo(),
+    };
+    let Some(socket) = cfg.control_socket.clone() else {
+        eprintln!("the configuration has no [control] socket: the engine cannot be asked");
+        return ExitCode::from(2);
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let answer = rt.block_on(control::request(&socket, &req));
+    match answer {
+        Err(e) => {
+            eprintln!("call-engine: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(r) if !r.ok => {
+            eprintln!("call-engine: {}", r.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Ok(r) => {
+            let result = r.result.unwrap_or(serde_json::Value::Null);
+            if target.json {
+                println!("{result}");
+            } else {
+                print!("{}", report::render(&req, &result));
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -128,7 +277,7 @@ fn print_banner(cfg: &config::Config, demo: bool, engine: &call_engine::Engine) 
     for q in &cfg.queues {
         println!(
             "  queue `{}` ({}): call sip:{}@{} (via {addr})",
-            q.name, q.strategy, q.name, cfg.sip.domain
+            q.name, q.routing.strategy, q.name, cfg.sip.domain
         );
     }
     println!("\nRegister a softphone as an agent, e.g. with baresip:");

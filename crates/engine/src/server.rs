@@ -31,6 +31,9 @@ pub enum StartError {
     /// The bus configuration is invalid.
     #[error("bus: {0}")]
     Bus(#[from] call_engine_bus::ConfigError),
+    /// The control socket could not be opened.
+    #[error("{0}")]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// A running engine.
@@ -100,12 +103,13 @@ impl Engine {
             store
                 .upsert_queue(&QueueRecord {
                     name: QueueId::new(&q.name),
-                    strategy: q.strategy.name().to_string(),
+                    strategy: q.routing.strategy.name().to_string(),
                     moh: Some(match &q.moh {
                         Moh::Builtin => "builtin".into(),
                         Moh::File(p) => p.display().to_string(),
                     }),
-                    ring_timeout_secs: q.ring_timeout_secs,
+                    ring_timeout_secs: u32::try_from(q.routing.ring_timeout_ms / 1000)
+                        .unwrap_or(u32::MAX),
                     settings: serde_json::Value::Null,
                     created_at: UnixMillis(0),
                     updated_at: UnixMillis(0),
@@ -117,8 +121,13 @@ impl Engine {
                 .upsert_agent(&AgentRecord {
                     id: AgentId::new(&a.id),
                     display_name: a.id.clone(),
-                    queues: a.queues.iter().map(QueueId::new).collect(),
-                    max_calls: u32::from(a.max_calls),
+                    queues: a
+                        .profile
+                        .memberships
+                        .iter()
+                        .map(|m| m.queue.clone())
+                        .collect(),
+                    max_calls: u32::from(a.profile.max_calls),
                     created_at: UnixMillis(0),
                     updated_at: UnixMillis(0),
                 })
@@ -135,6 +144,7 @@ impl Engine {
                 address: config.media.address,
                 rtp_ports: config.media.rtp_ports.clone(),
                 moh: MohSource::Builtin,
+                prompts_dir: Some(config.prompts_dir.clone()),
                 ..MediaConfig::default()
             },
             bus.clone(),
@@ -158,43 +168,35 @@ impl Engine {
         )
         .await?;
 
-        let queues: BTreeMap<QueueId, (orch::QueueConfig, QueueSettings)> = config
+        let settings: BTreeMap<QueueId, QueueSettings> = config
             .queues
             .iter()
             .map(|q| {
-                let id = QueueId::new(&q.name);
-                let ring_timeout_ms = u64::from(q.ring_timeout_secs) * 1000;
                 (
-                    id.clone(),
-                    (
-                        orch::QueueConfig {
-                            ring_timeout_ms,
-                            ..orch::QueueConfig::new(id, q.strategy)
-                        }
-                        .with_wrap_up_ms(u64::from(q.wrap_up_secs) * 1000),
-                        QueueSettings {
-                            strategy: q.strategy,
-                            moh: match &q.moh {
-                                Moh::Builtin => AudioSource::BuiltinMusic,
-                                Moh::File(p) => AudioSource::File {
-                                    path: p.display().to_string().into(),
-                                },
+                    QueueId::new(&q.name),
+                    QueueSettings {
+                        strategy: q.routing.strategy,
+                        moh: match &q.moh {
+                            Moh::Builtin => AudioSource::BuiltinMusic,
+                            Moh::File(p) => AudioSource::File {
+                                path: p.display().to_string().into(),
                             },
-                            ring_timeout_ms,
                         },
-                    ),
+                        ring_timeout_ms: q.routing.ring_timeout_ms,
+                        business_hours: q.business_hours.clone(),
+                        closed_action: q.closed_action.clone(),
+                        announce: q.announce.clone(),
+                        abandoned_resume_ms: u64::from(q.abandoned_resume_secs) * 1000,
+                        service_level_ms: u64::from(q.service_level_secs) * 1000,
+                    },
                 )
             })
             .collect();
-        let agents = config
-            .agents
-            .iter()
-            .map(|a| orch::AgentConfig {
-                id: AgentId::new(&a.id),
-                queues: a.queues.iter().map(QueueId::new).collect(),
-                max_calls: a.max_calls,
-            })
-            .collect();
+        let routing = orch::OrchestratorConfig::new(
+            config.queues.iter().map(|q| q.routing.clone()).collect(),
+            config.agents.iter().map(|a| a.profile.clone()).collect(),
+        )
+        .with_seed(config.routing_seed);
         let (records_tx, mut records_rx) = mpsc::unbounded_channel::<CallRecord>();
         // Each call anchors two RTP endpoints, one even port each: the port range is the
         // capacity. Beyond it new calls get 503 + Retry-After instead of failing later.
@@ -207,10 +209,20 @@ impl Engine {
             topics::QUEUE_EVENTS,
         ])));
         let logger = tokio::spawn(log_events(store.clone(), log_rx));
-        let driver = Driver::new(bus.clone(), ids, queues, agents, records_tx, max_calls)
+        let driver = Driver::new(bus.clone(), ids, routing, settings, records_tx, max_calls)
+            .with_caller_rules(config.caller_rules.clone())
             .with_reconciler(Duration::from_secs(u64::from(
                 config.reconciler.interval_secs,
             )));
+        let driver = match &config.control_socket {
+            Some(path) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                crate::control::listen(path, tx).await?;
+                info!(socket = %path.display(), "control socket listening");
+                driver.with_control(rx)
+            }
+            None => driver,
+        };
         let driver = tokio::spawn(driver.run());
         let recorder_store = store.clone();
         let recorder = tokio::spawn(async move {

@@ -3,9 +3,7 @@
 //! Timeouts are safety nets only; nothing asserts on speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use call_engine::config::{
-    AgentSection, Config, MediaConfig, Moh, QueueSection, ReconcilerSection, SipConfig,
-};
+use call_engine::config::{AgentSection, Config, MediaConfig, QueueSection, SipConfig};
 use call_engine::Engine;
 use call_engine_events::{AgentId, Disposition, Side};
 use call_engine_orchestrator::Strategy;
@@ -50,35 +48,26 @@ fn config(
     ring_timeout_secs: u32,
     agents: &[&str],
 ) -> Config {
-    Config {
-        sip: SipConfig {
-            udp: Some("127.0.0.1:0".parse().unwrap()),
-            tcp: Some("127.0.0.1:0".parse().unwrap()),
-            domain: DOMAIN.into(),
-        },
-        media: MediaConfig {
-            address: "127.0.0.1".parse().unwrap(),
-            rtp_ports: rtp_range(),
-        },
-        store_url: format!("sqlite://{}", db.display()),
-        queues: vec![QueueSection {
-            name: "support".into(),
-            strategy,
-            moh: Moh::Builtin,
-            ring_timeout_secs,
-            wrap_up_secs: 0,
-        }],
-        agents: agents
-            .iter()
-            .map(|a| AgentSection {
-                id: (*a).into(),
-                password: format!("{a}-secret"),
-                queues: vec!["support".into()],
-                max_calls: 1,
-            })
-            .collect(),
-        reconciler: ReconcilerSection::default(),
-    }
+    let mut c = Config::demo();
+    c.sip = SipConfig {
+        udp: Some("127.0.0.1:0".parse().unwrap()),
+        tcp: Some("127.0.0.1:0".parse().unwrap()),
+        domain: DOMAIN.into(),
+    };
+    c.media = MediaConfig {
+        address: "127.0.0.1".parse().unwrap(),
+        rtp_ports: rtp_range(),
+    };
+    c.store_url = format!("sqlite://{}", db.display());
+    c.control_socket = Some(db.with_file_name("engine.sock"));
+    let mut q = QueueSection::new("support", strategy);
+    q.routing.ring_timeout_ms = u64::from(ring_timeout_secs) * 1000;
+    c.queues = vec![q];
+    c.agents = agents
+        .iter()
+        .map(|a| AgentSection::new(a, &format!("{a}-secret"), &["support"]))
+        .collect();
+    c
 }
 
 async fn agent(engine: &Engine, id: &str) -> Phone {
@@ -257,7 +246,7 @@ async fn agent_bye_ends_the_customer_leg_and_the_agent_is_free_again() {
 async fn wrap_up_keeps_the_agent_from_the_next_call_then_she_is_rung() {
     let db = temp_db("wrapup");
     let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
-    cfg.queues[0].wrap_up_secs = 2;
+    cfg.queues[0].routing.wrap_up_ms = 2_000;
     let engine = Engine::start(cfg).await.unwrap();
     let mut alice = agent(&engine, "alice").await;
 

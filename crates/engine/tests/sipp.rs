@@ -10,9 +10,7 @@
 //! Timeouts are safety nets only; nothing asserts on speed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use call_engine::config::{
-    AgentSection, Config, MediaConfig, Moh, QueueSection, ReconcilerSection, SipConfig,
-};
+use call_engine::config::{AgentSection, Config, MediaConfig, QueueSection, SipConfig};
 use call_engine::Engine;
 use call_engine_bus::Filter;
 use call_engine_events::{topics, AgentId, Disposition, EngineEvent, Leg, MediaEvent, Side};
@@ -132,35 +130,23 @@ impl Harness {
                 .as_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = Config {
-            sip: SipConfig {
-                udp: Some("127.0.0.1:0".parse().unwrap()),
-                tcp: None,
-                domain: DOMAIN.into(),
-            },
-            media: MediaConfig {
-                address: "127.0.0.1".parse().unwrap(),
-                rtp_ports: rtp_range(),
-            },
-            store_url: format!("sqlite://{}", dir.join("engine.db").display()),
-            queues: vec![QueueSection {
-                name: "support".into(),
-                strategy,
-                moh: Moh::Builtin,
-                ring_timeout_secs: 15,
-                wrap_up_secs: 0,
-            }],
-            agents: agents
-                .iter()
-                .map(|a| AgentSection {
-                    id: (*a).into(),
-                    password: format!("{a}-secret"),
-                    queues: vec!["support".into()],
-                    max_calls: 1,
-                })
-                .collect(),
-            reconciler: ReconcilerSection::default(),
+        let mut config = Config::demo();
+        config.sip = SipConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            tcp: None,
+            domain: DOMAIN.into(),
         };
+        config.media = MediaConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            rtp_ports: rtp_range(),
+        };
+        config.store_url = format!("sqlite://{}", dir.join("engine.db").display());
+        config.control_socket = None;
+        config.queues = vec![QueueSection::new("support", strategy)];
+        config.agents = agents
+            .iter()
+            .map(|a| AgentSection::new(a, &format!("{a}-secret"), &["support"]))
+            .collect();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -38,6 +38,8 @@ pub enum AgentActivity {
     OnCall,
     /// After-call work.
     WrapUp,
+    /// In a reject, busy or no-answer delay before the next offer.
+    Delayed,
 }
 
 /// Why a reservation was refused.

@@ -165,6 +165,9 @@ pub struct AgentsByState {
     pub on_call: u32,
     /// In after-call work.
     pub wrap_up: u32,
+    /// In a reject, busy or no-answer delay before the next offer.
+    #[serde(default)]
+    pub delayed: u32,
 }
 
 impl AgentsByState {
@@ -176,6 +179,7 @@ impl AgentsByState {
             .saturating_add(self.ringing)
             .saturating_add(self.on_call)
             .saturating_add(self.wrap_up)
+            .saturating_add(self.delayed)
     }
 }
 

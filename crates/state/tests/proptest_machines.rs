@@ -564,6 +564,7 @@ proptest! {
                 AgentActivity::WrapUp | AgentActivity::Idle => {
                     prop_assert!(agent.active_calls().is_empty())
                 }
+                AgentActivity::Delayed => prop_assert!(false, "this machine never reports Delayed"),
             }
             if agent.can_take_call(now) {
                 prop_assert_eq!(agent.status(), &AgentStatus::Available);

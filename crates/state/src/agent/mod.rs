@@ -744,6 +744,8 @@ impl Agent {
             }
             AgentActivity::WrapUp => c.calls.is_empty() && c.wrap_up.is_some(),
             AgentActivity::Idle => c.calls.is_empty() && c.wrap_up.is_none(),
+            // This machine keeps delays apart from activity: it never reports Delayed.
+            AgentActivity::Delayed => false,
         };
         if !consistent || usize::from(view.active_calls) != c.calls.len() {
             return fail(format!(
