@@ -341,6 +341,8 @@ struct RawQueue {
     #[serde(default)]
     callback: bool,
     #[serde(default)]
+    callback_via: Option<Spanned<String>>,
+    #[serde(default)]
     abandoned_resume_secs: Option<Spanned<i64>>,
 }
 
@@ -845,6 +847,21 @@ impl Config {
             if let Some(t) = &q.periodic_prompt_secs {
                 let secs: u32 = cx.int(key("periodic_prompt_secs"), t, 5..=3600)?;
                 announce.periodic_every_ms = u64::from(secs) * 1000;
+            }
+            if let Some(v) = &q.callback_via {
+                let text = v.get_ref().trim();
+                let ok = !text.is_empty()
+                    && !text.contains(char::is_whitespace)
+                    && !text.contains('@')
+                    && !text.starts_with("sip:");
+                if !ok {
+                    return Err(cx.err(
+                        key("callback_via"),
+                        v,
+                        "is a host[:port] (the gateway callbacks are placed through)",
+                    ));
+                }
+                announce.callback_via = Some(SmolStr::new(text));
             }
             let abandoned_resume_secs = match &q.abandoned_resume_secs {
                 None => 0,
@@ -1416,6 +1433,7 @@ announce_wait_time = true
 periodic_prompt = "thank-you-for-holding"
 periodic_prompt_secs = 60
 callback = true
+callback_via = "gw.example:5080"
 abandoned_resume_secs = 120
 [[queue]]
 name = "sales"
@@ -1503,6 +1521,7 @@ block = true
         assert_eq!(q.closed_action, ClosedAction::Overflow("sales".into()));
         assert_eq!(q.announce.position_every_ms, 45_000);
         assert!(q.announce.wait_time && q.announce.callback);
+        assert_eq!(q.announce.callback_via.as_deref(), Some("gw.example:5080"));
         assert_eq!(
             q.announce.periodic.as_deref(),
             Some("thank-you-for-holding")

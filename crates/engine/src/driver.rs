@@ -57,6 +57,9 @@ pub struct Announcements {
     pub periodic_every_ms: u64,
     /// Callers may press 1 to be called back instead of waiting (and are told so).
     pub callback: bool,
+    /// Where callbacks are placed: `sip:<caller number>@<callback_via>` (a gateway or
+    /// trunk, `host[:port]`). `None`: the caller's own From URI.
+    pub callback_via: Option<SmolStr>,
 }
 
 /// One finished call, for its call detail record.
@@ -1908,7 +1911,14 @@ impl Driver {
         };
         if let Some(CallbackState::Dialing(session)) = c.callback {
             // Our endpoint for calling the customer back: send the INVITE.
-            let target = c.caller.uri.clone();
+            let via = self
+                .queues
+                .get(&c.queue)
+                .and_then(|q| q.announce.callback_via.clone());
+            let target = match via {
+                Some(via) => SmolStr::new(format!("sip:{}@{via}", c.caller.user)),
+                None => c.caller.uri.clone(),
+            };
             let caller = Party {
                 user: SmolStr::new(c.queue.as_str()),
                 display_name: None,

@@ -701,6 +701,35 @@ impl Phone {
         }
     }
 
+    /// Sends DTMF digit `digit` (`0-9`, `*`, `#`) to `to` as an RFC 4733
+    /// telephone-event on payload type 101: a few packets of one event, the last three
+    /// with the end bit, as phones do.
+    pub async fn send_dtmf(&self, to: SocketAddr, digit: char) {
+        let event: u8 = match digit {
+            '0'..='9' => digit as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => return,
+        };
+        let ssrc: u32 = rand::thread_rng().gen();
+        let ts: u32 = rand::thread_rng().gen();
+        for i in 0..6u16 {
+            let end = i >= 3;
+            let duration = 400u16.saturating_mul(i.min(3) + 1);
+            let mut payload = vec![event, if end { 0x80 | 10 } else { 10 }];
+            payload.extend_from_slice(&duration.to_be_bytes());
+            let p = RtpPacket {
+                pt: 101,
+                seq: 5000u16.wrapping_add(i),
+                ts,
+                ssrc,
+                payload,
+            };
+            self.rtp.send_to(&p.to_bytes(), to).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Receives RTP for `dur` and returns what arrived.
     pub async fn recv_rtp(&self, dur: Duration) -> Vec<RtpPacket> {
         let deadline = Instant::now() + dur;

@@ -1,0 +1,374 @@
+//! End-to-end tests of the ACD over real SIP and RTP on loopback: overflow, queue
+//! admission (full, closed, blocked), announcements heard by the caller, callbacks
+//! requested with DTMF, automatic pause after no answer, and the control channel the
+//! command line uses. Timeouts are safety nets only; nothing asserts on speed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use call_engine::config::{AgentSection, QueueSection};
+use call_engine::control::{self, ControlRequest};
+use call_engine::Engine;
+use call_engine_events::{
+    AgentEvent, AgentId, AgentStatus, Disposition, EngineEvent, LeaveReason, QueueEvent, QueueId,
+};
+use call_engine_orchestrator::{
+    BusinessHours, CallerPattern, CallerRule, CallerRules, FullAction, QueueAction, Strategy,
+};
+use call_engine_testkit::{Phone, WAIT};
+use common::*;
+use std::time::Duration;
+
+/// The logged events of `correlation`, once one matching `pred` is there (the log is
+/// written asynchronously).
+async fn wait_logged(
+    engine: &Engine,
+    correlation: call_engine_bus::CorrelationId,
+    pred: impl Fn(&EngineEvent) -> bool,
+) -> Vec<call_engine_store::StoredEvent> {
+    let mut events = Vec::new();
+    for _ in 0..200 {
+        events = engine.store().events_of(correlation).await.unwrap();
+        if events.iter().any(|e| pred(&e.payload)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    events
+}
+
+async fn place(
+    mut cust: Phone,
+) -> tokio::task::JoinHandle<(Phone, Result<call_engine_testkit::Dialog, u16>)> {
+    tokio::spawn(async move {
+        let d = cust.call("support", 0).await;
+        (cust, d)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_wait_overflows_to_another_queue_where_an_agent_answers() {
+    let db = temp_db("overflow");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    // Nobody serves `support`; bob serves `sales`.
+    cfg.agents = vec![
+        AgentSection::new("alice", "alice-secret", &["support"]),
+        AgentSection::new("bob", "bob-secret", &["sales"]),
+    ];
+    cfg.queues[0].routing = cfg.queues[0].routing.clone().with_max_wait(
+        1_000,
+        QueueAction::Overflow {
+            queue: QueueId::new("sales"),
+        },
+    );
+    cfg.queues
+        .push(QueueSection::new("sales", Strategy::LongestIdleAgent));
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut bob = agent(&engine, "bob").await;
+
+    let call = place(customer(&engine, "9101").await).await;
+    // Within the first second nobody rings; then the call overflows and bob is rung.
+    assert!(bob.next_invite(Duration::from_millis(600)).await.is_none());
+    let mut b = bob
+        .answer(0, WAIT)
+        .await
+        .expect("bob rung after the overflow");
+    let (_cust, d) = call.await.unwrap();
+    d.expect("answered");
+    assert_eq!(bob.bye(&mut b).await, 200);
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs[0].queue, Some(QueueId::new("sales")));
+    assert_eq!(cdrs[0].agent, Some(AgentId::new("bob")));
+    assert_eq!(cdrs[0].disposition, Disposition::Answered);
+    // The event log has the caller leaving `support` for overflow.
+    let events = wait_logged(&engine, cdrs[0].call_id.into(), |e| {
+        matches!(e, EngineEvent::Queue(QueueEvent::CallerLeft { .. }))
+    })
+    .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert!(kinds.contains(&"queue.caller_left"), "{kinds:?}");
+    assert!(
+        events.iter().any(|e| matches!(
+            &e.payload,
+            EngineEvent::Queue(QueueEvent::CallerLeft {
+                reason: LeaveReason::Overflow,
+                ..
+            })
+        )),
+        "{kinds:?}"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
+    let db = temp_db("admit");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].routing = cfg.queues[0]
+        .routing
+        .clone()
+        .with_max_len(1, FullAction::Reject);
+    let mut closed = QueueSection::new("night", Strategy::LongestIdleAgent);
+    closed.business_hours = Some(BusinessHours::new()); // never open
+    closed.closed_action = call_engine::config::ClosedAction::Reject;
+    cfg.queues.push(closed);
+    cfg.caller_rules = CallerRules::new(vec![CallerRule::new(
+        CallerPattern::parse("+1900*").unwrap(),
+    )
+    .blocking()]);
+    let engine = Engine::start(cfg).await.unwrap();
+
+    // One caller waits (nobody logged in: the queue joins anyway by default)…
+    let first = place(customer(&engine, "9201").await).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // …so the second finds the queue full: 486.
+    let mut second = customer(&engine, "9202").await;
+    assert_eq!(second.call("support", 0).await.err(), Some(486));
+    // A closed queue: 480.
+    let mut night = customer(&engine, "9203").await;
+    assert_eq!(night.call("night", 0).await.err(), Some(480));
+    // A blocked number: 403.
+    let mut spam = customer(&engine, "+19005550100").await;
+    assert_eq!(spam.call("support", 0).await.err(), Some(403));
+    first.abort();
+    engine.shutdown().await;
+}
+
+/// Decoded 20 ms frames of a prompt WAV.
+fn prompt_frames(name: &str) -> Vec<Vec<i32>> {
+    let path =
+        std::path::Path::new(call_engine::config::DEFAULT_PROMPTS_DIR).join(format!("{name}.wav"));
+    let clip = call_engine_media::audio::load_wav(&path).expect("prompt shipped");
+    clip.samples()
+        .chunks(160)
+        .map(|c| c.iter().map(|s| i32::from(*s)).collect())
+        .collect()
+}
+
+/// Whether a μ-law packet carries this frame (within G.711's quantisation error).
+fn carries(payload: &[u8], frame: &[i32]) -> bool {
+    payload.len() == frame.len()
+        && payload
+            .iter()
+            .zip(frame)
+            .all(|(u, s)| (ulaw_to_linear(*u) - s).abs() <= s.abs() / 8 + 40)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_caller_hears_the_position_announcement() {
+    let db = temp_db("announce");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].announce.position_every_ms = 1_000;
+    let engine = Engine::start(cfg).await.unwrap();
+    let call = place(customer(&engine, "9301").await).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (cust, d) = {
+        // The call is answered at once (music), so the dialog is established.
+        let (c, d) = call.await.unwrap();
+        (c, d.expect("answered"))
+    };
+    let packets = cust.recv_rtp(Duration::from_millis(2_500)).await;
+    let frames = prompt_frames("you-are-caller");
+    // The prompt's voiced frames arrive, in order, as RTP.
+    let voiced: Vec<&Vec<i32>> = frames
+        .iter()
+        .filter(|f| f.iter().map(|s| s.abs()).max().unwrap_or(0) > 2_000)
+        .take(10)
+        .collect();
+    assert!(voiced.len() >= 10, "the prompt has speech");
+    let heard = voiced
+        .iter()
+        .filter(|f| packets.iter().any(|p| p.pt == 0 && carries(&p.payload, f)))
+        .count();
+    assert!(
+        heard >= 8,
+        "\"you are caller number\" reaches the caller: {heard}/10 voiced frames found in {} packets",
+        packets.len()
+    );
+    // Then "one".
+    let one = prompt_frames("number-1");
+    let heard_one = one
+        .iter()
+        .filter(|f| f.iter().map(|s| s.abs()).max().unwrap_or(0) > 2_000)
+        .filter(|f| packets.iter().any(|p| carries(&p.payload, f)))
+        .count();
+    assert!(heard_one >= 3, "position 1 is said: {heard_one}");
+    drop(d);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_1_turns_the_wait_into_a_callback_then_the_agent_is_rung() {
+    let db = temp_db("callback");
+    // The customer's phone exists first: callbacks go to its address.
+    let mut cust = Phone::new("9401", DOMAIN, "127.0.0.1:9".parse().unwrap()).await;
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].announce.callback = true;
+    cfg.queues[0].announce.callback_via = Some(cust.sip_addr.to_string().into());
+    let engine = Engine::start(cfg).await.unwrap();
+    cust.server = engine.sip_udp().unwrap();
+
+    let mut d = cust.call("support", 0).await.expect("answered (music)");
+    let media = d.remote_media.expect("engine SDP");
+    cust.send_dtmf(media.addr, '1').await;
+    // Confirmation, then the engine hangs up: the caller's place is kept.
+    assert!(
+        cust.expect_request(&d.call_id, "BYE", WAIT).await.is_some(),
+        "the engine hangs up after confirming the callback"
+    );
+    let _ = &mut d;
+
+    // An agent becomes available: the engine calls the customer back first…
+    let mut alice = agent(&engine, "alice").await;
+    let mut back = cust
+        .answer(0, WAIT)
+        .await
+        .expect("the customer is called back");
+    assert!(back
+        .message
+        .header("from")
+        .unwrap_or("")
+        .contains("support"));
+    // …then rings alice, who answers: one call, answered.
+    let mut a = alice
+        .answer(0, WAIT)
+        .await
+        .expect("alice rung for the callback");
+    assert_eq!(alice.bye(&mut a).await, 200);
+    assert!(cust
+        .expect_request(&back.call_id, "BYE", WAIT)
+        .await
+        .is_some());
+    let _ = &mut back;
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0].disposition, Disposition::Answered);
+    assert_eq!(cdrs[0].agent, Some(AgentId::new("alice")));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
+    let db = temp_db("autopause");
+    let mut cfg = config(&db, Strategy::TopDown, 1, &["alice", "bob"]);
+    cfg.agents[0].profile = cfg.agents[0].profile.clone().with_max_no_answer(1);
+    // alice first in top-down order.
+    cfg.agents[1].profile.memberships[0].position = 1;
+    let socket = cfg.control_socket.clone().unwrap();
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let mut bob = agent(&engine, "bob").await;
+
+    let call = place(customer(&engine, "9501").await).await;
+    // alice rings out (1 s ring timeout) and is put on a break…
+    let (inv, from) = alice.next_invite(WAIT).await.expect("alice rung first");
+    alice.respond(&inv, from, 180, "Ringing", "a1", None).await;
+    assert!(
+        alice
+            .expect_request(&inv.call_id(), "CANCEL", WAIT)
+            .await
+            .is_some(),
+        "the ring times out: CANCEL"
+    );
+    alice
+        .respond(&inv, from, 487, "Request Terminated", "a1", None)
+        .await;
+    // …bob gets the call.
+    let mut b = bob.answer(0, WAIT).await.expect("bob rung next");
+    let (_c, d) = call.await.unwrap();
+    d.expect("answered");
+    assert_eq!(bob.bye(&mut b).await, 200);
+
+    // The command line sees alice on an automatic break.
+    let r = control::request(&socket, &ControlRequest::Agents)
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let agents: Vec<call_engine_orchestrator::AgentSnapshot> =
+        serde_json::from_value(r.result.unwrap()).unwrap();
+    let a = agents
+        .iter()
+        .find(|a| a.id == AgentId::new("alice"))
+        .unwrap();
+    assert_eq!(
+        a.status,
+        AgentStatus::OnBreak {
+            reason: "auto: no answer".into()
+        }
+    );
+    // The change is in the event log.
+    let logged = wait_logged(&engine, AgentId::new("alice").correlation(), |e| {
+        matches!(
+            e,
+            EngineEvent::Agent(AgentEvent::StatusChanged {
+                status: AgentStatus::OnBreak { .. },
+                ..
+            })
+        )
+    })
+    .await;
+    assert!(
+        logged.iter().any(|e| matches!(
+            &e.payload,
+            EngineEvent::Agent(AgentEvent::StatusChanged {
+                status: AgentStatus::OnBreak { reason },
+                ..
+            }) if reason == "auto: no answer"
+        )),
+        "{:?}",
+        logged.iter().map(|e| &e.kind).collect::<Vec<_>>()
+    );
+
+    // She is not offered the next call; after `status alice available` she is.
+    let call = place(customer(&engine, "9502").await).await;
+    let mut b = bob.answer(0, WAIT).await.expect("bob again");
+    let (_c, d) = call.await.unwrap();
+    d.expect("answered");
+    assert_eq!(bob.bye(&mut b).await, 200);
+    let r = control::request(
+        &socket,
+        &ControlRequest::SetStatus {
+            agent: "alice".into(),
+            status: "available".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    let call = place(customer(&engine, "9503").await).await;
+    let mut a = alice
+        .answer(0, WAIT)
+        .await
+        .expect("alice rung once available");
+    let (_c, d) = call.await.unwrap();
+    d.expect("answered");
+    assert_eq!(alice.bye(&mut a).await, 200);
+
+    // Statistics over the control channel: three calls answered in `support`.
+    wait_cdrs(&engine, 3).await;
+    let r = control::request(&socket, &ControlRequest::Stats)
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    let result = r.result.unwrap();
+    let q = &result["queues"][0];
+    assert_eq!(q["queue"], "support");
+    assert_eq!(q["total"]["answered"], 3, "{q}");
+    assert_eq!(q["total"]["offered"], 3, "{q}");
+    // The text the command line prints.
+    let text = call_engine::report::render(&ControlRequest::Stats, &result);
+    assert!(text.contains("queue support"), "{text}");
+    assert!(text.contains("answered 3"), "{text}");
+    // Errors are explained, not fatal.
+    let r = control::request(
+        &socket,
+        &ControlRequest::SetStatus {
+            agent: "nobody".into(),
+            status: "available".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!r.ok && r.error.unwrap().contains("nobody"));
+    engine.shutdown().await;
+}
