@@ -3,7 +3,7 @@
 //!
 //! - `cargo xtask test`: everything CI checks: formatting, clippy (warnings are errors) and
 //!   the whole test suite. This is the command README.md and `.ci/run` use.
-//! - `cargo xtask bench [bus|sip] [--quick]`: benchmarks that compare call-engine with the
+//! - `cargo xtask bench [bus|sip|routing|acd] [--quick]`: benchmarks that compare call-engine with the
 //!   field and print the figures with ratios. `bench bus`: the event bus against
 //!   rvoip-infra-common, tokio and crossbeam. `bench sip`: the highest call rate the whole
 //!   call-center flow sustains without a failed call, and its setup latency, measured
@@ -77,8 +77,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         Some("bus") => bench_bus(&args[1..]),
         Some("sip") => bench_sip::run(&args[1..], cargo),
         Some("routing") => bench_routing(),
+        Some("acd") => bench_acd(&args[1..]),
         Some(w) if !w.starts_with('-') => Err(format!(
-            "unknown benchmark `{w}` (known: bus, sip, routing)"
+            "unknown benchmark `{w}` (known: bus, sip, routing, acd)"
         )),
         // All of them; only the flags they share (--quick) make sense here.
         _ => {
@@ -89,6 +90,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             }
             bench_bus(args)?;
             bench_routing()?;
+            bench_acd(args)?;
             bench_sip::run(args, cargo)
         }
     }
@@ -106,6 +108,23 @@ fn bench_routing() -> Result<(), String> {
         "routing",
     ]);
     run("bench routing", cmd)
+}
+
+/// Time from an agent becoming available to the INVITE leaving for them, with the whole
+/// engine in-process over loopback SIP (target p99 ≤ 5 ms).
+fn bench_acd(flags: &[String]) -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "--locked",
+        "-p",
+        "call-engine",
+        "--bench",
+        "agent_available",
+        "--",
+    ]);
+    cmd.args(flags);
+    run("bench acd", cmd)
 }
 
 fn bench_bus(flags: &[String]) -> Result<(), String> {

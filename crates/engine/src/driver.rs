@@ -918,6 +918,23 @@ impl Driver {
         }
         self.orch_input(cause, orch::Input::CallbackRequested { call })
             .await;
+        // Logged like any queue event: the caller left the line (keeping the place).
+        let waited_ms = self
+            .calls
+            .get(&call)
+            .and_then(|c| c.sm.queued_at())
+            .map(|at| self.now().saturating_sub(at.0))
+            .unwrap_or(0);
+        self.send(
+            cause,
+            EngineEvent::Queue(QueueEvent::CallerLeft {
+                queue,
+                call,
+                reason: LeaveReason::Callback,
+                waited_ms,
+            }),
+        )
+        .await;
         self.play_next_prompt(cause, call).await;
     }
 
@@ -974,6 +991,9 @@ impl Driver {
             .await;
         }
         self.play_next_prompt(cause, call).await;
+        if let Some(queue) = self.calls.get(&call).map(|c| c.queue.clone()) {
+            self.head_of_queue(cause, call, queue).await;
+        }
         self.orch_input(cause, orch::Input::CallbackAnswered { call })
             .await;
     }
@@ -1978,16 +1998,21 @@ impl Driver {
         if self.orch.waiting(&queue).contains(&call) {
             self.joined_queue(cause, call, queue).await;
         } else {
-            self.send(
-                cause,
-                EngineEvent::Queue(QueueEvent::CallerJoined {
-                    queue,
-                    call,
-                    position: 1,
-                }),
-            )
-            .await;
+            self.head_of_queue(cause, call, queue).await;
         }
+    }
+
+    /// Publishes that a call joined a queue at its head (it is being routed at once).
+    async fn head_of_queue(&mut self, cause: Option<EventId>, call: CallId, queue: QueueId) {
+        self.send(
+            cause,
+            EngineEvent::Queue(QueueEvent::CallerJoined {
+                queue,
+                call,
+                position: 1,
+            }),
+        )
+        .await;
     }
 
     async fn answered(

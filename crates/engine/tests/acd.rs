@@ -244,6 +244,24 @@ async fn dtmf_1_turns_the_wait_into_a_callback_then_the_agent_is_rung() {
     assert_eq!(cdrs.len(), 1, "{cdrs:?}");
     assert_eq!(cdrs[0].disposition, Disposition::Answered);
     assert_eq!(cdrs[0].agent, Some(AgentId::new("alice")));
+    // The callback is in the call's event log like any queue event.
+    let events = wait_logged(&engine, cdrs[0].call_id.into(), |e| {
+        matches!(
+            e,
+            EngineEvent::Queue(QueueEvent::CallerLeft {
+                reason: LeaveReason::Callback,
+                ..
+            })
+        )
+    })
+    .await;
+    assert!(events.iter().any(|e| matches!(
+        &e.payload,
+        EngineEvent::Queue(QueueEvent::CallerLeft {
+            reason: LeaveReason::Callback,
+            ..
+        })
+    )));
     engine.shutdown().await;
 }
 

@@ -561,6 +561,21 @@ impl Phone {
 
     /// Sends an in-dialog request (BYE…) and returns the final status.
     pub async fn request(&mut self, d: &mut Dialog, method: &str) -> u16 {
+        self.send_request(d, method).await;
+        self.response(&d.call_id.clone(), method, 200)
+            .await
+            .and_then(|r| r.status())
+            .unwrap_or(0)
+    }
+
+    /// Hangs up.
+    pub async fn bye(&mut self, d: &mut Dialog) -> u16 {
+        self.request(d, "BYE").await
+    }
+
+    /// Sends an in-dialog request (BYE…) without waiting for its response (which is
+    /// kept for later like any other message).
+    pub async fn send_request(&mut self, d: &mut Dialog, method: &str) {
         d.cseq += 1;
         let req = format!(
             "{method} {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: <{}>;tag={}\r\nCall-ID: {}\r\nCSeq: {} {method}\r\nContent-Length: 0\r\n\r\n",
@@ -574,15 +589,33 @@ impl Phone {
             d.cseq
         );
         self.send(&req).await;
-        self.response(&d.call_id.clone(), method, 200)
-            .await
-            .and_then(|r| r.status())
-            .unwrap_or(0)
     }
 
-    /// Hangs up.
-    pub async fn bye(&mut self, d: &mut Dialog) -> u16 {
-        self.request(d, "BYE").await
+    /// Answers an INVITE already received (180, then 200 with an SDP answer using
+    /// `pt`) and waits for the ACK. Returns the dialog.
+    pub async fn answer_invite(&mut self, inv: SipMsg, from: SocketAddr, pt: u8) -> Option<Dialog> {
+        let tag = rand_token();
+        self.respond(&inv, from, 180, "Ringing", &tag, None).await;
+        let sdp = self.sdp_only(pt);
+        self.respond(&inv, from, 200, "OK", &tag, Some(&sdp)).await;
+        let cid = inv.call_id();
+        self.recv_where(WAIT, |m| m.method() == Some("ACK") && m.call_id() == cid)
+            .await?;
+        let remote_from = inv.header("from").unwrap_or("").to_string();
+        Some(Dialog {
+            call_id: cid,
+            local_tag: tag,
+            remote_tag: SipMsg::tag_of(&remote_from).unwrap_or_default(),
+            local_uri: SipMsg::uri_of(inv.header("to").unwrap_or("")),
+            remote_uri: SipMsg::uri_of(&remote_from),
+            remote_target: inv
+                .header("contact")
+                .map(SipMsg::uri_of)
+                .unwrap_or_else(|| format!("sip:{from}")),
+            remote_media: sdp_media(&inv.body),
+            message: inv,
+            cseq: 0,
+        })
     }
 
     /// Waits for an INVITE (`wait`), without answering.
@@ -631,28 +664,7 @@ impl Phone {
     /// Returns the dialog.
     pub async fn answer(&mut self, pt: u8, wait: Duration) -> Option<Dialog> {
         let (inv, from) = self.next_invite(wait).await?;
-        let tag = rand_token();
-        self.respond(&inv, from, 180, "Ringing", &tag, None).await;
-        let sdp = self.sdp_only(pt);
-        self.respond(&inv, from, 200, "OK", &tag, Some(&sdp)).await;
-        let cid = inv.call_id();
-        self.recv_where(WAIT, |m| m.method() == Some("ACK") && m.call_id() == cid)
-            .await?;
-        let remote_from = inv.header("from").unwrap_or("").to_string();
-        Some(Dialog {
-            call_id: cid,
-            local_tag: tag,
-            remote_tag: SipMsg::tag_of(&remote_from).unwrap_or_default(),
-            local_uri: SipMsg::uri_of(inv.header("to").unwrap_or("")),
-            remote_uri: SipMsg::uri_of(&remote_from),
-            remote_target: inv
-                .header("contact")
-                .map(SipMsg::uri_of)
-                .unwrap_or_else(|| format!("sip:{from}")),
-            remote_media: sdp_media(&inv.body),
-            message: inv,
-            cseq: 0,
-        })
+        self.answer_invite(inv, from, pt).await
     }
 
     /// Waits for an INVITE and rejects it with `status`, absorbing the ACK.
