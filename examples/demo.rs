@@ -56,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 to: "support".into(),
                 offer: None,
                 requested_skills: vec![],
+                requested_priority: None,
             }),
         ),
         (

@@ -23,6 +23,7 @@ fn main() {
             to: "support".into(),
             offer: None,
             requested_skills: vec!["english".into()],
+            requested_priority: Some(10),
         }),
         EngineEvent::Call(CallEvent::Queued {
             call,

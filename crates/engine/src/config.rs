@@ -177,6 +177,20 @@ impl AgentSection {
     }
 }
 
+/// A dialed number (DID) routed into a queue with its own skills and priority: e.g.
+/// the Spanish line of the support queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialedNumber {
+    /// The number dialed (the Request-URI user part).
+    pub number: String,
+    /// The queue it reaches.
+    pub queue: String,
+    /// Skills its calls need (on top of the queue's).
+    pub skills: Vec<(String, u8)>,
+    /// Priority of its calls (higher first); `None`: 0.
+    pub priority: Option<i32>,
+}
+
 /// The reconciler: the periodic check that repairs agent and call states the engine
 /// lost track of (lost BYEs, unreachable phones).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +225,8 @@ pub struct Config {
     pub routing_seed: u64,
     /// Caller rules (by caller number): block, priority (VIP), skills.
     pub caller_rules: CallerRules,
+    /// Dialed numbers routed into queues with their own skills and priority.
+    pub numbers: Vec<DialedNumber>,
     /// Directory of the queue prompts.
     pub prompts_dir: PathBuf,
     /// The control socket the command line talks to (`call-engine stats`…); `None`:
@@ -238,6 +254,19 @@ struct RawConfig {
     caller_rule: Vec<RawCallerRule>,
     #[serde(default)]
     control: Option<RawControl>,
+    #[serde(default)]
+    number: Vec<RawNumber>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNumber {
+    dial: Spanned<String>,
+    queue: Spanned<String>,
+    #[serde(default)]
+    skills: Option<Spanned<BTreeMap<String, i64>>>,
+    #[serde(default)]
+    priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1152,6 +1181,46 @@ impl Config {
                 })?;
         }
 
+        let mut numbers = Vec::new();
+        let mut dialed = BTreeSet::new();
+        for (i, n) in raw.number.iter().enumerate() {
+            let number = n.dial.get_ref().trim().to_string();
+            if !is_sip_token(&number) || names.contains(&number) || ids.contains(&number) {
+                return Err(cx.err(
+                    format!("number[{i}].dial"),
+                    &n.dial,
+                    format!("`{number}` must be a SIP user part that is not a queue or agent"),
+                ));
+            }
+            if !dialed.insert(number.clone()) {
+                return Err(cx.err(
+                    format!("number[{i}].dial"),
+                    &n.dial,
+                    format!("number `{number}` is defined twice"),
+                ));
+            }
+            if !names.contains(n.queue.get_ref()) {
+                return Err(cx.err(
+                    format!("number[{i}].queue"),
+                    &n.queue,
+                    format!("no queue named `{}`", n.queue.get_ref()),
+                ));
+            }
+            let skills = match &n.skills {
+                None => Vec::new(),
+                Some(sk) => cx.skills(&format!("number[{i}].skills"), sk)?,
+            };
+            let priority = match &n.priority {
+                None => None,
+                Some(p) => Some(cx.int(format!("number[{i}].priority"), p, -1000..=1000)?),
+            };
+            numbers.push(DialedNumber {
+                number,
+                queue: n.queue.get_ref().clone(),
+                skills,
+                priority,
+            });
+        }
         let prompts_dir = match &raw.media.prompts_dir {
             None => PathBuf::from(DEFAULT_PROMPTS_DIR),
             Some(d) => {
@@ -1183,6 +1252,7 @@ impl Config {
             reconciler,
             routing_seed,
             caller_rules: CallerRules::new(rules),
+            numbers,
             prompts_dir,
             control_socket,
         })
@@ -1450,6 +1520,11 @@ busy_delay_secs = 6
 no_answer_delay_secs = 7
 max_no_answer = 3
 status = "break:training"
+[[number]]
+dial = "5551000"
+queue = "support"
+skills = { spanish = 3 }
+priority = 2
 [[caller_rule]]
 pattern = "+4420*"
 priority = 10
@@ -1555,6 +1630,15 @@ block = true
         assert_eq!(vip.priority, Some(10));
         assert!(!vip.blocked);
         assert!(c.caller_rules.evaluate("+19005550100").blocked);
+        assert_eq!(
+            c.numbers,
+            vec![DialedNumber {
+                number: "5551000".into(),
+                queue: "support".into(),
+                skills: vec![("spanish".into(), 3)],
+                priority: Some(2),
+            }]
+        );
     }
 
     #[test]
@@ -1652,6 +1736,18 @@ block = true
                 "pattern",
             ),
             ("seed = 7", "seed = -7", "routing.seed", "seed"),
+            (
+                "dial = \"5551000\"",
+                "dial = \"sales\"",
+                "number[0].dial",
+                "dial",
+            ),
+            (
+                "queue = \"support\"\nskills",
+                "queue = \"nowhere\"\nskills",
+                "number[0].queue",
+                "queue = \"nowhere\"",
+            ),
         ];
         for (from, to, key, starts) in cases {
             let src = FULL.replacen(from, to, 1);

@@ -185,6 +185,8 @@ pub struct Driver {
     reconcile_every: Option<std::time::Duration>,
     /// Caller rules.
     caller_rules: orch::CallerRules,
+    /// Dialed numbers → queue, skills, priority.
+    numbers: HashMap<SmolStr, crate::config::DialedNumber>,
     /// Live statistics per queue and agent.
     stats: orch::StatsBook,
     /// Agents in wrap-up since (driver ms), to measure it.
@@ -331,6 +333,7 @@ impl Driver {
             agents: agent_ids,
             reconcile_every: None,
             caller_rules: orch::CallerRules::default(),
+            numbers: HashMap::new(),
             stats,
             wrap_started: HashMap::new(),
             abandoned: HashMap::new(),
@@ -338,6 +341,15 @@ impl Driver {
             activities: HashMap::new(),
             control_rx: None,
         }
+    }
+
+    /// Dialed numbers routed into queues with their own skills and priority.
+    pub fn with_numbers(mut self, numbers: Vec<crate::config::DialedNumber>) -> Self {
+        self.numbers = numbers
+            .into_iter()
+            .map(|n| (SmolStr::new(&n.number), n))
+            .collect();
+        self
     }
 
     /// Serves control requests (stats, explanations, agent status) from `rx`.
@@ -1613,6 +1625,7 @@ impl Driver {
             to,
             offer,
             requested_skills,
+            requested_priority,
         } = ev
         else {
             return;
@@ -1625,7 +1638,12 @@ impl Driver {
                 retry_after_secs: None,
             })
         };
-        let mut queue = QueueId::new(&to);
+        // A dialed number may stand for a queue, with its own skills and priority.
+        let dialed = self.numbers.get(&to).cloned();
+        let mut queue = match &dialed {
+            Some(n) => QueueId::new(&n.queue),
+            None => QueueId::new(&to),
+        };
         if !self.orch.has_queue(&queue) {
             info!(%call, %to, "unknown queue: 404");
             self.send(cause, reject(404)).await;
@@ -1658,7 +1676,18 @@ impl Driver {
             self.send(cause, reject(403)).await;
             return;
         }
-        let mut routing = orch::CallRouting::new().with_priority(verdict.priority.unwrap_or(0));
+        // Priority: the highest of the caller rules and a trusted upstream's header.
+        let priority = verdict
+            .priority
+            .into_iter()
+            .chain(requested_priority)
+            .chain(dialed.as_ref().and_then(|n| n.priority))
+            .max()
+            .unwrap_or(0);
+        let mut routing = orch::CallRouting::new().with_priority(priority);
+        for (skill, level) in dialed.iter().flat_map(|n| n.skills.iter()) {
+            routing = routing.with_skill(skill.as_str(), *level);
+        }
         for (skill, level) in verdict.skills {
             routing = routing.with_skill(skill, level);
         }
@@ -2206,9 +2235,11 @@ impl Driver {
                 self.call_input(cause, call, CallInput::Hangup { cause: why.clone() })
                     .await;
             }
-            self.call_input(cause, call, CallInput::LegEnded { side, cause: why })
-                .await;
+            // The orchestrator first, while the call's context is still here (an
+            // abandoned caller's number and seniority are kept from it).
             self.orch_input(cause, orch::Input::CallEnded { call })
+                .await;
+            self.call_input(cause, call, CallInput::LegEnded { side, cause: why })
                 .await;
         } else if let Some(agent) = c.offers.remove(&session) {
             // An offer that ended before an answer (e.g. our CANCEL completed, or the

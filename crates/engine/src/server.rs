@@ -211,6 +211,7 @@ impl Engine {
         let logger = tokio::spawn(log_events(store.clone(), log_rx));
         let driver = Driver::new(bus.clone(), ids, routing, settings, records_tx, max_calls)
             .with_caller_rules(config.caller_rules.clone())
+            .with_numbers(config.numbers.clone())
             .with_reconciler(Duration::from_secs(u64::from(
                 config.reconciler.interval_secs,
             )));

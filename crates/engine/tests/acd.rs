@@ -13,7 +13,8 @@ use call_engine_events::{
     AgentEvent, AgentId, AgentStatus, Disposition, EngineEvent, LeaveReason, QueueEvent, QueueId,
 };
 use call_engine_orchestrator::{
-    BusinessHours, CallerPattern, CallerRule, CallerRules, FullAction, QueueAction, Strategy,
+    BusinessHours, CallerPattern, CallerRule, CallerRules, EmptyCondition, FullAction, QueueAction,
+    Strategy,
 };
 use call_engine_testkit::{Phone, WAIT};
 use common::*;
@@ -116,6 +117,15 @@ async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
         CallerPattern::parse("+1900*").unwrap(),
     )
     .blocking()]);
+    // A queue that refuses callers while no member is logged in (alice is a member but
+    // not registered).
+    let mut strict = QueueSection::new("strict", Strategy::LongestIdleAgent);
+    strict.routing = strict.routing.with_join_empty(EmptyCondition::NoMembers);
+    cfg.queues.push(strict);
+    cfg.agents[0].profile = cfg.agents[0]
+        .profile
+        .clone()
+        .with_queue(QueueId::new("strict"));
     let engine = Engine::start(cfg).await.unwrap();
 
     // One caller waits (nobody logged in: the queue joins anyway by default)…
@@ -127,6 +137,9 @@ async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
     // A closed queue: 480.
     let mut night = customer(&engine, "9203").await;
     assert_eq!(night.call("night", 0).await.err(), Some(480));
+    // Nobody logged in where that matters: 480.
+    let mut early = customer(&engine, "9204").await;
+    assert_eq!(early.call("strict", 0).await.err(), Some(480));
     // A blocked number: 403.
     let mut spam = customer(&engine, "+19005550100").await;
     assert_eq!(spam.call("support", 0).await.err(), Some(403));
@@ -388,5 +401,79 @@ async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
     .await
     .unwrap();
     assert!(!r.ok && r.error.unwrap().contains("nobody"));
+    engine.shutdown().await;
+}
+
+/// Caller 9601 waits, then 9602; 9601 hangs up and calls again at once. Returns the
+/// caller the agent is offered first once she logs in.
+async fn first_offered(resume_secs: u32, name: &str) -> String {
+    let db = temp_db(name);
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].abandoned_resume_secs = resume_secs;
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut a = customer(&engine, "9601").await;
+    let mut da = a.call("support", 0).await.expect("9601 answered (music)");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b = place(customer(&engine, "9602").await).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.bye(&mut da).await, 200);
+    let a = place(a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = agent(&engine, "alice").await;
+    let (inv, _) = alice.next_invite(WAIT).await.expect("alice rung");
+    let from = inv.header("from").unwrap_or("").to_string();
+    a.abort();
+    b.abort();
+    engine.shutdown().await;
+    from
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_hangs_up_and_calls_back_soon_keeps_the_place() {
+    // With abandoned_resume_secs, 9601 is ahead of 9602 again…
+    let with = first_offered(60, "resume").await;
+    assert!(with.contains("9601"), "the returning caller first: {with}");
+    // …without it, 9601 is behind.
+    let without = first_offered(0, "noresume").await;
+    assert!(
+        without.contains("9602"),
+        "the returning caller last: {without}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialed_number_brings_its_skills_into_the_queue() {
+    let db = temp_db("dialed");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice", "bob"]);
+    cfg.agents[0].profile = cfg.agents[0].profile.clone().with_skill("spanish", 5);
+    cfg.numbers = vec![call_engine::config::DialedNumber {
+        number: "5551000".into(),
+        queue: "support".into(),
+        skills: vec![("spanish".into(), 3)],
+        priority: None,
+    }];
+    let engine = Engine::start(cfg).await.unwrap();
+    // bob registers first (idle longest), yet only alice speaks Spanish.
+    let mut bob = agent(&engine, "bob").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut alice = agent(&engine, "alice").await;
+    let mut cust = customer(&engine, "9701").await;
+    let call = tokio::spawn(async move {
+        let d = cust.call("5551000", 0).await;
+        (cust, d)
+    });
+    let mut a = alice
+        .answer(0, WAIT)
+        .await
+        .expect("alice rung for the Spanish line");
+    assert!(
+        bob.next_invite(Duration::from_millis(300)).await.is_none(),
+        "bob lacks the skill"
+    );
+    let (_c, d) = call.await.unwrap();
+    d.expect("answered");
+    assert_eq!(alice.bye(&mut a).await, 200);
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs[0].queue, Some(QueueId::new("support")));
     engine.shutdown().await;
 }

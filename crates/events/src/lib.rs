@@ -36,6 +36,7 @@
 //!     to: "support".into(),
 //!     offer: None,
 //!     requested_skills: vec![],
+//!     requested_priority: None,
 //! });
 //! assert_eq!(ev.priority(), Priority::Critical);
 //! assert_eq!(ev.topic(), topics::SESSION_EVENTS);

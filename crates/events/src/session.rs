@@ -25,6 +25,10 @@ pub enum SessionEvent {
         offer: Option<Sdp>,
         /// Skills requested by the caller's side (e.g. an `X-Skills` header).
         requested_skills: Vec<SmolStr>,
+        /// Priority requested by the caller's side (an `X-Priority` header set by a
+        /// trusted upstream IVR or SBC; higher is served first).
+        #[serde(default)]
+        requested_priority: Option<i32>,
     },
     /// The far end is ringing (180/183).
     Ringing {

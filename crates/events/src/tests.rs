@@ -15,6 +15,7 @@ fn samples() -> Vec<EngineEvent> {
             to: "support".into(),
             offer: Some(sdp.clone()),
             requested_skills: vec!["english".into()],
+            requested_priority: Some(5),
         }),
         EngineEvent::Session(SessionEvent::Ringing { call, session }),
         EngineEvent::Session(SessionEvent::Terminated {

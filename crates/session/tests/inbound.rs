@@ -47,6 +47,7 @@ impl Caller {
             .h("CSeq", "1 INVITE")
             .h("Contact", format!("<{contact}>"))
             .h("X-Skills", "billing, fr")
+            .h("X-Priority", "7")
             .body("application/sdp", sdp)
             .build();
         let invite = self.invite.clone();
@@ -169,6 +170,7 @@ async fn inbound_call_answer_ack_bye() {
             to,
             offer,
             requested_skills,
+            requested_priority,
         } => {
             assert_eq!(from.display_name.as_deref(), Some("Jane Doe"));
             assert_eq!(from.user, "+15551234");
@@ -176,6 +178,7 @@ async fn inbound_call_answer_ack_bye() {
             assert_eq!(to, "support");
             assert_eq!(offer.as_ref().map(|s| s.0.as_str()), Some(SDP_OFFER));
             assert_eq!(requested_skills, &["billing", "fr"]);
+            assert_eq!(*requested_priority, Some(7));
             (*call, *session)
         }
         other => panic!("{other:?}"),

@@ -115,6 +115,18 @@ impl Core {
             .filter(|s| !s.is_empty())
             .map(SmolStr::new)
             .collect();
+        // Trusted upstream (IVR, SBC) may rank the caller; a malformed value is ignored.
+        let priority = req.raw.get("X-Priority").and_then(|v| {
+            let p = v
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|p| (-1000..=1000).contains(p));
+            if p.is_none() {
+                debug!(%call, value = %v, "X-Priority ignored: not an integer in -1000..=1000");
+            }
+            p
+        });
         let offer = req.sdp();
         let remote_target = req
             .raw
@@ -170,6 +182,7 @@ impl Core {
                 to: SmolStr::new(to_user),
                 offer: offer.map(|o| Sdp(SmolStr::new(o))),
                 requested_skills: skills,
+                requested_priority: priority,
             },
             None,
         );
