@@ -477,3 +477,67 @@ async fn a_dialed_number_brings_its_skills_into_the_queue() {
     assert_eq!(cdrs[0].queue, Some(QueueId::new("support")));
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_deduplicated_by_caller_number() {
+    let db = temp_db("callback-dedup");
+    let mut first = Phone::new("9801", DOMAIN, "127.0.0.1:9".parse().unwrap()).await;
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].announce.callback = true;
+    cfg.queues[0].announce.callback_via = Some(first.sip_addr.to_string().into());
+    let engine = Engine::start(cfg).await.unwrap();
+    first.server = engine.sip_udp().unwrap();
+
+    // The same number asks twice (two calls, both pressing 1).
+    let d1 = first.call("support", 0).await.expect("first call answered");
+    first
+        .send_dtmf(d1.remote_media.expect("sdp").addr, '1')
+        .await;
+    assert!(first
+        .expect_request(&d1.call_id, "BYE", WAIT)
+        .await
+        .is_some());
+    let mut again = customer(&engine, "9801").await;
+    let d2 = again
+        .call("support", 0)
+        .await
+        .expect("second call answered");
+    again
+        .send_dtmf(d2.remote_media.expect("sdp").addr, '1')
+        .await;
+    assert!(
+        again
+            .expect_request(&d2.call_id, "BYE", WAIT)
+            .await
+            .is_some(),
+        "the second request is confirmed and ended too"
+    );
+
+    // One callback only.
+    let mut alice = agent(&engine, "alice").await;
+    let mut back = first.answer(0, WAIT).await.expect("called back once");
+    let mut a = alice.answer(0, WAIT).await.expect("alice rung");
+    assert_eq!(alice.bye(&mut a).await, 200);
+    assert!(first
+        .expect_request(&back.call_id, "BYE", WAIT)
+        .await
+        .is_some());
+    let _ = &mut back;
+    assert!(
+        first
+            .next_invite(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "no second callback for the same number"
+    );
+    let cdrs = wait_cdrs(&engine, 2).await;
+    assert_eq!(cdrs.len(), 2, "{cdrs:?}");
+    assert_eq!(
+        cdrs.iter()
+            .filter(|c| c.disposition == Disposition::Answered)
+            .count(),
+        1,
+        "{cdrs:?}"
+    );
+    engine.shutdown().await;
+}

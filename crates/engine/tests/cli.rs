@@ -101,3 +101,91 @@ fn unknown_keys_and_syntax_errors_name_the_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+/// A free UDP port on loopback (bound and released; good enough for one test).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_command_line_asks_the_running_engine() {
+    let dir = std::env::temp_dir().join(format!(
+        "call-engine-cli-live-{}-{}",
+        std::process::id(),
+        free_udp_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = GOOD
+        .replace("127.0.0.1:5999", &format!("127.0.0.1:{}", free_udp_port()))
+        .replace("20000-20100", "36000-36100")
+        .replace(
+            "sqlite://data/cli-test.db",
+            &format!("sqlite://{}", dir.join("engine.db").display()),
+        )
+        + "\n[control]\nsocket = \"engine.sock\"\n";
+    let p = dir.join("engine.toml");
+    std::fs::write(&p, cfg).unwrap();
+
+    // Nobody listening yet: a clear error, not a hang.
+    let out = bin().args(["stats", "--config"]).arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the engine"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut engine = bin()
+        .args(["serve", "--config"])
+        .arg(&p)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ask = |args: &[&str]| {
+        let mut out = None;
+        for _ in 0..100 {
+            let o = bin().args(args).arg("--config").arg(&p).output().unwrap();
+            if o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("cannot reach") {
+                out = Some(o);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        out.expect("the engine answers")
+    };
+    let stats = ask(&["stats"]);
+    let text = String::from_utf8_lossy(&stats.stdout).to_string();
+    let agents = ask(&["agents"]);
+    let agents_text = String::from_utf8_lossy(&agents.stdout).to_string();
+    let brk = ask(&["status", "alice", "break:lunch"]);
+    let brk_text = String::from_utf8_lossy(&brk.stdout).to_string();
+    let bad = ask(&["status", "alice", "asleep"]);
+    let json = ask(&["stats", "--json"]);
+    let _ = engine.kill();
+    let _ = engine.wait();
+
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    assert!(text.contains("queue support: 0 waiting"), "{text}");
+    assert!(text.contains("offered 0"), "{text}");
+    assert!(agents_text.contains("alice: available"), "{agents_text}");
+    assert!(agents_text.contains("not registered"), "{agents_text}");
+    assert!(brk.status.success());
+    assert!(brk_text.contains("on break (lunch)"), "{brk_text}");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`asleep` is not a status"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["queues"][0]["queue"], "support");
+}
