@@ -139,6 +139,11 @@ pub async fn listen(path: &Path, to: mpsc::UnboundedSender<Request>) -> Result<(
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
+    // Only the engine's own user may change agents' status through it.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
     let path = path.to_path_buf();
     tokio::spawn(async move {
         loop {
