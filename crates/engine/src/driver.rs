@@ -141,6 +141,10 @@ struct CallCtx {
     callback: Option<CallbackState>,
     /// The customer's current playback is a prompt (it ends), not the music.
     playing_prompt: bool,
+    /// The agent the orchestrator reserved for this call's callback.
+    reserved: Option<AgentId>,
+    /// The caller asked for a callback their number already has: they leave for it.
+    duplicate_callback: bool,
 }
 
 /// Where a callback stands.
@@ -174,6 +178,8 @@ pub struct Driver {
     timer_rx: mpsc::UnboundedReceiver<(TimerKey, u64)>,
     /// Teardowns the call machines asked for, run after the current event.
     deferred: Vec<(CallId, Side, HangupCause)>,
+    /// Calls removed here, to be forgotten by the orchestrator after the current event.
+    forget: Vec<CallId>,
     records: mpsc::UnboundedSender<CallRecord>,
     /// Admission control: calls in progress above this get 503 + Retry-After.
     max_calls: usize,
@@ -277,6 +283,13 @@ pub fn parse_status(s: &str) -> Result<AgentStatus, String> {
     }
 }
 
+/// Whether a caller number can be called back: not empty, not anonymous, a phone
+/// number (digits, an optional leading `+`).
+fn dialable(user: &str) -> bool {
+    let digits = user.strip_prefix('+').unwrap_or(user);
+    !digits.is_empty() && digits.len() <= 32 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A short label for why a policy removed a call.
 fn reject_label(r: orch::RejectCause) -> &'static str {
     match r {
@@ -326,6 +339,7 @@ impl Driver {
             timer_tx,
             timer_rx,
             deferred: Vec::new(),
+            forget: Vec::new(),
             records,
             max_calls,
             origin: Instant::now(),
@@ -411,6 +425,9 @@ impl Driver {
                 self.hangup_all(None, call, by, why).await;
                 self.orch_input(None, orch::Input::CallEnded { call }).await;
                 self.maybe_finish(None, call).await;
+            }
+            while let Some(call) = self.forget.pop() {
+                self.orch_input(None, orch::Input::CallEnded { call }).await;
             }
         }
     }
@@ -702,6 +719,20 @@ impl Driver {
                         orch::Input::CallEnded { call },
                         format!("held by call {call}, which no longer exists: released"),
                     )),
+                    Some(c) if c.reserved.as_ref() == Some(&agent) => {
+                        // Reserved for a callback: fine while we call the customer (or
+                        // they answered and the agent is being rung); stuck otherwise.
+                        let dialing = matches!(c.callback, Some(CallbackState::Dialing(_)));
+                        let ringing = c.offers.values().any(|a| *a == agent)
+                            || c.pending_rings.iter().any(|(a, _)| *a == agent)
+                            || c.connected.as_ref().is_some_and(|(a, _)| *a == agent);
+                        (!dialing && !ringing).then(|| {
+                            (
+                                orch::Input::CallbackFailed { call },
+                                format!("reserved for callback {call} that is not being placed: released"),
+                            )
+                        })
+                    }
                     Some(c) => {
                         let involved = c.offers.values().any(|a| *a == agent)
                             || c.pending_rings.iter().any(|(a, _)| *a == agent)
@@ -737,6 +768,18 @@ impl Driver {
             }),
         )
         .await;
+    }
+
+    /// Tells the orchestrator an offer failed.
+    async fn orch_offer_failed(
+        &mut self,
+        cause: Option<EventId>,
+        call: CallId,
+        agent: AgentId,
+        why: orch::OfferFailure,
+    ) {
+        self.orch_input(cause, orch::Input::OfferFailed { call, agent, why })
+            .await;
     }
 
     /// Publishes that a call left a queue.
@@ -850,6 +893,9 @@ impl Driver {
                     c.moh = None;
                     let session = c.customer;
                     c.hanging_up.insert(session);
+                    // Gone from now on: a callback reserved before the BYE completes
+                    // dials them back rather than ringing an agent for nobody.
+                    c.customer_alive = false;
                     self.send(
                         cause,
                         EngineEvent::SessionCommand(SessionCommand::Hangup { call, session }),
@@ -892,6 +938,8 @@ impl Driver {
             .is_some_and(|q| q.announce.callback);
         let waiting = c.connected.is_none()
             && c.callback.is_none()
+            && !c.duplicate_callback
+            && dialable(&c.caller.user)
             && c.customer_alive
             && !c.ending
             && !c.announce_only
@@ -907,8 +955,14 @@ impl Driver {
             .get(&number)
             .is_some_and(|other| *other != call && self.calls.contains_key(other));
         if duplicate {
-            // One callback per number: the one already waiting keeps its place.
+            // One callback per number: the one already waiting keeps its place; this
+            // caller leaves for it (counted so, not as an abandon).
             info!(%call, caller = %number, "callback already pending for this number");
+            self.cancel_timer(&TimerKey::Announce(call));
+            self.cancel_timer(&TimerKey::Periodic(call));
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.duplicate_callback = true;
+            }
             self.close_with_prompt(
                 cause,
                 call,
@@ -956,11 +1010,19 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return Some(orch::Input::CallbackFailed { call });
         };
-        if c.customer_alive {
-            // Still on the line (hearing the confirmation): no need to call back.
-            c.callback = Some(CallbackState::Connected);
-            c.prompts.clear();
-            return Some(orch::Input::CallbackAnswered { call });
+        match c.callback {
+            Some(CallbackState::Confirming)
+                if c.customer_alive && !c.hanging_up.contains(&c.customer) =>
+            {
+                // Still on the line (hearing the confirmation): no need to call back.
+                c.callback = Some(CallbackState::Connected);
+                c.prompts.clear();
+                return Some(orch::Input::CallbackAnswered { call });
+            }
+            // Already calling them (an overflow reserved another agent): the answer
+            // rings whoever is reserved then.
+            Some(CallbackState::Dialing(_)) | Some(CallbackState::Connected) => return None,
+            _ => {}
         }
         let session = self.ids.session();
         c.callback = Some(CallbackState::Dialing(session));
@@ -1015,10 +1077,17 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if prompts.is_empty() || !c.customer_alive || c.ending || c.connected.is_some() {
+        if prompts.is_empty()
+            || !c.customer_alive
+            || c.ending
+            || c.connected.is_some()
+            || c.callback.is_some()
+            || c.close_after_prompts.is_some()
+        {
             return;
         }
-        let idle = c.prompts.is_empty();
+        // Queued behind a prompt still playing, never cutting it off.
+        let idle = c.prompts.is_empty() && !c.playing_prompt;
         c.prompts.extend(prompts);
         if idle {
             self.play_next_prompt(cause, call).await;
@@ -1072,7 +1141,7 @@ impl Driver {
                 }
             }
         }
-        if settings.is_some_and(|q| q.announce.callback) {
+        if settings.is_some_and(|q| q.announce.callback) && dialable(&c.caller.user) {
             out.push(SmolStr::new_static("press-1-for-callback"));
         }
         out
@@ -1136,9 +1205,25 @@ impl Driver {
                     if let Some(c) = self.calls.get_mut(&call) {
                         c.pending_rings.retain(|(a, _)| *a != agent);
                     }
-                    // A single-ring offer that failed: tell the call machine.
-                    self.call_offer_failed(cause, call, &agent, HangupCause::NoAnswer)
-                        .await;
+                    // A single-ring offer that failed: tell the call machine — unless the
+                    // call is ending anyway (the customer left: no agent is to blame),
+                    // or the rings stop because the caller chose a callback.
+                    let why = match self.calls.get(&call) {
+                        Some(c) if c.ending || !c.customer_alive => None,
+                        Some(c)
+                            if matches!(
+                                c.callback,
+                                Some(CallbackState::Confirming | CallbackState::Waiting)
+                            ) =>
+                        {
+                            Some(HangupCause::Cancelled)
+                        }
+                        Some(_) => Some(HangupCause::NoAnswer),
+                        None => None,
+                    };
+                    if let Some(why) = why {
+                        self.call_offer_failed(cause, call, &agent, why).await;
+                    }
                 }
                 Output::Assigned {
                     call,
@@ -1157,6 +1242,21 @@ impl Driver {
                     queue,
                     waited_ms,
                 } => {
+                    let duplicate = self.calls.get(&call).is_some_and(|c| c.duplicate_callback);
+                    if duplicate {
+                        // Left for the callback already pending for their number.
+                        info!(%call, %queue, waited_ms, "caller left for a pending callback");
+                        self.stats.call_left(
+                            call,
+                            &queue,
+                            orch::stats::LeaveReason::Callback,
+                            waited_ms,
+                            now,
+                        );
+                        self.left_queue(cause, call, queue, LeaveReason::Callback, waited_ms)
+                            .await;
+                        continue;
+                    }
                     info!(%call, %queue, waited_ms, "caller abandoned");
                     self.stats.call_abandoned(call, &queue, waited_ms, now);
                     // Calling back soon keeps the place (abandoned_resume).
@@ -1166,7 +1266,8 @@ impl Driver {
                             .get(&queue)
                             .map(|q| q.abandoned_resume_ms)
                             .unwrap_or(0);
-                        if resume > 0 && !c.caller.user.is_empty() {
+                        // Only a real number identifies the caller again.
+                        if resume > 0 && dialable(&c.caller.user) {
                             let entered = c
                                 .routing
                                 .entered_at
@@ -1236,6 +1337,9 @@ impl Driver {
                 }
                 Output::Callback { call, queue, agent } => {
                     info!(%call, %queue, %agent, "calling the customer back");
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.reserved = Some(agent.clone());
+                    }
                     follow.extend(self.dial_callback(cause, call).await);
                 }
                 Output::StartTimer { timer, at } => self.start_timer(TimerKey::Orch(timer), at),
@@ -1262,6 +1366,7 @@ impl Driver {
                         .cloned()
                         .chain(c.pending_rings.iter().map(|(a, _)| a.clone()))
                         .chain(c.connected.iter().map(|(a, _)| a.clone()))
+                        .chain(c.reserved.iter().cloned())
                         .collect()
                 })
                 .unwrap_or_default()
@@ -1282,6 +1387,19 @@ impl Driver {
                 vec![agent.clone()]
             }
             I::Timer(orch::Timer::RingTimeout { agent, .. }) => vec![agent.clone()],
+            I::Timer(
+                orch::Timer::MaxWait { call }
+                | orch::Timer::Retry { call }
+                | orch::Timer::Widen { call }
+                | orch::Timer::RingMore { call },
+            )
+            | I::CallbackRequested { call } => of_call(call),
+            I::Timer(orch::Timer::NoAgent { queue }) => self
+                .calls
+                .values()
+                .filter(|c| c.queue == *queue)
+                .filter_map(|c| c.reserved.clone())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -1326,6 +1444,10 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        if c.ending {
+            // Torn down already: the orchestrator hears CallEnded after this event.
+            return;
+        }
         let defer = self
             .queues
             .get(&c.queue)
@@ -1811,6 +1933,8 @@ impl Driver {
                 announce_only: false,
                 callback: None,
                 playing_prompt: false,
+                reserved: None,
+                duplicate_callback: false,
             },
         );
         if let Some(c) = self.calls.get_mut(&call) {
@@ -1860,7 +1984,24 @@ impl Driver {
                 let why = HangupCause::Failure {
                     detail: reason.clone(),
                 };
+                let callback = self.calls.get(&call).and_then(|c| c.callback);
                 match leg {
+                    Leg::Customer if matches!(callback, Some(CallbackState::Dialing(_))) => {
+                        // No endpoint to call the customer back with: the callback fails
+                        // (the reserved agent is released).
+                        if let Some(c) = self.calls.get_mut(&call) {
+                            if let Some(CallbackState::Dialing(s)) = c.callback {
+                                c.hanging_up.insert(s);
+                            }
+                        }
+                        self.orch_input(cause, orch::Input::CallbackFailed { call })
+                            .await;
+                        self.maybe_finish(cause, call).await;
+                    }
+                    Leg::Customer if callback.is_some() => {
+                        // The customer's leg is answered (ours, outbound): end the call.
+                        self.deferred.push((call, Side::Engine, why));
+                    }
                     Leg::Customer => {
                         // The customer cannot be answered: refuse the INVITE (488).
                         let session = match self.calls.get_mut(&call) {
@@ -1902,15 +2043,8 @@ impl Driver {
                         for (agent, _) in pending {
                             self.call_offer_failed(cause, call, &agent, why.clone())
                                 .await;
-                            self.orch_input(
-                                cause,
-                                orch::Input::OfferFailed {
-                                    call,
-                                    agent,
-                                    why: orch::OfferFailure::Failed,
-                                },
-                            )
-                            .await;
+                            self.orch_offer_failed(cause, call, agent, orch::OfferFailure::Failed)
+                                .await;
                         }
                         if connected {
                             self.hangup_all(cause, call, Side::Engine, why).await;
@@ -1940,15 +2074,14 @@ impl Driver {
                     return;
                 }
                 warn!(%call, ?leg, "no RTP: ending the call");
-                self.hangup_all(
-                    cause,
+                // The full teardown: both legs, the orchestrator, the record.
+                self.deferred.push((
                     call,
                     Side::Engine,
                     HangupCause::Failure {
                         detail: "media timeout".into(),
                     },
-                )
-                .await;
+                ));
             }
             _ => {}
         }
@@ -2023,11 +2156,10 @@ impl Driver {
             },
         )
         .await;
-        // Routed at once? Then it is no longer waiting and needs no announcements.
-        if self.orch.waiting(&queue).contains(&call) {
+        // Still in this queue (a policy may have removed it or sent it elsewhere at
+        // once, which published its own events): it joined.
+        if self.calls.contains_key(&call) && self.orch.waiting(&queue).contains(&call) {
             self.joined_queue(cause, call, queue).await;
-        } else {
-            self.head_of_queue(cause, call, queue).await;
         }
     }
 
@@ -2064,6 +2196,22 @@ impl Driver {
             .await;
             return;
         };
+        let gone = self
+            .calls
+            .get(&call)
+            .is_none_or(|c| c.ending || !c.customer_alive);
+        if gone {
+            // The customer is gone or going: release the agent at once.
+            info!(%call, %agent, "agent answered a call that is ending: hanging up");
+            self.send(
+                cause,
+                EngineEvent::SessionCommand(SessionCommand::Hangup { call, session }),
+            )
+            .await;
+            self.orch_offer_failed(cause, call, agent, orch::OfferFailure::Failed)
+                .await;
+            return;
+        }
         info!(%call, %agent, "agent answered");
         if let Some(c) = self.calls.get_mut(&call) {
             c.connected = Some((agent.clone(), session));
@@ -2144,6 +2292,12 @@ impl Driver {
         if let (Some((_, s)), true) = (&c.connected, c.agent_alive) {
             targets.push(*s);
         }
+        if let Some(CallbackState::Dialing(s)) = c.callback {
+            // Calling the customer back: CANCEL that INVITE.
+            if !c.customer_alive {
+                targets.push(s);
+            }
+        }
         for s in &targets {
             c.hanging_up.insert(*s);
         }
@@ -2170,6 +2324,7 @@ impl Driver {
             return;
         };
         if session == c.customer
+            && !c.ending
             && matches!(
                 c.callback,
                 Some(CallbackState::Confirming | CallbackState::Waiting)
@@ -2221,14 +2376,17 @@ impl Driver {
                     c.hung_up_by = Some(if by_engine { Side::Engine } else { side });
                     c.cause = why.clone();
                 }
-                if let Some(s) = other {
-                    c.hanging_up.insert(s);
-                    self.send(
-                        cause,
-                        EngineEvent::SessionCommand(SessionCommand::Hangup { call, session: s }),
-                    )
-                    .await;
-                }
+            }
+            // The other leg goes too (unless already on its way): a BYE is never left
+            // unpropagated.
+            if let Some(s) = other.filter(|s| !c.hanging_up.contains(s)) {
+                c.ending = true;
+                c.hanging_up.insert(s);
+                self.send(
+                    cause,
+                    EngineEvent::SessionCommand(SessionCommand::Hangup { call, session: s }),
+                )
+                .await;
             }
             if by_engine {
                 // Ended by the engine (shutdown): the machine records it as such.
@@ -2362,5 +2520,85 @@ impl Driver {
             self.cancel_timer(&k);
         }
         self.calls.remove(&call);
+        // Whatever path ended it, the orchestrator must not keep the call (a no-op when
+        // it already forgot it).
+        self.forget.push(call);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_said_with_the_shipped_prompts() {
+        let say = |n| {
+            number_prompts(n)
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(say(0), "number-0");
+        assert_eq!(say(7), "number-7");
+        assert_eq!(say(20), "number-20");
+        assert_eq!(say(21), "number-20 number-1");
+        assert_eq!(say(90), "number-90");
+        assert_eq!(say(100), "number-1 hundred");
+        assert_eq!(say(345), "number-3 hundred number-40 number-5");
+        assert_eq!(say(5000), "number-9 hundred number-90 number-9");
+        // Every name used exists in the shipped prompt set.
+        let dir = std::path::Path::new(crate::config::DEFAULT_PROMPTS_DIR);
+        for n in 0..=999 {
+            for p in number_prompts(n) {
+                assert!(dir.join(format!("{p}.wav")).is_file(), "{p}");
+            }
+        }
+        for p in [
+            "you-are-caller",
+            "estimated-wait",
+            "minute",
+            "minutes",
+            "less-than-a-minute",
+            "press-1-for-callback",
+            "callback-confirmed",
+            "closed",
+            "no-agents",
+            "thank-you-for-holding",
+        ] {
+            assert!(dir.join(format!("{p}.wav")).is_file(), "{p}");
+        }
+    }
+
+    #[test]
+    fn only_real_numbers_are_called_back() {
+        assert!(dialable("+441632960961"));
+        assert!(dialable("5551234"));
+        assert!(!dialable(""));
+        assert!(!dialable("+"));
+        assert!(!dialable("anonymous"));
+        assert!(!dialable("alice"));
+        assert!(!dialable("555 1234"));
+        assert!(!dialable(&"1".repeat(40)));
+    }
+
+    #[test]
+    fn statuses_as_typed_on_the_command_line() {
+        assert_eq!(parse_status("available"), Ok(AgentStatus::Available));
+        assert_eq!(
+            parse_status("on-demand"),
+            Ok(AgentStatus::AvailableOnDemand)
+        );
+        assert_eq!(parse_status("logged-out"), Ok(AgentStatus::LoggedOut));
+        assert_eq!(
+            parse_status("break:lunch"),
+            Ok(AgentStatus::OnBreak {
+                reason: "lunch".into()
+            })
+        );
+        assert!(parse_status("break:").is_err());
+        assert!(parse_status("asleep")
+            .unwrap_err()
+            .contains("`asleep` is not a status"));
     }
 }
