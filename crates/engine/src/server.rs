@@ -3,7 +3,9 @@
 use crate::config::{Config, Moh};
 use crate::driver::{CallRecord, Driver, QueueSettings};
 use call_engine_bus::{EventBus, EventBusConfig, Filter, Receiver, RecvError, TopicSet};
-use call_engine_events::{topics, AgentId, AudioSource, EngineEvent, IdAllocator, QueueId};
+use call_engine_events::{
+    topics, AgentEvent, AgentId, AudioSource, EngineEvent, IdAllocator, QueueId,
+};
 use call_engine_media::{MediaAdapter, MediaConfig, MohSource};
 use call_engine_orchestrator as orch;
 use call_engine_session::{SessionAdapter, SessionConfig};
@@ -192,9 +194,25 @@ impl Engine {
                 )
             })
             .collect();
+        // An agent's status survives a restart: the last one logged (set from the command
+        // line, or automatically) wins over the configured initial status.
+        let mut profiles = Vec::with_capacity(config.agents.len());
+        for a in &config.agents {
+            let mut profile = a.profile.clone();
+            let last = store
+                .last_event_of(profile.id.correlation(), "agent.status_changed")
+                .await?;
+            if let Some(EngineEvent::Agent(AgentEvent::StatusChanged { status, .. })) =
+                last.map(|e| e.payload)
+            {
+                info!(agent = %profile.id, ?status, "agent status restored from the event log");
+                profile = profile.with_status(status);
+            }
+            profiles.push(profile);
+        }
         let routing = orch::OrchestratorConfig::new(
             config.queues.iter().map(|q| q.routing.clone()).collect(),
-            config.agents.iter().map(|a| a.profile.clone()).collect(),
+            profiles,
         )
         .with_seed(config.routing_seed);
         let (records_tx, mut records_rx) = mpsc::unbounded_channel::<CallRecord>();

@@ -541,3 +541,52 @@ async fn callbacks_are_deduplicated_by_caller_number() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_status_survives_a_restart() {
+    let db = temp_db("status-restart");
+    let cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice", "bob"]);
+    let socket = cfg.control_socket.clone().unwrap();
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    let r = control::request(
+        &socket,
+        &ControlRequest::SetStatus {
+            agent: "alice".into(),
+            status: "break:training".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.ok, "{r:?}");
+    engine.shutdown().await;
+
+    let engine = Engine::start(cfg).await.unwrap();
+    let r = control::request(&socket, &ControlRequest::Agents)
+        .await
+        .unwrap();
+    let agents: Vec<call_engine_orchestrator::AgentSnapshot> =
+        serde_json::from_value(r.result.unwrap()).unwrap();
+    let status = |id: &str| {
+        agents
+            .iter()
+            .find(|a| a.id == AgentId::new(id))
+            .map(|a| a.status.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        status("alice"),
+        AgentStatus::OnBreak {
+            reason: "training".into()
+        }
+    );
+    assert_eq!(status("bob"), AgentStatus::Available);
+    // And she is not rung while on that break.
+    let mut alice = agent(&engine, "alice").await;
+    let call = place(customer(&engine, "9901").await).await;
+    assert!(alice
+        .next_invite(Duration::from_millis(800))
+        .await
+        .is_none());
+    call.abort();
+    engine.shutdown().await;
+}

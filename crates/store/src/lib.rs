@@ -303,6 +303,18 @@ impl Store {
         }
     }
 
+    /// The latest logged event of `correlation` whose kind is `kind`
+    /// (`agent.status_changed`, `call.ended`…), if any.
+    pub async fn last_event_of(
+        &self,
+        correlation: CorrelationId,
+        kind: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.last_event_of(correlation, kind).await,
+        }
+    }
+
     /// Every logged event of `correlation` (a call: `CorrelationId::from(call_id)`), in
     /// append order.
     pub async fn events_of(

@@ -500,6 +500,24 @@ impl SqliteBackend {
         .map_err(StoreError::db("read events"))?;
         rows.iter().map(event_from_row).collect()
     }
+
+    pub(crate) async fn last_event_of(
+        &self,
+        correlation: CorrelationId,
+        kind: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, event_id, correlation, causation, source, priority, bus_ts_ns,
+                    recorded_at_ms, kind, payload
+             FROM events WHERE correlation = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(id_to_db(correlation.0))
+        .bind(kind)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(StoreError::db("read events"))?;
+        row.as_ref().map(event_from_row).transpose()
+    }
 }
 
 enum AgentFilter<'a> {

@@ -805,6 +805,24 @@ async fn event_log_appends_and_reads_back_in_order() {
     assert_eq!(agent_log[0].payload, status.payload);
     assert_eq!(agent_log[0].kind, "agent.status_changed");
     assert!(store.events_of(CorrelationId(5)).await.unwrap().is_empty());
+    // The latest event of a kind, per correlation.
+    let last = store
+        .last_event_of(alice.correlation(), "agent.status_changed")
+        .await
+        .unwrap()
+        .expect("logged");
+    assert_eq!(last.payload, status.payload);
+    let last_call = store
+        .last_event_of(corr, "call.queued")
+        .await
+        .unwrap()
+        .expect("logged");
+    assert_eq!(last_call.id, queued.id);
+    assert!(store
+        .last_event_of(corr, "agent.status_changed")
+        .await
+        .unwrap()
+        .is_none());
 
     // The log survives a restart, and new appends continue the sequence.
     let url = tmp.url("e.db");
