@@ -86,6 +86,9 @@ pub struct MediaConfig {
     pub rtp_ports: RangeInclusive<u16>,
 }
 
+/// Default seconds without RTP on a leg before the call is ended.
+pub const DEFAULT_MEDIA_TIMEOUT_SECS: u32 = 30;
+
 /// Where the queue prompts (8 kHz WAVs: `you-are-caller.wav`, `number-5.wav`…) are
 /// found by default: the set shipped in the repository.
 pub const DEFAULT_PROMPTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../assets/prompts");
@@ -229,6 +232,10 @@ pub struct Config {
     pub numbers: Vec<DialedNumber>,
     /// Directory of the queue prompts.
     pub prompts_dir: PathBuf,
+    /// Seconds without RTP on a bridged leg (not on hold) before the call is ended.
+    /// (Waiting callers are checked by the reconciler instead: phones may send no RTP
+    /// while they only listen.)
+    pub media_timeout_secs: u32,
     /// The control socket the command line talks to (`call-engine stats`…); `None`:
     /// no control socket.
     pub control_socket: Option<PathBuf>,
@@ -291,6 +298,8 @@ struct RawMedia {
     rtp_ports: Spanned<String>,
     #[serde(default)]
     prompts_dir: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1235,6 +1244,10 @@ impl Config {
                 p
             }
         };
+        let media_timeout_secs = match &raw.media.timeout_secs {
+            None => DEFAULT_MEDIA_TIMEOUT_SECS,
+            Some(t) => cx.int("media.timeout_secs", t, 1..=3600)?,
+        };
         let control_socket = match &raw.control {
             None => None,
             Some(c) if c.socket.get_ref().trim().is_empty() => {
@@ -1254,6 +1267,7 @@ impl Config {
             caller_rules: CallerRules::new(rules),
             numbers,
             prompts_dir,
+            media_timeout_secs,
             control_socket,
         })
     }
@@ -1468,6 +1482,7 @@ domain = "d"
 [media]
 address = "127.0.0.1"
 rtp_ports = "30000-30010"
+timeout_secs = 12
 [store]
 url = "sqlite::memory:"
 [routing]
@@ -1539,6 +1554,7 @@ block = true
         use call_engine_orchestrator::{EmptyCondition, FullAction, QueueAction};
         let c = parse(FULL).expect("valid");
         assert_eq!(c.routing_seed, 7);
+        assert_eq!(c.media_timeout_secs, 12);
         assert_eq!(
             c.control_socket.as_deref(),
             Some(Path::new("./run/engine.sock"))
@@ -1736,6 +1752,12 @@ block = true
                 "pattern",
             ),
             ("seed = 7", "seed = -7", "routing.seed", "seed"),
+            (
+                "timeout_secs = 12",
+                "timeout_secs = 0",
+                "media.timeout_secs",
+                "timeout_secs",
+            ),
             (
                 "dial = \"5551000\"",
                 "dial = \"sales\"",

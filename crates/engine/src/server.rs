@@ -147,6 +147,7 @@ impl Engine {
                 rtp_ports: config.media.rtp_ports.clone(),
                 moh: MohSource::Builtin,
                 prompts_dir: Some(config.prompts_dir.clone()),
+                media_timeout: Duration::from_secs(u64::from(config.media_timeout_secs)),
                 ..MediaConfig::default()
             },
             bus.clone(),

@@ -590,3 +590,31 @@ async fn an_agent_status_survives_a_restart() {
     call.abort();
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_media_stops_is_ended_and_the_agent_freed() {
+    let db = temp_db("media-timeout");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.media_timeout_secs = 1;
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    // Neither phone sends RTP once bridged (both dead, or a broken NAT).
+    let call = place(customer(&engine, "9951").await).await;
+    let a = alice.answer(0, WAIT).await.expect("alice rung");
+    let (mut cust, d) = call.await.unwrap();
+    let d = d.expect("answered");
+    let (to_cust, to_alice) = tokio::join!(
+        cust.expect_request(&d.call_id, "BYE", WAIT),
+        alice.expect_request(&a.call_id, "BYE", WAIT)
+    );
+    assert!(to_cust.is_some() && to_alice.is_some(), "both legs ended");
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert!(cdrs[0].hangup_cause.contains("media timeout"), "{cdrs:?}");
+    // The orchestrator heard it: alice takes the next call.
+    let call = place(customer(&engine, "9952").await).await;
+    let mut a2 = alice.answer(0, WAIT).await.expect("alice free again");
+    let (_c, d2) = call.await.unwrap();
+    d2.expect("answered");
+    assert_eq!(alice.bye(&mut a2).await, 200);
+    engine.shutdown().await;
+}
