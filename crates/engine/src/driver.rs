@@ -770,6 +770,17 @@ impl Driver {
         .await;
     }
 
+    /// Gives the media adapter the far end's SDP of a leg that answered, if it sent one.
+    async fn set_remote(&self, cause: Option<EventId>, call: CallId, leg: Leg, sdp: Option<Sdp>) {
+        if let Some(sdp) = sdp {
+            self.send(
+                cause,
+                EngineEvent::MediaCommand(MediaCommand::SetRemote { call, leg, sdp }),
+            )
+            .await;
+        }
+    }
+
     /// Tells the orchestrator an offer failed.
     async fn orch_offer_failed(
         &mut self,
@@ -1053,17 +1064,7 @@ impl Driver {
             c.customer = session;
             c.customer_alive = true;
         }
-        if let Some(sdp) = sdp {
-            self.send(
-                cause,
-                EngineEvent::MediaCommand(MediaCommand::SetRemote {
-                    call,
-                    leg: Leg::Customer,
-                    sdp,
-                }),
-            )
-            .await;
-        }
+        self.set_remote(cause, call, Leg::Customer, sdp).await;
         self.play_next_prompt(cause, call).await;
         if let Some(queue) = self.calls.get(&call).map(|c| c.queue.clone()) {
             self.head_of_queue(cause, call, queue).await;
@@ -1409,14 +1410,7 @@ impl Driver {
         let Some(snap) = self.orch.agent_snapshot(&agent) else {
             return;
         };
-        let activity = match snap.stats.activity {
-            orch::Activity::Idle => AgentActivity::Idle,
-            orch::Activity::Reserved => AgentActivity::Reserved,
-            orch::Activity::Ringing => AgentActivity::Ringing,
-            orch::Activity::OnCall => AgentActivity::OnCall,
-            orch::Activity::WrapUp => AgentActivity::WrapUp,
-            orch::Activity::Delayed => AgentActivity::Delayed,
-        };
+        let activity = snap.stats.activity;
         let calls = u16::try_from(snap.stats.calls).unwrap_or(u16::MAX);
         if self.activities.get(&agent) == Some(&(activity, calls)) {
             return;
@@ -2217,17 +2211,7 @@ impl Driver {
             c.connected = Some((agent.clone(), session));
             c.agent_alive = true;
         }
-        if let Some(sdp) = sdp {
-            self.send(
-                cause,
-                EngineEvent::MediaCommand(MediaCommand::SetRemote {
-                    call,
-                    leg: Leg::Agent,
-                    sdp,
-                }),
-            )
-            .await;
-        }
+        self.set_remote(cause, call, Leg::Agent, sdp).await;
         let bridge = self.ids.bridge();
         self.send(
             cause,

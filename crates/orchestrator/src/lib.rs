@@ -561,24 +561,10 @@ pub enum Admission {
     },
 }
 
-/// What an agent is doing, derived from calls and timers (see [`AgentStats::activity`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activity {
-    /// Nothing.
-    Idle,
-    /// Reserved for a callback ([`Output::Callback`]).
-    Reserved,
-    /// Ringing.
-    Ringing,
-    /// Connected to a call (with several calls, the first that applies of on call,
-    /// ringing, reserved).
-    OnCall,
-    /// In wrap-up (after-call work).
-    WrapUp,
-    /// In a reject, busy or no-answer delay.
-    Delayed,
-}
+/// What an agent is doing (the events crate's type: one definition for the engine and
+/// its subscribers). `Reserved`: for a callback ([`Output::Callback`]); with several
+/// calls, the first that applies of on call, ringing, reserved.
+pub type Activity = call_engine_events::AgentActivity;
 
 /// An agent as the engine shows it: status, activity, contact, queues, counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
