@@ -1182,12 +1182,7 @@ impl Config {
             .as_ref()
             .and_then(|r| r.interval_secs.as_ref())
         {
-            reconciler.interval_secs = u32::try_from(*t.get_ref())
-                .ok()
-                .filter(|t| (1..=3600).contains(t))
-                .ok_or_else(|| {
-                    cx.err("reconciler.interval_secs", t, "must be between 1 and 3600")
-                })?;
+            reconciler.interval_secs = cx.int("reconciler.interval_secs", t, 1..=3600)?;
         }
 
         let mut numbers = Vec::new();

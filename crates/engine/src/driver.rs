@@ -147,6 +147,15 @@ struct CallCtx {
     duplicate_callback: bool,
 }
 
+impl CallCtx {
+    /// Whether `agent` is rung, about to be rung, or connected for this call.
+    fn involves(&self, agent: &AgentId) -> bool {
+        self.offers.values().any(|a| a == agent)
+            || self.pending_rings.iter().any(|(a, _)| a == agent)
+            || self.connected.as_ref().is_some_and(|(a, _)| a == agent)
+    }
+}
+
 /// Where a callback stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallbackState {
@@ -195,12 +204,8 @@ pub struct Driver {
     numbers: HashMap<SmolStr, crate::config::DialedNumber>,
     /// Live statistics per queue and agent.
     stats: orch::StatsBook,
-    /// Agents in wrap-up since (driver ms), to measure it.
-    wrap_started: HashMap<AgentId, u64>,
     /// Callers who abandoned recently: number → (queue, original entry, abandoned at).
     abandoned: HashMap<SmolStr, (QueueId, u64, u64)>,
-    /// Pending callbacks by caller number (deduplication).
-    callback_numbers: HashMap<SmolStr, CallId>,
     /// Last published activity per agent.
     activities: HashMap<AgentId, (AgentActivity, u16)>,
     /// Control requests (CLI).
@@ -349,9 +354,7 @@ impl Driver {
             caller_rules: orch::CallerRules::default(),
             numbers: HashMap::new(),
             stats,
-            wrap_started: HashMap::new(),
             abandoned: HashMap::new(),
-            callback_numbers: HashMap::new(),
             activities: HashMap::new(),
             control_rx: None,
         }
@@ -472,16 +475,7 @@ impl Driver {
             _ => return,
         }
         match key {
-            TimerKey::Orch(t) => {
-                if let orch::Timer::WrapUpEnd { agent } = &t {
-                    if let Some(since) = self.wrap_started.remove(agent) {
-                        let now = self.now();
-                        self.stats
-                            .wrap_up_done(agent, now.saturating_sub(since), now);
-                    }
-                }
-                self.orch_input(None, orch::Input::Timer(t)).await
-            }
+            TimerKey::Orch(t) => self.orch_input(None, orch::Input::Timer(t)).await,
             TimerKey::Call(call, t) => self.call_input(None, call, CallInput::Timer(t)).await,
             TimerKey::Announce(call) => {
                 let every = self
@@ -723,31 +717,23 @@ impl Driver {
                         // Reserved for a callback: fine while we call the customer (or
                         // they answered and the agent is being rung); stuck otherwise.
                         let dialing = matches!(c.callback, Some(CallbackState::Dialing(_)));
-                        let ringing = c.offers.values().any(|a| *a == agent)
-                            || c.pending_rings.iter().any(|(a, _)| *a == agent)
-                            || c.connected.as_ref().is_some_and(|(a, _)| *a == agent);
-                        (!dialing && !ringing).then(|| {
+                        (!dialing && !c.involves(&agent)).then(|| {
                             (
                                 orch::Input::CallbackFailed { call },
                                 format!("reserved for callback {call} that is not being placed: released"),
                             )
                         })
                     }
-                    Some(c) => {
-                        let involved = c.offers.values().any(|a| *a == agent)
-                            || c.pending_rings.iter().any(|(a, _)| *a == agent)
-                            || c.connected.as_ref().is_some_and(|(a, _)| *a == agent);
-                        (!involved).then(|| {
-                            (
-                                orch::Input::OfferFailed {
-                                    call,
-                                    agent: agent.clone(),
-                                    why: orch::OfferFailure::Failed,
-                                },
-                                format!("reserved for call {call} without ringing it: released"),
-                            )
-                        })
-                    }
+                    Some(c) => (!c.involves(&agent)).then(|| {
+                        (
+                            orch::Input::OfferFailed {
+                                call,
+                                agent: agent.clone(),
+                                why: orch::OfferFailure::Failed,
+                            },
+                            format!("reserved for call {call} without ringing it: released"),
+                        )
+                    }),
                 };
                 if let Some((input, detail)) = input {
                     self.repaired(None, &agent, detail).await;
@@ -961,10 +947,11 @@ impl Driver {
         }
         let number = c.caller.user.clone();
         let queue = c.queue.clone();
+        // One pending callback per number (derived from the calls, never out of sync).
         let duplicate = self
-            .callback_numbers
-            .get(&number)
-            .is_some_and(|other| *other != call && self.calls.contains_key(other));
+            .calls
+            .iter()
+            .any(|(id, o)| *id != call && o.callback.is_some() && o.caller.user == number);
         if duplicate {
             // One callback per number: the one already waiting keeps its place; this
             // caller leaves for it (counted so, not as an abandon).
@@ -984,9 +971,6 @@ impl Driver {
             return;
         }
         info!(%call, caller = %number, %queue, "callback requested: the caller keeps the place");
-        self.callback_numbers.insert(number, call);
-        self.cancel_timer(&TimerKey::Announce(call));
-        self.cancel_timer(&TimerKey::Periodic(call));
         if let Some(c) = self.calls.get_mut(&call) {
             c.callback = Some(CallbackState::Confirming);
             c.prompts.clear();
@@ -1002,16 +986,8 @@ impl Driver {
             .and_then(|c| c.sm.queued_at())
             .map(|at| self.now().saturating_sub(at.0))
             .unwrap_or(0);
-        self.send(
-            cause,
-            EngineEvent::Queue(QueueEvent::CallerLeft {
-                queue,
-                call,
-                reason: LeaveReason::Callback,
-                waited_ms,
-            }),
-        )
-        .await;
+        self.left_queue(cause, call, queue, LeaveReason::Callback, waited_ms)
+            .await;
         self.play_next_prompt(cause, call).await;
     }
 
@@ -1247,13 +1223,8 @@ impl Driver {
                     if duplicate {
                         // Left for the callback already pending for their number.
                         info!(%call, %queue, waited_ms, "caller left for a pending callback");
-                        self.stats.call_left(
-                            call,
-                            &queue,
-                            orch::stats::LeaveReason::Callback,
-                            waited_ms,
-                            now,
-                        );
+                        self.stats
+                            .call_left(call, &queue, LeaveReason::Callback, waited_ms, now);
                         self.left_queue(cause, call, queue, LeaveReason::Callback, waited_ms)
                             .await;
                         continue;
@@ -1296,13 +1267,8 @@ impl Driver {
                     waited_ms,
                 } => {
                     info!(%call, %from, %to, ?reason, "call overflowed");
-                    self.stats.call_left(
-                        call,
-                        &from,
-                        orch::stats::LeaveReason::Overflow,
-                        waited_ms,
-                        now,
-                    );
+                    self.stats
+                        .call_left(call, &from, LeaveReason::Overflow, waited_ms, now);
                     self.stats.call_joined(call, &to, now);
                     self.left_queue(cause, call, from, LeaveReason::Overflow, waited_ms)
                         .await;
@@ -1322,8 +1288,8 @@ impl Driver {
                 } => {
                     info!(%call, %queue, ?reason, "call removed from its queue by policy");
                     let why = match reason {
-                        orch::RejectCause::CallbackFailed => orch::stats::LeaveReason::Callback,
-                        _ => orch::stats::LeaveReason::Rejected,
+                        orch::RejectCause::CallbackFailed => LeaveReason::Callback,
+                        _ => LeaveReason::Rejected,
                     };
                     self.stats.call_left(call, &queue, why, waited_ms, now);
                     self.left_queue(cause, call, queue, LeaveReason::Rejected, waited_ms)
@@ -1407,11 +1373,11 @@ impl Driver {
 
     /// Publishes an agent's activity when it changed.
     async fn publish_activity(&mut self, cause: Option<EventId>, agent: AgentId) {
-        let Some(snap) = self.orch.agent_snapshot(&agent) else {
+        let Some(st) = self.orch.agent_stats(&agent) else {
             return;
         };
-        let activity = snap.stats.activity;
-        let calls = u16::try_from(snap.stats.calls).unwrap_or(u16::MAX);
+        let activity = st.activity;
+        let calls = u16::try_from(st.calls).unwrap_or(u16::MAX);
         if self.activities.get(&agent) == Some(&(activity, calls)) {
             return;
         }
@@ -2452,21 +2418,18 @@ impl Driver {
         if let (Some((agent, _)), Some(talk)) = (&c.connected, c.sm.talk_ms()) {
             let now_ms = now.0;
             self.stats.call_ended(&c.queue, agent, talk, now_ms);
-            let wrapping = self
+            // The orchestrator has scheduled the wrap-up: its length is known now.
+            if let Some(until) = self
                 .orch
-                .agent_snapshot(agent)
-                .is_some_and(|s| s.stats.activity == orch::Activity::WrapUp);
-            if wrapping {
-                self.wrap_started.insert(agent.clone(), now_ms);
+                .agent_stats(agent)
+                .filter(|s| s.activity == orch::Activity::WrapUp)
+                .and_then(|s| s.wrap_up_until)
+            {
+                self.stats
+                    .wrap_up_done(agent, until.saturating_sub(now_ms), now_ms);
             }
         }
-        let number = c.caller.user.clone();
-        if self.callback_numbers.get(&number) == Some(&call) {
-            self.callback_numbers.remove(&number);
-        }
-        let Some(c) = self.calls.get_mut(&call) else {
-            return;
-        };
+
         if self.records.send(record).is_err() {
             warn!(%call, "call record dropped: recorder stopped");
         }
@@ -2504,9 +2467,10 @@ impl Driver {
             self.cancel_timer(&k);
         }
         self.calls.remove(&call);
-        // Whatever path ended it, the orchestrator must not keep the call (a no-op when
-        // it already forgot it).
-        self.forget.push(call);
+        // Whatever path ended it, the orchestrator must not keep the call.
+        if self.orch.has_call(call) {
+            self.forget.push(call);
+        }
     }
 }
 

@@ -353,6 +353,13 @@ async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
     // She is not offered the next call; after `status alice available` she is.
     let call = place(customer(&engine, "9502").await).await;
     let mut b = bob.answer(0, WAIT).await.expect("bob again");
+    assert!(
+        alice
+            .next_invite(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "on break: alice is not rung"
+    );
     let (_c, d) = call.await.unwrap();
     d.expect("answered");
     assert_eq!(bob.bye(&mut b).await, 200);

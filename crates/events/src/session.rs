@@ -164,7 +164,9 @@ impl SessionEvent {
             | Unregistered { .. }
             | AuthenticationFailed { .. }
             | TransactionTimedOut { .. }
-            | DialogProbed { .. } => Priority::Critical,
+            | DialogProbed { alive: false, .. } => Priority::Critical,
+            // A live dialog is routine reconciliation traffic.
+            DialogProbed { alive: true, .. } => Priority::Low,
             HoldChanged { .. } | TransferRequested { .. } | DtmfReceived { .. } => Priority::High,
             Ringing { .. } => Priority::Normal,
             ContactProbed { .. } => Priority::Low,

@@ -1216,6 +1216,12 @@ impl Orchestrator {
         self.queue_index.contains_key(q)
     }
 
+    /// Whether the orchestrator holds this call (waiting, ringing, reserved or
+    /// connected).
+    pub fn has_call(&self, call: CallId) -> bool {
+        self.calls.contains_key(&call)
+    }
+
     /// Callers waiting in a queue, head first (by priority, then entry time).
     pub fn waiting(&self, q: &QueueId) -> Vec<CallId> {
         self.queue(q)

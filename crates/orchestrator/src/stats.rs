@@ -93,19 +93,10 @@ impl Default for StatsConfig {
     }
 }
 
-/// Why a call left a queue other than by being answered or abandoning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaveReason {
-    /// Sent to another queue or destination (overflow, timeout action).
-    Overflow,
-    /// Rejected by a policy (queue full, closed, blocked caller).
-    Rejected,
-    /// The caller chose a callback and hung up.
-    Callback,
-    /// Anything else.
-    Other,
-}
+/// Why a call left a queue: the events crate's type (one vocabulary for the queue
+/// events and the statistics). `Answered` and `Abandoned` have their own observations;
+/// given to [`StatsBook::call_left`], they count as [`LeftCounts::other`].
+pub use call_engine_events::LeaveReason;
 
 /// Calls that left a queue other than by answer or abandon, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +107,7 @@ pub struct LeftCounts {
     pub rejected: u64,
     /// [`LeaveReason::Callback`].
     pub callback: u64,
-    /// [`LeaveReason::Other`].
+    /// Any other reason.
     pub other: u64,
 }
 
@@ -141,7 +132,7 @@ impl LeftCounts {
             LeaveReason::Overflow => &mut self.overflow,
             LeaveReason::Rejected => &mut self.rejected,
             LeaveReason::Callback => &mut self.callback,
-            LeaveReason::Other => &mut self.other,
+            LeaveReason::Answered | LeaveReason::Abandoned => &mut self.other,
         };
         *c = c.saturating_add(1);
     }
