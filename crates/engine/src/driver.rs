@@ -804,13 +804,7 @@ impl Driver {
 
     /// Publishes that a call joined a queue, and arms its announcements.
     async fn joined_queue(&mut self, cause: Option<EventId>, call: CallId, queue: QueueId) {
-        let position = self
-            .orch
-            .waiting(&queue)
-            .iter()
-            .position(|c| *c == call)
-            .map(|p| p as u32 + 1)
-            .unwrap_or(0);
+        let position = self.orch.position(call).map(|(_, p)| p).unwrap_or(0);
         self.send(
             cause,
             EngineEvent::Queue(QueueEvent::CallerJoined {
@@ -940,7 +934,7 @@ impl Driver {
             && c.customer_alive
             && !c.ending
             && !c.announce_only
-            && self.orch.waiting(&c.queue).contains(&call);
+            && self.orch.position(call).is_some();
         debug!(%call, %digit, offered, waiting, "digit from the customer");
         if digit != '1' || !offered || !waiting {
             return;
@@ -1076,34 +1070,15 @@ impl Driver {
         let Some(c) = self.calls.get(&call) else {
             return Vec::new();
         };
-        let Some(position) = self
-            .orch
-            .waiting(&c.queue)
-            .iter()
-            .position(|x| *x == call)
-            .map(|p| p as u32 + 1)
-        else {
+        let Some((_, position)) = self.orch.position(call) else {
             return Vec::new();
         };
         let settings = self.queues.get(&c.queue);
         let mut out = vec![SmolStr::new_static("you-are-caller")];
         out.extend(number_prompts(position));
         if settings.is_some_and(|q| q.announce.wait_time) {
-            let logged_in = self
-                .orch
-                .members(&c.queue)
-                .iter()
-                .filter(|a| {
-                    self.orch.agent_snapshot(a).is_some_and(|s| {
-                        s.contact.is_some()
-                            && matches!(
-                                s.status,
-                                AgentStatus::Available | AgentStatus::AvailableOnDemand
-                            )
-                    })
-                })
-                .count() as u32;
-            if let Some(ewt) = self.stats.ewt(&c.queue, position, logged_in, self.now()) {
+            let staffed = self.orch.staffed(&c.queue);
+            if let Some(ewt) = self.stats.ewt(&c.queue, position, staffed, self.now()) {
                 out.push(SmolStr::new_static("estimated-wait"));
                 let minutes = (ewt + 30_000) / 60_000;
                 if minutes == 0 {
@@ -2118,7 +2093,9 @@ impl Driver {
         .await;
         // Still in this queue (a policy may have removed it or sent it elsewhere at
         // once, which published its own events): it joined.
-        if self.calls.contains_key(&call) && self.orch.waiting(&queue).contains(&call) {
+        if self.calls.contains_key(&call)
+            && self.orch.position(call).is_some_and(|(q, _)| q == queue)
+        {
             self.joined_queue(cause, call, queue).await;
         }
     }

@@ -1229,6 +1229,26 @@ impl Orchestrator {
             .unwrap_or_default()
     }
 
+    /// A waiting call's position in its queue (1 = head) and the queue, without listing
+    /// the queue. `None` for a call that is not waiting.
+    pub fn position(&self, call: CallId) -> Option<(QueueId, u32)> {
+        let Some(CallEntry::Queued(w)) = self.calls.get(&call) else {
+            return None;
+        };
+        let q = self.queues.get(w.queue as usize)?;
+        let ahead = q.waiting.range(..w.key(call)).count();
+        Some((
+            q.config.name.clone(),
+            u32::try_from(ahead).unwrap_or(u32::MAX).saturating_add(1),
+        ))
+    }
+
+    /// Members of a queue who are online with a status that takes calls (available or
+    /// available on demand), busy or not.
+    pub fn staffed(&self, q: &QueueId) -> u32 {
+        self.queue(q).map(|s| s.staffed).unwrap_or(0)
+    }
+
     /// Calls an agent is ringing for or connected to.
     pub fn agent_calls(&self, a: &AgentId) -> Vec<CallId> {
         let mut v = self.agent(a).map(|s| s.calls.clone()).unwrap_or_default();

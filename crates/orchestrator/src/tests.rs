@@ -705,3 +705,67 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn position_and_staffed_follow_the_queue() {
+    // Nobody online: callers wait, in priority then arrival order.
+    let mut o = setup(Strategy::LongestIdleAgent, &[]);
+    for (call, at) in [(1u64, 10), (2, 20), (3, 30)] {
+        o.handle(
+            Input::CallQueued {
+                call: CallId(call),
+                queue: q("support"),
+            },
+            at,
+        );
+    }
+    let pos = |o: &Orchestrator, c: u64| o.position(CallId(c)).map(|(_, p)| p);
+    assert_eq!(
+        (pos(&o, 1), pos(&o, 2), pos(&o, 3)),
+        (Some(1), Some(2), Some(3))
+    );
+    assert_eq!(o.position(CallId(1)).map(|(q, _)| q), Some(q("support")));
+    // A VIP goes to the head; the others move back.
+    o.handle(
+        Input::CallQueuedWith {
+            call: CallId(4),
+            queue: q("support"),
+            routing: CallRouting::new().with_priority(5),
+        },
+        40,
+    );
+    assert_eq!(pos(&o, 4), Some(1));
+    assert_eq!(pos(&o, 3), Some(4));
+    // The agreement with `waiting`, and a caller who left has no position.
+    o.handle(Input::CallEnded { call: CallId(1) }, 50);
+    assert_eq!(pos(&o, 1), None);
+    let listed = o.waiting(&q("support"));
+    for (i, c) in listed.iter().enumerate() {
+        assert_eq!(o.position(*c).map(|(_, p)| p), Some(i as u32 + 1));
+    }
+    assert_eq!(o.staffed(&q("support")), 0);
+    assert_eq!(o.position(CallId(99)), None);
+
+    // Staffed: online members with a status that takes calls, busy or not.
+    let mut o = setup(Strategy::LongestIdleAgent, &["alice", "bob"]);
+    assert_eq!(o.staffed(&q("support")), 2);
+    o.handle(
+        Input::AgentPaused {
+            agent: a("bob"),
+            paused: true,
+        },
+        100,
+    );
+    assert_eq!(o.staffed(&q("support")), 1);
+    o.handle(
+        Input::CallQueued {
+            call: CallId(7),
+            queue: q("support"),
+        },
+        110,
+    );
+    assert_eq!(o.staffed(&q("support")), 1, "ringing alice still counts");
+    o.handle(Input::AgentOffline { agent: a("alice") }, 120);
+    assert_eq!(o.staffed(&q("support")), 0);
+    assert_eq!(o.staffed(&q("nowhere")), 0);
+}
