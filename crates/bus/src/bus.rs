@@ -6,12 +6,14 @@ use crate::metrics::{
     BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS,
 };
 use crate::pool::{Pool, SlotHandles};
+use crate::ring::Ring;
 use crate::types::{CorrelationId, EventId, Message, Priority, Timestamp, Topic, TopicSet};
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use thiserror::Error;
@@ -136,84 +138,39 @@ impl Filter {
 // Internals
 // ---------------------------------------------------------------------------------------
 
-struct Lane<T: Message> {
-    q: ArrayQueue<Event<T>>,
-    /// Admission of Block lanes, written by publishers only.
-    admit: CachePadded<Admission>,
-    /// Events the receiver has taken out and released (Block lanes), written by the
-    /// receiver only, once per receive call.
-    popped: CachePadded<AtomicUsize>,
-}
-
-/// Publisher side of a Block lane's capacity accounting. `admitted - popped` (the events
-/// admitted and not yet released by the receiver) never exceeds the capacity, so a push
-/// after a successful reservation always finds room. Publishers and the receiver write
-/// different cache lines; a publisher reads the receiver's `popped` only when its cached
-/// copy says the lane is full.
-struct Admission {
-    admitted: AtomicUsize,
-    popped_seen: AtomicUsize,
+/// One priority lane of a receiver group. Block lanes (never dropped) are [`Ring`]s: a
+/// publisher's claim is its capacity reservation. Shed lanes (drop oldest) are
+/// `ArrayQueue`s, whose `force_push` displaces the oldest event safely while the
+/// receiver may be reading.
+enum Lane<T: Message> {
+    Block(Ring<Event<T>>),
+    Shed(ArrayQueue<Event<T>>),
 }
 
 impl<T: Message> Lane<T> {
-    fn new(cap: usize) -> Self {
-        Self {
-            q: ArrayQueue::new(cap),
-            admit: CachePadded::new(Admission {
-                admitted: AtomicUsize::new(0),
-                popped_seen: AtomicUsize::new(0),
-            }),
-            popped: CachePadded::new(AtomicUsize::new(0)),
+    fn ring(&self) -> Option<&Ring<Event<T>>> {
+        match self {
+            Lane::Block(r) => Some(r),
+            Lane::Shed(_) => None,
         }
     }
 
-    /// Admits one event if `admitted - popped < cap`. The CAS from `a` to `a + 1` only
-    /// succeeds if `admitted` was still `a`, and `popped_seen` never exceeds the real
-    /// `popped`, so `admitted - popped <= cap` always holds. Signed arithmetic: `popped`
-    /// may be read after more events were admitted and released than `a` shows; the CAS
-    /// then fails and retries with the fresh value.
+    /// Whether the receiver can take an event now (a tombstone counts: taking it is free).
     #[inline]
-    fn try_reserve(&self, cap: usize) -> bool {
-        let cap = cap as isize;
-        let mut a = self.admit.admitted.load(Ordering::Acquire);
-        loop {
-            let seen = self.admit.popped_seen.load(Ordering::Relaxed);
-            if (a as isize).wrapping_sub(seen as isize) >= cap {
-                let popped = self.popped.load(Ordering::Acquire);
-                self.admit.popped_seen.store(popped, Ordering::Relaxed);
-                if (a as isize).wrapping_sub(popped as isize) >= cap {
-                    return false;
-                }
-            }
-            match self.admit.admitted.compare_exchange_weak(
-                a,
-                a.wrapping_add(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(now) => a = now,
-            }
+    fn ready(&self) -> bool {
+        match self {
+            Lane::Block(r) => r.ready(),
+            Lane::Shed(q) => !q.is_empty(),
         }
     }
 
-    /// Gives back a reservation that will not be pushed.
+    /// Whether something was pushed or claimed past the receiver (sleep check; SeqCst).
     #[inline]
-    fn unreserve(&self) {
-        self.admit.admitted.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// The receiver released `n` popped events.
-    #[inline]
-    fn release(&self, n: usize) {
-        self.popped.fetch_add(n, Ordering::SeqCst);
-    }
-
-    /// Whether a reservation could succeed now.
-    fn has_room(&self, cap: usize) -> bool {
-        let a = self.admit.admitted.load(Ordering::SeqCst) as isize;
-        let p = self.popped.load(Ordering::SeqCst) as isize;
-        a.wrapping_sub(p) < cap as isize
+    fn pending(&self) -> bool {
+        match self {
+            Lane::Block(r) => r.claimed_ahead(),
+            Lane::Shed(q) => !q.is_empty(),
+        }
     }
 }
 
@@ -279,15 +236,16 @@ struct SubInner<T: Message> {
     receivers: AtomicUsize,
     space: Notify,
     space_waiters: AtomicUsize,
-    /// Block-admitted lanes: all when priority is off; by policy otherwise.
-    block: [bool; 4],
 }
 
 impl<T: Message> SubInner<T> {
     /// The receiver group that owns `shard`.
     #[inline]
     fn group_of(&self, shard: usize) -> usize {
-        shard % self.groups.len()
+        match self.groups.len() {
+            1 => 0,
+            n => shard % n,
+        }
     }
 
     fn close(&self) {
@@ -366,32 +324,85 @@ impl<T: Message + Clone> Drop for BusInner<T> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Admit {
     Skip,
-    Reserved,
+    /// A sequence number claimed in the subscriber's Block ring.
+    Reserved(u64),
     Force,
     ShedNew,
 }
 
-/// Admission outcomes of one publish: on the stack for up to 32 matching subscribers.
-enum Outcomes {
-    Inline([Admit; 32]),
-    Heap(Vec<Admit>),
+/// Takes back (or commits as tombstones) the claims of a publish that did not deliver them:
+/// on the `Full` path, and if anything panics between claim and commit, so a receiver
+/// never waits on a claimed slot forever. Delivered entries are set to `Skip`.
+struct ClaimGuard<'a, 'o, T: Message> {
+    subs: &'a [Arc<SubInner<T>>],
+    out: &'o mut Outcomes,
+    shard: usize,
+    lane: usize,
+}
+
+impl<T: Message> Drop for ClaimGuard<'_, '_, T> {
+    fn drop(&mut self) {
+        for (i, a) in self.out.as_mut_slice().iter_mut().enumerate() {
+            if let Admit::Reserved(seq) = *a {
+                *a = Admit::Skip;
+                let Some(sub) = self.subs.get(i) else {
+                    continue;
+                };
+                let group = &sub.groups[sub.group_of(self.shard)];
+                if let Some(r) = group.lanes[self.lane].ring() {
+                    // SAFETY: `seq` was claimed on this ring by this publish and not
+                    // committed (committed entries were set to `Skip`).
+                    if !unsafe { r.unclaim(seq) } {
+                        // A tombstone: the receiver must pass it to free its slot.
+                        group.wake_if_sleeping();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Admission outcomes of one publish, one per subscriber of the topic, in order: on the
+/// stack (and not initialised until written) for up to 32 subscribers.
+struct Outcomes {
+    inline: [MaybeUninit<Admit>; 32],
+    heap: Vec<Admit>,
+    len: usize,
 }
 
 impl Outcomes {
+    #[inline]
     fn new(n: usize) -> Self {
-        if n <= 32 {
-            Outcomes::Inline([Admit::Skip; 32])
-        } else {
-            Outcomes::Heap(vec![Admit::Skip; n])
+        Self {
+            inline: [const { MaybeUninit::uninit() }; 32],
+            heap: if n > 32 {
+                Vec::with_capacity(n)
+            } else {
+                Vec::new()
+            },
+            len: 0,
         }
     }
 
     #[inline]
-    fn slice(&mut self) -> &mut [Admit] {
-        match self {
-            Outcomes::Inline(a) => a,
-            Outcomes::Heap(v) => v,
+    fn push(&mut self, a: Admit) {
+        if self.heap.capacity() > 0 {
+            self.heap.push(a);
+        } else if let Some(slot) = self.inline.get_mut(self.len) {
+            slot.write(a);
         }
+        self.len += 1;
+    }
+
+    /// The outcomes pushed so far.
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [Admit] {
+        if self.heap.capacity() > 0 {
+            return &mut self.heap;
+        }
+        let n = self.len.min(32);
+        // SAFETY: the first `len` entries were written by `push`.
+        unsafe { &mut *(std::ptr::addr_of_mut!(self.inline[..n]) as *mut [Admit]) }
     }
 }
 
@@ -472,6 +483,16 @@ impl<T: Message + Clone> BusInner<T> {
         }
     }
 
+    /// A new event id. One counter per (shard, priority) is both the published count and
+    /// the id sequence: id = seq | priority | shard (the shard in the low bits).
+    #[inline]
+    fn next_id(shard: &BusShard<T>, shard_idx: usize, prio: Priority) -> EventId {
+        let seq = shard.published[prio.index()].fetch_add(1, Ordering::Relaxed);
+        EventId(
+            (seq << (SHARD_BITS + 2)) | ((prio.index() as u64) << SHARD_BITS) | shard_idx as u64,
+        )
+    }
+
     /// The one publish path. On `Full`, nothing was delivered and the blocked
     /// subscription is returned so an async publisher can wait on it.
     #[allow(clippy::type_complexity)]
@@ -492,54 +513,86 @@ impl<T: Message + Clone> BusInner<T> {
         let shard_idx = self.shard_of(correlation);
         let lane_idx = self.lane_index(prio);
         let policy = self.config.overflow.get(prio);
-        let force = self.config.enable_priority && policy == OverflowPolicy::ShedOldest;
-        let cap = self.config.broadcast_capacity;
 
-        // 1. Admission: reserve room in every matching Block lane, or deliver nothing.
+        // Fast path: one subscriber for the topic, a Block lane with room, no history.
+        // Nothing between the claim and the commit can fail or panic.
+        if let [sub] = &subs[..] {
+            let shard = &self.shards[shard_idx];
+            if shard.history.is_none()
+                && sub.filter.admits(correlation, prio)
+                && !sub.closed.load(Ordering::Relaxed)
+            {
+                let g = sub.group_of(shard_idx);
+                let group = &sub.groups[g];
+                if let Lane::Block(ring) = &group.lanes[lane_idx] {
+                    if let Some(seq) = ring.claim() {
+                        let id = Self::next_id(shard, shard_idx, prio);
+                        sub.shards[shard_idx].enqueued[prio.index()]
+                            .fetch_add(1, Ordering::Relaxed);
+                        let env = Envelope {
+                            id,
+                            correlation,
+                            causation,
+                            source,
+                            priority: prio,
+                            timestamp: self.now(),
+                            payload,
+                        };
+                        // SAFETY: claimed on this ring just above, committed once.
+                        unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
+                        wakes.add(sub, g);
+                        return Ok(id);
+                    }
+                    // Full: the general path decides (shed or back-pressure).
+                }
+            }
+        }
+
+        // 1. Admission: claim room in every matching Block lane, or deliver nothing.
         let mut outcomes = Outcomes::new(subs.len());
-        let out = outcomes.slice();
+        let guard = ClaimGuard {
+            subs,
+            out: &mut outcomes,
+            shard: shard_idx,
+            lane: lane_idx,
+        };
         let mut targets = 0usize;
         let mut deliver = 0usize;
-        for (i, sub) in subs.iter().enumerate() {
+        for sub in subs.iter() {
             if !sub.filter.admits(correlation, prio) || sub.closed.load(Ordering::Relaxed) {
+                guard.out.push(Admit::Skip);
                 continue;
             }
             targets += 1;
             let lane = &sub.groups[sub.group_of(shard_idx)].lanes[lane_idx];
-            out[i] = if force {
-                Admit::Force
-            } else if lane.try_reserve(cap) {
-                Admit::Reserved
-            } else if policy == OverflowPolicy::ShedOldest {
-                Admit::ShedNew
-            } else {
-                for (j, s) in subs.iter().enumerate().take(i) {
-                    if out[j] == Admit::Reserved {
-                        s.groups[s.group_of(shard_idx)].lanes[lane_idx].unreserve();
+            let admit = match lane {
+                Lane::Shed(_) => Admit::Force,
+                Lane::Block(ring) => match ring.claim() {
+                    Some(seq) => Admit::Reserved(seq),
+                    None if policy == OverflowPolicy::ShedOldest => Admit::ShedNew,
+                    None => {
+                        // `guard` abandons the claims made so far.
+                        drop(guard);
+                        return Err((
+                            PublishError::Full(payload),
+                            Some(Blocked {
+                                sub: sub.clone(),
+                                group: sub.group_of(shard_idx),
+                                lane: lane_idx,
+                            }),
+                        ));
                     }
-                }
-                return Err((
-                    PublishError::Full(payload),
-                    Some(Blocked {
-                        sub: sub.clone(),
-                        group: sub.group_of(shard_idx),
-                        lane: lane_idx,
-                    }),
-                ));
+                },
             };
-            if out[i] != Admit::ShedNew {
+            guard.out.push(admit);
+            if admit != Admit::ShedNew {
                 deliver += 1;
             }
         }
 
         // 2. Stamp.
         let shard = &self.shards[shard_idx];
-        // One counter per (shard, priority) is both the published count and the id
-        // sequence: id = seq | priority | shard (the shard in the low bits).
-        let seq = shard.published[prio.index()].fetch_add(1, Ordering::Relaxed);
-        let id = EventId(
-            (seq << (SHARD_BITS + 2)) | ((prio.index() as u64) << SHARD_BITS) | shard_idx as u64,
-        );
+        let id = Self::next_id(shard, shard_idx, prio);
         let env = Envelope {
             id,
             correlation,
@@ -571,7 +624,7 @@ impl<T: Message + Clone> BusInner<T> {
         }
         let mut remaining = deliver;
         for (i, sub) in subs.iter().enumerate() {
-            let admit = out[i];
+            let admit = guard.out.as_mut_slice()[i];
             if admit == Admit::Skip {
                 continue;
             }
@@ -588,32 +641,35 @@ impl<T: Message + Clone> BusInner<T> {
             }
             remaining -= 1;
             let ev = match (&mut handles, &mut owned) {
-                (Some(h), _) => match h.take() {
-                    Some(r) => Event(Repr::Shared(r)),
-                    None => continue,
-                },
-                (None, Some(env)) if remaining > 0 => Event(Repr::Owned(env.clone())),
-                (None, o) => match o.take() {
-                    Some(env) => Event(Repr::Owned(env)),
-                    None => continue,
-                },
+                (Some(h), _) => h.take().map(|r| Event(Repr::Shared(r))),
+                (None, Some(env)) if remaining > 0 => Some(Event(Repr::Owned(env.clone()))),
+                (None, o) => o.take().map(|env| Event(Repr::Owned(env))),
             };
+            // Unreachable (one handle per delivery), and the guard abandons the claim.
+            let Some(ev) = ev else { continue };
             ss.enqueued[prio.index()].fetch_add(1, Ordering::Relaxed);
-            if admit == Admit::Force {
-                if let Some(old) = lane.q.force_push(ev) {
-                    // The displaced event may belong to another shard of this group.
-                    let os = &sub.shards[shard_of_id(old.id)];
-                    os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
-                    os.displaced[old.priority.index()].fetch_add(1, Ordering::Relaxed);
-                    group.shed.fetch_add(1, Ordering::Release);
+            match (admit, lane) {
+                (Admit::Reserved(seq), Lane::Block(ring)) => {
+                    guard.out.as_mut_slice()[i] = Admit::Skip;
+                    // SAFETY: claimed on this ring by this publish, committed once.
+                    unsafe { ring.commit(seq, ev) };
                 }
-            } else if let Err(ev) = lane.q.push(ev) {
-                // Unreachable: the reservation guarantees room. Never lose it silently.
-                debug_assert!(false, "reserved push failed");
-                lane.unreserve();
-                ss.shed[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
-                ss.displaced[ev.priority.index()].fetch_add(1, Ordering::Relaxed);
-                group.shed.fetch_add(1, Ordering::Release);
+                (_, Lane::Shed(q)) => {
+                    if let Some(old) = q.force_push(ev) {
+                        // The displaced event may belong to another shard of this group.
+                        let os = &sub.shards[shard_of_id(old.id)];
+                        os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                        os.displaced[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                        group.shed.fetch_add(1, Ordering::Release);
+                    }
+                }
+                // Unreachable: Block lanes are always claimed. Never lose it silently.
+                (_, Lane::Block(_)) => {
+                    debug_assert!(false, "unclaimed Block lane");
+                    ss.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
+                    ss.displaced[prio.index()].fetch_add(1, Ordering::Relaxed);
+                    group.shed.fetch_add(1, Ordering::SeqCst);
+                }
             }
             wakes.add(sub, g);
         }
@@ -627,7 +683,7 @@ impl<T: Message + Clone> BusInner<T> {
         let notified = sub.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let room = lane.has_room(self.config.broadcast_capacity);
+        let room = lane.ring().is_none_or(Ring::has_room);
         if !room && !sub.closed.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
             notified.await;
         }
@@ -815,7 +871,13 @@ impl<T: Message + Clone> EventBus<T> {
             groups: (0..n_groups)
                 .map(|_| Group {
                     lanes: (0..n_lanes)
-                        .map(|_| Lane::new(cfg.broadcast_capacity))
+                        .map(|l| {
+                            if block[l] {
+                                Lane::Block(Ring::new(cfg.broadcast_capacity))
+                            } else {
+                                Lane::Shed(ArrayQueue::new(cfg.broadcast_capacity))
+                            }
+                        })
                         .collect(),
                     notify: Notify::new(),
                     sleeping: CachePadded::new(AtomicBool::new(false)),
@@ -826,7 +888,6 @@ impl<T: Message + Clone> EventBus<T> {
             receivers: AtomicUsize::new(n_groups),
             space: Notify::new(),
             space_waiters: AtomicUsize::new(0),
-            block,
         });
         {
             let mut subs = inner.subs.lock();
@@ -839,19 +900,21 @@ impl<T: Message + Clone> EventBus<T> {
                     (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
                 Receiver {
                     delivered: vec![[0; 4]; shards.len()].into_boxed_slice(),
-                    freed: [0; 4],
-                    last_lane: usize::MAX,
+
                     shards,
                     n_groups,
                     sub: sub.clone(),
                     bus: Arc::downgrade(inner),
                     group: g,
                     dirty: Vec::with_capacity(cfg.shard_count),
-                    streak: 0,
-                    fair_lane: 0,
+                    order: LaneOrder {
+                        last_lane: usize::MAX,
+                        streak: 0,
+                        fair_lane: 0,
+                        n_lanes,
+                        starvation_limit: cfg.starvation_limit,
+                    },
                     reported_shed: 0,
-                    n_lanes,
-                    starvation_limit: cfg.starvation_limit,
                     batch_size: cfg.batch_size,
                     clock: inner.clock.clone(),
                     origin: inner.origin,
@@ -1131,6 +1194,113 @@ impl<T: Message + Clone> Publisher<T> {
     }
 }
 
+/// The receiver's drain order over its lanes: strict priority, with the starvation guard.
+struct LaneOrder {
+    /// The Shed lane the last event came from (`usize::MAX`: none).
+    last_lane: usize,
+    streak: u32,
+    fair_lane: usize,
+    n_lanes: usize,
+    starvation_limit: u32,
+}
+
+impl LaneOrder {
+    /// Pops from one lane. Block lanes: the ring's next stamp says whether anything is
+    /// there, without touching the publishers' cache lines. Shed lanes: on the lane the
+    /// last event came from, `pop` directly (on a non-empty queue it never reads the
+    /// tail the publishers keep writing); elsewhere `is_empty` first, as `pop` on an
+    /// empty queue costs a full fence.
+    #[inline(always)]
+    fn pop_lane<T: Message>(&mut self, lanes: &[Lane<T>], lane: usize) -> Option<Event<T>> {
+        match lanes.get(lane)? {
+            // SAFETY: the receiver owning these lanes is their only consumer, and it
+            // calls this through `&mut self`.
+            Lane::Block(r) => unsafe { r.pop() },
+            Lane::Shed(q) => {
+                if lane != self.last_lane && q.is_empty() {
+                    return None;
+                }
+                let e = q.pop();
+                if e.is_some() {
+                    self.last_lane = lane;
+                } else if lane == self.last_lane {
+                    self.last_lane = usize::MAX;
+                }
+                e
+            }
+        }
+    }
+
+    /// Appends up to `max` events to `buf`, in the order repeated [`pop`](Self::pop)s
+    /// would give, but draining the top lane in a tight loop: between two events it
+    /// only checks that no higher lane has become ready.
+    #[inline]
+    fn pop_batch<T: Message>(&mut self, lanes: &[Lane<T>], buf: &mut Vec<Event<T>>, max: usize) {
+        let mut n = 0;
+        while n < max {
+            if self.streak >= self.starvation_limit && self.n_lanes > 1 {
+                // The guard's turn (rare): one event the way `pop` chooses it.
+                match self.pop(lanes) {
+                    Some(e) => {
+                        buf.push(e);
+                        n += 1;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            let Some(top) = lanes.iter().position(Lane::ready) else {
+                // Caught up: nothing is being starved.
+                self.streak = 0;
+                return;
+            };
+            while n < max {
+                let Some(e) = self.pop_lane(lanes, top) else {
+                    break;
+                };
+                buf.push(e);
+                n += 1;
+                self.streak = self.streak.saturating_add(1);
+                if self.streak >= self.starvation_limit || lanes[..top].iter().any(Lane::ready) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One event in priority order, with the starvation guard.
+    #[inline]
+    fn pop<T: Message>(&mut self, lanes: &[Lane<T>]) -> Option<Event<T>> {
+        // The guard counts consecutive deliveries (not empty polls), and serves a lane
+        // *below* the one strict order would serve: serving that top lane itself would
+        // leave the waiting lower lanes starved.
+        if self.streak >= self.starvation_limit && self.n_lanes > 1 {
+            self.streak = 0;
+            if let Some(top) = lanes.iter().position(Lane::ready) {
+                for k in 0..3 {
+                    let lane = 1 + (self.fair_lane + k) % 3;
+                    if lane <= top {
+                        continue;
+                    }
+                    if let Some(e) = self.pop_lane(lanes, lane) {
+                        self.fair_lane = lane % 3;
+                        return Some(e);
+                    }
+                }
+            }
+        }
+        for lane in 0..self.n_lanes {
+            if let Some(e) = self.pop_lane(lanes, lane) {
+                self.streak = self.streak.saturating_add(1);
+                return Some(e);
+            }
+        }
+        // Caught up: nothing is being starved.
+        self.streak = 0;
+        None
+    }
+}
+
 /// Outcome of a batch receive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -1151,15 +1321,8 @@ pub struct Receiver<T: Message + Clone> {
     /// priority; `dirty` lists the positions touched.
     delivered: Box<[[u64; 4]]>,
     dirty: Vec<usize>,
-    /// Block-lane capacity taken out since the last flush, per lane.
-    freed: [usize; 4],
-    /// The lane the last event came from (`usize::MAX`: none).
-    last_lane: usize,
-    streak: u32,
-    fair_lane: usize,
+    order: LaneOrder,
     reported_shed: u64,
-    n_lanes: usize,
-    starvation_limit: u32,
     batch_size: usize,
     clock: quanta::Clock,
     origin: u64,
@@ -1214,74 +1377,18 @@ impl<T: Message + Clone> Receiver<T> {
         &self.sub.groups[self.group].lanes
     }
 
-    /// Pops from one lane. On the lane the last event came from, `pop` directly: on a
-    /// non-empty queue it never reads the tail the publishers keep writing. Elsewhere
-    /// `is_empty` first: those lanes are usually empty and quiet (their lines stay in
-    /// cache), while `pop` on an empty queue costs a full fence.
+    /// Counts one delivery (published to the shared counters by `flush`).
     #[inline]
-    fn pop_lane(&mut self, lane: usize) -> Option<Event<T>> {
-        let q = &self.sub.groups[self.group].lanes[lane].q;
-        if lane != self.last_lane && q.is_empty() {
-            return None;
-        }
-        let e = q.pop();
-        if e.is_some() {
-            self.last_lane = lane;
-        } else if lane == self.last_lane {
-            self.last_lane = usize::MAX;
-        }
-        e
-    }
-
-    /// Whether `lane` has an event queued.
-    fn lane_pending(&self, lane: usize) -> bool {
-        !self.lanes()[lane].q.is_empty()
-    }
-
-    /// One event in priority order, with the starvation guard.
-    #[inline]
-    fn pop(&mut self) -> Option<(usize, Event<T>)> {
-        // The guard counts consecutive deliveries (not empty polls), and serves a lane
-        // *below* the one strict order would serve: serving that top lane itself would
-        // leave the waiting lower lanes starved.
-        if self.n_lanes > 1 && self.streak >= self.starvation_limit {
-            self.streak = 0;
-            if let Some(top) = (0..self.n_lanes).find(|&l| self.lane_pending(l)) {
-                for k in 0..3 {
-                    let lane = 1 + (self.fair_lane + k) % 3;
-                    if lane <= top {
-                        continue;
-                    }
-                    if let Some(e) = self.pop_lane(lane) {
-                        self.fair_lane = lane % 3;
-                        return Some((lane, e));
-                    }
-                }
-            }
-        }
-        for lane in 0..self.n_lanes {
-            if let Some(e) = self.pop_lane(lane) {
-                self.streak = self.streak.saturating_add(1);
-                return Some((lane, e));
-            }
-        }
-        // Caught up: nothing is being starved.
-        self.streak = 0;
-        None
-    }
-
-    /// Counts one delivery from `lane` (published to the shared counters by `flush`).
-    #[inline]
-    fn account(&mut self, lane: usize, e: &Event<T>) {
-        let k = shard_of_id(e.id) / self.n_groups;
+    fn account(&mut self, e: &Event<T>) {
+        let k = match self.n_groups {
+            1 => shard_of_id(e.id),
+            n => shard_of_id(e.id) / n,
+        };
         if let Some(d) = self.delivered.get_mut(k) {
             if *d == [0; 4] {
                 self.dirty.push(k);
             }
             d[e.priority.index()] += 1;
-        }
-        if self.n_lanes == 1 || self.sub.block[lane] {
-            self.freed[lane] += 1;
         }
     }
 
@@ -1295,8 +1402,9 @@ impl<T: Message + Clone> Receiver<T> {
         let now = self.now_ns();
         for e in events {
             if let Some(ss) = self.sub.shards.get(shard_of_id(e.id)) {
+                // Single writer: a shard's statistics belong to one receiver.
                 ss.latency
-                    .record(now.saturating_sub(e.timestamp.as_nanos()));
+                    .record_single_writer(now.saturating_sub(e.timestamp.as_nanos()));
             }
         }
     }
@@ -1313,11 +1421,9 @@ impl<T: Message + Clone> Receiver<T> {
             }
         }
         let mut freed_any = false;
-        for (l, n) in self.freed.iter_mut().enumerate() {
-            if *n > 0 {
-                self.sub.groups[self.group].lanes[l].release(*n);
-                *n = 0;
-                freed_any = true;
+        for l in self.lanes() {
+            if let Some(r) = l.ring() {
+                freed_any |= r.release();
             }
         }
         if freed_any && self.sub.space_waiters.load(Ordering::SeqCst) > 0 {
@@ -1331,19 +1437,21 @@ impl<T: Message + Clone> Receiver<T> {
         if missed > 0 {
             return Err(TryRecvError::Lagged(missed));
         }
-        let popped = match self.pop() {
+        let popped = match self.order.pop(&self.sub.groups[self.group].lanes) {
             Some(p) => Some(p),
             // Closed: drain anything that raced with the close first.
-            None if self.sub.closed.load(Ordering::Acquire) => match self.pop() {
-                Some(p) => Some(p),
-                None => return Err(TryRecvError::Closed),
-            },
+            None if self.sub.closed.load(Ordering::Acquire) => {
+                match self.order.pop(&self.sub.groups[self.group].lanes) {
+                    Some(p) => Some(p),
+                    None => return Err(TryRecvError::Closed),
+                }
+            }
             None => None,
         };
-        let Some((lane, e)) = popped else {
+        let Some(e) = popped else {
             return Err(TryRecvError::Empty);
         };
-        self.account(lane, &e);
+        self.account(&e);
         self.flush();
         self.record_latency(std::slice::from_ref(&e));
         Ok(e)
@@ -1358,14 +1466,10 @@ impl<T: Message + Clone> Receiver<T> {
     ) -> Result<BatchInfo, TryRecvError> {
         let missed = self.take_missed();
         let start = buf.len();
-        while buf.len() - start < max {
-            match self.pop() {
-                Some((lane, e)) => {
-                    self.account(lane, &e);
-                    buf.push(e);
-                }
-                None => break,
-            }
+        self.order
+            .pop_batch(&self.sub.groups[self.group].lanes, buf, max);
+        for e in &buf[start..] {
+            self.account(e);
         }
         self.flush();
         let received = buf.len() - start;
@@ -1390,6 +1494,10 @@ impl<T: Message + Clone> Receiver<T> {
         let ready = self.has_pending() || self.sub.closed.load(Ordering::SeqCst);
         if !ready {
             notified.await;
+        } else if !self.lanes().iter().any(Lane::ready) {
+            // Only claimed, not yet committed: the publisher is between its claim and
+            // its commit. Let it (and others) run instead of spinning.
+            tokio::task::yield_now().await;
         }
         group.sleeping.store(false, Ordering::Relaxed);
         Ok(())
@@ -1399,7 +1507,7 @@ impl<T: Message + Clone> Receiver<T> {
         if self.sub.groups[self.group].shed.load(Ordering::Acquire) != self.reported_shed {
             return true;
         }
-        self.lanes().iter().any(|l| !l.q.is_empty())
+        self.lanes().iter().any(Lane::pending)
     }
 
     /// Receives one event, waiting for it.

@@ -57,6 +57,7 @@ mod dispatch;
 mod envelope;
 mod metrics;
 mod pool;
+mod ring;
 mod types;
 
 pub use bus::{

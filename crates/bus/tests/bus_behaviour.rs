@@ -448,6 +448,92 @@ fn per_correlation_order_holds_with_concurrent_publishers() {
     assert_pending_recv(rx.try_recv());
 }
 
+/// Several publishers, two subscribers with tiny Block lanes, one of them slow: a publish
+/// that finds the slow one full takes back its claim on the fast one (or, when another
+/// publisher claimed after it, leaves a tombstone the fast receiver skips). Nothing is lost
+/// or duplicated, order per call holds for both, and the sleeping receivers are always
+/// woken (a tombstone nobody skips would hold a slot forever and stall the publishers).
+#[test]
+fn failed_fan_out_publishes_leave_nothing_behind() {
+    const THREADS: u64 = 3;
+    const PER_THREAD: u64 = 3_000;
+    let bus = new_bus(EventBusConfig {
+        shard_count: 2,
+        broadcast_capacity: 4,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let receivers = [bus.subscribe(Filter::all()), bus.subscribe(Filter::all())];
+    let publishers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let tx = bus.publisher("p");
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    for seq in 0..PER_THREAD {
+                        let c = CorrelationId(t);
+                        // Alternate the waiting path and the try path (Full, retried).
+                        if seq % 2 == 0 {
+                            tx.publish(c, None, ev(Priority::High, seq)).await.unwrap();
+                        } else {
+                            let mut e = ev(Priority::High, seq);
+                            loop {
+                                match tx.try_publish(c, None, e) {
+                                    Ok(_) => break,
+                                    Err(PublishError::Full(back)) => {
+                                        e = back;
+                                        tokio::task::yield_now().await;
+                                    }
+                                    Err(err) => panic!("{err}"),
+                                }
+                            }
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = receivers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut rx)| {
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    let mut next = [0u64; THREADS as usize];
+                    for n in 0..THREADS * PER_THREAD {
+                        let e = tokio::time::timeout(SAFETY, rx.recv())
+                            .await
+                            .expect("receiver stalled")
+                            .expect("recv");
+                        let t = e.correlation.0 as usize;
+                        assert_eq!(e.payload.seq, next[t], "order of call {t}");
+                        next[t] += 1;
+                        if i == 1 && n % 64 == 0 {
+                            // The slow one.
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                    assert_pending_recv(rx.try_recv());
+                    next
+                })
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    for c in consumers {
+        assert_eq!(c.join().unwrap(), [PER_THREAD; THREADS as usize]);
+    }
+    let m = bus.metrics();
+    let lanes = m.shards.iter().map(|s| s.lanes[Priority::High.index()]);
+    let (published, delivered, depth) = lanes.fold((0, 0, 0), |a, l| {
+        (a.0 + l.published, a.1 + l.delivered, a.2 + l.depth)
+    });
+    assert_eq!(published, THREADS * PER_THREAD);
+    assert_eq!(delivered, 2 * THREADS * PER_THREAD);
+    assert_eq!(depth, 0);
+}
+
 #[test]
 fn shard_of_is_stable_in_range_and_spreads() {
     let a = new_bus(EventBusConfig {
