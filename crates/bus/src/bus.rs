@@ -483,14 +483,31 @@ impl<T: Message + Clone> BusInner<T> {
         }
     }
 
-    /// A new event id. One counter per (shard, priority) is both the published count and
-    /// the id sequence: id = seq | priority | shard (the shard in the low bits).
+    /// The envelope of a publish: a new id and the publish time. One counter per (shard,
+    /// priority) is both the published count and the id sequence: id = seq | priority |
+    /// shard (the shard in the low bits).
     #[inline]
-    fn next_id(shard: &BusShard<T>, shard_idx: usize, prio: Priority) -> EventId {
-        let seq = shard.published[prio.index()].fetch_add(1, Ordering::Relaxed);
-        EventId(
-            (seq << (SHARD_BITS + 2)) | ((prio.index() as u64) << SHARD_BITS) | shard_idx as u64,
-        )
+    fn stamp(
+        &self,
+        shard_idx: usize,
+        prio: Priority,
+        (correlation, causation, source): (CorrelationId, Option<EventId>, &'static str),
+        payload: T,
+    ) -> Envelope<T> {
+        let seq = self.shards[shard_idx].published[prio.index()].fetch_add(1, Ordering::Relaxed);
+        Envelope {
+            id: EventId(
+                (seq << (SHARD_BITS + 2))
+                    | ((prio.index() as u64) << SHARD_BITS)
+                    | shard_idx as u64,
+            ),
+            correlation,
+            causation,
+            source,
+            priority: prio,
+            timestamp: self.now(),
+            payload,
+        }
     }
 
     /// The one publish path. On `Full`, nothing was delivered and the blocked
@@ -526,18 +543,11 @@ impl<T: Message + Clone> BusInner<T> {
                 let group = &sub.groups[g];
                 if let Lane::Block(ring) = &group.lanes[lane_idx] {
                     if let Some(seq) = ring.claim() {
-                        let id = Self::next_id(shard, shard_idx, prio);
+                        let env =
+                            self.stamp(shard_idx, prio, (correlation, causation, source), payload);
+                        let id = env.id;
                         sub.shards[shard_idx].enqueued[prio.index()]
                             .fetch_add(1, Ordering::Relaxed);
-                        let env = Envelope {
-                            id,
-                            correlation,
-                            causation,
-                            source,
-                            priority: prio,
-                            timestamp: self.now(),
-                            payload,
-                        };
                         // SAFETY: claimed on this ring just above, committed once.
                         unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
                         wakes.add(sub, g);
@@ -592,16 +602,8 @@ impl<T: Message + Clone> BusInner<T> {
 
         // 2. Stamp.
         let shard = &self.shards[shard_idx];
-        let id = Self::next_id(shard, shard_idx, prio);
-        let env = Envelope {
-            id,
-            correlation,
-            causation,
-            source,
-            priority: prio,
-            timestamp: self.now(),
-            payload,
-        };
+        let env = self.stamp(shard_idx, prio, (correlation, causation, source), payload);
+        let id = env.id;
         if let Some(h) = &shard.history {
             let mut h = h.lock();
             let i = h.next;
