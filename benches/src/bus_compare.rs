@@ -444,6 +444,80 @@ impl Contender for Crossbeam {
     }
 }
 
+// --- disruptor (one shared ring; the fan-out reference) ---
+
+struct Disruptor;
+struct DisTx<P>(P);
+impl<P: disruptor::Producer<BenchEvent> + Send> Tx for DisTx<P> {
+    fn send(&mut self, ev: BenchEvent) {
+        while self.0.try_publish(|e| *e = ev).is_err() {
+            std::thread::yield_now();
+        }
+    }
+}
+struct DisRx<B>(disruptor::EventPoller<BenchEvent, B>);
+macro_rules! dis_rx {
+    ($barrier:ty) => {
+        impl Rx for DisRx<$barrier> {
+            fn poll(&mut self, out: &mut Polled) {
+                if let Ok(mut events) = self.0.poll_take(64) {
+                    for e in &mut events {
+                        out.events.push((e.seq, e.sent_at, e.critical));
+                    }
+                }
+            }
+        }
+    };
+}
+dis_rx!(disruptor::SingleProducerBarrier);
+dis_rx!(disruptor::MultiProducerBarrier);
+
+/// A disruptor's pollers (one per subscriber), then its producer(s).
+macro_rules! disruptor_setup {
+    ($builder:expr, $s:expr, |$producer:ident| $txs:expr) => {{
+        let (p0, b) = $builder.event_poller();
+        let mut rxs: Vec<Box<dyn Rx>> = vec![Box::new(DisRx(p0))];
+        let txs: Vec<Box<dyn Tx>> = if $s.subscribers == 1 {
+            let $producer = b.build();
+            $txs
+        } else {
+            let (p1, mut b) = b.event_poller();
+            rxs.push(Box::new(DisRx(p1)));
+            for _ in 2..$s.subscribers {
+                let (p, next) = b.event_poller();
+                rxs.push(Box::new(DisRx(p)));
+                b = next;
+            }
+            let $producer = b.build();
+            $txs
+        };
+        Setup {
+            txs,
+            rxs,
+            _keep: Box::new(()),
+        }
+    }};
+}
+
+impl Contender for Disruptor {
+    fn name(&self) -> &'static str {
+        "disruptor (raw shared ring)"
+    }
+    fn setup(&self, s: Shape) -> Setup {
+        let size = s.capacity.next_power_of_two();
+        let factory = || BenchEvent::new(0, false);
+        if s.publishers == 1 {
+            let b = disruptor::build_single_producer(size, factory, disruptor::BusySpin);
+            disruptor_setup!(b, s, |p| vec![Box::new(DisTx(p)) as Box<dyn Tx>])
+        } else {
+            let b = disruptor::build_multi_producer(size, factory, disruptor::BusySpin);
+            disruptor_setup!(b, s, |p| (0..s.publishers)
+                .map(|_| Box::new(DisTx(p.clone())) as Box<dyn Tx>)
+                .collect())
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Workloads
 // ---------------------------------------------------------------------------------------
@@ -1062,6 +1136,7 @@ fn main() {
         Box::new(RvoipCoord),
         Box::new(TokioBroadcast),
         Box::new(Crossbeam),
+        Box::new(Disruptor),
     ];
     // `--only NAME-PREFIX` keeps matching contenders (for profiling one of them).
     let only = args
@@ -1146,11 +1221,12 @@ fn main() {
         };
         let r = |n: &str| ours / rates.get(&(title, n)).copied().unwrap_or(f64::NAN);
         println!(
-            "  ratio call-engine-bus / rvoip EventBus = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / raw crossbeam = {:.2}x",
+            "  ratio call-engine-bus / rvoip EventBus = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / raw crossbeam = {:.2}x, / disruptor = {:.2}x",
             r("rvoip EventBus"),
             r("rvoip GlobalEventCoordinator"),
             r("tokio::sync::broadcast"),
-            r("crossbeam channel (raw)")
+            r("crossbeam channel (raw)"),
+            r("disruptor (raw shared ring)")
         );
     }
 
