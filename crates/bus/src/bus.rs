@@ -483,24 +483,17 @@ impl<T: Message + Clone> BusInner<T> {
         }
     }
 
-    /// The envelope of a publish: a new id and the publish time. One counter per (shard,
-    /// priority) is both the published count and the id sequence: id = seq | priority |
-    /// shard (the shard in the low bits).
+    /// The envelope of a publish, stamped with the publish time; its id is assigned by
+    /// [`next_id`](Self::next_id) once the publish is admitted.
     #[inline]
-    fn stamp(
+    fn envelope(
         &self,
-        shard_idx: usize,
         prio: Priority,
         (correlation, causation, source): (CorrelationId, Option<EventId>, &'static str),
         payload: T,
     ) -> Envelope<T> {
-        let seq = self.shards[shard_idx].published[prio.index()].fetch_add(1, Ordering::Relaxed);
         Envelope {
-            id: EventId(
-                (seq << (SHARD_BITS + 2))
-                    | ((prio.index() as u64) << SHARD_BITS)
-                    | shard_idx as u64,
-            ),
+            id: EventId(0),
             correlation,
             causation,
             source,
@@ -508,6 +501,16 @@ impl<T: Message + Clone> BusInner<T> {
             timestamp: self.now(),
             payload,
         }
+    }
+
+    /// A new event id. One counter per (shard, priority) is both the published count and
+    /// the id sequence: id = seq | priority | shard (the shard in the low bits).
+    #[inline]
+    fn next_id(&self, shard_idx: usize, prio: Priority) -> EventId {
+        let seq = self.shards[shard_idx].published[prio.index()].fetch_add(1, Ordering::Relaxed);
+        EventId(
+            (seq << (SHARD_BITS + 2)) | ((prio.index() as u64) << SHARD_BITS) | shard_idx as u64,
+        )
     }
 
     /// The one publish path. On `Full`, nothing was delivered and the blocked
@@ -530,6 +533,9 @@ impl<T: Message + Clone> BusInner<T> {
         let shard_idx = self.shard_of(correlation);
         let lane_idx = self.lane_index(prio);
         let policy = self.config.overflow.get(prio);
+        // Everything that can be prepared is prepared before any claim: a publisher
+        // preempted between its claim and its commit holds up its receivers.
+        let mut env = self.envelope(prio, (correlation, causation, source), payload);
 
         // Fast path: one subscriber for the topic, a Block lane with room, no history.
         // Nothing between the claim and the commit can fail or panic.
@@ -543,13 +549,12 @@ impl<T: Message + Clone> BusInner<T> {
                 let group = &sub.groups[g];
                 if let Lane::Block(ring) = &group.lanes[lane_idx] {
                     if let Some(seq) = ring.claim() {
-                        let env =
-                            self.stamp(shard_idx, prio, (correlation, causation, source), payload);
-                        let id = env.id;
-                        sub.shards[shard_idx].enqueued[prio.index()]
-                            .fetch_add(1, Ordering::Relaxed);
+                        let id = self.next_id(shard_idx, prio);
+                        env.id = id;
                         // SAFETY: claimed on this ring just above, committed once.
                         unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
+                        sub.shards[shard_idx].enqueued[prio.index()]
+                            .fetch_add(1, Ordering::Relaxed);
                         wakes.add(sub, g);
                         return Ok(id);
                     }
@@ -584,7 +589,7 @@ impl<T: Message + Clone> BusInner<T> {
                         // `guard` abandons the claims made so far.
                         drop(guard);
                         return Err((
-                            PublishError::Full(payload),
+                            PublishError::Full(env.payload),
                             Some(Blocked {
                                 sub: sub.clone(),
                                 group: sub.group_of(shard_idx),
@@ -600,10 +605,10 @@ impl<T: Message + Clone> BusInner<T> {
             }
         }
 
-        // 2. Stamp.
+        // 2. Admitted: the id.
         let shard = &self.shards[shard_idx];
-        let env = self.stamp(shard_idx, prio, (correlation, causation, source), payload);
-        let id = env.id;
+        let id = self.next_id(shard_idx, prio);
+        env.id = id;
         if let Some(h) = &shard.history {
             let mut h = h.lock();
             let i = h.next;
