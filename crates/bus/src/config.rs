@@ -66,6 +66,8 @@ pub struct EventBusConfig {
     pub shard_count: usize,
     /// Capacity of each lane of each receiver's queue, in events (a plain
     /// [`EventBus::subscribe`](crate::EventBus::subscribe) has one receiver). ≥ 1.
+    /// Memory: the never-dropped lanes keep their storage in slots of whole cache lines,
+    /// rounded up to a power of two (a capacity of 4096, the default, uses 4096 slots).
     pub broadcast_capacity: usize,
     /// When false, all priorities share one FIFO lane (publish order is delivery order);
     /// overflow still follows the event's own priority policy (a shed-policy event that
