@@ -340,6 +340,28 @@ struct ClaimGuard<'a, 'o, T: Message> {
     lane: usize,
 }
 
+/// Takes back the claim `seq` on `ring` (a lane of `sub`'s receiver group `group`): room
+/// given back wakes publishers waiting for it; a tombstone wakes the receiver, which must
+/// pass it to free its slot.
+///
+/// # Safety
+/// `seq` was claimed on `ring` and not committed.
+unsafe fn give_back<T: Message>(
+    sub: &SubInner<T>,
+    group: &Group<T>,
+    ring: &Ring<Event<T>>,
+    seq: u64,
+) {
+    // SAFETY: forwarded.
+    if unsafe { ring.unclaim(seq) } {
+        if sub.space_waiters.load(Ordering::SeqCst) > 0 {
+            sub.space.notify_waiters();
+        }
+    } else {
+        group.wake_if_sleeping();
+    }
+}
+
 impl<T: Message> Drop for ClaimGuard<'_, '_, T> {
     fn drop(&mut self) {
         for (i, a) in self.out.as_mut_slice().iter_mut().enumerate() {
@@ -352,10 +374,7 @@ impl<T: Message> Drop for ClaimGuard<'_, '_, T> {
                 if let Some(r) = group.lanes[self.lane].ring() {
                     // SAFETY: `seq` was claimed on this ring by this publish and not
                     // committed (committed entries were set to `Skip`).
-                    if !unsafe { r.unclaim(seq) } {
-                        // A tombstone: the receiver must pass it to free its slot.
-                        group.wake_if_sleeping();
-                    }
+                    unsafe { give_back(sub, group, r, seq) };
                 }
             }
         }
@@ -549,6 +568,19 @@ impl<T: Message + Clone> BusInner<T> {
                 let group = &sub.groups[g];
                 if let Lane::Block(ring) = &group.lanes[lane_idx] {
                     if let Some(seq) = ring.claim() {
+                        // Closed since the check above? Then the receiver may already
+                        // have reported `Closed`: take the claim back. (SeqCst: pairs with
+                        // the receiver's pending check after it saw the close.)
+                        if sub.closed.load(Ordering::SeqCst) {
+                            // SAFETY: claimed just above, not committed.
+                            unsafe { give_back(sub, group, ring, seq) };
+                            if self.closed.load(Ordering::SeqCst) {
+                                return Err((PublishError::Closed(env.payload), None));
+                            }
+                            // Only this subscription ended: published to nobody.
+                            self.unrouted.fetch_add(1, Ordering::Relaxed);
+                            return Ok(self.next_id(shard_idx, prio));
+                        }
                         let id = self.next_id(shard_idx, prio);
                         env.id = id;
                         // SAFETY: claimed on this ring just above, committed once.
@@ -562,6 +594,10 @@ impl<T: Message + Clone> BusInner<T> {
                 }
             }
         }
+
+        // The history copy is made before any claim, and stored after the delivery: user
+        // code (clone, drop) and the history lock stay out of the claim-to-commit window.
+        let history_copy = self.shards[shard_idx].history.as_ref().map(|_| env.clone());
 
         // 1. Admission: claim room in every matching Block lane, or deliver nothing.
         let mut outcomes = Outcomes::new(subs.len());
@@ -583,6 +619,15 @@ impl<T: Message + Clone> BusInner<T> {
             let admit = match lane {
                 Lane::Shed(_) => Admit::Force,
                 Lane::Block(ring) => match ring.claim() {
+                    // Closed since the check above (see the fast path): take it back.
+                    Some(seq) if sub.closed.load(Ordering::SeqCst) => {
+                        let group = &sub.groups[sub.group_of(shard_idx)];
+                        // SAFETY: claimed just above, not committed.
+                        unsafe { give_back(sub, group, ring, seq) };
+                        targets -= 1;
+                        guard.out.push(Admit::Skip);
+                        continue;
+                    }
                     Some(seq) => Admit::Reserved(seq),
                     None if policy == OverflowPolicy::ShedOldest => Admit::ShedNew,
                     None => {
@@ -605,18 +650,18 @@ impl<T: Message + Clone> BusInner<T> {
             }
         }
 
+        // The bus closed while claiming: deliver nothing (`guard` takes the claims back).
+        if self.closed.load(Ordering::SeqCst) {
+            drop(guard);
+            return Err((PublishError::Closed(env.payload), None));
+        }
+
         // 2. Admitted: the id.
-        let shard = &self.shards[shard_idx];
         let id = self.next_id(shard_idx, prio);
         env.id = id;
-        if let Some(h) = &shard.history {
-            let mut h = h.lock();
-            let i = h.next;
-            h.buf[i] = Some(env.clone());
-            h.next = (i + 1) % h.buf.len();
-        }
         if targets == 0 {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
+            self.remember(shard_idx, history_copy, id);
             return Ok(id);
         }
 
@@ -680,7 +725,23 @@ impl<T: Message + Clone> BusInner<T> {
             }
             wakes.add(sub, g);
         }
+        drop(guard);
+        self.remember(shard_idx, history_copy, id);
         Ok(id)
+    }
+
+    /// Stores a publish's envelope in its shard's history ring (when enabled).
+    fn remember(&self, shard_idx: usize, copy: Option<Envelope<T>>, id: EventId) {
+        if let (Some(h), Some(mut env)) = (&self.shards[shard_idx].history, copy) {
+            env.id = id;
+            let mut h = h.lock();
+            let i = h.next;
+            let old = h.buf[i].replace(env);
+            h.next = (i + 1) % h.buf.len();
+            drop(h);
+            // The displaced envelope is dropped outside the lock.
+            drop(old);
+        }
     }
 
     async fn wait_for_room(&self, b: &Blocked<T>) {
@@ -1450,12 +1511,17 @@ impl<T: Message + Clone> Receiver<T> {
             None if self.sub.closed.load(Ordering::Acquire) => {
                 match self.order.pop(&self.sub.groups[self.group].lanes) {
                     Some(p) => Some(p),
-                    None => return Err(TryRecvError::Closed),
+                    None => {
+                        self.flush();
+                        return Err(self.empty_or_closed());
+                    }
                 }
             }
             None => None,
         };
         let Some(e) = popped else {
+            // Tombstones may have been passed: give their room back.
+            self.flush();
             return Err(TryRecvError::Empty);
         };
         self.account(&e);
@@ -1483,12 +1549,23 @@ impl<T: Message + Clone> Receiver<T> {
         self.record_latency(&buf[start..]);
         if received == 0 && missed == 0 {
             return Err(if self.sub.closed.load(Ordering::Acquire) {
-                TryRecvError::Closed
+                self.empty_or_closed()
             } else {
                 TryRecvError::Empty
             });
         }
         Ok(BatchInfo { received, missed })
+    }
+
+    /// After a close, with nothing to take: `Closed`, unless a publish that started
+    /// before the close has claimed a slot and not committed it yet (it was told `Ok`, so
+    /// the event must still be received): `Empty` until it lands.
+    fn empty_or_closed(&self) -> TryRecvError {
+        if self.lanes().iter().any(Lane::pending) {
+            TryRecvError::Empty
+        } else {
+            TryRecvError::Closed
+        }
     }
 
     async fn wait(&mut self) -> Result<(), RecvError> {

@@ -37,7 +37,8 @@ struct ValueSlot<T>(UnsafeCell<MaybeUninit<T>>);
 struct Producers {
     /// Next sequence number to claim.
     tail: AtomicU64,
-    /// The publishers' cached copy of `Consumer::released` (never ahead of it).
+    /// The publishers' cached copy of `Consumer::released` (never ahead of it; stored with
+    /// Release after an Acquire load of `released`, read with Acquire).
     released_seen: AtomicU64,
 }
 
@@ -97,11 +98,14 @@ impl<T> Ring<T> {
     pub(crate) fn claim(&self) -> Option<u64> {
         let mut t = self.prod.tail.load(Ordering::Relaxed);
         loop {
-            let seen = self.prod.released_seen.load(Ordering::Relaxed);
+            // Acquire/Release on the cached copy too: a publisher that reuses a slot on
+            // another publisher's reading of `released` must still happen after the
+            // consumer moved the slot's old value out.
+            let seen = self.prod.released_seen.load(Ordering::Acquire);
             // Signed: `t` may be stale and below a fresh `released`; the CAS then fails.
             if (t.wrapping_sub(seen) as i64) >= self.cap as i64 {
                 let released = self.cons.released.load(Ordering::Acquire);
-                self.prod.released_seen.store(released, Ordering::Relaxed);
+                self.prod.released_seen.store(released, Ordering::Release);
                 if (t.wrapping_sub(released) as i64) >= self.cap as i64 {
                     return None;
                 }

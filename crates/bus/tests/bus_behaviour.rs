@@ -534,6 +534,129 @@ fn failed_fan_out_publishes_leave_nothing_behind() {
     assert_eq!(depth, 0);
 }
 
+/// A publish that claims room in one subscriber and then finds another full gives the
+/// room back; a publisher waiting for exactly that room must be woken (nothing else
+/// would wake it here: the receiver has nothing to take and never frees anything).
+#[test]
+fn room_given_back_by_a_failed_publish_wakes_waiting_publishers() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 1,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let both = TopicSet::of(&[Topic::new(0), Topic::new(1)]);
+    let mut s1 = bus.subscribe(Filter::topics(both));
+    let _s2_full = bus.subscribe(Filter::topic(Topic::new(0)));
+    let blocker = bus.publisher("blocker");
+    let on = |topic, seq| Ev {
+        prio: Priority::High,
+        topic,
+        seq,
+    };
+    // S2 is full: every topic-0 publish claims S1, finds S2 full and gives S1 back.
+    blocker
+        .try_publish(CorrelationId(1), None, on(0, 0))
+        .unwrap();
+    assert_eq!(s1.try_recv().unwrap().payload.seq, 0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let churn = {
+        let (stop, attempts) = (stop.clone(), attempts.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                assert!(matches!(
+                    blocker.try_publish(CorrelationId(1), None, on(0, 1)),
+                    Err(PublishError::Full(_))
+                ));
+                attempts.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // The churn is running before the waiter starts.
+    while attempts.load(Ordering::Relaxed) < 1_000 {
+        std::thread::yield_now();
+    }
+    let tx = bus.publisher("waiter");
+    rt().block_on(async {
+        for seq in 0..2_000 {
+            tokio::time::timeout(SAFETY, tx.publish(CorrelationId(1), None, on(1, seq)))
+                .await
+                .expect("publisher never woken")
+                .unwrap();
+            let e = s1.try_recv().unwrap();
+            assert_eq!((e.payload.topic, e.payload.seq), (1, seq));
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+}
+
+/// Closing the bus while a publisher is busy: every publish that returned `Ok` is
+/// received before the receiver sees `Closed` (a publish that claimed before the close
+/// and commits after it is still delivered).
+#[test]
+fn every_acknowledged_publish_is_received_across_close() {
+    for round in 0..20u64 {
+        let bus = new_bus(EventBusConfig {
+            shard_count: 2,
+            broadcast_capacity: 64,
+            history_capacity: 0,
+            ..cfg()
+        });
+        let mut rx = bus.subscribe(Filter::all());
+        let tx = bus.publisher("p");
+        let publisher = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for seq in 0.. {
+                match tx.try_publish(CorrelationId(seq % 7), None, ev(Priority::High, seq)) {
+                    Ok(_) => acked.push(seq),
+                    Err(PublishError::Full(_)) => std::thread::yield_now(),
+                    Err(PublishError::Closed(_)) => break,
+                }
+            }
+            acked
+        });
+        let closer = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_micros(200 + 50 * round));
+                bus.close();
+            })
+        };
+        let mut got = Vec::new();
+        rt().block_on(async {
+            loop {
+                match tokio::time::timeout(SAFETY, rx.recv())
+                    .await
+                    .expect("stalled")
+                {
+                    Ok(e) => got.push(e.payload.seq),
+                    Err(RecvError::Closed) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        closer.join().unwrap();
+        let acked = publisher.join().unwrap();
+        got.sort_unstable();
+        let missing: Vec<_> = acked
+            .iter()
+            .filter(|a| got.binary_search(a).is_err())
+            .collect();
+        let extra: Vec<_> = got
+            .iter()
+            .filter(|g| acked.binary_search(g).is_err())
+            .collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "round {round}: {} acked, {} received; missing {missing:?}, extra {extra:?}",
+            acked.len(),
+            got.len()
+        );
+    }
+}
+
 #[test]
 fn shard_of_is_stable_in_range_and_spreads() {
     let a = new_bus(EventBusConfig {
