@@ -162,6 +162,8 @@ trait Contender: Sync {
 struct Ours {
     history: bool,
     zero_copy: bool,
+    /// The subscribers as one broadcast subscription (one shared queue per lane).
+    broadcast: bool,
 }
 
 struct OursTx(ce::Publisher<BenchEvent>, u64);
@@ -198,10 +200,11 @@ impl Rx for OursRx {
 
 impl Contender for Ours {
     fn name(&self) -> &'static str {
-        match (self.history, self.zero_copy) {
-            (false, true) => "call-engine-bus",
-            (true, _) => "call-engine-bus +history",
-            (false, false) => "call-engine-bus copy fan-out",
+        match (self.broadcast, self.history, self.zero_copy) {
+            (true, _, _) => "call-engine-bus broadcast",
+            (false, false, true) => "call-engine-bus",
+            (false, true, _) => "call-engine-bus +history",
+            (false, false, false) => "call-engine-bus copy fan-out",
         }
     }
     fn setup(&self, s: Shape) -> Setup {
@@ -225,13 +228,16 @@ impl Contender for Ours {
             ..Default::default()
         };
         let bus = ce::EventBus::new(cfg).unwrap();
-        let rxs = (0..s.subscribers)
-            .map(|_| {
-                Box::new(OursRx(
-                    bus.subscribe(ce::Filter::all()),
-                    Vec::with_capacity(64),
-                )) as Box<dyn Rx>
-            })
+        let receivers = if self.broadcast {
+            bus.subscribe_broadcast(ce::Filter::all(), s.subscribers)
+        } else {
+            (0..s.subscribers)
+                .map(|_| bus.subscribe(ce::Filter::all()))
+                .collect()
+        };
+        let rxs = receivers
+            .into_iter()
+            .map(|rx| Box::new(OursRx(rx, Vec::with_capacity(64))) as Box<dyn Rx>)
             .collect();
         let txs = (0..s.publishers)
             .map(|i| Box::new(OursTx(bus.publisher("bench"), (i as u64) << 40)) as Box<dyn Tx>)
@@ -1123,14 +1129,22 @@ fn main() {
         Box::new(Ours {
             history: false,
             zero_copy: true,
+            broadcast: false,
         }),
         Box::new(Ours {
             history: true,
             zero_copy: true,
+            broadcast: false,
         }),
         Box::new(Ours {
             history: false,
             zero_copy: false,
+            broadcast: false,
+        }),
+        Box::new(Ours {
+            history: false,
+            zero_copy: true,
+            broadcast: true,
         }),
         Box::new(RvoipBus),
         Box::new(RvoipCoord),

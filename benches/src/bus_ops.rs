@@ -1,5 +1,5 @@
 //! Single-threaded publish + receive loop, for instruction counting
-//! (`valgrind --tool=callgrind target/release/bus-ops ours|crossbeam N`). Measures the
+//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-bcast|crossbeam N`). Measures the
 //! per-event instruction cost of the bus machinery without cross-core effects.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -17,6 +17,18 @@ impl ce::Message for P64 {
     }
 }
 
+fn publish(tx: &ce::Publisher<P64>, i: u64) {
+    tx.try_publish(
+        ce::CorrelationId(i),
+        None,
+        P64 {
+            seq: i,
+            _pad: [0; 7],
+        },
+    )
+    .unwrap();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let who = args.get(1).map(String::as_str).unwrap_or("ours");
@@ -32,20 +44,28 @@ fn main() {
             let tx = bus.publisher("ops");
             let mut buf = Vec::with_capacity(64);
             for i in 0..n {
-                tx.try_publish(
-                    ce::CorrelationId(i),
-                    None,
-                    P64 {
-                        seq: i,
-                        _pad: [0; 7],
-                    },
-                )
-                .unwrap();
+                publish(&tx, i);
                 if who == "ours" {
                     sum += rx.try_recv().unwrap().payload.seq;
                 } else if i % 64 == 63 {
                     rx.try_recv_batch(&mut buf, 64).unwrap();
                     sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
+                }
+            }
+        }
+        "ours-bcast" => {
+            // 1 -> 4 through one broadcast subscription, batch receive.
+            let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
+            let mut rxs = bus.subscribe_broadcast(ce::Filter::all(), 4);
+            let tx = bus.publisher("ops");
+            let mut buf = Vec::with_capacity(64);
+            for i in 0..n {
+                publish(&tx, i);
+                if i % 64 == 63 {
+                    for rx in rxs.iter_mut() {
+                        rx.try_recv_batch(&mut buf, 64).unwrap();
+                        sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
+                    }
                 }
             }
         }

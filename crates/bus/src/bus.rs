@@ -139,12 +139,16 @@ impl Filter {
 // ---------------------------------------------------------------------------------------
 
 /// One priority lane of a receiver group. Block lanes (never dropped) are [`Ring`]s: a
-/// publisher's claim is its capacity reservation. Shed lanes (drop oldest) are
-/// `ArrayQueue`s, whose `force_push` displaces the oldest event safely while the
-/// receiver may be reading.
+/// publisher's claim is its capacity reservation; the members of a broadcast
+/// subscription share the ring, each with its own position. Shed lanes (drop oldest) are
+/// `ArrayQueue`s, one per member, whose `force_push` displaces the oldest event safely
+/// while the receiver may be reading.
+// A handful of lanes per receiver group, made once: an indirection for the smaller
+// variant's sake would cost a pointer chase on every publish and receive.
+#[allow(clippy::large_enum_variant)]
 enum Lane<T: Message> {
     Block(Ring<Event<T>>),
-    Shed(ArrayQueue<Event<T>>),
+    Shed(Box<[ArrayQueue<Event<T>>]>),
 }
 
 impl<T: Message> Lane<T> {
@@ -155,21 +159,21 @@ impl<T: Message> Lane<T> {
         }
     }
 
-    /// Whether the receiver can take an event now (a tombstone counts: taking it is free).
+    /// Whether member `m` can take an event now (a tombstone counts: taking it is free).
     #[inline]
-    fn ready(&self) -> bool {
+    fn ready(&self, m: usize) -> bool {
         match self {
-            Lane::Block(r) => r.ready(),
-            Lane::Shed(q) => !q.is_empty(),
+            Lane::Block(r) => r.ready(m),
+            Lane::Shed(q) => q.get(m).is_some_and(|q| !q.is_empty()),
         }
     }
 
-    /// Whether something was pushed or claimed past the receiver (sleep check; SeqCst).
+    /// Whether something was pushed or claimed past member `m` (sleep check; SeqCst).
     #[inline]
-    fn pending(&self) -> bool {
+    fn pending(&self, m: usize) -> bool {
         match self {
-            Lane::Block(r) => r.claimed_ahead(),
-            Lane::Shed(q) => !q.is_empty(),
+            Lane::Block(r) => r.claimed_ahead(m),
+            Lane::Shed(q) => q.get(m).is_some_and(|q| !q.is_empty()),
         }
     }
 }
@@ -202,27 +206,59 @@ impl ShardStats {
     }
 }
 
-/// One receiver's share of a subscription: its queues (one per lane) and wake-up state.
+/// One receiver group of a subscription: its lanes and its members (one per receiver:
+/// one, or several for a broadcast subscription).
 struct Group<T: Message> {
     lanes: Box<[Lane<T>]>,
-    notify: Notify,
-    sleeping: CachePadded<AtomicBool>,
-    /// Events shed from this group's queues (all lanes): reported to its receiver.
-    shed: CachePadded<AtomicU64>,
+    members: Box<[Member]>,
 }
 
-impl<T: Message> Group<T> {
+/// One receiver's wake-up state and loss count.
+struct Member {
+    notify: Notify,
+    sleeping: CachePadded<AtomicBool>,
+    /// Events shed from this member's queues (all lanes): reported to its receiver.
+    shed: CachePadded<AtomicU64>,
+    /// False once its receiver is gone (a broadcast member that left).
+    present: AtomicBool,
+}
+
+impl Member {
+    fn new() -> Self {
+        Self {
+            notify: Notify::new(),
+            sleeping: CachePadded::new(AtomicBool::new(false)),
+            shed: CachePadded::new(AtomicU64::new(0)),
+            present: AtomicBool::new(true),
+        }
+    }
+
     /// Wakes the receiver if it sleeps. Called after the event was pushed (or its shed
     /// counted). No fence is needed: the push advanced the queue's tail with a SeqCst CAS
-    /// (crossbeam-queue 0.3 `ArrayQueue::push`/`force_push`), a shed is counted with a
-    /// SeqCst RMW, and this load is SeqCst; the receiver stores `sleeping` (SeqCst), then
-    /// fences (SeqCst) and re-checks the tails and the shed count. In the single total
-    /// order of SeqCst operations, either the receiver's re-check sees the event or this
-    /// load sees `sleeping` and wakes it. (A fence here was the largest cost of a publish.)
+    /// (the ring's claim, or crossbeam-queue 0.3 `ArrayQueue::force_push`), a shed is
+    /// counted with a SeqCst RMW, and this load is SeqCst; the receiver stores `sleeping`
+    /// (SeqCst), then fences (SeqCst) and re-checks the tails and the shed count. In the
+    /// single total order of SeqCst operations, either the receiver's re-check sees the
+    /// event or this load sees `sleeping` and wakes it.
     #[inline]
     fn wake_if_sleeping(&self) {
         if self.sleeping.load(Ordering::SeqCst) {
             self.notify.notify_one();
+        }
+    }
+
+    #[inline]
+    fn is_present(&self) -> bool {
+        self.present.load(Ordering::Relaxed)
+    }
+}
+
+impl<T: Message> Group<T> {
+    /// Wakes every present member that sleeps.
+    #[inline]
+    fn wake(&self) {
+        for m in self.members.iter() {
+            m.wake_if_sleeping();
         }
     }
 }
@@ -230,8 +266,13 @@ impl<T: Message> Group<T> {
 struct SubInner<T: Message> {
     id: u64,
     filter: Filter,
-    shards: Box<[ShardStats]>,
+    /// Counters per member and shard: `stats[member][shard]`.
+    stats: Box<[Box<[ShardStats]>]>,
     groups: Box<[Group<T>]>,
+    /// Receivers per group that each get every event (broadcast); 1 otherwise.
+    members: usize,
+    /// Broadcast members still present.
+    present: AtomicUsize,
     closed: AtomicBool,
     receivers: AtomicUsize,
     space: Notify,
@@ -251,7 +292,9 @@ impl<T: Message> SubInner<T> {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for g in self.groups.iter() {
-            g.notify.notify_one();
+            for m in g.members.iter() {
+                m.notify.notify_one();
+            }
         }
         self.space.notify_waiters();
     }
@@ -358,7 +401,7 @@ unsafe fn give_back<T: Message>(
             sub.space.notify_waiters();
         }
     } else {
-        group.wake_if_sleeping();
+        group.wake();
     }
 }
 
@@ -451,7 +494,7 @@ impl<'a, T: Message> WakeList<'a, T> {
             return;
         }
         if self.len == self.pending.len() {
-            sub.groups[group].wake_if_sleeping();
+            sub.groups[group].wake();
             return;
         }
         self.pending[self.len] = Some((sub, group));
@@ -464,7 +507,7 @@ impl<'a, T: Message> WakeList<'a, T> {
             return;
         }
         for (s, g) in self.pending[..self.len].iter().flatten() {
-            s.groups[*g].wake_if_sleeping();
+            s.groups[*g].wake();
         }
         self.len = 0;
     }
@@ -556,8 +599,9 @@ impl<T: Message + Clone> BusInner<T> {
         // preempted between its claim and its commit holds up its receivers.
         let mut env = self.envelope(prio, (correlation, causation, source), payload);
 
-        // Fast path: one subscriber for the topic, a Block lane with room, no history.
-        // Nothing between the claim and the commit can fail or panic.
+        // Fast path: one subscription for the topic (one receiver, or a broadcast group), a
+        // Block lane with room, no history. Nothing between the claim and the commit can
+        // fail or panic.
         if let [sub] = &subs[..] {
             let shard = &self.shards[shard_idx];
             if shard.history.is_none()
@@ -585,8 +629,12 @@ impl<T: Message + Clone> BusInner<T> {
                         env.id = id;
                         // SAFETY: claimed on this ring just above, committed once.
                         unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
-                        sub.shards[shard_idx].enqueued[prio.index()]
-                            .fetch_add(1, Ordering::Relaxed);
+                        for (m, stats) in sub.stats.iter().enumerate() {
+                            if sub.members == 1 || group.members[m].is_present() {
+                                stats[shard_idx].enqueued[prio.index()]
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                         wakes.add(sub, g);
                         return Ok(id);
                     }
@@ -608,7 +656,10 @@ impl<T: Message + Clone> BusInner<T> {
             lane: lane_idx,
         };
         let mut targets = 0usize;
+        // Event values to hand out: one per Block ring, one per member's Shed queue.
         let mut deliver = 0usize;
+        // A broadcast ring keeps its value until the slot is reused: never a pooled slot.
+        let mut broadcast_ring = false;
         for sub in subs.iter() {
             if !sub.filter.admits(correlation, prio) || sub.closed.load(Ordering::Relaxed) {
                 guard.out.push(Admit::Skip);
@@ -645,8 +696,13 @@ impl<T: Message + Clone> BusInner<T> {
                 },
             };
             guard.out.push(admit);
-            if admit != Admit::ShedNew {
-                deliver += 1;
+            match admit {
+                Admit::Reserved(_) => {
+                    deliver += 1;
+                    broadcast_ring |= sub.members > 1;
+                }
+                Admit::Force => deliver += sub.members,
+                Admit::Skip | Admit::ShedNew => {}
             }
         }
 
@@ -666,7 +722,7 @@ impl<T: Message + Clone> BusInner<T> {
         }
 
         // 3. Deliver.
-        let shared = self.config.enable_zero_copy && deliver > 1;
+        let shared = self.config.enable_zero_copy && deliver > 1 && !broadcast_ring;
         let mut handles: Option<SlotHandles<T>> = None;
         let mut owned = Some(env);
         if shared {
@@ -675,52 +731,67 @@ impl<T: Message + Clone> BusInner<T> {
             }
         }
         let mut remaining = deliver;
+        // The next event value: a pooled handle, a clone, or (the last) the envelope.
+        let mut next_event = || {
+            remaining = remaining.saturating_sub(1);
+            match (&mut handles, &mut owned) {
+                (Some(h), _) => h.take().map(|r| Event(Repr::Shared(r))),
+                (None, Some(env)) if remaining > 0 => Some(Event(Repr::Owned(env.clone()))),
+                (None, o) => o.take().map(|env| Event(Repr::Owned(env))),
+            }
+        };
         for (i, sub) in subs.iter().enumerate() {
             let admit = guard.out.as_mut_slice()[i];
             if admit == Admit::Skip {
                 continue;
             }
-            let ss = &sub.shards[shard_idx];
             let g = sub.group_of(shard_idx);
             let group = &sub.groups[g];
             let lane = &group.lanes[lane_idx];
-            if admit == Admit::ShedNew {
-                ss.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
-                // SeqCst: pairs with the receiver's sleep check (see `wake_if_sleeping`).
-                group.shed.fetch_add(1, Ordering::SeqCst);
-                wakes.add(sub, g);
-                continue;
-            }
-            remaining -= 1;
-            let ev = match (&mut handles, &mut owned) {
-                (Some(h), _) => h.take().map(|r| Event(Repr::Shared(r))),
-                (None, Some(env)) if remaining > 0 => Some(Event(Repr::Owned(env.clone()))),
-                (None, o) => o.take().map(|env| Event(Repr::Owned(env))),
-            };
-            // Unreachable (one handle per delivery), and the guard abandons the claim.
-            let Some(ev) = ev else { continue };
-            ss.enqueued[prio.index()].fetch_add(1, Ordering::Relaxed);
+            let present = |m: &usize| group.members[*m].is_present();
             match (admit, lane) {
+                (Admit::ShedNew, _) => {
+                    for m in (0..sub.members).filter(present) {
+                        sub.stats[m][shard_idx].shed[prio.index()].fetch_add(1, Ordering::Relaxed);
+                        // SeqCst: pairs with the receiver's sleep check (see
+                        // `Member::wake_if_sleeping`).
+                        group.members[m].shed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
                 (Admit::Reserved(seq), Lane::Block(ring)) => {
+                    // Unreachable (one value per delivery); the guard takes the claim back.
+                    let Some(ev) = next_event() else { continue };
                     guard.out.as_mut_slice()[i] = Admit::Skip;
                     // SAFETY: claimed on this ring by this publish, committed once.
                     unsafe { ring.commit(seq, ev) };
+                    for m in (0..sub.members).filter(present) {
+                        sub.stats[m][shard_idx].enqueued[prio.index()]
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                (_, Lane::Shed(q)) => {
-                    if let Some(old) = q.force_push(ev) {
-                        // The displaced event may belong to another shard of this group.
-                        let os = &sub.shards[shard_of_id(old.id)];
-                        os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
-                        os.displaced[old.priority.index()].fetch_add(1, Ordering::Relaxed);
-                        group.shed.fetch_add(1, Ordering::Release);
+                (_, Lane::Shed(queues)) => {
+                    for (m, q) in queues.iter().enumerate().filter(|(m, _)| present(m)) {
+                        let Some(ev) = next_event() else { break };
+                        let stats = &sub.stats[m];
+                        stats[shard_idx].enqueued[prio.index()].fetch_add(1, Ordering::Relaxed);
+                        if let Some(old) = q.force_push(ev) {
+                            // The displaced event may belong to another shard of this group.
+                            let os = &stats[shard_of_id(old.id)];
+                            os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                            os.displaced[old.priority.index()].fetch_add(1, Ordering::Relaxed);
+                            group.members[m].shed.fetch_add(1, Ordering::Release);
+                        }
                     }
                 }
                 // Unreachable: Block lanes are always claimed. Never lose it silently.
                 (_, Lane::Block(_)) => {
                     debug_assert!(false, "unclaimed Block lane");
-                    ss.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
-                    ss.displaced[prio.index()].fetch_add(1, Ordering::Relaxed);
-                    group.shed.fetch_add(1, Ordering::SeqCst);
+                    for m in (0..sub.members).filter(present) {
+                        let ss = &sub.stats[m][shard_idx];
+                        ss.shed[prio.index()].fetch_add(1, Ordering::Relaxed);
+                        ss.displaced[prio.index()].fetch_add(1, Ordering::Relaxed);
+                        group.members[m].shed.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             }
             wakes.add(sub, g);
@@ -768,8 +839,24 @@ impl<T: Message + Clone> BusInner<T> {
         let gone = subs.remove(pos);
         self.routes.store(Arc::new(RoutingTable::build(&subs)));
         drop(subs);
+        for m in 0..gone.members {
+            self.retire_member(&gone, m);
+        }
+    }
+
+    /// Moves a member's counters into the retired totals (once: the member is marked
+    /// absent), so the metrics never go backwards when a receiver leaves.
+    fn retire_member(&self, sub: &SubInner<T>, m: usize) {
+        let was_present = sub
+            .groups
+            .iter()
+            .map(|g| g.members[m].present.swap(false, Ordering::SeqCst))
+            .fold(false, |a, b| a | b);
+        if !was_present {
+            return;
+        }
         let mut retired = self.retired.lock();
-        for (ss, r) in gone.shards.iter().zip(retired.iter_mut()) {
+        for (ss, r) in sub.stats[m].iter().zip(retired.iter_mut()) {
             for p in 0..4 {
                 r.delivered[p] += ss.delivered[p].load(Ordering::Relaxed);
             }
@@ -922,7 +1009,26 @@ impl<T: Message + Clone> EventBus<T> {
         self.subscribe_grouped(filter, groups)
     }
 
+    /// Subscribes `receivers` receivers that each get every event matching `filter`,
+    /// sharing one queue per lane instead of one each: the publisher writes an event once
+    /// and every receiver clones it out. This is the cheap way to fan one stream out to
+    /// several consumers (a logger, statistics, API clients): publishing costs the same
+    /// for one receiver or many.
+    ///
+    /// Never-dropped lanes are shared, so the slowest receiver back-pressures publishers;
+    /// shed lanes are per receiver, and each is told exactly what it missed. A receiver
+    /// that is dropped leaves (it no longer holds anything back); the subscription ends
+    /// when the last one is dropped. Pooled zero-copy slots are not used for these
+    /// subscriptions (a receiver gets its own copy of each event).
+    pub fn subscribe_broadcast(&self, filter: Filter, receivers: usize) -> Vec<Receiver<T>> {
+        self.subscribe_inner(filter, 1, receivers.max(1))
+    }
+
     fn subscribe_grouped(&self, filter: Filter, groups: usize) -> Vec<Receiver<T>> {
+        self.subscribe_inner(filter, groups, 1)
+    }
+
+    fn subscribe_inner(&self, filter: Filter, groups: usize, members: usize) -> Vec<Receiver<T>> {
         let inner = &self.inner;
         let cfg = &inner.config;
         let n_groups = groups.clamp(1, cfg.shard_count);
@@ -935,25 +1041,31 @@ impl<T: Message + Clone> EventBus<T> {
         let sub = Arc::new(SubInner {
             id: inner.next_sub.fetch_add(1, Ordering::Relaxed),
             filter,
-            shards: (0..cfg.shard_count).map(|_| ShardStats::new()).collect(),
+            stats: (0..members)
+                .map(|_| (0..cfg.shard_count).map(|_| ShardStats::new()).collect())
+                .collect(),
             groups: (0..n_groups)
                 .map(|_| Group {
                     lanes: (0..n_lanes)
                         .map(|l| {
                             if block[l] {
-                                Lane::Block(Ring::new(cfg.broadcast_capacity))
+                                Lane::Block(Ring::new(cfg.broadcast_capacity, members))
                             } else {
-                                Lane::Shed(ArrayQueue::new(cfg.broadcast_capacity))
+                                Lane::Shed(
+                                    (0..members)
+                                        .map(|_| ArrayQueue::new(cfg.broadcast_capacity))
+                                        .collect(),
+                                )
                             }
                         })
                         .collect(),
-                    notify: Notify::new(),
-                    sleeping: CachePadded::new(AtomicBool::new(false)),
-                    shed: CachePadded::new(AtomicU64::new(0)),
+                    members: (0..members).map(|_| Member::new()).collect(),
                 })
                 .collect(),
+            members,
+            present: AtomicUsize::new(members),
             closed: AtomicBool::new(inner.closed.load(Ordering::Acquire)),
-            receivers: AtomicUsize::new(n_groups),
+            receivers: AtomicUsize::new(n_groups * members),
             space: Notify::new(),
             space_waiters: AtomicUsize::new(0),
         });
@@ -963,17 +1075,18 @@ impl<T: Message + Clone> EventBus<T> {
             inner.routes.store(Arc::new(RoutingTable::build(&subs)));
         }
         (0..n_groups)
-            .map(|g| {
+            .flat_map(|g| (0..members).map(move |m| (g, m)))
+            .map(|(g, member)| {
                 let shards: Box<[usize]> =
                     (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
                 Receiver {
                     delivered: vec![[0; 4]; shards.len()].into_boxed_slice(),
-
                     shards,
                     n_groups,
                     sub: sub.clone(),
                     bus: Arc::downgrade(inner),
                     group: g,
+                    member,
                     dirty: Vec::with_capacity(cfg.shard_count),
                     order: LaneOrder {
                         last_lane: usize::MAX,
@@ -981,6 +1094,7 @@ impl<T: Message + Clone> EventBus<T> {
                         fair_lane: 0,
                         n_lanes,
                         starvation_limit: cfg.starvation_limit,
+                        member,
                     },
                     reported_shed: 0,
                     batch_size: cfg.batch_size,
@@ -1027,8 +1141,13 @@ impl<T: Message + Clone> EventBus<T> {
                 for (b, n) in buckets.iter_mut().zip(r.latency.iter()) {
                     *b += n;
                 }
-                for sub in &subs {
-                    let ss = &sub.shards[si];
+                let members = subs.iter().flat_map(|sub| {
+                    (0..sub.members)
+                        .filter(|&m| sub.groups[0].members[m].is_present())
+                        .map(move |m| &sub.stats[m])
+                });
+                for stats in members {
+                    let ss = &stats[si];
                     for (p, l) in lanes.iter_mut().enumerate() {
                         let enqueued = ss.enqueued[p].load(Ordering::Relaxed);
                         let delivered = ss.delivered[p].load(Ordering::Relaxed);
@@ -1270,6 +1389,8 @@ struct LaneOrder {
     fair_lane: usize,
     n_lanes: usize,
     starvation_limit: u32,
+    /// The receiver's member position (its consumer in rings, its queue in Shed lanes).
+    member: usize,
 }
 
 impl LaneOrder {
@@ -1279,12 +1400,14 @@ impl LaneOrder {
     /// tail the publishers keep writing); elsewhere `is_empty` first, as `pop` on an
     /// empty queue costs a full fence.
     #[inline(always)]
-    fn pop_lane<T: Message>(&mut self, lanes: &[Lane<T>], lane: usize) -> Option<Event<T>> {
+    fn pop_lane<T: Message + Clone>(&mut self, lanes: &[Lane<T>], lane: usize) -> Option<Event<T>> {
         match lanes.get(lane)? {
-            // SAFETY: the receiver owning these lanes is their only consumer, and it
-            // calls this through `&mut self`.
-            Lane::Block(r) => unsafe { r.pop() },
-            Lane::Shed(q) => {
+            // SAFETY: the receiver owning this member position is its only consumer, and
+            // it calls this through `&mut self`; it is present (a receiver leaves only
+            // when dropped).
+            Lane::Block(r) => unsafe { r.pop(self.member) },
+            Lane::Shed(queues) => {
+                let q = queues.get(self.member)?;
                 if lane != self.last_lane && q.is_empty() {
                     return None;
                 }
@@ -1303,7 +1426,12 @@ impl LaneOrder {
     /// would give, but draining the top lane in a tight loop: between two events it
     /// only checks that no higher lane has become ready.
     #[inline]
-    fn pop_batch<T: Message>(&mut self, lanes: &[Lane<T>], buf: &mut Vec<Event<T>>, max: usize) {
+    fn pop_batch<T: Message + Clone>(
+        &mut self,
+        lanes: &[Lane<T>],
+        buf: &mut Vec<Event<T>>,
+        max: usize,
+    ) {
         let mut n = 0;
         while n < max {
             if self.streak >= self.starvation_limit && self.n_lanes > 1 {
@@ -1317,7 +1445,7 @@ impl LaneOrder {
                     None => return,
                 }
             }
-            let Some(top) = lanes.iter().position(Lane::ready) else {
+            let Some(top) = lanes.iter().position(|l| l.ready(self.member)) else {
                 // Caught up: nothing is being starved.
                 self.streak = 0;
                 return;
@@ -1329,7 +1457,9 @@ impl LaneOrder {
                 buf.push(e);
                 n += 1;
                 self.streak = self.streak.saturating_add(1);
-                if self.streak >= self.starvation_limit || lanes[..top].iter().any(Lane::ready) {
+                if self.streak >= self.starvation_limit
+                    || lanes[..top].iter().any(|l| l.ready(self.member))
+                {
                     break;
                 }
             }
@@ -1338,13 +1468,13 @@ impl LaneOrder {
 
     /// One event in priority order, with the starvation guard.
     #[inline]
-    fn pop<T: Message>(&mut self, lanes: &[Lane<T>]) -> Option<Event<T>> {
+    fn pop<T: Message + Clone>(&mut self, lanes: &[Lane<T>]) -> Option<Event<T>> {
         // The guard counts consecutive deliveries (not empty polls), and serves a lane
         // *below* the one strict order would serve: serving that top lane itself would
         // leave the waiting lower lanes starved.
         if self.streak >= self.starvation_limit && self.n_lanes > 1 {
             self.streak = 0;
-            if let Some(top) = lanes.iter().position(Lane::ready) {
+            if let Some(top) = lanes.iter().position(|l| l.ready(self.member)) {
                 for k in 0..3 {
                     let lane = 1 + (self.fair_lane + k) % 3;
                     if lane <= top {
@@ -1383,6 +1513,8 @@ pub struct Receiver<T: Message + Clone> {
     sub: Arc<SubInner<T>>,
     bus: Weak<BusInner<T>>,
     group: usize,
+    /// Its position among the members of a broadcast subscription (0 otherwise).
+    member: usize,
     n_groups: usize,
     shards: Box<[usize]>,
     /// Deliveries since the last flush, per shard position (`shard / n_groups`) and
@@ -1397,11 +1529,31 @@ pub struct Receiver<T: Message + Clone> {
 }
 
 impl<T: Message + Clone> Drop for Receiver<T> {
-    /// Dropping any receiver of a subscription ends the whole subscription: its other
-    /// receivers drain what is queued and then see `Closed`. (Keeping it routed with a
-    /// group nobody drains would fill that group's Block lanes and stall publishers.)
+    /// Dropping any receiver of a sharded subscription ends the whole subscription: its
+    /// other receivers drain what is queued and then see `Closed`. (Keeping it routed with
+    /// a group nobody drains would fill that group's Block lanes and stall publishers.)
+    /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
         self.sub.receivers.fetch_sub(1, Ordering::AcqRel);
+        if self.sub.members > 1 {
+            let group = &self.sub.groups[self.group];
+            for l in group.lanes.iter() {
+                if let Some(r) = l.ring() {
+                    r.leave(self.member);
+                }
+            }
+            match self.bus.upgrade() {
+                Some(bus) => bus.retire_member(&self.sub, self.member),
+                None => group.members[self.member]
+                    .present
+                    .store(false, Ordering::SeqCst),
+            }
+            // What it held back is free now.
+            self.sub.space.notify_waiters();
+            if self.sub.present.fetch_sub(1, Ordering::AcqRel) > 1 {
+                return;
+            }
+        }
         self.sub.close();
         if let Some(bus) = self.bus.upgrade() {
             bus.remove_sub(self.sub.id);
@@ -1431,7 +1583,9 @@ impl<T: Message + Clone> Receiver<T> {
 
     #[inline]
     fn take_missed(&mut self) -> u64 {
-        let shed = self.sub.groups[self.group].shed.load(Ordering::Acquire);
+        let shed = self.sub.groups[self.group].members[self.member]
+            .shed
+            .load(Ordering::Acquire);
         let missed = shed - self.reported_shed;
         self.reported_shed = shed;
         missed
@@ -1469,7 +1623,7 @@ impl<T: Message + Clone> Receiver<T> {
         }
         let now = self.now_ns();
         for e in events {
-            if let Some(ss) = self.sub.shards.get(shard_of_id(e.id)) {
+            if let Some(ss) = self.sub.stats[self.member].get(shard_of_id(e.id)) {
                 // Single writer: a shard's statistics belong to one receiver.
                 ss.latency
                     .record_single_writer(now.saturating_sub(e.timestamp.as_nanos()));
@@ -1480,7 +1634,7 @@ impl<T: Message + Clone> Receiver<T> {
     /// Publishes the tallies to the shared counters and frees Block-lane capacity.
     fn flush(&mut self) {
         for k in self.dirty.drain(..) {
-            let ss = &self.sub.shards[self.shards[k]];
+            let ss = &self.sub.stats[self.member][self.shards[k]];
             for (p, n) in self.delivered[k].iter_mut().enumerate() {
                 if *n > 0 {
                     ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
@@ -1491,7 +1645,7 @@ impl<T: Message + Clone> Receiver<T> {
         let mut freed_any = false;
         for l in self.lanes() {
             if let Some(r) = l.ring() {
-                freed_any |= r.release();
+                freed_any |= r.release(self.member);
             }
         }
         if freed_any && self.sub.space_waiters.load(Ordering::SeqCst) > 0 {
@@ -1561,7 +1715,7 @@ impl<T: Message + Clone> Receiver<T> {
     /// before the close has claimed a slot and not committed it yet (it was told `Ok`, so
     /// the event must still be received): `Empty` until it lands.
     fn empty_or_closed(&self) -> TryRecvError {
-        if self.lanes().iter().any(Lane::pending) {
+        if self.lanes().iter().any(|l| l.pending(self.member)) {
             TryRecvError::Empty
         } else {
             TryRecvError::Closed
@@ -1569,29 +1723,30 @@ impl<T: Message + Clone> Receiver<T> {
     }
 
     async fn wait(&mut self) -> Result<(), RecvError> {
-        let group = &self.sub.groups[self.group];
-        let notified = group.notify.notified();
+        let me = &self.sub.groups[self.group].members[self.member];
+        let notified = me.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        group.sleeping.store(true, Ordering::SeqCst);
+        me.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let ready = self.has_pending() || self.sub.closed.load(Ordering::SeqCst);
         if !ready {
             notified.await;
-        } else if !self.lanes().iter().any(Lane::ready) {
+        } else if !self.lanes().iter().any(|l| l.ready(self.member)) {
             // Only claimed, not yet committed: the publisher is between its claim and
             // its commit. Let it (and others) run instead of spinning.
             tokio::task::yield_now().await;
         }
-        group.sleeping.store(false, Ordering::Relaxed);
+        me.sleeping.store(false, Ordering::Relaxed);
         Ok(())
     }
 
     fn has_pending(&self) -> bool {
-        if self.sub.groups[self.group].shed.load(Ordering::Acquire) != self.reported_shed {
+        let me = &self.sub.groups[self.group].members[self.member];
+        if me.shed.load(Ordering::Acquire) != self.reported_shed {
             return true;
         }
-        self.lanes().iter().any(Lane::pending)
+        self.lanes().iter().any(|l| l.pending(self.member))
     }
 
     /// Receives one event, waiting for it.

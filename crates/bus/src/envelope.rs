@@ -54,6 +54,14 @@ impl<T: Message> Event<T> {
     }
 }
 
+/// A copy of the event as an owned envelope (a pooled slot is not shared further: the
+/// copy owns its envelope).
+impl<T: Message + Clone> Clone for Event<T> {
+    fn clone(&self) -> Self {
+        Event(Repr::Owned((**self).clone()))
+    }
+}
+
 impl<T: Message> Deref for Event<T> {
     type Target = Envelope<T>;
 

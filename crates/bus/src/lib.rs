@@ -17,6 +17,10 @@
 //! - **Pooled, zero-copy fan-out**: an event for several subscribers is written once into
 //!   a recycled, reference-counted slot. In steady state, publishing and receiving
 //!   allocate nothing.
+//! - **Broadcast subscriptions** ([`EventBus::subscribe_broadcast`]): several receivers
+//!   of one stream share one queue per lane; the publisher writes each event once, every
+//!   receiver clones it out, the slowest back-pressures, and one that is dropped leaves
+//!   without ending the others.
 //! - **Bounded queues, explicit overflow policy** ([`OverflowPolicy`]): Critical and High
 //!   are never dropped (the publisher is back-pressured: [`Publisher::publish`] waits,
 //!   [`Publisher::try_publish`] returns [`PublishError::Full`] and delivers nothing);

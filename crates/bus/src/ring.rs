@@ -1,5 +1,6 @@
-//! The queue behind every Block lane: a bounded ring with many publishers and exactly one
-//! consumer (the receiver that owns the lane).
+//! The queue behind every Block lane: a bounded ring with many publishers and one
+//! consumer (the receiver that owns the lane) or, for a broadcast subscription, a fixed
+//! set of consumers that each read every value.
 //!
 //! Why not a general MPMC queue: a lane has one consumer, so the consumer needs no atomic
 //! read-modify-write at all, and never reads the publishers' tail to decide that the ring
@@ -23,11 +24,16 @@
 //!    value out; tombstone: skips it; anything else: not committed yet (empty for now).
 //! 4. The consumer publishes `released = next` once per receive call, giving the
 //!    capacity back to the publishers in one store.
+//!
+//! With several consumers (broadcast), each has its own `next` and `released`; a claim
+//! checks against the lowest `released` of the consumers still present, consumers
+//! *clone* values out, and a value stays in its slot until a publisher reuses the slot
+//! (all consumers are past it by then) or the ring is dropped.
 
 use crossbeam_utils::CachePadded;
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One value slot, alone on its cache line(s).
 #[repr(align(64))]
@@ -37,49 +43,69 @@ struct ValueSlot<T>(UnsafeCell<MaybeUninit<T>>);
 struct Producers {
     /// Next sequence number to claim.
     tail: AtomicU64,
-    /// The publishers' cached copy of `Consumer::released` (never ahead of it; stored with
-    /// Release after an Acquire load of `released`, read with Acquire).
+    /// The publishers' cached copy of the lowest `Consumer::released` (never ahead of it;
+    /// stored with Release after Acquire loads of `released`, read with Acquire).
     released_seen: AtomicU64,
 }
 
-/// Consumer's side.
+/// One consumer's side.
 struct Consumer {
     /// Next sequence number to read. Written by the consumer only.
     next: AtomicU64,
-    /// Sequence numbers below this are free for publishers to reuse.
+    /// Sequence numbers below this are free for publishers to reuse (as far as this
+    /// consumer is concerned).
     released: AtomicU64,
+    /// False once the consumer has left (it no longer holds capacity back).
+    present: AtomicBool,
 }
 
 pub(crate) struct Ring<T> {
     prod: CachePadded<Producers>,
-    cons: CachePadded<Consumer>,
+    cons: Box<[CachePadded<Consumer>]>,
+    /// Several consumers: values are cloned out and stay in their slots.
+    shared: bool,
     stamps: Box<[AtomicU64]>,
     values: Box<[ValueSlot<T>]>,
     mask: u64,
     cap: u64,
 }
 
-// SAFETY: values are moved in by exactly one publisher (the one that claimed the
-// sequence) and out by the single consumer, ordered by the stamp's Release/Acquire pair;
-// T only crosses threads, it is never shared.
-unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: a value is written by exactly one publisher (the one that claimed the
+// sequence) and then only read (cloned by several consumers, or moved out by the single
+// one), ordered by the stamp's Release/Acquire pair; it is dropped by the publisher that
+// reuses its slot after every consumer released it (Acquire on `released`), or by `drop`.
+// T crosses threads and, in a broadcast ring, is read through `&T` by several: T: Sync.
+unsafe impl<T: Send + Sync> Send for Ring<T> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Sync for Ring<T> {}
+unsafe impl<T: Send + Sync> Sync for Ring<T> {}
+
+/// Whether a stamp marks a committed value (not a tombstone, not an empty slot).
+#[inline]
+fn holds_value(stamp: u64) -> bool {
+    stamp != 0 && stamp & 1 == 0
+}
 
 impl<T> Ring<T> {
-    /// A ring holding up to `cap` (≥ 1) values.
-    pub(crate) fn new(cap: usize) -> Self {
+    /// A ring holding up to `cap` (≥ 1) values, read by `consumers` (≥ 1) consumers.
+    pub(crate) fn new(cap: usize, consumers: usize) -> Self {
         let cap = cap.max(1);
         let slots = cap.next_power_of_two();
+        let consumers = consumers.max(1);
         Self {
             prod: CachePadded::new(Producers {
                 tail: AtomicU64::new(0),
                 released_seen: AtomicU64::new(0),
             }),
-            cons: CachePadded::new(Consumer {
-                next: AtomicU64::new(0),
-                released: AtomicU64::new(0),
-            }),
+            cons: (0..consumers)
+                .map(|_| {
+                    CachePadded::new(Consumer {
+                        next: AtomicU64::new(0),
+                        released: AtomicU64::new(0),
+                        present: AtomicBool::new(true),
+                    })
+                })
+                .collect(),
+            shared: consumers > 1,
             stamps: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             values: (0..slots)
                 .map(|_| ValueSlot(UnsafeCell::new(MaybeUninit::uninit())))
@@ -87,6 +113,26 @@ impl<T> Ring<T> {
             mask: slots as u64 - 1,
             cap: cap as u64,
         }
+    }
+
+    /// The lowest `released` of the consumers present (`t` if none is: room for all).
+    #[inline]
+    fn lowest_released(&self, t: u64) -> u64 {
+        if let [only] = &self.cons[..] {
+            return only.released.load(Ordering::Acquire);
+        }
+        let mut low: Option<u64> = None;
+        for c in self.cons.iter() {
+            if c.present.load(Ordering::Acquire) {
+                let r = c.released.load(Ordering::Acquire);
+                // Sequence numbers wrap: compare by signed distance.
+                low = Some(match low {
+                    Some(l) if (r.wrapping_sub(l) as i64) >= 0 => l,
+                    _ => r,
+                });
+            }
+        }
+        low.unwrap_or(t)
     }
 
     /// Claims the next sequence number if the ring has room. The claim must be
@@ -100,11 +146,11 @@ impl<T> Ring<T> {
         loop {
             // Acquire/Release on the cached copy too: a publisher that reuses a slot on
             // another publisher's reading of `released` must still happen after the
-            // consumer moved the slot's old value out.
+            // consumers finished with the slot's old value.
             let seen = self.prod.released_seen.load(Ordering::Acquire);
             // Signed: `t` may be stale and below a fresh `released`; the CAS then fails.
             if (t.wrapping_sub(seen) as i64) >= self.cap as i64 {
-                let released = self.cons.released.load(Ordering::Acquire);
+                let released = self.lowest_released(t);
                 self.prod.released_seen.store(released, Ordering::Release);
                 if (t.wrapping_sub(released) as i64) >= self.cap as i64 {
                     return None;
@@ -122,6 +168,20 @@ impl<T> Ring<T> {
         }
     }
 
+    /// In a broadcast ring, drops the value a slot still holds from its previous lap.
+    ///
+    /// # Safety
+    /// The caller holds the claim of a sequence number of slot `i`.
+    #[inline]
+    unsafe fn clear_previous(&self, i: usize) {
+        if self.shared && holds_value(self.stamps[i].load(Ordering::Relaxed)) {
+            // SAFETY: the claim proves that every consumer present released the previous
+            // lap's sequence of this slot (consumers that left read nothing more), and the
+            // stamp says a value was committed there and never moved out.
+            unsafe { (*self.values[i].0.get()).assume_init_drop() };
+        }
+    }
+
     /// Writes the value of a claimed sequence number and makes it visible.
     ///
     /// # Safety
@@ -130,26 +190,31 @@ impl<T> Ring<T> {
     pub(crate) unsafe fn commit(&self, seq: u64, value: T) {
         let i = (seq & self.mask) as usize;
         // SAFETY: the claim gives this publisher the slot exclusively (see the module
-        // docs): its previous occupant was moved out and the consumer does not read it
-        // before the stamp below.
-        unsafe { (*self.values[i].0.get()).write(value) };
+        // docs): its previous occupant was moved out (or is dropped here) and no consumer
+        // reads it before the stamp below.
+        unsafe {
+            self.clear_previous(i);
+            (*self.values[i].0.get()).write(value);
+        }
         self.stamps[i].store(seq.wrapping_add(1) << 1, Ordering::Release);
     }
 
-    /// Commits a claimed sequence number as a tombstone the consumer skips.
+    /// Commits a claimed sequence number as a tombstone the consumers skip.
     ///
     /// # Safety
     /// As for [`commit`](Self::commit).
     #[inline]
     pub(crate) unsafe fn abandon(&self, seq: u64) {
         let i = (seq & self.mask) as usize;
+        // SAFETY: forwarded.
+        unsafe { self.clear_previous(i) };
         self.stamps[i].store((seq.wrapping_add(1) << 1) | 1, Ordering::Release);
     }
 
     /// Takes back a claim that will not be committed: if no later sequence number was
     /// claimed, the tail simply moves back (nothing is left behind); otherwise the claim
-    /// is committed as a tombstone, which holds its capacity until the consumer passes
-    /// it. Returns `false` in that second case (the caller wakes the consumer).
+    /// is committed as a tombstone, which holds its capacity until the consumers pass
+    /// it. Returns `false` in that second case (the caller wakes the consumers).
     ///
     /// # Safety
     /// As for [`commit`](Self::commit).
@@ -173,55 +238,76 @@ impl<T> Ring<T> {
         false
     }
 
-    /// Moves the next value out, skipping tombstones; `None` if the next sequence is not
-    /// committed yet.
+    /// The next value for consumer `c`, skipping tombstones: moved out of a single-consumer
+    /// ring, cloned out of a broadcast ring. `None` if the next sequence is not committed
+    /// yet.
     ///
     /// # Safety
-    /// Only the ring's single consumer may call this (the receiver owning the lane).
+    /// Only consumer `c` itself may call this (the receiver owning that position), and
+    /// only while it is present.
     #[inline]
-    pub(crate) unsafe fn pop(&self) -> Option<T> {
+    pub(crate) unsafe fn pop(&self, c: usize) -> Option<T>
+    where
+        T: Clone,
+    {
+        let me = &self.cons[c];
         loop {
-            let n = self.cons.next.load(Ordering::Relaxed);
+            let n = me.next.load(Ordering::Relaxed);
             let i = (n & self.mask) as usize;
             let stamp = self.stamps[i].load(Ordering::Acquire);
             if stamp >> 1 != n.wrapping_add(1) & (u64::MAX >> 1) {
                 return None;
             }
-            self.cons.next.store(n.wrapping_add(1), Ordering::Relaxed);
+            me.next.store(n.wrapping_add(1), Ordering::Relaxed);
             if stamp & 1 == 0 {
                 // SAFETY: the stamp says the value of `n` was written (Acquire pairs
-                // with the publisher's Release) and it is read exactly once: `next` has
-                // moved past it.
-                return Some(unsafe { (*self.values[i].0.get()).assume_init_read() });
+                // with the publisher's Release). A single consumer reads it exactly once
+                // (`next` has moved past it) and moves it out; broadcast consumers only
+                // read it, and it is not dropped before they all released it.
+                return Some(unsafe {
+                    let v = &*self.values[i].0.get();
+                    if self.shared {
+                        v.assume_init_ref().clone()
+                    } else {
+                        v.assume_init_read()
+                    }
+                });
             }
         }
     }
 
-    /// Whether the next sequence is committed (a value or a tombstone).
+    /// Whether consumer `c`'s next sequence is committed (a value or a tombstone).
     #[inline]
-    pub(crate) fn ready(&self) -> bool {
-        let n = self.cons.next.load(Ordering::Relaxed);
+    pub(crate) fn ready(&self, c: usize) -> bool {
+        let n = self.cons[c].next.load(Ordering::Relaxed);
         let stamp = self.stamps[(n & self.mask) as usize].load(Ordering::Acquire);
         stamp >> 1 == n.wrapping_add(1) & (u64::MAX >> 1)
     }
 
-    /// Whether anything was claimed past the consumer's position (possibly not committed
+    /// Whether anything was claimed past consumer `c`'s position (possibly not committed
     /// yet). SeqCst: pairs with the SeqCst claim for the receiver's sleep check.
     #[inline]
-    pub(crate) fn claimed_ahead(&self) -> bool {
-        self.prod.tail.load(Ordering::SeqCst) != self.cons.next.load(Ordering::Relaxed)
+    pub(crate) fn claimed_ahead(&self, c: usize) -> bool {
+        self.prod.tail.load(Ordering::SeqCst) != self.cons[c].next.load(Ordering::Relaxed)
     }
 
-    /// Gives the capacity of everything read so far back to the publishers. Returns
-    /// whether anything was released. Consumer only.
+    /// Gives the capacity of everything consumer `c` read so far back to the publishers.
+    /// Returns whether anything was released. Consumer `c` only.
     #[inline]
-    pub(crate) fn release(&self) -> bool {
-        let n = self.cons.next.load(Ordering::Relaxed);
-        if self.cons.released.load(Ordering::Relaxed) == n {
+    pub(crate) fn release(&self, c: usize) -> bool {
+        let me = &self.cons[c];
+        let n = me.next.load(Ordering::Relaxed);
+        if me.released.load(Ordering::Relaxed) == n {
             return false;
         }
-        self.cons.released.store(n, Ordering::SeqCst);
+        me.released.store(n, Ordering::SeqCst);
         true
+    }
+
+    /// Consumer `c` leaves for good: it no longer holds capacity back. In a
+    /// single-consumer ring the values it did not read stay until the ring is dropped.
+    pub(crate) fn leave(&self, c: usize) {
+        self.cons[c].present.store(false, Ordering::SeqCst);
     }
 
     #[cfg(test)]
@@ -232,7 +318,7 @@ impl<T> Ring<T> {
     /// Whether a claim could succeed now.
     pub(crate) fn has_room(&self) -> bool {
         let t = self.prod.tail.load(Ordering::SeqCst);
-        let r = self.cons.released.load(Ordering::SeqCst);
+        let r = self.lowest_released(t);
         (t.wrapping_sub(r) as i64) < self.cap as i64
     }
 }
@@ -241,8 +327,18 @@ impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         // Exclusive access: every claim has been committed (publishers hold the ring
         // only during a publish, which commits or abandons everything it claimed).
+        if self.shared {
+            // Values stay in their slots: drop every one still there.
+            for (stamp, value) in self.stamps.iter_mut().zip(self.values.iter_mut()) {
+                if holds_value(*stamp.get_mut()) {
+                    // SAFETY: committed, never moved out, not dropped yet.
+                    unsafe { value.0.get_mut().assume_init_drop() };
+                }
+            }
+            return;
+        }
         let tail = *self.prod.tail.get_mut();
-        let mut n = *self.cons.next.get_mut();
+        let mut n = *self.cons[0].next.get_mut();
         while n != tail {
             let i = (n & self.mask) as usize;
             if *self.stamps[i].get_mut() == n.wrapping_add(1) << 1 {
@@ -261,35 +357,35 @@ mod tests {
 
     #[test]
     fn fifo_capacity_and_release() {
-        let r = Ring::new(3);
+        let r = Ring::new(3, 1);
         let a = r.claim().unwrap();
         let b = r.claim().unwrap();
         let c = r.claim().unwrap();
         assert_eq!(r.claim(), None, "capacity is 3, not the 4 slots");
         unsafe {
             r.commit(b, "b".to_string());
-            assert_eq!(r.pop(), None, "a is claimed but not committed");
+            assert_eq!(r.pop(0), None, "a is claimed but not committed");
             r.commit(a, "a".to_string());
             r.abandon(c);
-            assert_eq!(r.pop().as_deref(), Some("a"));
-            assert_eq!(r.pop().as_deref(), Some("b"));
-            assert_eq!(r.pop(), None, "tombstone skipped");
+            assert_eq!(r.pop(0).as_deref(), Some("a"));
+            assert_eq!(r.pop(0).as_deref(), Some("b"));
+            assert_eq!(r.pop(0), None, "tombstone skipped");
         }
         assert_eq!(r.claim(), None, "nothing released yet");
         assert_eq!(r.tail(), 3);
-        assert!(r.release());
-        assert!(!r.release());
+        assert!(r.release(0));
+        assert!(!r.release(0));
         for round in 0..10 {
             let s = r.claim().unwrap();
             unsafe { r.commit(s, format!("{round}")) };
-            assert_eq!(unsafe { r.pop() }, Some(format!("{round}")));
-            r.release();
+            assert_eq!(unsafe { r.pop(0) }, Some(format!("{round}")));
+            r.release(0);
         }
     }
 
     #[test]
     fn unclaim_of_the_last_claim_leaves_nothing_behind() {
-        let r = Ring::new(2);
+        let r = Ring::new(2, 1);
         let a = r.claim().unwrap();
         assert!(unsafe { r.unclaim(a) });
         let a = r.claim().unwrap();
@@ -302,25 +398,25 @@ mod tests {
         assert_eq!(b, 1, "b's number is free again");
         assert_eq!(r.claim(), None, "the tombstone holds its slot");
         unsafe { r.commit(b, 5) };
-        assert_eq!(unsafe { r.pop() }, Some(5), "the tombstone is skipped");
-        r.release();
+        assert_eq!(unsafe { r.pop(0) }, Some(5), "the tombstone is skipped");
+        r.release(0);
         let c = r.claim().unwrap();
         unsafe { r.commit(c, 7) };
-        assert_eq!(unsafe { r.pop() }, Some(7));
+        assert_eq!(unsafe { r.pop(0) }, Some(7));
     }
 
     #[test]
     fn drop_frees_unread_values() {
         let v = Arc::new(());
         {
-            let r = Ring::new(8);
+            let r = Ring::new(8, 1);
             for _ in 0..5 {
                 let s = r.claim().unwrap();
                 unsafe { r.commit(s, v.clone()) };
             }
             let s = r.claim().unwrap();
             unsafe { r.abandon(s) };
-            drop(unsafe { r.pop() });
+            drop(unsafe { r.pop(0) });
             assert_eq!(Arc::strong_count(&v), 5);
         }
         assert_eq!(Arc::strong_count(&v), 1);
@@ -328,7 +424,7 @@ mod tests {
 
     #[test]
     fn many_publishers_one_consumer_lose_nothing() {
-        let r = Arc::new(Ring::new(64));
+        let r = Arc::new(Ring::new(64, 1));
         let per = 50_000u64;
         let pubs: Vec<_> = (0..3u64)
             .map(|p| {
@@ -357,7 +453,7 @@ mod tests {
         let mut last = [None::<u64>; 3];
         let mut got = 0;
         while got < 3 * per {
-            match unsafe { r.pop() } {
+            match unsafe { r.pop(0) } {
                 Some((p, i)) => {
                     assert!(
                         last[p as usize].is_none_or(|l| l < i),
@@ -367,7 +463,7 @@ mod tests {
                     got += 1;
                 }
                 None => {
-                    r.release();
+                    r.release(0);
                     std::thread::yield_now();
                 }
             }
@@ -375,6 +471,99 @@ mod tests {
         for p in pubs {
             p.join().unwrap();
         }
-        assert_eq!(unsafe { r.pop() }, None);
+        assert_eq!(unsafe { r.pop(0) }, None);
+    }
+
+    #[test]
+    fn broadcast_consumers_each_read_everything_and_the_slowest_holds_capacity() {
+        let v = Arc::new(());
+        {
+            let r = Ring::new(2, 3);
+            for _ in 0..2 {
+                let s = r.claim().unwrap();
+                unsafe { r.commit(s, v.clone()) };
+            }
+            assert_eq!(r.claim(), None);
+            for c in 0..3 {
+                assert!(unsafe { r.pop(c) }.is_some());
+                assert!(unsafe { r.pop(c) }.is_some());
+                assert!(unsafe { r.pop(c) }.is_none());
+            }
+            // The values stay in their slots until reused (2), plus nothing else.
+            assert_eq!(Arc::strong_count(&v), 3);
+            r.release(0);
+            r.release(1);
+            assert_eq!(r.claim(), None, "consumer 2 has not released");
+            r.leave(2);
+            let s = r.claim().expect("a consumer that left holds nothing back");
+            unsafe { r.commit(s, v.clone()) };
+            // The slot's previous value was dropped when it was reused.
+            assert_eq!(Arc::strong_count(&v), 3);
+            let s = r.claim().unwrap();
+            unsafe { r.abandon(s) };
+            assert_eq!(Arc::strong_count(&v), 2, "a tombstone also clears its slot");
+            assert!(unsafe { r.pop(0) }.is_some());
+            assert!(unsafe { r.pop(0) }.is_none(), "tombstone skipped");
+        }
+        assert_eq!(
+            Arc::strong_count(&v),
+            1,
+            "drop frees what the slots still hold"
+        );
+    }
+
+    #[test]
+    fn broadcast_under_concurrency_every_consumer_gets_every_value_in_order() {
+        const PUBS: u64 = 2;
+        const PER: u64 = 20_000;
+        const CONSUMERS: usize = 3;
+        let r = Arc::new(Ring::new(32, CONSUMERS));
+        let pubs: Vec<_> = (0..PUBS)
+            .map(|p| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..PER {
+                        loop {
+                            if let Some(s) = r.claim() {
+                                unsafe { r.commit(s, Arc::new((p, i))) };
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..CONSUMERS)
+            .map(|c| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let mut last = [None::<u64>; PUBS as usize];
+                    let mut got = 0;
+                    while got < PUBS * PER {
+                        match unsafe { r.pop(c) } {
+                            Some(v) => {
+                                let (p, i) = *v;
+                                assert!(last[p as usize].is_none_or(|l| l + 1 == i));
+                                last[p as usize] = Some(i);
+                                got += 1;
+                            }
+                            None => {
+                                r.release(c);
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                    r.release(c);
+                    last
+                })
+            })
+            .collect();
+        for p in pubs {
+            p.join().unwrap();
+        }
+        for c in consumers {
+            assert_eq!(c.join().unwrap(), [Some(PER - 1); PUBS as usize]);
+        }
     }
 }

@@ -657,6 +657,159 @@ fn every_acknowledged_publish_is_received_across_close() {
     }
 }
 
+/// A broadcast subscription: every receiver gets every event, in order, by priority; the
+/// metrics count each receiver's deliveries.
+#[test]
+fn broadcast_receivers_each_get_every_event() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 4,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rxs = bus.subscribe_broadcast(Filter::all(), 3);
+    assert_eq!(rxs.len(), 3);
+    let tx = bus.publisher("p");
+    for seq in 0..100 {
+        tx.try_publish(CorrelationId(seq % 5), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    tx.try_publish(CorrelationId(1), None, ev(Priority::Critical, 100))
+        .unwrap();
+    for rx in rxs.iter_mut() {
+        let (events, missed) = drain(rx);
+        assert_eq!(missed, 0);
+        assert_eq!(events[0].payload.seq, 100, "Critical first");
+        let normal: Vec<u64> = events[1..].iter().map(|e| e.payload.seq).collect();
+        assert_eq!(normal, (0..100).collect::<Vec<_>>());
+        assert!(events.iter().all(|e| !e.is_shared()), "each its own copy");
+    }
+    let t = bus.metrics().total();
+    assert_eq!((t.published, t.delivered, t.depth), (101, 303, 0));
+}
+
+/// The slowest broadcast receiver holds the never-dropped lanes back (the publisher gets
+/// `Full`); a receiver that is dropped no longer does; the others go on; the metrics never
+/// go backwards; the subscription ends with its last receiver.
+#[test]
+fn broadcast_slowest_backpressures_and_a_dropped_receiver_leaves() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 4,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rxs = bus.subscribe_broadcast(Filter::all(), 3);
+    let tx = bus.publisher("p");
+    let c = CorrelationId(1);
+    for seq in 0..4 {
+        tx.try_publish(c, None, ev(Priority::High, seq)).unwrap();
+    }
+    // Receivers 0 and 1 keep up; receiver 2 reads nothing.
+    for rx in rxs[..2].iter_mut() {
+        assert_eq!(seqs(&drain(rx).0), vec![0, 1, 2, 3]);
+    }
+    assert!(matches!(
+        tx.try_publish(c, None, ev(Priority::High, 4)),
+        Err(PublishError::Full(_))
+    ));
+    let delivered_before = bus.metrics().total().delivered;
+    assert_eq!(delivered_before, 8);
+    drop(rxs.pop());
+    assert_eq!(bus.metrics().subscriptions, 1, "the others go on");
+    for seq in 4..8 {
+        tx.try_publish(c, None, ev(Priority::High, seq)).unwrap();
+    }
+    for rx in rxs.iter_mut() {
+        assert_eq!(seqs(&drain(rx).0), vec![4, 5, 6, 7]);
+    }
+    let t = bus.metrics().total();
+    assert_eq!((t.delivered, t.depth), (16, 0));
+    drop(rxs);
+    let t = bus.metrics();
+    assert_eq!(t.subscriptions, 0, "ended with its last receiver");
+    assert_eq!(t.total().delivered, 16, "metrics never go backwards");
+}
+
+/// Shed lanes are per broadcast receiver: each is told exactly what it missed.
+#[test]
+fn broadcast_shed_lanes_report_each_receivers_own_loss() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 8,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let mut rxs = bus.subscribe_broadcast(Filter::all(), 2);
+    let tx = bus.publisher("p");
+    let c = CorrelationId(1);
+    for seq in 0..8 {
+        tx.try_publish(c, None, ev(Priority::Low, seq)).unwrap();
+    }
+    assert_eq!(seqs(&drain(&mut rxs[0]).0), (0..8).collect::<Vec<_>>());
+    for seq in 8..20 {
+        tx.try_publish(c, None, ev(Priority::Low, seq)).unwrap();
+    }
+    let (first, first_missed) = drain(&mut rxs[0]);
+    assert_eq!((seqs(&first), first_missed), ((12..20).collect(), 4));
+    let (second, second_missed) = drain(&mut rxs[1]);
+    assert_eq!((seqs(&second), second_missed), ((12..20).collect(), 12));
+}
+
+/// Broadcast receivers as tasks, concurrent publishers: every receiver gets every event
+/// exactly once and in order per call, with sleeping receivers woken each time.
+#[test]
+fn broadcast_async_receivers_with_concurrent_publishers() {
+    const THREADS: u64 = 2;
+    const PER: u64 = 5_000;
+    let bus = new_bus(EventBusConfig {
+        shard_count: 2,
+        broadcast_capacity: 16,
+        history_capacity: 0,
+        ..cfg()
+    });
+    let receivers = bus.subscribe_broadcast(Filter::all(), 3);
+    let consumers: Vec<_> = receivers
+        .into_iter()
+        .map(|mut rx| {
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    let mut next = [0u64; THREADS as usize];
+                    for _ in 0..THREADS * PER {
+                        let e = tokio::time::timeout(SAFETY, rx.recv())
+                            .await
+                            .expect("receiver stalled")
+                            .expect("recv");
+                        let t = e.correlation.0 as usize;
+                        assert_eq!(e.payload.seq, next[t]);
+                        next[t] += 1;
+                    }
+                    next
+                })
+            })
+        })
+        .collect();
+    let publishers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let tx = bus.publisher("p");
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    for seq in 0..PER {
+                        tx.publish(CorrelationId(t), None, ev(Priority::Normal, seq))
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    for c in consumers {
+        assert_eq!(c.join().unwrap(), [PER; THREADS as usize]);
+    }
+}
+
 #[test]
 fn shard_of_is_stable_in_range_and_spreads() {
     let a = new_bus(EventBusConfig {

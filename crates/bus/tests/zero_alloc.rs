@@ -152,6 +152,31 @@ fn fan_out(history: usize) -> u64 {
     n
 }
 
+/// (f) a broadcast subscription of 4 receivers: one shared queue, each receiver gets
+/// its own copy.
+fn broadcast(history: usize) -> u64 {
+    let bus = EventBus::<P64>::new(config(history)).unwrap();
+    let mut rxs = bus.subscribe_broadcast(Filter::all(), 4);
+    let tx = bus.publisher("zero-alloc");
+    let mut step = |i: u64| {
+        let id = tx.try_publish(CorrelationId(i % 64), None, p(i)).unwrap();
+        for rx in rxs.iter_mut() {
+            let e = rx.try_recv().unwrap();
+            assert_eq!((e.id, e.payload), (id, p(i)));
+        }
+    };
+    for i in 0..WARMUP {
+        step(i);
+    }
+    let (n, ()) = count_allocs(|| {
+        for i in WARMUP..WARMUP + ITERS {
+            step(i);
+        }
+    });
+    assert_eq!(bus.metrics().total().delivered, 4 * (WARMUP + ITERS));
+    n
+}
+
 /// (c) batch publish and batch receive with pre-allocated buffers.
 fn batches(history: usize) -> u64 {
     const BATCH: u64 = 32;
@@ -297,6 +322,10 @@ fn steady_state_publish_and_receive_allocate_nothing() {
                 async_loop(history, 4),
             ),
             ("(e) async recv woken by publish", async_wake_path(history)),
+            (
+                "(f) broadcast subscription, 4 receivers",
+                broadcast(history),
+            ),
         ];
         for (name, allocs) in results {
             assert_eq!(
