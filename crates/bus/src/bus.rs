@@ -701,7 +701,14 @@ impl<T: Message + Clone> BusInner<T> {
                     deliver += 1;
                     broadcast_ring |= sub.members > 1;
                 }
-                Admit::Force => deliver += sub.members,
+                Admit::Force => {
+                    let group = &sub.groups[sub.group_of(shard_idx)];
+                    deliver += if sub.members == 1 {
+                        1
+                    } else {
+                        group.members.iter().filter(|m| m.is_present()).count()
+                    };
+                }
                 Admit::Skip | Admit::ShedNew => {}
             }
         }
@@ -748,7 +755,9 @@ impl<T: Message + Clone> BusInner<T> {
             let g = sub.group_of(shard_idx);
             let group = &sub.groups[g];
             let lane = &group.lanes[lane_idx];
-            let present = |m: &usize| group.members[*m].is_present();
+            // Broadcast members that left get nothing more; a single receiver always does
+            // (even racing with a close: it may still be draining).
+            let present = |m: &usize| sub.members == 1 || group.members[*m].is_present();
             match (admit, lane) {
                 (Admit::ShedNew, _) => {
                     for m in (0..sub.members).filter(present) {
@@ -847,6 +856,9 @@ impl<T: Message + Clone> BusInner<T> {
     /// Moves a member's counters into the retired totals (once: the member is marked
     /// absent), so the metrics never go backwards when a receiver leaves.
     fn retire_member(&self, sub: &SubInner<T>, m: usize) {
+        // Under the lock `metrics` holds while it reads: a snapshot sees the member's
+        // counters either live or retired, never neither.
+        let mut retired = self.retired.lock();
         let was_present = sub
             .groups
             .iter()
@@ -855,7 +867,6 @@ impl<T: Message + Clone> BusInner<T> {
         if !was_present {
             return;
         }
-        let mut retired = self.retired.lock();
         for (ss, r) in sub.stats[m].iter().zip(retired.iter_mut()) {
             for p in 0..4 {
                 r.delivered[p] += ss.delivered[p].load(Ordering::Relaxed);
@@ -1535,7 +1546,10 @@ impl<T: Message + Clone> Drop for Receiver<T> {
     /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
         self.sub.receivers.fetch_sub(1, Ordering::AcqRel);
-        if self.sub.members > 1 {
+        // A broadcast member leaves alone unless it is the last one (which ends the
+        // subscription below, still holding capacity back so that publishers racing
+        // with the close stay within it).
+        if self.sub.members > 1 && self.sub.present.fetch_sub(1, Ordering::AcqRel) > 1 {
             let group = &self.sub.groups[self.group];
             for l in group.lanes.iter() {
                 if let Some(r) = l.ring() {
@@ -1550,9 +1564,7 @@ impl<T: Message + Clone> Drop for Receiver<T> {
             }
             // What it held back is free now.
             self.sub.space.notify_waiters();
-            if self.sub.present.fetch_sub(1, Ordering::AcqRel) > 1 {
-                return;
-            }
+            return;
         }
         self.sub.close();
         if let Some(bus) = self.bus.upgrade() {

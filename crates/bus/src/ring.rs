@@ -115,24 +115,28 @@ impl<T> Ring<T> {
         }
     }
 
-    /// The lowest `released` of the consumers present (`t` if none is: room for all).
+    /// The lowest `released` of the consumers present; of all of them if none is left
+    /// (the capacity bound must hold even then: a publisher may still be claiming).
     #[inline]
-    fn lowest_released(&self, t: u64) -> u64 {
+    fn lowest_released(&self) -> u64 {
         if let [only] = &self.cons[..] {
             return only.released.load(Ordering::Acquire);
         }
-        let mut low: Option<u64> = None;
-        for c in self.cons.iter() {
-            if c.present.load(Ordering::Acquire) {
-                let r = c.released.load(Ordering::Acquire);
-                // Sequence numbers wrap: compare by signed distance.
-                low = Some(match low {
-                    Some(l) if (r.wrapping_sub(l) as i64) >= 0 => l,
-                    _ => r,
-                });
+        let lowest = |present_only: bool| {
+            let mut low: Option<u64> = None;
+            for c in self.cons.iter() {
+                if !present_only || c.present.load(Ordering::Acquire) {
+                    let r = c.released.load(Ordering::Acquire);
+                    // Sequence numbers wrap: compare by signed distance.
+                    low = Some(match low {
+                        Some(l) if (r.wrapping_sub(l) as i64) >= 0 => l,
+                        _ => r,
+                    });
+                }
             }
-        }
-        low.unwrap_or(t)
+            low
+        };
+        lowest(true).or_else(|| lowest(false)).unwrap_or(0)
     }
 
     /// Claims the next sequence number if the ring has room. The claim must be
@@ -150,7 +154,7 @@ impl<T> Ring<T> {
             let seen = self.prod.released_seen.load(Ordering::Acquire);
             // Signed: `t` may be stale and below a fresh `released`; the CAS then fails.
             if (t.wrapping_sub(seen) as i64) >= self.cap as i64 {
-                let released = self.lowest_released(t);
+                let released = self.lowest_released();
                 self.prod.released_seen.store(released, Ordering::Release);
                 if (t.wrapping_sub(released) as i64) >= self.cap as i64 {
                     return None;
@@ -168,17 +172,23 @@ impl<T> Ring<T> {
         }
     }
 
-    /// In a broadcast ring, drops the value a slot still holds from its previous lap.
+    /// In a broadcast ring, takes out the value a slot still holds from its previous lap
+    /// (the caller drops it after its commit: user code stays out of the claim-to-commit
+    /// window, and a panicking drop cannot leave the claim open or the value twice).
     ///
     /// # Safety
-    /// The caller holds the claim of a sequence number of slot `i`.
+    /// The caller holds the claim of a sequence number of slot `i` and stores the slot's
+    /// new stamp right after.
     #[inline]
-    unsafe fn clear_previous(&self, i: usize) {
+    unsafe fn take_previous(&self, i: usize) -> Option<T> {
         if self.shared && holds_value(self.stamps[i].load(Ordering::Relaxed)) {
             // SAFETY: the claim proves that every consumer present released the previous
             // lap's sequence of this slot (consumers that left read nothing more), and the
-            // stamp says a value was committed there and never moved out.
-            unsafe { (*self.values[i].0.get()).assume_init_drop() };
+            // stamp says a value was committed there and never moved out; the new stamp
+            // stored by the caller marks it gone.
+            Some(unsafe { (*self.values[i].0.get()).assume_init_read() })
+        } else {
+            None
         }
     }
 
@@ -192,11 +202,13 @@ impl<T> Ring<T> {
         // SAFETY: the claim gives this publisher the slot exclusively (see the module
         // docs): its previous occupant was moved out (or is dropped here) and no consumer
         // reads it before the stamp below.
-        unsafe {
-            self.clear_previous(i);
+        let previous = unsafe {
+            let previous = self.take_previous(i);
             (*self.values[i].0.get()).write(value);
-        }
+            previous
+        };
         self.stamps[i].store(seq.wrapping_add(1) << 1, Ordering::Release);
+        drop(previous);
     }
 
     /// Commits a claimed sequence number as a tombstone the consumers skip.
@@ -206,9 +218,10 @@ impl<T> Ring<T> {
     #[inline]
     pub(crate) unsafe fn abandon(&self, seq: u64) {
         let i = (seq & self.mask) as usize;
-        // SAFETY: forwarded.
-        unsafe { self.clear_previous(i) };
+        // SAFETY: forwarded; the tombstone stamp follows.
+        let previous = unsafe { self.take_previous(i) };
         self.stamps[i].store((seq.wrapping_add(1) << 1) | 1, Ordering::Release);
+        drop(previous);
     }
 
     /// Takes back a claim that will not be committed: if no later sequence number was
@@ -318,7 +331,10 @@ impl<T> Ring<T> {
     /// Whether a claim could succeed now.
     pub(crate) fn has_room(&self) -> bool {
         let t = self.prod.tail.load(Ordering::SeqCst);
-        let r = self.lowest_released(t);
+        // SeqCst, like the consumer's store of `released`: a publisher that registered as
+        // waiting for room and then finds none is sure to be notified.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let r = self.lowest_released();
         (t.wrapping_sub(r) as i64) < self.cap as i64
     }
 }
@@ -565,5 +581,64 @@ mod tests {
         for c in consumers {
             assert_eq!(c.join().unwrap(), [Some(PER - 1); PUBS as usize]);
         }
+    }
+
+    /// A value whose drop panics (user code) when its slot is reused: the new value is
+    /// committed first, so the consumers get it, and nothing is dropped twice.
+    #[test]
+    fn a_panicking_drop_of_the_previous_value_leaves_the_ring_consistent() {
+        use std::sync::atomic::AtomicUsize;
+        #[derive(Debug)]
+        struct Bomb {
+            armed: bool,
+            id: u32,
+            drops: Arc<AtomicUsize>,
+        }
+        impl Clone for Bomb {
+            fn clone(&self) -> Self {
+                Bomb {
+                    armed: false,
+                    id: self.id,
+                    drops: self.drops.clone(),
+                }
+            }
+        }
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                self.drops.fetch_add(1, Ordering::SeqCst);
+                if self.armed {
+                    panic!("boom");
+                }
+            }
+        }
+        let drops = Arc::new(AtomicUsize::new(0));
+        let bomb = |armed, id| Bomb {
+            armed,
+            id,
+            drops: drops.clone(),
+        };
+        {
+            let r = Ring::new(1, 2);
+            let s = r.claim().unwrap();
+            unsafe { r.commit(s, bomb(true, 0)) };
+            for c in 0..2 {
+                assert_eq!(unsafe { r.pop(c) }.map(|b| b.id), Some(0));
+                r.release(c);
+            }
+            assert_eq!(drops.load(Ordering::SeqCst), 2, "the two clones");
+            let s = r.claim().unwrap();
+            let reuse = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                r.commit(s, bomb(false, 1))
+            }));
+            assert!(reuse.is_err(), "the old value's drop panicked");
+            assert_eq!(drops.load(Ordering::SeqCst), 3, "dropped once");
+            assert_eq!(
+                unsafe { r.pop(0) }.map(|b| b.id),
+                Some(1),
+                "committed anyway"
+            );
+        }
+        // The clone just received, and the value left in the ring: once each.
+        assert_eq!(drops.load(Ordering::SeqCst), 5);
     }
 }
