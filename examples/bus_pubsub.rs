@@ -1,5 +1,5 @@
 //! call-engine-bus on its own: priority lanes, shards, filters, overflow reporting,
-//! metrics and history, with a payload type of your own.
+//! metrics and history, and a broadcast subscription, with a payload type of your own.
 //!
 //! `cargo run -p call-engine-examples --example bus_pubsub`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -80,5 +80,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "history of {call}: {} envelopes",
         bus.history_of(call).len()
     );
+
+    // A broadcast subscription: three consumers of one stream (say a logger, statistics
+    // and an API client) share one queue; each event is written once, each gets a copy.
+    let mut consumers = bus.subscribe_broadcast(Filter::topic(Topic::new(0)), 3);
+    let next_call = CorrelationId(8);
+    tx.publish(next_call, None, Ev::Progress(2)).await?;
+    tx.publish(next_call, None, Ev::Hangup(16)).await?;
+    drop(consumers.pop()); // one leaves; the others go on
+    for (i, rx) in consumers.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            got.push(e.payload.clone());
+        }
+        println!("broadcast receiver {i}: {got:?}");
+    }
     Ok(())
 }
