@@ -1242,6 +1242,18 @@ fn main() {
             r("crossbeam channel (raw)"),
             r("disruptor (raw shared ring)")
         );
+        if shape.subscribers > 1 {
+            if let Some(b) = rates.get(&(title, "call-engine-bus broadcast")).copied() {
+                let rb = |n: &str| b / rates.get(&(title, n)).copied().unwrap_or(f64::NAN);
+                println!(
+                    "  ratio call-engine-bus broadcast / rvoip EventBus = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / disruptor = {:.2}x",
+                    rb("rvoip EventBus"),
+                    rb("rvoip GlobalEventCoordinator"),
+                    rb("tokio::sync::broadcast"),
+                    rb("disruptor (raw shared ring)")
+                );
+            }
+        }
     }
 
     if want("async") {
