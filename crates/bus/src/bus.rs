@@ -658,8 +658,9 @@ impl<T: Message + Clone> BusInner<T> {
         let mut targets = 0usize;
         // Event values to hand out: one per Block ring, one per member's Shed queue.
         let mut deliver = 0usize;
-        // A broadcast ring keeps its value until the slot is reused: never a pooled slot.
-        let mut broadcast_ring = false;
+        // Broadcast receivers get their own copies (a broadcast ring keeps its value until
+        // the slot is reused): no pooled slot when one is a target.
+        let mut broadcast_target = false;
         for sub in subs.iter() {
             if !sub.filter.admits(correlation, prio) || sub.closed.load(Ordering::Relaxed) {
                 guard.out.push(Admit::Skip);
@@ -699,9 +700,10 @@ impl<T: Message + Clone> BusInner<T> {
             match admit {
                 Admit::Reserved(_) => {
                     deliver += 1;
-                    broadcast_ring |= sub.members > 1;
+                    broadcast_target |= sub.members > 1;
                 }
                 Admit::Force => {
+                    broadcast_target |= sub.members > 1;
                     let group = &sub.groups[sub.group_of(shard_idx)];
                     deliver += if sub.members == 1 {
                         1
@@ -729,7 +731,7 @@ impl<T: Message + Clone> BusInner<T> {
         }
 
         // 3. Deliver.
-        let shared = self.config.enable_zero_copy && deliver > 1 && !broadcast_ring;
+        let shared = self.config.enable_zero_copy && deliver > 1 && !broadcast_target;
         let mut handles: Option<SlotHandles<T>> = None;
         let mut owned = Some(env);
         if shared {
@@ -1027,7 +1029,9 @@ impl<T: Message + Clone> EventBus<T> {
     /// for one receiver or many.
     ///
     /// Never-dropped lanes are shared, so the slowest receiver back-pressures publishers;
-    /// shed lanes are per receiver, and each is told exactly what it missed. A receiver
+    /// shed lanes are per receiver, and each is told exactly what it missed. (With
+    /// `enable_priority` off there is one shared lane: a shed-policy event that finds it
+    /// full is dropped for every receiver, and each is told.) A receiver
     /// that is dropped leaves (it no longer holds anything back); the subscription ends
     /// when the last one is dropped. Pooled zero-copy slots are not used for these
     /// subscriptions (a receiver gets its own copy of each event).

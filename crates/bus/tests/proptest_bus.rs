@@ -1,6 +1,7 @@
 //! Property tests: random interleavings of publish / try_recv / try_recv_batch against a
-//! small bus (capacity 1..=8, 1..=3 shards, 1..=2 subscribers, random overflow policies
-//! for Normal and Low, random `enable_priority`, `enable_zero_copy` and starvation limit),
+//! small bus (capacity 1..=8, 1..=3 shards, 1..=2 subscribers, as separate subscriptions
+//! or as one broadcast subscription, random overflow policies for Normal and Low, random
+//! `enable_priority`, `enable_zero_copy` and starvation limit),
 //! checked step by step against a model of every lane and, after a full drain, against
 //! the bus metrics.
 //!
@@ -55,6 +56,9 @@ fn op() -> impl Strategy<Value = Op> {
 struct Setup {
     config: EventBusConfig,
     subscribers: usize,
+    /// The subscribers as one `subscribe_broadcast` (same model: a shared never-dropped
+    /// queue is full exactly when one of its receivers' share is).
+    broadcast: bool,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -68,9 +72,21 @@ fn setup() -> impl Strategy<Value = Setup> {
         prop::sample::select(vec![1u32, 2, 3, u32::MAX]),
         prop::sample::select(vec![0usize, 16]),
         1usize..=2,
+        any::<bool>(),
     )
         .prop_map(
-            |(shards, cap, prio, zero_copy, normal, low, limit, history, subscribers)| Setup {
+            |(
+                shards,
+                cap,
+                prio,
+                zero_copy,
+                normal,
+                low,
+                limit,
+                history,
+                subscribers,
+                broadcast,
+            )| Setup {
                 config: EventBusConfig {
                     shard_count: shards,
                     broadcast_capacity: cap,
@@ -87,6 +103,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                     ..EventBusConfig::default()
                 },
                 subscribers,
+                broadcast,
             },
         )
 }
@@ -123,6 +140,7 @@ struct Harness {
     rxs: Vec<Receiver<Ev>>,
     models: Vec<SubModel>,
     cfg: EventBusConfig,
+    broadcast: bool,
     next_seq: u64,
     published: [u64; 4],
     received: [u64; 4],
@@ -134,9 +152,13 @@ struct Harness {
 impl Harness {
     fn new(s: &Setup) -> Self {
         let bus = EventBus::new(s.config.clone()).unwrap();
-        let rxs: Vec<_> = (0..s.subscribers)
-            .map(|_| bus.subscribe(Filter::all()))
-            .collect();
+        let rxs: Vec<_> = if s.broadcast {
+            bus.subscribe_broadcast(Filter::all(), s.subscribers)
+        } else {
+            (0..s.subscribers)
+                .map(|_| bus.subscribe(Filter::all()))
+                .collect()
+        };
         let n_lanes = if s.config.enable_priority { 4 } else { 1 };
         let models = (0..s.subscribers)
             .map(|_| SubModel {
@@ -151,6 +173,7 @@ impl Harness {
             rxs,
             models,
             cfg: s.config.clone(),
+            broadcast: s.broadcast,
             next_seq: 0,
             published: [0; 4],
             received: [0; 4],
@@ -197,10 +220,19 @@ impl Harness {
             .iter()
             .filter(|m| self.cfg.enable_priority || m.lanes[0][lane].len() < cap)
             .count();
-        let shared = self.cfg.enable_zero_copy && takers > 1;
+        // Broadcast receivers always get their own copy.
+        let shared = self.cfg.enable_zero_copy && takers > 1 && !self.broadcast;
+        // A broadcast subscription's single shared lane (priority off) is full for all its
+        // receivers as soon as it is full for one: a shed-policy event is dropped for all.
+        let shared_lane_full = self.broadcast
+            && !self.cfg.enable_priority
+            && self.models.iter().any(|m| m.lanes[0][lane].len() >= cap);
         for m in &mut self.models {
             let q = &mut m.lanes[0][lane];
-            if q.len() < cap {
+            if shared_lane_full {
+                self.shed[prio.index()] += 1;
+                m.missed += 1;
+            } else if q.len() < cap {
                 q.push_back((c, e.clone(), shared));
             } else if self.cfg.enable_priority {
                 // shed oldest (of this lane, hence of this priority)
@@ -312,7 +344,8 @@ impl Harness {
 
         let m = self.bus.metrics();
         prop_assert_eq!(m.shards.len(), self.cfg.shard_count);
-        prop_assert_eq!(m.subscriptions, self.rxs.len());
+        let subscriptions = if self.broadcast { 1 } else { self.rxs.len() };
+        prop_assert_eq!(m.subscriptions, subscriptions);
         prop_assert_eq!(m.unrouted, 0);
         for p in Priority::ALL {
             let l = m.lane_total(p);
@@ -336,7 +369,7 @@ impl Harness {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn random_interleavings_keep_the_lane_invariants(
