@@ -211,6 +211,13 @@ impl ShardStats {
 struct Group<T: Message> {
     lanes: Box<[Lane<T>]>,
     members: Box<[Member]>,
+    /// Publishes registered to deliver to this group's Shed lanes (or count a shed in
+    /// it) right now. Block lanes are protected against a racing close by their claims;
+    /// Shed lanes by this: at admission a publisher registers, then re-checks `closed`
+    /// (SeqCst both), and a receiver that saw the close reports `Closed` only once no
+    /// publish is registered. So an event acknowledged with `Ok` is received (or its
+    /// shedding reported).
+    in_flight: CachePadded<AtomicUsize>,
 }
 
 /// One receiver's wake-up state and loss count.
@@ -314,8 +321,11 @@ impl<T: Message> RoutingTable<T> {
     fn build(subs: &[Arc<SubInner<T>>]) -> Self {
         let by_topic = (0..Topic::COUNT as u8)
             .map(|t| {
+                // A closed subscription is not routed (its receivers may still drain).
                 subs.iter()
-                    .filter(|s| s.filter.topics.contains(Topic::new(t)))
+                    .filter(|s| {
+                        s.filter.topics.contains(Topic::new(t)) && !s.closed.load(Ordering::SeqCst)
+                    })
                     .cloned()
                     .collect::<Vec<_>>()
                     .into_boxed_slice()
@@ -408,6 +418,15 @@ unsafe fn give_back<T: Message>(
 impl<T: Message> Drop for ClaimGuard<'_, '_, T> {
     fn drop(&mut self) {
         for (i, a) in self.out.as_mut_slice().iter_mut().enumerate() {
+            if matches!(*a, Admit::Force | Admit::ShedNew) {
+                // Delivered (or given up): the registration ends.
+                *a = Admit::Skip;
+                if let Some(sub) = self.subs.get(i) {
+                    let group = &sub.groups[sub.group_of(self.shard)];
+                    group.in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+                continue;
+            }
             if let Admit::Reserved(seq) = *a {
                 *a = Admit::Skip;
                 let Some(sub) = self.subs.get(i) else {
@@ -473,6 +492,14 @@ impl Outcomes {
 struct WakeList<'a, T: Message> {
     pending: [Option<(&'a SubInner<T>, usize)>; 4],
     len: usize,
+}
+
+/// Whatever happens after an event was committed (a payload's `Clone` or `Drop` may
+/// panic), the receivers it was committed for are woken.
+impl<T: Message> Drop for WakeList<'_, T> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl<'a, T: Message> WakeList<'a, T> {
@@ -628,7 +655,7 @@ impl<T: Message + Clone> BusInner<T> {
                         let id = self.next_id(shard_idx, prio);
                         env.id = id;
                         // SAFETY: claimed on this ring just above, committed once.
-                        unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
+                        let displaced = unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
                         for (m, stats) in sub.stats.iter().enumerate() {
                             if sub.members == 1 || group.members[m].is_present() {
                                 stats[shard_idx].enqueued[prio.index()]
@@ -636,6 +663,8 @@ impl<T: Message + Clone> BusInner<T> {
                             }
                         }
                         wakes.add(sub, g);
+                        // User code (the payload's `Drop`) last.
+                        drop(displaced);
                         return Ok(id);
                     }
                     // Full: the general path decides (shed or back-pressure).
@@ -668,8 +697,24 @@ impl<T: Message + Clone> BusInner<T> {
             }
             targets += 1;
             let lane = &sub.groups[sub.group_of(shard_idx)].lanes[lane_idx];
+            let group = &sub.groups[sub.group_of(shard_idx)];
+            // Registers a Shed-lane delivery (see `Group::in_flight`); false if the
+            // subscription closed meanwhile (the registration is then withdrawn).
+            let register = || {
+                group.in_flight.fetch_add(1, Ordering::SeqCst);
+                let open = !sub.closed.load(Ordering::SeqCst);
+                if !open {
+                    group.in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+                open
+            };
             let admit = match lane {
-                Lane::Shed(_) => Admit::Force,
+                Lane::Shed(_) if register() => Admit::Force,
+                Lane::Shed(_) => {
+                    targets -= 1;
+                    guard.out.push(Admit::Skip);
+                    continue;
+                }
                 Lane::Block(ring) => match ring.claim() {
                     // Closed since the check above (see the fast path): take it back.
                     Some(seq) if sub.closed.load(Ordering::SeqCst) => {
@@ -681,7 +726,14 @@ impl<T: Message + Clone> BusInner<T> {
                         continue;
                     }
                     Some(seq) => Admit::Reserved(seq),
-                    None if policy == OverflowPolicy::ShedOldest => Admit::ShedNew,
+                    None if policy == OverflowPolicy::ShedOldest => {
+                        if !register() {
+                            targets -= 1;
+                            guard.out.push(Admit::Skip);
+                            continue;
+                        }
+                        Admit::ShedNew
+                    }
                     None => {
                         // `guard` abandons the claims made so far.
                         drop(guard);
@@ -754,6 +806,9 @@ impl<T: Message + Clone> BusInner<T> {
             if admit == Admit::Skip {
                 continue;
             }
+            // A broadcast slot's value from its previous lap, dropped (user code) after
+            // this target's bookkeeping and wake-up registration.
+            let mut displaced = None;
             let g = sub.group_of(shard_idx);
             let group = &sub.groups[g];
             let lane = &group.lanes[lane_idx];
@@ -774,7 +829,7 @@ impl<T: Message + Clone> BusInner<T> {
                     let Some(ev) = next_event() else { continue };
                     guard.out.as_mut_slice()[i] = Admit::Skip;
                     // SAFETY: claimed on this ring by this publish, committed once.
-                    unsafe { ring.commit(seq, ev) };
+                    displaced = unsafe { ring.commit(seq, ev) };
                     for m in (0..sub.members).filter(present) {
                         sub.stats[m][shard_idx].enqueued[prio.index()]
                             .fetch_add(1, Ordering::Relaxed);
@@ -806,6 +861,7 @@ impl<T: Message + Clone> BusInner<T> {
                 }
             }
             wakes.add(sub, g);
+            drop(displaced);
         }
         drop(guard);
         self.remember(shard_idx, history_copy, id);
@@ -827,9 +883,17 @@ impl<T: Message + Clone> BusInner<T> {
     }
 
     async fn wait_for_room(&self, b: &Blocked<T>) {
+        /// Counted as a waiter until dropped, also when the publish is cancelled.
+        struct Waiting<'s>(&'s AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         let sub = &b.sub;
         let lane = &sub.groups[b.group].lanes[b.lane];
         sub.space_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&sub.space_waiters);
         let notified = sub.space.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -837,7 +901,12 @@ impl<T: Message + Clone> BusInner<T> {
         if !room && !sub.closed.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst) {
             notified.await;
         }
-        sub.space_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Rebuilds the routing table (closed subscriptions are left out).
+    fn unroute(&self) {
+        let subs = self.subs.lock();
+        self.routes.store(Arc::new(RoutingTable::build(&subs)));
     }
 
     /// Unroutes a subscription (idempotent) and keeps its counters in the retired totals,
@@ -1075,6 +1144,7 @@ impl<T: Message + Clone> EventBus<T> {
                         })
                         .collect(),
                     members: (0..members).map(|_| Member::new()).collect(),
+                    in_flight: CachePadded::new(AtomicUsize::new(0)),
                 })
                 .collect(),
             members,
@@ -1088,6 +1158,10 @@ impl<T: Message + Clone> EventBus<T> {
             let mut subs = inner.subs.lock();
             subs.push(sub.clone());
             inner.routes.store(Arc::new(RoutingTable::build(&subs)));
+            // A close that ran before the push did not see this subscription.
+            if inner.closed.load(Ordering::SeqCst) {
+                sub.close();
+            }
         }
         (0..n_groups)
             .flat_map(|g| (0..members).map(move |m| (g, m)))
@@ -1185,7 +1259,12 @@ impl<T: Message + Clone> EventBus<T> {
             .collect();
         BusMetrics {
             shards,
-            subscriptions: subs.len(),
+            // Routed ones: a closed subscription still draining is counted in the
+            // counters above, not here.
+            subscriptions: subs
+                .iter()
+                .filter(|s| !s.closed.load(Ordering::Relaxed))
+                .count(),
             unrouted: inner.unrouted.load(Ordering::Relaxed),
             pool: inner.pool.as_ref().map(|p| p.metrics()).unwrap_or_default(),
             latency: LatencySummary::from_buckets(&all),
@@ -1549,7 +1628,7 @@ impl<T: Message + Clone> Drop for Receiver<T> {
     /// a group nobody drains would fill that group's Block lanes and stall publishers.)
     /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
-        self.sub.receivers.fetch_sub(1, Ordering::AcqRel);
+        let last = self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1;
         // A broadcast member leaves alone unless it is the last one (which ends the
         // subscription below, still holding capacity back so that publishers racing
         // with the close stay within it).
@@ -1572,7 +1651,13 @@ impl<T: Message + Clone> Drop for Receiver<T> {
         }
         self.sub.close();
         if let Some(bus) = self.bus.upgrade() {
-            bus.remove_sub(self.sub.id);
+            if last {
+                bus.remove_sub(self.sub.id);
+            } else {
+                // The other receivers of a sharded subscription drain what is queued:
+                // unrouted now, counted (metrics) until the last one is gone.
+                bus.unroute();
+            }
         }
     }
 }
@@ -1731,7 +1816,10 @@ impl<T: Message + Clone> Receiver<T> {
     /// before the close has claimed a slot and not committed it yet (it was told `Ok`, so
     /// the event must still be received): `Empty` until it lands.
     fn empty_or_closed(&self) -> TryRecvError {
-        if self.lanes().iter().any(|l| l.pending(self.member)) {
+        let group = &self.sub.groups[self.group];
+        if group.in_flight.load(Ordering::SeqCst) > 0
+            || self.lanes().iter().any(|l| l.pending(self.member))
+        {
             TryRecvError::Empty
         } else {
             TryRecvError::Closed

@@ -145,7 +145,8 @@ impl ShardMetrics {
 pub struct BusMetrics {
     /// Per shard.
     pub shards: Vec<ShardMetrics>,
-    /// Live subscriptions.
+    /// Routed subscriptions. (A closed one whose receivers are still draining is not
+    /// counted here; its counters still are, until its last receiver is dropped.)
     pub subscriptions: usize,
     /// Events published that matched no subscription.
     pub unrouted: u64,

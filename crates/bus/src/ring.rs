@@ -192,12 +192,15 @@ impl<T> Ring<T> {
         }
     }
 
-    /// Writes the value of a claimed sequence number and makes it visible.
+    /// Writes the value of a claimed sequence number and makes it visible. Returns the
+    /// value a broadcast ring's slot still held from its previous lap: the caller drops it
+    /// once its own bookkeeping is done (its `Drop` is user code and may panic).
     ///
     /// # Safety
     /// `seq` was returned by [`claim`](Self::claim) on this ring and not committed yet.
     #[inline]
-    pub(crate) unsafe fn commit(&self, seq: u64, value: T) {
+    #[must_use = "the previous value is dropped by the caller, after its bookkeeping"]
+    pub(crate) unsafe fn commit(&self, seq: u64, value: T) -> Option<T> {
         let i = (seq & self.mask) as usize;
         // SAFETY: the claim gives this publisher the slot exclusively (see the module
         // docs): its previous occupant was moved out (or is dropped here) and no consumer
@@ -208,7 +211,7 @@ impl<T> Ring<T> {
             previous
         };
         self.stamps[i].store(seq.wrapping_add(1) << 1, Ordering::Release);
-        drop(previous);
+        previous
     }
 
     /// Commits a claimed sequence number as a tombstone the consumers skip.
@@ -379,9 +382,9 @@ mod tests {
         let c = r.claim().unwrap();
         assert_eq!(r.claim(), None, "capacity is 3, not the 4 slots");
         unsafe {
-            r.commit(b, "b".to_string());
+            assert!(r.commit(b, "b".to_string()).is_none());
             assert_eq!(r.pop(0), None, "a is claimed but not committed");
-            r.commit(a, "a".to_string());
+            assert!(r.commit(a, "a".to_string()).is_none());
             r.abandon(c);
             assert_eq!(r.pop(0).as_deref(), Some("a"));
             assert_eq!(r.pop(0).as_deref(), Some("b"));
@@ -393,7 +396,7 @@ mod tests {
         assert!(!r.release(0));
         for round in 0..10 {
             let s = r.claim().unwrap();
-            unsafe { r.commit(s, format!("{round}")) };
+            drop(unsafe { r.commit(s, format!("{round}")) });
             assert_eq!(unsafe { r.pop(0) }, Some(format!("{round}")));
             r.release(0);
         }
@@ -413,11 +416,11 @@ mod tests {
         let b = r.claim().unwrap();
         assert_eq!(b, 1, "b's number is free again");
         assert_eq!(r.claim(), None, "the tombstone holds its slot");
-        unsafe { r.commit(b, 5) };
+        assert!(unsafe { r.commit(b, 5) }.is_none());
         assert_eq!(unsafe { r.pop(0) }, Some(5), "the tombstone is skipped");
         r.release(0);
         let c = r.claim().unwrap();
-        unsafe { r.commit(c, 7) };
+        assert!(unsafe { r.commit(c, 7) }.is_none());
         assert_eq!(unsafe { r.pop(0) }, Some(7));
     }
 
@@ -428,7 +431,7 @@ mod tests {
             let r = Ring::new(8, 1);
             for _ in 0..5 {
                 let s = r.claim().unwrap();
-                unsafe { r.commit(s, v.clone()) };
+                drop(unsafe { r.commit(s, v.clone()) });
             }
             let s = r.claim().unwrap();
             unsafe { r.abandon(s) };
@@ -457,7 +460,7 @@ mod tests {
                                     continue;
                                 }
                                 abandoned = false;
-                                unsafe { r.commit(s, (p, i)) };
+                                assert!(unsafe { r.commit(s, (p, i)) }.is_none());
                                 break;
                             }
                             std::thread::yield_now();
@@ -497,7 +500,7 @@ mod tests {
             let r = Ring::new(2, 3);
             for _ in 0..2 {
                 let s = r.claim().unwrap();
-                unsafe { r.commit(s, v.clone()) };
+                drop(unsafe { r.commit(s, v.clone()) });
             }
             assert_eq!(r.claim(), None);
             for c in 0..3 {
@@ -512,7 +515,7 @@ mod tests {
             assert_eq!(r.claim(), None, "consumer 2 has not released");
             r.leave(2);
             let s = r.claim().expect("a consumer that left holds nothing back");
-            unsafe { r.commit(s, v.clone()) };
+            drop(unsafe { r.commit(s, v.clone()) });
             // The slot's previous value was dropped when it was reused.
             assert_eq!(Arc::strong_count(&v), 3);
             let s = r.claim().unwrap();
@@ -541,7 +544,7 @@ mod tests {
                     for i in 0..PER {
                         loop {
                             if let Some(s) = r.claim() {
-                                unsafe { r.commit(s, Arc::new((p, i))) };
+                                drop(unsafe { r.commit(s, Arc::new((p, i))) });
                                 break;
                             }
                             std::thread::yield_now();
@@ -620,16 +623,16 @@ mod tests {
         {
             let r = Ring::new(1, 2);
             let s = r.claim().unwrap();
-            unsafe { r.commit(s, bomb(true, 0)) };
+            drop(unsafe { r.commit(s, bomb(true, 0)) });
             for c in 0..2 {
                 assert_eq!(unsafe { r.pop(c) }.map(|b| b.id), Some(0));
                 r.release(c);
             }
             assert_eq!(drops.load(Ordering::SeqCst), 2, "the two clones");
             let s = r.claim().unwrap();
-            let reuse = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                r.commit(s, bomb(false, 1))
-            }));
+            // The caller drops the slot's previous value after its own bookkeeping.
+            let previous = unsafe { r.commit(s, bomb(false, 1)) };
+            let reuse = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(previous)));
             assert!(reuse.is_err(), "the old value's drop panicked");
             assert_eq!(drops.load(Ordering::SeqCst), 3, "dropped once");
             assert_eq!(
