@@ -840,7 +840,11 @@ impl<T: Message + Clone> BusInner<T> {
                         let Some(ev) = next_event() else { break };
                         let stats = &sub.stats[m];
                         stats[shard_idx].enqueued[prio.index()].fetch_add(1, Ordering::Relaxed);
-                        if let Some(old) = q.force_push(ev) {
+                        let old = q.force_push(ev);
+                        // Registered for a wake-up before any more user code runs (the
+                        // next clone, the displaced event's drop).
+                        wakes.add(sub, g);
+                        if let Some(old) = old {
                             // The displaced event may belong to another shard of this group.
                             let os = &stats[shard_of_id(old.id)];
                             os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
@@ -1818,6 +1822,7 @@ impl<T: Message + Clone> Receiver<T> {
     fn empty_or_closed(&self) -> TryRecvError {
         let group = &self.sub.groups[self.group];
         if group.in_flight.load(Ordering::SeqCst) > 0
+            || group.members[self.member].shed.load(Ordering::SeqCst) != self.reported_shed
             || self.lanes().iter().any(|l| l.pending(self.member))
         {
             TryRecvError::Empty

@@ -145,8 +145,9 @@ impl ShardMetrics {
 pub struct BusMetrics {
     /// Per shard.
     pub shards: Vec<ShardMetrics>,
-    /// Routed subscriptions. (A closed one whose receivers are still draining is not
-    /// counted here; its counters still are, until its last receiver is dropped.)
+    /// Open (routed) subscriptions: 0 once the bus is closed. (A closed one whose
+    /// receivers are still draining is not counted here; its counters still are, until
+    /// its last receiver is dropped.)
     pub subscriptions: usize,
     /// Events published that matched no subscription.
     pub unrouted: u64,
