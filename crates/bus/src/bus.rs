@@ -54,7 +54,9 @@ pub enum RecvError {
     /// last report. The next call returns events again.
     #[error("missed {0} events shed on overflow")]
     Lagged(u64),
-    /// The bus was closed (or dropped) and everything queued has been received.
+    /// The subscription ended (the bus was closed or dropped, or another receiver of a
+    /// sharded subscription was dropped), everything queued has been received, every
+    /// loss reported, and no acknowledged publish is still landing.
     #[error("the bus is closed")]
     Closed,
 }
@@ -922,10 +924,12 @@ impl<T: Message + Clone> BusInner<T> {
         };
         let gone = subs.remove(pos);
         self.routes.store(Arc::new(RoutingTable::build(&subs)));
-        drop(subs);
+        // Retired before the `subs` lock is released, so that a metrics snapshot sees the
+        // counters either live or retired (lock order: subs, then retired).
         for m in 0..gone.members {
             self.retire_member(&gone, m);
         }
+        drop(subs);
     }
 
     /// Moves a member's counters into the retired totals (once: the member is marked
@@ -1098,7 +1102,9 @@ impl<T: Message + Clone> EventBus<T> {
     /// Subscribes `receivers` receivers that each get every event matching `filter`,
     /// sharing one queue per lane instead of one each: the publisher writes an event once
     /// and every receiver clones it out. This is the cheap way to fan one stream out to
-    /// several consumers (a logger, statistics, API clients): publishing costs the same
+    /// several consumers (a logger, statistics, API clients): a never-dropped lane is
+    /// written once whatever the number of receivers (shed lanes, one per receiver, take
+    /// a copy each), so publishing costs about the same
     /// for one receiver or many.
     ///
     /// Never-dropped lanes are shared, so the slowest receiver back-pressures publishers;
@@ -1347,6 +1353,8 @@ impl<T: Message + Clone> Publisher<T> {
 
     /// Publishes without waiting. If any matching subscriber's Block lane is full, nothing
     /// is delivered and [`PublishError::Full`] hands the payload back.
+    /// [`PublishError::Closed`] means the bus is closed; a single subscription that has
+    /// ended simply does not get the event (if none is left, it counts as unrouted).
     pub fn try_publish(
         &self,
         correlation: CorrelationId,
@@ -1632,11 +1640,15 @@ impl<T: Message + Clone> Drop for Receiver<T> {
     /// a group nobody drains would fill that group's Block lanes and stall publishers.)
     /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
-        let last = self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1;
+        let mut last = self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1;
         // A broadcast member leaves alone unless it is the last one (which ends the
         // subscription below, still holding capacity back so that publishers racing
-        // with the close stay within it).
-        if self.sub.members > 1 && self.sub.present.fetch_sub(1, Ordering::AcqRel) > 1 {
+        // with the close stay within it). For broadcast, "last" is decided by `present`
+        // alone: two members dropped at once must not both leave nor both stay.
+        if self.sub.members > 1 {
+            last = self.sub.present.fetch_sub(1, Ordering::AcqRel) == 1;
+        }
+        if self.sub.members > 1 && !last {
             let group = &self.sub.groups[self.group];
             for l in group.lanes.iter() {
                 if let Some(r) = l.ring() {

@@ -76,7 +76,10 @@ pub struct EventBusConfig {
     pub enable_priority: bool,
     /// When true, an event delivered to several subscribers is written once into a pooled,
     /// reference-counted slot that all of them read (no per-subscriber payload clone).
-    /// When false, each additional subscriber receives its own clone.
+    /// When false, each additional subscriber receives its own clone. Broadcast
+    /// subscriptions ([`EventBus::subscribe_broadcast`](crate::EventBus::subscribe_broadcast))
+    /// never use pooled slots: when one is among an event's targets, every target gets
+    /// its own copy.
     pub enable_zero_copy: bool,
     /// Maximum events returned by one [`Receiver::recv_batch`](crate::Receiver::recv_batch)
     /// call and drained per wake-up by a dispatcher. ≥ 1.

@@ -16,16 +16,17 @@
 //!   lock-free bounded queues.
 //! - **Pooled, zero-copy fan-out**: an event for several subscribers is written once into
 //!   a recycled, reference-counted slot. In steady state, publishing and receiving
-//!   allocate nothing.
+//!   allocate nothing (up to 32 subscriptions per topic; where copies are made, as for
+//!   broadcast receivers, only if the payload's `Clone` does not allocate).
 //! - **Broadcast subscriptions** ([`EventBus::subscribe_broadcast`]): several receivers
 //!   of one stream share one queue per lane; the publisher writes each event once, every
-//!   receiver clones it out, the slowest back-pressures, and one that is dropped leaves
-//!   without ending the others.
+//!   receiver clones it out (shed lanes take one copy per receiver), the slowest
+//!   back-pressures, and one that is dropped leaves without ending the others.
 //! - **Bounded queues, explicit overflow policy** ([`OverflowPolicy`]): Critical and High
 //!   are never dropped (the publisher is back-pressured: [`Publisher::publish`] waits,
 //!   [`Publisher::try_publish`] returns [`PublishError::Full`] and delivers nothing);
-//!   Low (by default) sheds the oldest, and the subscriber is told exactly how many it
-//!   missed ([`RecvError::Lagged`]). Nothing is lost silently.
+//!   Low (by default) sheds the oldest (with priority lanes off: the new event), and the
+//!   subscriber is told exactly how many it missed ([`RecvError::Lagged`]). Nothing is lost silently.
 //! - **Filters** ([`Filter`]) are decided at subscribe time and applied at publish:
 //!   subscribers are never woken for events they did not ask for. Batch publish and
 //!   batch receive.

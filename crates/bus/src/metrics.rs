@@ -115,7 +115,8 @@ pub struct LaneMetrics {
     pub depth: u64,
     /// Events published into this lane and shard (once per publish, whatever the fan-out).
     pub published: u64,
-    /// Deliveries to receivers (one per subscriber that got the event).
+    /// Deliveries to receivers (one per receiver that got the event: a broadcast
+    /// subscription of n receivers counts n).
     pub delivered: u64,
     /// Events shed by the overflow policy (per subscriber), each reported to that
     /// subscriber as missed.
@@ -149,7 +150,8 @@ pub struct BusMetrics {
     /// receivers are still draining is not counted here; its counters still are, until
     /// its last receiver is dropped.)
     pub subscriptions: usize,
-    /// Events published that matched no subscription.
+    /// Events published that matched no open subscription (including ones that closed
+    /// during the publish).
     pub unrouted: u64,
     /// Zero-copy slot pool.
     pub pool: PoolMetrics,

@@ -274,21 +274,23 @@ impl<T> Ring<T> {
             if stamp >> 1 != n.wrapping_add(1) & (u64::MAX >> 1) {
                 return None;
             }
-            me.next.store(n.wrapping_add(1), Ordering::Relaxed);
-            if stamp & 1 == 0 {
-                // SAFETY: the stamp says the value of `n` was written (Acquire pairs
-                // with the publisher's Release). A single consumer reads it exactly once
-                // (`next` has moved past it) and moves it out; broadcast consumers only
-                // read it, and it is not dropped before they all released it.
-                return Some(unsafe {
-                    let v = &*self.values[i].0.get();
-                    if self.shared {
-                        v.assume_init_ref().clone()
-                    } else {
-                        v.assume_init_read()
-                    }
-                });
+            if stamp & 1 == 1 {
+                me.next.store(n.wrapping_add(1), Ordering::Relaxed);
+                continue;
             }
+            // SAFETY: the stamp says the value of `n` was written (Acquire pairs with the
+            // publisher's Release). Broadcast consumers only read it (cloned before `next`
+            // moves past it: a panicking `Clone` leaves it to be read again), and it is
+            // not dropped before they all released it; a single consumer moves it out
+            // exactly once (`next` moves past it right away).
+            let v = unsafe { &*self.values[i].0.get() };
+            let value = if self.shared {
+                unsafe { v.assume_init_ref() }.clone()
+            } else {
+                unsafe { v.assume_init_read() }
+            };
+            me.next.store(n.wrapping_add(1), Ordering::Relaxed);
+            return Some(value);
         }
     }
 
