@@ -280,8 +280,6 @@ struct SubInner<T: Message> {
     groups: Box<[Group<T>]>,
     /// Receivers per group that each get every event (broadcast); 1 otherwise.
     members: usize,
-    /// Broadcast members still present.
-    present: AtomicUsize,
     closed: AtomicBool,
     receivers: AtomicUsize,
     space: Notify,
@@ -1158,7 +1156,6 @@ impl<T: Message + Clone> EventBus<T> {
                 })
                 .collect(),
             members,
-            present: AtomicUsize::new(members),
             closed: AtomicBool::new(inner.closed.load(Ordering::Acquire)),
             receivers: AtomicUsize::new(n_groups * members),
             space: Notify::new(),
@@ -1640,14 +1637,12 @@ impl<T: Message + Clone> Drop for Receiver<T> {
     /// a group nobody drains would fill that group's Block lanes and stall publishers.)
     /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
-        let mut last = self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1;
+        // One counter decides who is last (a broadcast subscription has one group, so it
+        // counts its members): two receivers dropped at once never both stay or both go.
+        let last = self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1;
         // A broadcast member leaves alone unless it is the last one (which ends the
         // subscription below, still holding capacity back so that publishers racing
-        // with the close stay within it). For broadcast, "last" is decided by `present`
-        // alone: two members dropped at once must not both leave nor both stay.
-        if self.sub.members > 1 {
-            last = self.sub.present.fetch_sub(1, Ordering::AcqRel) == 1;
-        }
+        // with the close stay within it).
         if self.sub.members > 1 && !last {
             let group = &self.sub.groups[self.group];
             for l in group.lanes.iter() {
