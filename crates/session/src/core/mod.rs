@@ -135,6 +135,19 @@ struct ClientTxn {
     ack: Option<Bytes>,
 }
 
+impl ClientTxn {
+    /// Still waiting for a final response with its retransmission / timeout timers
+    /// running: Trying, or Proceeding for a non-INVITE (a provisional response stops
+    /// INVITE retransmissions).
+    fn awaiting_final(&self) -> bool {
+        match self.state {
+            ClientState::Trying => true,
+            ClientState::Proceeding => self.method != Method::Invite,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LegState {
     /// Outbound: waiting for the target's host name to resolve.

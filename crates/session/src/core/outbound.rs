@@ -337,15 +337,10 @@ impl Core {
         let Some(txn) = self.client.get_mut(key) else {
             return;
         };
-        let invite = txn.method == Method::Invite;
-        let active = match txn.state {
-            ClientState::Trying => true,
-            ClientState::Proceeding => !invite,
-            _ => false,
-        };
-        if !active {
+        if !txn.awaiting_final() {
             return;
         }
+        let invite = txn.method == Method::Invite;
         self.stats.retransmissions.fetch_add(1, Ordering::Relaxed);
         self.tp.send(txn.peer, txn.request.clone());
         txn.interval = if invite {
@@ -365,13 +360,7 @@ impl Core {
         let Some(txn) = self.client.get(key) else {
             return;
         };
-        let invite = txn.method == Method::Invite;
-        let pending = match txn.state {
-            ClientState::Trying => true,
-            ClientState::Proceeding => !invite,
-            _ => false,
-        };
-        if !pending {
+        if !txn.awaiting_final() {
             return;
         }
         let Some(txn) = self.client.remove(key) else {
