@@ -1358,21 +1358,30 @@ impl<T: Message + Clone> Publisher<T> {
         causation: Option<EventId>,
         payload: T,
     ) -> Result<EventId, PublishError<T>> {
+        self.route_once(correlation, causation, payload)
+            .map_err(|(e, _)| e)
+    }
+
+    /// One routing attempt with the current table; the receivers it committed events for
+    /// are woken when its `WakeList` drops, on return.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn route_once(
+        &self,
+        correlation: CorrelationId,
+        causation: Option<EventId>,
+        payload: T,
+    ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
         let table = self.bus.routes.load();
         let mut wakes = WakeList::new();
-        let r = self
-            .bus
-            .route(
-                &table,
-                correlation,
-                causation,
-                self.source,
-                payload,
-                &mut wakes,
-            )
-            .map_err(|(e, _)| e);
-        wakes.flush();
-        r
+        self.bus.route(
+            &table,
+            correlation,
+            causation,
+            self.source,
+            payload,
+            &mut wakes,
+        )
     }
 
     /// Publishes, waiting (asynchronously) while a Block lane of a matching subscriber is
@@ -1384,26 +1393,13 @@ impl<T: Message + Clone> Publisher<T> {
         mut payload: T,
     ) -> Result<EventId, PublishError<T>> {
         loop {
-            let blocked = {
-                let table = self.bus.routes.load();
-                let mut wakes = WakeList::new();
-                let r = self.bus.route(
-                    &table,
-                    correlation,
-                    causation,
-                    self.source,
-                    payload,
-                    &mut wakes,
-                );
-                wakes.flush();
-                match r {
-                    Ok(id) => return Ok(id),
-                    Err((PublishError::Full(p), Some(b))) => {
-                        payload = p;
-                        b
-                    }
-                    Err((e, _)) => return Err(e),
+            let blocked = match self.route_once(correlation, causation, payload) {
+                Ok(id) => return Ok(id),
+                Err((PublishError::Full(p), Some(b))) => {
+                    payload = p;
+                    b
                 }
+                Err((e, _)) => return Err(e),
             };
             self.bus.wait_for_room(&blocked).await;
         }
@@ -1447,7 +1443,7 @@ impl<T: Message + Clone> Publisher<T> {
                 }
             }
         };
-        wakes.flush();
+        // `wakes` wakes the receivers once for the whole batch as it drops.
         result
     }
 
