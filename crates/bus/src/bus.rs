@@ -1,5 +1,6 @@
 //! The bus: routing table, publishers, subscriptions and receivers.
 
+use crate::cache::{LocalCache, Versioned};
 use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
 use crate::envelope::{Envelope, Event, Repr};
 use crate::metrics::{
@@ -8,7 +9,6 @@ use crate::metrics::{
 use crate::pool::{Pool, SlotHandles};
 use crate::ring::Ring;
 use crate::types::{CorrelationId, EventId, Message, Priority, Timestamp, Topic, TopicSet};
-use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -356,7 +356,7 @@ struct BusInner<T: Message + Clone> {
     config: EventBusConfig,
     retired: Mutex<Vec<Retired>>,
     shards: Box<[BusShard<T>]>,
-    routes: ArcSwap<RoutingTable<T>>,
+    routes: Versioned<RoutingTable<T>>,
     subs: Mutex<Vec<Arc<SubInner<T>>>>,
     next_sub: AtomicU64,
     pool: Option<Arc<Pool<T>>>,
@@ -910,7 +910,7 @@ impl<T: Message + Clone> BusInner<T> {
     /// Rebuilds the routing table (closed subscriptions are left out).
     fn unroute(&self) {
         let subs = self.subs.lock();
-        self.routes.store(Arc::new(RoutingTable::build(&subs)));
+        self.routes.store(RoutingTable::build(&subs));
     }
 
     /// Unroutes a subscription (idempotent) and keeps its counters in the retired totals,
@@ -921,7 +921,7 @@ impl<T: Message + Clone> BusInner<T> {
             return;
         };
         let gone = subs.remove(pos);
-        self.routes.store(Arc::new(RoutingTable::build(&subs)));
+        self.routes.store(RoutingTable::build(&subs));
         // Retired before the `subs` lock is released, so that a metrics snapshot sees the
         // counters either live or retired (lock order: subs, then retired).
         for m in 0..gone.members {
@@ -1049,7 +1049,7 @@ impl<T: Message + Clone> EventBus<T> {
                 ),
                 config,
                 shards,
-                routes: ArcSwap::from_pointee(RoutingTable::build(&[])),
+                routes: Versioned::new(RoutingTable::build(&[])),
                 subs: Mutex::new(Vec::new()),
                 next_sub: AtomicU64::new(1),
                 pool,
@@ -1081,6 +1081,7 @@ impl<T: Message + Clone> EventBus<T> {
         Publisher {
             bus: self.inner.clone(),
             source,
+            routes: LocalCache::default(),
         }
     }
 
@@ -1164,7 +1165,7 @@ impl<T: Message + Clone> EventBus<T> {
         {
             let mut subs = inner.subs.lock();
             subs.push(sub.clone());
-            inner.routes.store(Arc::new(RoutingTable::build(&subs)));
+            inner.routes.store(RoutingTable::build(&subs));
             // A close that ran before the push did not see this subscription.
             if inner.closed.load(Ordering::SeqCst) {
                 sub.close();
@@ -1328,9 +1329,17 @@ impl<T: Message + Clone> EventBus<T> {
 }
 
 /// Publishes events with a fixed source name. Cheap to clone.
+///
+/// A publisher keeps a copy of the routing table, used by the first thread that
+/// publishes through it and checked against the table's version at every publish (so a
+/// new or removed subscription is seen by the next publish). One thread per handle is
+/// fastest: clone a publisher per thread. Until its next publish (or its drop) a handle
+/// holds on to the subscriptions of the table it last used, even those removed since.
 pub struct Publisher<T: Message + Clone> {
     bus: Arc<BusInner<T>>,
     source: &'static str,
+    /// The routing table as the publishing thread last read it (see `cache.rs`).
+    routes: LocalCache<RoutingTable<T>>,
 }
 
 impl<T: Message + Clone> Clone for Publisher<T> {
@@ -1338,6 +1347,7 @@ impl<T: Message + Clone> Clone for Publisher<T> {
         Self {
             bus: self.bus.clone(),
             source: self.source,
+            routes: LocalCache::default(),
         }
     }
 }
@@ -1372,16 +1382,17 @@ impl<T: Message + Clone> Publisher<T> {
         causation: Option<EventId>,
         payload: T,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
-        let table = self.bus.routes.load();
-        let mut wakes = WakeList::new();
-        self.bus.route(
-            &table,
-            correlation,
-            causation,
-            self.source,
-            payload,
-            &mut wakes,
-        )
+        self.routes.with(&self.bus.routes, |table| {
+            let mut wakes = WakeList::new();
+            self.bus.route(
+                table,
+                correlation,
+                causation,
+                self.source,
+                payload,
+                &mut wakes,
+            )
+        })
     }
 
     /// Publishes, waiting (asynchronously) while a Block lane of a matching subscriber is
@@ -1412,7 +1423,16 @@ impl<T: Message + Clone> Publisher<T> {
         &self,
         batch: &mut VecDeque<Outgoing<T>>,
     ) -> Result<usize, PublishError<()>> {
-        let table = self.bus.routes.load();
+        self.routes
+            .with(&self.bus.routes, |table| self.publish_front(table, batch))
+    }
+
+    /// [`try_publish_batch`](Self::try_publish_batch) with one routing table.
+    fn publish_front(
+        &self,
+        table: &RoutingTable<T>,
+        batch: &mut VecDeque<Outgoing<T>>,
+    ) -> Result<usize, PublishError<()>> {
         let mut wakes = WakeList::new();
         let mut n = 0;
         let result = loop {
@@ -1420,7 +1440,7 @@ impl<T: Message + Clone> Publisher<T> {
                 break Ok(n);
             };
             match self.bus.route(
-                &table,
+                table,
                 o.correlation,
                 o.causation,
                 self.source,

@@ -57,6 +57,7 @@
 //! ```
 
 mod bus;
+mod cache;
 mod config;
 mod dispatch;
 mod envelope;

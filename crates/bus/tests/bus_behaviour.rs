@@ -2486,3 +2486,44 @@ fn dropping_one_sharded_receiver_ends_the_whole_subscription() {
     assert_eq!(rxs[0].try_recv().unwrap().payload.seq, 1);
     assert_eq!(rxs[0].try_recv().unwrap_err(), TryRecvError::Closed);
 }
+
+/// A publisher keeps its own copy of the routing table: every subscribe and every
+/// unsubscribe must still be seen by its next publish, on its own thread and on another
+/// thread sharing it.
+#[test]
+fn a_publisher_sees_every_subscription_change_at_its_next_publish() {
+    let bus = new_bus(cfg());
+    let tx = Arc::new(bus.publisher("t"));
+    let publish = |tx: &Publisher<Ev>, seq| {
+        tx.try_publish(CorrelationId(seq), None, ev(Priority::Normal, seq))
+            .unwrap();
+    };
+    publish(&tx, 0);
+    assert_eq!(bus.metrics().unrouted, 1);
+    let mut a = bus.subscribe(Filter::all());
+    publish(&tx, 1);
+    let mut b = bus.subscribe(Filter::all());
+    publish(&tx, 2);
+    // Another thread, same publisher: it reads the table itself.
+    let (t2, bus2) = (tx.clone(), bus.clone());
+    let mut c = std::thread::spawn(move || {
+        publish(&t2, 3);
+        let c = bus2.subscribe(Filter::all());
+        publish(&t2, 4);
+        c
+    })
+    .join()
+    .unwrap();
+    publish(&tx, 5);
+    assert_eq!(seqs(&drain(&mut a).0), [1, 2, 3, 4, 5]);
+    assert_eq!(seqs(&drain(&mut b).0), [2, 3, 4, 5]);
+    assert_eq!(seqs(&drain(&mut c).0), [4, 5]);
+    drop(a);
+    drop(b);
+    publish(&tx, 6);
+    assert_eq!(seqs(&drain(&mut c).0), [6]);
+    drop(c);
+    publish(&tx, 7);
+    assert_eq!(bus.metrics().unrouted, 2);
+    assert_eq!(bus.metrics().subscriptions, 0);
+}

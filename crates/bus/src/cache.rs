@@ -1,0 +1,203 @@
+//! A shared value that changes rarely (the routing table), and a per-handle cache of it
+//! that a publisher reads without any atomic read-modify-write.
+//!
+//! [`Versioned`] is an [`ArcSwap`] plus a version number bumped after every store. A
+//! [`LocalCache`] remembers the value and the version it was read at; a read checks the
+//! version (one load) and reuses its copy while nothing was stored. An `ArcSwap` load on
+//! every publish costs two atomic read-modify-writes (it registers and releases a debt
+//! slot), which drain the store buffer right after the previous event's slot writes.
+//!
+//! Only one thread uses a given cache: the first to read through it (its *owner*). Any
+//! other thread, and a nested read on the owner thread (a payload's `Drop` that publishes
+//! through the same handle), falls back to a plain `ArcSwap` load. So the cache needs no
+//! synchronisation of its own.
+
+use arc_swap::ArcSwap;
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A value replaced as a whole, with a version that tells caches it changed.
+pub(crate) struct Versioned<X> {
+    current: ArcSwap<X>,
+    version: AtomicU64,
+}
+
+impl<X> Versioned<X> {
+    pub(crate) fn new(x: X) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(x),
+            version: AtomicU64::new(1),
+        }
+    }
+
+    /// Replaces the value. A read that starts after this returns sees the new value (the
+    /// version is bumped after the store, and read before the value).
+    pub(crate) fn store(&self, x: X) {
+        self.current.store(Arc::new(x));
+        self.version.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A thread's own copy of a [`Versioned`] value (see the module docs).
+pub(crate) struct LocalCache<X> {
+    /// The thread allowed to use the fields below (a [`thread_uid`]); 0 until one reads.
+    owner: AtomicU64,
+    /// A read through the cache is in progress on the owner thread.
+    busy: Cell<bool>,
+    version: Cell<u64>,
+    value: UnsafeCell<Option<Arc<X>>>,
+}
+
+// SAFETY: `busy`, `version` and `value` are only touched by the owner thread (whose id is
+// set once, by compare-and-swap from 0, and never changes), or through `&mut self` (drop).
+// The `Arc<X>` inside is handed to other threads only as `&X` borrowed by the owner:
+// X: Send + Sync.
+unsafe impl<X: Send + Sync> Sync for LocalCache<X> {}
+
+impl<X> Default for LocalCache<X> {
+    fn default() -> Self {
+        Self {
+            owner: AtomicU64::new(0),
+            busy: Cell::new(false),
+            version: Cell::new(0),
+            value: UnsafeCell::new(None),
+        }
+    }
+}
+
+/// A number unique to the calling thread for the life of the process (never reused, never 0).
+#[inline]
+fn thread_uid() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static UID: Cell<u64> = const { Cell::new(0) });
+    UID.with(|u| match u.get() {
+        0 => {
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            u.set(id);
+            id
+        }
+        id => id,
+    })
+}
+
+/// Clears `busy` however the read ends (the closure may panic).
+struct Busy<'a>(&'a Cell<bool>);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl<X> LocalCache<X> {
+    /// Runs `f` on the current value of `src`: the cached copy if `src` has not changed
+    /// since it was taken and this thread owns the cache, a fresh load otherwise.
+    #[inline]
+    pub(crate) fn with<R>(&self, src: &Versioned<X>, f: impl FnOnce(&X) -> R) -> R {
+        let me = thread_uid();
+        let owner = self.owner.load(Ordering::Relaxed);
+        let mine = owner == me
+            || (owner == 0
+                && self
+                    .owner
+                    .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok());
+        if !mine || self.busy.get() {
+            return f(&src.current.load());
+        }
+        let _busy = Busy(&self.busy);
+        self.busy.set(true);
+        // Acquire pairs with the Release bump in `store`: the value loaded below is at
+        // least as new as this version.
+        let version = src.version.load(Ordering::Acquire);
+        // SAFETY: only the owner thread gets here (see `Sync` above), and not re-entrantly
+        // (`busy`): no other reference into `value` exists while this one lives.
+        let value = unsafe { &mut *self.value.get() };
+        if self.version.get() != version || value.is_none() {
+            *value = Some(src.current.load_full());
+            self.version.set(version);
+        }
+        match value {
+            Some(x) => f(x),
+            None => f(&src.current.load()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_sees_every_store() {
+        let src = Versioned::new(1u32);
+        let cache = LocalCache::default();
+        assert_eq!(cache.with(&src, |x| *x), 1);
+        src.store(2);
+        assert_eq!(cache.with(&src, |x| *x), 2);
+        assert_eq!(cache.with(&src, |x| *x), 2);
+        src.store(3);
+        assert_eq!(cache.with(&src, |x| *x), 3);
+    }
+
+    #[test]
+    fn other_threads_read_the_current_value() {
+        let src = Arc::new(Versioned::new(10u32));
+        let cache = Arc::new(LocalCache::default());
+        assert_eq!(cache.with(&src, |x| *x), 10);
+        src.store(11);
+        let (s, c) = (src.clone(), cache.clone());
+        let seen = std::thread::spawn(move || {
+            let first = c.with(&s, |x| *x);
+            s.store(12);
+            (first, c.with(&s, |x| *x))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, (11, 12));
+        assert_eq!(cache.with(&src, |x| *x), 12);
+    }
+
+    #[test]
+    fn a_nested_read_does_not_touch_the_copy_in_use() {
+        let src = Versioned::new(String::from("a"));
+        let cache = LocalCache::default();
+        let (outer, inner) = cache.with(&src, |x| {
+            src.store(String::from("b"));
+            // The outer borrow of the cached "a" stays valid.
+            let inner = cache.with(&src, |y| y.clone());
+            (x.clone(), inner)
+        });
+        assert_eq!((outer.as_str(), inner.as_str()), ("a", "b"));
+        assert_eq!(cache.with(&src, |x| x.clone()), "b");
+    }
+
+    #[test]
+    fn a_panic_inside_leaves_the_cache_usable() {
+        let src = Versioned::new(5u32);
+        let cache = LocalCache::default();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.with(&src, |_| panic!("inside"))
+        }));
+        assert!(r.is_err());
+        src.store(6);
+        assert_eq!(cache.with(&src, |x| *x), 6);
+        assert!(!cache.busy.get());
+    }
+
+    #[test]
+    fn a_replaced_value_is_freed_once_the_cache_moves_on() {
+        let src = Versioned::new(Arc::new(()));
+        let probe = src.current.load_full();
+        let cache = LocalCache::default();
+        cache.with(&src, |_| ());
+        let weak = Arc::downgrade(&probe);
+        drop(probe);
+        src.store(Arc::new(()));
+        // Still held by the cache until its next read.
+        assert!(weak.upgrade().is_some());
+        cache.with(&src, |_| ());
+        assert!(weak.upgrade().is_none());
+    }
+}
