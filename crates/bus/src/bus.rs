@@ -183,10 +183,8 @@ impl<T: Message> Lane<T> {
 /// Per (subscription, shard) counters. Queues are per receiver group, not per shard:
 /// one call's events share a shard, a shard belongs to one group, and one FIFO per
 /// (group, lane) keeps their order while the receiver drains a single queue per lane.
-/// Per-shard depth is derived: enqueued - delivered - displaced.
+/// Per-shard depth is derived: enqueued (`SubInner::enqueued`) - delivered - displaced.
 struct ShardStats {
-    /// Pushed into the group queue, by priority (publishers).
-    enqueued: CachePadded<[AtomicU64; 4]>,
     /// Taken out by the receiver, by priority (the receiver, once per receive call).
     delivered: CachePadded<[AtomicU64; 4]>,
     /// Shed by the overflow policy, by priority: displaced from the queue, or refused.
@@ -199,7 +197,6 @@ struct ShardStats {
 impl ShardStats {
     fn new() -> Self {
         Self {
-            enqueued: CachePadded::new(Default::default()),
             delivered: CachePadded::new(Default::default()),
             shed: Default::default(),
             displaced: Default::default(),
@@ -277,6 +274,10 @@ struct SubInner<T: Message> {
     filter: Filter,
     /// Counters per member and shard: `stats[member][shard]`.
     stats: Box<[Box<[ShardStats]>]>,
+    /// Pushed into the group queues per shard, by priority (publishers). The same count
+    /// for every member present: each gets every event (a member that left is no
+    /// longer counted anywhere), so one counter serves them all.
+    enqueued: Box<[CachePadded<[AtomicU64; 4]>]>,
     groups: Box<[Group<T>]>,
     /// Receivers per group that each get every event (broadcast); 1 otherwise.
     members: usize,
@@ -656,12 +657,7 @@ impl<T: Message + Clone> BusInner<T> {
                         env.id = id;
                         // SAFETY: claimed on this ring just above, committed once.
                         let displaced = unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
-                        for (m, stats) in sub.stats.iter().enumerate() {
-                            if sub.members == 1 || group.members[m].is_present() {
-                                stats[shard_idx].enqueued[prio.index()]
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                        sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                         wakes.add(sub, g);
                         // User code (the payload's `Drop`) last.
                         drop(displaced);
@@ -830,16 +826,17 @@ impl<T: Message + Clone> BusInner<T> {
                     guard.out.as_mut_slice()[i] = Admit::Skip;
                     // SAFETY: claimed on this ring by this publish, committed once.
                     displaced = unsafe { ring.commit(seq, ev) };
-                    for m in (0..sub.members).filter(present) {
-                        sub.stats[m][shard_idx].enqueued[prio.index()]
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
+                    sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                 }
                 (_, Lane::Shed(queues)) => {
+                    let mut counted = false;
                     for (m, q) in queues.iter().enumerate().filter(|(m, _)| present(m)) {
                         let Some(ev) = next_event() else { break };
                         let stats = &sub.stats[m];
-                        stats[shard_idx].enqueued[prio.index()].fetch_add(1, Ordering::Relaxed);
+                        if !counted {
+                            sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+                            counted = true;
+                        }
                         let old = q.force_push(ev);
                         // Registered for a wake-up before any more user code runs (the
                         // next clone, the displaced event's drop).
@@ -1137,6 +1134,9 @@ impl<T: Message + Clone> EventBus<T> {
             stats: (0..members)
                 .map(|_| (0..cfg.shard_count).map(|_| ShardStats::new()).collect())
                 .collect(),
+            enqueued: (0..cfg.shard_count)
+                .map(|_| CachePadded::new(Default::default()))
+                .collect(),
             groups: (0..n_groups)
                 .map(|_| Group {
                     lanes: (0..n_lanes)
@@ -1241,12 +1241,12 @@ impl<T: Message + Clone> EventBus<T> {
                 let members = subs.iter().flat_map(|sub| {
                     (0..sub.members)
                         .filter(|&m| sub.groups[0].members[m].is_present())
-                        .map(move |m| &sub.stats[m])
+                        .map(move |m| (&sub.stats[m], &sub.enqueued[si]))
                 });
-                for stats in members {
+                for (stats, enqueued) in members {
                     let ss = &stats[si];
                     for (p, l) in lanes.iter_mut().enumerate() {
-                        let enqueued = ss.enqueued[p].load(Ordering::Relaxed);
+                        let enqueued = enqueued[p].load(Ordering::Relaxed);
                         let delivered = ss.delivered[p].load(Ordering::Relaxed);
                         let displaced = ss.displaced[p].load(Ordering::Relaxed);
                         l.depth += enqueued.saturating_sub(delivered + displaced);
