@@ -164,6 +164,9 @@ struct Ours {
     zero_copy: bool,
     /// The subscribers as one broadcast subscription (one shared queue per lane).
     broadcast: bool,
+    /// Receive with `try_recv_with` (events lent in place); otherwise `try_recv_batch`
+    /// (events moved into a buffer).
+    lend: bool,
 }
 
 struct OursTx(ce::Publisher<BenchEvent>, u64);
@@ -185,9 +188,18 @@ impl Tx for OursTx {
     }
 }
 
-struct OursRx(ce::Receiver<BenchEvent>, Vec<ce::Event<BenchEvent>>);
+struct OursRx(ce::Receiver<BenchEvent>, Vec<ce::Event<BenchEvent>>, bool);
 impl Rx for OursRx {
     fn poll(&mut self, out: &mut Polled) {
+        if self.2 {
+            let events = &mut out.events;
+            if let Ok(info) = self.0.try_recv_with(64, |e| {
+                events.push((e.payload.seq, e.payload.sent_at, e.payload.critical))
+            }) {
+                out.reported_lost += info.missed;
+            }
+            return;
+        }
         if let Ok(info) = self.0.try_recv_batch(&mut self.1, 64) {
             out.reported_lost += info.missed;
             for e in self.1.drain(..) {
@@ -200,11 +212,12 @@ impl Rx for OursRx {
 
 impl Contender for Ours {
     fn name(&self) -> &'static str {
-        match (self.broadcast, self.history, self.zero_copy) {
-            (true, _, _) => "call-engine-bus broadcast",
-            (false, false, true) => "call-engine-bus",
-            (false, true, _) => "call-engine-bus +history",
-            (false, false, false) => "call-engine-bus copy fan-out",
+        match (self.lend, self.broadcast, self.history, self.zero_copy) {
+            (false, _, _, _) => "call-engine-bus try_recv_batch",
+            (true, true, _, _) => "call-engine-bus broadcast",
+            (true, false, false, true) => "call-engine-bus",
+            (true, false, true, _) => "call-engine-bus +history",
+            (true, false, false, false) => "call-engine-bus copy fan-out",
         }
     }
     fn setup(&self, s: Shape) -> Setup {
@@ -237,7 +250,7 @@ impl Contender for Ours {
         };
         let rxs = receivers
             .into_iter()
-            .map(|rx| Box::new(OursRx(rx, Vec::with_capacity(64))) as Box<dyn Rx>)
+            .map(|rx| Box::new(OursRx(rx, Vec::with_capacity(64), self.lend)) as Box<dyn Rx>)
             .collect();
         let txs = (0..s.publishers)
             .map(|i| Box::new(OursTx(bus.publisher("bench"), (i as u64) << 40)) as Box<dyn Tx>)
@@ -838,13 +851,12 @@ fn async_throughput(kind: AsyncKind, shape: Shape, n: u64) -> Outcome {
                             reported: 0,
                             last_at: Instant::now(),
                         };
-                        let mut buf = Vec::with_capacity(64);
                         while c.received + c.reported < total {
-                            match idle_or(&done, rx.recv_batch(&mut buf)).await {
+                            let mut got = 0u64;
+                            match idle_or(&done, rx.recv_with(|_| got += 1)).await {
                                 Some(Ok(info)) => {
-                                    c.received += buf.len() as u64;
+                                    c.received += got;
                                     c.reported += info.missed;
-                                    buf.clear();
                                     c.last_at = Instant::now();
                                 }
                                 _ => break,
@@ -1130,21 +1142,31 @@ fn main() {
             history: false,
             zero_copy: true,
             broadcast: false,
+            lend: true,
+        }),
+        Box::new(Ours {
+            history: false,
+            zero_copy: true,
+            broadcast: false,
+            lend: false,
         }),
         Box::new(Ours {
             history: true,
             zero_copy: true,
             broadcast: false,
+            lend: true,
         }),
         Box::new(Ours {
             history: false,
             zero_copy: false,
             broadcast: false,
+            lend: true,
         }),
         Box::new(Ours {
             history: false,
             zero_copy: true,
             broadcast: true,
+            lend: true,
         }),
         Box::new(RvoipBus),
         Box::new(RvoipCoord),

@@ -1,5 +1,5 @@
 //! Single-threaded publish + receive loop, for instruction counting
-//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-bcast|crossbeam N`). Measures the
+//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-lend|ours-bcast|ours-bcast-lend|crossbeam N`). Measures the
 //! per-event instruction cost of the bus machinery without cross-core effects.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -38,7 +38,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let mut sum = 0u64;
     match who {
-        "ours" | "ours-batch" => {
+        "ours" | "ours-batch" | "ours-lend" => {
             let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
             let mut rx = bus.subscribe(ce::Filter::all());
             let tx = bus.publisher("ops");
@@ -47,13 +47,15 @@ fn main() {
                 publish(&tx, i);
                 if who == "ours" {
                     sum += rx.try_recv().unwrap().payload.seq;
+                } else if i % 64 == 63 && who == "ours-lend" {
+                    rx.try_recv_with(64, |e| sum += e.payload.seq).unwrap();
                 } else if i % 64 == 63 {
                     rx.try_recv_batch(&mut buf, 64).unwrap();
                     sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
                 }
             }
         }
-        "ours-bcast" => {
+        "ours-bcast" | "ours-bcast-lend" => {
             // 1 -> 4 through one broadcast subscription, batch receive.
             let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
             let mut rxs = bus.subscribe_broadcast(ce::Filter::all(), 4);
@@ -63,6 +65,10 @@ fn main() {
                 publish(&tx, i);
                 if i % 64 == 63 {
                     for rx in rxs.iter_mut() {
+                        if who == "ours-bcast-lend" {
+                            rx.try_recv_with(64, |e| sum += e.payload.seq).unwrap();
+                            continue;
+                        }
                         rx.try_recv_batch(&mut buf, 64).unwrap();
                         sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
                     }

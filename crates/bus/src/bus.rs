@@ -1177,14 +1177,16 @@ impl<T: Message + Clone> EventBus<T> {
                 let shards: Box<[usize]> =
                     (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
                 Receiver {
-                    delivered: vec![[0; 4]; shards.len()].into_boxed_slice(),
+                    tally: Tally {
+                        delivered: vec![[0; 4]; shards.len()].into_boxed_slice(),
+                        dirty: Vec::with_capacity(cfg.shard_count),
+                        n_groups,
+                    },
                     shards,
-                    n_groups,
                     sub: sub.clone(),
                     bus: Arc::downgrade(inner),
                     group: g,
                     member,
-                    dirty: Vec::with_capacity(cfg.shard_count),
                     order: LaneOrder {
                         last_lane: usize::MAX,
                         streak: 0,
@@ -1500,6 +1502,52 @@ impl<T: Message + Clone> Publisher<T> {
     }
 }
 
+/// Where a receiver's drain order hands the events it takes: moved into a buffer, or
+/// lent in place to a visitor.
+trait Sink<T: Message> {
+    /// Takes member `m`'s next value of a Block ring; false if none is committed.
+    ///
+    /// # Safety
+    /// The caller is the receiver owning member position `m`, and it is present.
+    unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool;
+    /// Takes an event popped from a Shed queue.
+    fn take(&mut self, e: Event<T>);
+}
+
+/// One event (`try_recv`).
+impl<T: Message + Clone> Sink<T> for Option<Event<T>> {
+    #[inline]
+    unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
+        // SAFETY: forwarded.
+        *self = unsafe { ring.pop(m) };
+        self.is_some()
+    }
+
+    #[inline]
+    fn take(&mut self, e: Event<T>) {
+        *self = Some(e);
+    }
+}
+
+impl<T: Message + Clone> Sink<T> for Vec<Event<T>> {
+    #[inline]
+    unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
+        // SAFETY: forwarded.
+        match unsafe { ring.pop(m) } {
+            Some(e) => {
+                self.push(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline]
+    fn take(&mut self, e: Event<T>) {
+        self.push(e);
+    }
+}
+
 /// The receiver's drain order over its lanes: strict priority, with the starvation guard.
 struct LaneOrder {
     /// The Shed lane the last event came from (`usize::MAX`: none).
@@ -1519,61 +1567,71 @@ impl LaneOrder {
     /// tail the publishers keep writing); elsewhere `is_empty` first, as `pop` on an
     /// empty queue costs a full fence.
     #[inline(always)]
-    fn pop_lane<T: Message + Clone>(&mut self, lanes: &[Lane<T>], lane: usize) -> Option<Event<T>> {
-        match lanes.get(lane)? {
+    fn pop_lane<T: Message + Clone>(
+        &mut self,
+        lanes: &[Lane<T>],
+        lane: usize,
+        sink: &mut impl Sink<T>,
+    ) -> bool {
+        match lanes.get(lane) {
+            None => false,
             // SAFETY: the receiver owning this member position is its only consumer, and
             // it calls this through `&mut self`; it is present (a receiver leaves only
             // when dropped).
-            Lane::Block(r) => unsafe { r.pop(self.member) },
-            Lane::Shed(queues) => {
-                let q = queues.get(self.member)?;
+            Some(Lane::Block(r)) => unsafe { sink.take_from_ring(r, self.member) },
+            Some(Lane::Shed(queues)) => {
+                let Some(q) = queues.get(self.member) else {
+                    return false;
+                };
                 if lane != self.last_lane && q.is_empty() {
-                    return None;
+                    return false;
                 }
-                let e = q.pop();
-                if e.is_some() {
-                    self.last_lane = lane;
-                } else if lane == self.last_lane {
-                    self.last_lane = usize::MAX;
+                match q.pop() {
+                    Some(e) => {
+                        self.last_lane = lane;
+                        sink.take(e);
+                        true
+                    }
+                    None => {
+                        if lane == self.last_lane {
+                            self.last_lane = usize::MAX;
+                        }
+                        false
+                    }
                 }
-                e
             }
         }
     }
 
-    /// Appends up to `max` events to `buf`, in the order repeated [`pop`](Self::pop)s
+    /// Hands up to `max` events to `sink`, in the order repeated [`pop`](Self::pop)s
     /// would give, but draining the top lane in a tight loop: between two events it
-    /// only checks that no higher lane has become ready.
+    /// only checks that no higher lane has become ready. Returns how many.
     #[inline]
     fn pop_batch<T: Message + Clone>(
         &mut self,
         lanes: &[Lane<T>],
-        buf: &mut Vec<Event<T>>,
+        sink: &mut impl Sink<T>,
         max: usize,
-    ) {
+    ) -> usize {
         let mut n = 0;
         while n < max {
             if self.streak >= self.starvation_limit && self.n_lanes > 1 {
                 // The guard's turn (rare): one event the way `pop` chooses it.
-                match self.pop(lanes) {
-                    Some(e) => {
-                        buf.push(e);
-                        n += 1;
-                        continue;
-                    }
-                    None => return,
+                if !self.pop(lanes, sink) {
+                    return n;
                 }
+                n += 1;
+                continue;
             }
             let Some(top) = lanes.iter().position(|l| l.ready(self.member)) else {
                 // Caught up: nothing is being starved.
                 self.streak = 0;
-                return;
+                return n;
             };
             while n < max {
-                let Some(e) = self.pop_lane(lanes, top) else {
+                if !self.pop_lane(lanes, top, sink) {
                     break;
-                };
-                buf.push(e);
+                }
                 n += 1;
                 self.streak = self.streak.saturating_add(1);
                 if self.streak >= self.starvation_limit
@@ -1583,11 +1641,13 @@ impl LaneOrder {
                 }
             }
         }
+        n
     }
 
-    /// One event in priority order, with the starvation guard.
+    /// One event in priority order, with the starvation guard, handed to `sink`.
+    /// Returns false if there was none.
     #[inline]
-    fn pop<T: Message + Clone>(&mut self, lanes: &[Lane<T>]) -> Option<Event<T>> {
+    fn pop<T: Message + Clone>(&mut self, lanes: &[Lane<T>], sink: &mut impl Sink<T>) -> bool {
         // The guard counts consecutive deliveries (not empty polls), and serves a lane
         // *below* the one strict order would serve: serving that top lane itself would
         // leave the waiting lower lanes starved.
@@ -1599,22 +1659,98 @@ impl LaneOrder {
                     if lane <= top {
                         continue;
                     }
-                    if let Some(e) = self.pop_lane(lanes, lane) {
+                    if self.pop_lane(lanes, lane, sink) {
                         self.fair_lane = lane % 3;
-                        return Some(e);
+                        return true;
                     }
                 }
             }
         }
         for lane in 0..self.n_lanes {
-            if let Some(e) = self.pop_lane(lanes, lane) {
+            if self.pop_lane(lanes, lane, sink) {
                 self.streak = self.streak.saturating_add(1);
-                return Some(e);
+                return true;
             }
         }
         // Caught up: nothing is being starved.
         self.streak = 0;
-        None
+        false
+    }
+}
+
+/// A receiver's deliveries since its last flush (published to the shared counters then).
+struct Tally {
+    /// Per shard position (`shard / n_groups`) and priority; `dirty` lists the positions
+    /// touched.
+    delivered: Box<[[u64; 4]]>,
+    dirty: Vec<usize>,
+    n_groups: usize,
+}
+
+impl Tally {
+    /// Counts one delivery.
+    #[inline]
+    fn account(&mut self, id: EventId, prio: Priority) {
+        let k = match self.n_groups {
+            1 => shard_of_id(id),
+            n => shard_of_id(id) / n,
+        };
+        if let Some(d) = self.delivered.get_mut(k) {
+            if *d == [0; 4] {
+                self.dirty.push(k);
+            }
+            d[prio.index()] += 1;
+        }
+    }
+}
+
+/// Lends each event to the caller's closure in place ([`Receiver::try_recv_with`]), then
+/// counts it: delivered, and its publish→receive latency.
+struct Visitor<'r, F> {
+    tally: &'r mut Tally,
+    /// The receiver's counters per shard.
+    stats: &'r [ShardStats],
+    clock: &'r quanta::Clock,
+    origin: u64,
+    /// A clock reading no earlier than the publish time of every event seen so far.
+    now: u64,
+    seen: usize,
+    f: F,
+}
+
+impl<F> Visitor<'_, F> {
+    /// Counts the event as delivered, then lends it to the closure (lent once: if the
+    /// closure panics, the event is not delivered again).
+    #[inline]
+    fn see<T: Message>(&mut self, e: &Envelope<T>)
+    where
+        F: FnMut(&Envelope<T>),
+    {
+        let published = e.timestamp.as_nanos();
+        self.tally.account(e.id, e.priority);
+        if published > self.now {
+            self.now = self.clock.delta_as_nanos(self.origin, self.clock.raw());
+        }
+        if let Some(ss) = self.stats.get(shard_of_id(e.id)) {
+            // Single writer: a shard's statistics belong to one receiver.
+            ss.latency
+                .record_single_writer(self.now.saturating_sub(published));
+        }
+        self.seen += 1;
+        (self.f)(e);
+    }
+}
+
+impl<T: Message + Clone, F: FnMut(&Envelope<T>)> Sink<T> for Visitor<'_, F> {
+    #[inline]
+    unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
+        // SAFETY: forwarded.
+        unsafe { ring.visit(m, |e| self.see(e)) }
+    }
+
+    #[inline]
+    fn take(&mut self, e: Event<T>) {
+        self.see(&e);
     }
 }
 
@@ -1634,12 +1770,8 @@ pub struct Receiver<T: Message + Clone> {
     group: usize,
     /// Its position among the members of a broadcast subscription (0 otherwise).
     member: usize,
-    n_groups: usize,
     shards: Box<[usize]>,
-    /// Deliveries since the last flush, per shard position (`shard / n_groups`) and
-    /// priority; `dirty` lists the positions touched.
-    delivered: Box<[[u64; 4]]>,
-    dirty: Vec<usize>,
+    tally: Tally,
     order: LaneOrder,
     reported_shed: u64,
     batch_size: usize,
@@ -1727,21 +1859,6 @@ impl<T: Message + Clone> Receiver<T> {
         &self.sub.groups[self.group].lanes
     }
 
-    /// Counts one delivery (published to the shared counters by `flush`).
-    #[inline]
-    fn account(&mut self, e: &Event<T>) {
-        let k = match self.n_groups {
-            1 => shard_of_id(e.id),
-            n => shard_of_id(e.id) / n,
-        };
-        if let Some(d) = self.delivered.get_mut(k) {
-            if *d == [0; 4] {
-                self.dirty.push(k);
-            }
-            d[e.priority.index()] += 1;
-        }
-    }
-
     /// Records the publish→receive latency of `events` against one clock read (the
     /// shard of each is in the low bits of its event id).
     #[inline]
@@ -1761,9 +1878,10 @@ impl<T: Message + Clone> Receiver<T> {
 
     /// Publishes the tallies to the shared counters and frees Block-lane capacity.
     fn flush(&mut self) {
-        for k in self.dirty.drain(..) {
+        let tally = &mut self.tally;
+        for k in tally.dirty.drain(..) {
             let ss = &self.sub.stats[self.member][self.shards[k]];
-            for (p, n) in self.delivered[k].iter_mut().enumerate() {
+            for (p, n) in tally.delivered[k].iter_mut().enumerate() {
                 if *n > 0 {
                     ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
                     *n = 0;
@@ -1787,26 +1905,22 @@ impl<T: Message + Clone> Receiver<T> {
         if missed > 0 {
             return Err(TryRecvError::Lagged(missed));
         }
-        let popped = match self.order.pop(&self.sub.groups[self.group].lanes) {
-            Some(p) => Some(p),
-            // Closed: drain anything that raced with the close first.
-            None if self.sub.closed.load(Ordering::Acquire) => {
-                match self.order.pop(&self.sub.groups[self.group].lanes) {
-                    Some(p) => Some(p),
-                    None => {
-                        self.flush();
-                        return Err(self.empty_or_closed());
-                    }
-                }
-            }
-            None => None,
-        };
+        let mut popped: Option<Event<T>> = None;
+        let lanes = &self.sub.groups[self.group].lanes;
+        // Closed: drain anything that raced with the close first.
+        if !self.order.pop(lanes, &mut popped)
+            && self.sub.closed.load(Ordering::Acquire)
+            && !self.order.pop(lanes, &mut popped)
+        {
+            self.flush();
+            return Err(self.empty_or_closed());
+        }
         let Some(e) = popped else {
             // Tombstones may have been passed: give their room back.
             self.flush();
             return Err(TryRecvError::Empty);
         };
-        self.account(&e);
+        self.tally.account(e.id, e.priority);
         self.flush();
         self.record_latency(std::slice::from_ref(&e));
         Ok(e)
@@ -1824,11 +1938,16 @@ impl<T: Message + Clone> Receiver<T> {
         self.order
             .pop_batch(&self.sub.groups[self.group].lanes, buf, max);
         for e in &buf[start..] {
-            self.account(e);
+            self.tally.account(e.id, e.priority);
         }
         self.flush();
         let received = buf.len() - start;
         self.record_latency(&buf[start..]);
+        self.batch_outcome(received, missed)
+    }
+
+    /// What a batch receive that took `received` events (and flushed) returns.
+    fn batch_outcome(&self, received: usize, missed: u64) -> Result<BatchInfo, TryRecvError> {
         if received == 0 && missed == 0 {
             return Err(if self.sub.closed.load(Ordering::Acquire) {
                 self.empty_or_closed()
@@ -1837,6 +1956,69 @@ impl<T: Message + Clone> Receiver<T> {
             });
         }
         Ok(BatchInfo { received, missed })
+    }
+
+    /// Repeats a batch receive, waiting between attempts, until it takes something or
+    /// the bus is closed and drained.
+    async fn batch_when_ready(
+        &mut self,
+        mut attempt: impl FnMut(&mut Self) -> Result<BatchInfo, TryRecvError>,
+    ) -> Result<BatchInfo, RecvError> {
+        loop {
+            match attempt(self) {
+                Ok(info) => return Ok(info),
+                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
+                Err(TryRecvError::Lagged(n)) => {
+                    return Ok(BatchInfo {
+                        received: 0,
+                        missed: n,
+                    })
+                }
+                Err(TryRecvError::Empty) => self.wait().await?,
+            }
+        }
+    }
+
+    /// Lends up to `max` queued events, one at a time, to `f` without waiting: the same
+    /// events, in the same order and with the same accounting as
+    /// [`try_recv_batch`](Self::try_recv_batch), but read where they are queued instead
+    /// of being moved (or, for a broadcast receiver, cloned) into a buffer. The fastest
+    /// way to consume: nothing is copied and nothing is dropped by the caller.
+    ///
+    /// Each event is lent once and counts as delivered when it is lent: if `f` panics,
+    /// the events it was given are gone, and the rest stay queued for the next receive.
+    /// `f` should not block: publishers may be waiting for the room these events hold.
+    pub fn try_recv_with<F>(&mut self, max: usize, f: F) -> Result<BatchInfo, TryRecvError>
+    where
+        F: FnMut(&Envelope<T>),
+    {
+        let missed = self.take_missed();
+        let mut visitor = Visitor {
+            tally: &mut self.tally,
+            stats: &self.sub.stats[self.member],
+            clock: &self.clock,
+            origin: self.origin,
+            now: 0,
+            seen: 0,
+            f,
+        };
+        self.order
+            .pop_batch(&self.sub.groups[self.group].lanes, &mut visitor, max);
+        let received = visitor.seen;
+        self.flush();
+        self.batch_outcome(received, missed)
+    }
+
+    /// Waits for at least one event, then lends up to `batch_size` (from the
+    /// configuration) to `f`, as [`try_recv_with`](Self::try_recv_with) does. Fails only
+    /// when the bus is closed and drained.
+    pub async fn recv_with<F>(&mut self, mut f: F) -> Result<BatchInfo, RecvError>
+    where
+        F: FnMut(&Envelope<T>),
+    {
+        let max = self.batch_size;
+        self.batch_when_ready(|rx| rx.try_recv_with(max, &mut f))
+            .await
     }
 
     /// After a close, with nothing to take: `Closed`, unless a publish that started
@@ -1897,19 +2079,8 @@ impl<T: Message + Clone> Receiver<T> {
     /// configuration) to `buf`. Fails only when the bus is closed and drained.
     pub async fn recv_batch(&mut self, buf: &mut Vec<Event<T>>) -> Result<BatchInfo, RecvError> {
         let max = self.batch_size;
-        loop {
-            match self.try_recv_batch(buf, max) {
-                Ok(info) => return Ok(info),
-                Err(TryRecvError::Closed) => return Err(RecvError::Closed),
-                Err(TryRecvError::Lagged(n)) => {
-                    return Ok(BatchInfo {
-                        received: 0,
-                        missed: n,
-                    })
-                }
-                Err(TryRecvError::Empty) => self.wait().await?,
-            }
-        }
+        self.batch_when_ready(|rx| rx.try_recv_batch(buf, max))
+            .await
     }
 
     /// The configured batch size.

@@ -29,7 +29,9 @@
 //!   subscriber is told exactly how many it missed ([`RecvError::Lagged`]). Nothing is lost silently.
 //! - **Filters** ([`Filter`]) are decided at subscribe time and applied at publish:
 //!   subscribers are never woken for events they did not ask for. Batch publish and
-//!   batch receive.
+//!   batch receive, including a lending receive ([`Receiver::try_recv_with`],
+//!   [`Receiver::recv_with`]) that hands events to a closure where they are queued, with
+//!   nothing copied out.
 //! - **Metrics** per shard and lane (depth, published, delivered, shed, latency
 //!   histogram) and a bounded **history** ring for debugging and replay. No globals.
 //!

@@ -267,6 +267,26 @@ impl<T> Ring<T> {
         T: Clone,
     {
         let me = &self.cons[c];
+        let (n, i) = self.next_value(me)?;
+        // SAFETY: the stamp says the value of `n` was written (Acquire pairs with the
+        // publisher's Release). Broadcast consumers only read it (cloned before `next`
+        // moves past it: a panicking `Clone` leaves it to be read again), and it is not
+        // dropped before they all released it; a single consumer moves it out exactly
+        // once (`next` moves past it right away).
+        let v = unsafe { &*self.values[i].0.get() };
+        let value = if self.shared {
+            unsafe { v.assume_init_ref() }.clone()
+        } else {
+            unsafe { v.assume_init_read() }
+        };
+        me.next.store(n.wrapping_add(1), Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// Consumer `me`'s next committed value, past any tombstones (which it moves over):
+    /// its sequence number and slot. `None` if the next sequence is not committed yet.
+    #[inline]
+    fn next_value(&self, me: &Consumer) -> Option<(u64, usize)> {
         loop {
             let n = me.next.load(Ordering::Relaxed);
             let i = (n & self.mask) as usize;
@@ -274,24 +294,46 @@ impl<T> Ring<T> {
             if stamp >> 1 != n.wrapping_add(1) & (u64::MAX >> 1) {
                 return None;
             }
-            if stamp & 1 == 1 {
-                me.next.store(n.wrapping_add(1), Ordering::Relaxed);
-                continue;
+            if stamp & 1 == 0 {
+                return Some((n, i));
             }
-            // SAFETY: the stamp says the value of `n` was written (Acquire pairs with the
-            // publisher's Release). Broadcast consumers only read it (cloned before `next`
-            // moves past it: a panicking `Clone` leaves it to be read again), and it is
-            // not dropped before they all released it; a single consumer moves it out
-            // exactly once (`next` moves past it right away).
-            let v = unsafe { &*self.values[i].0.get() };
-            let value = if self.shared {
-                unsafe { v.assume_init_ref() }.clone()
-            } else {
-                unsafe { v.assume_init_read() }
-            };
             me.next.store(n.wrapping_add(1), Ordering::Relaxed);
-            return Some(value);
         }
+    }
+
+    /// Lends consumer `c`'s next value to `f` in place, skipping tombstones: the consumer
+    /// moves past it first, so it is lent once (if `f` panics, it is still gone). A
+    /// single consumer then drops it in its slot (also when `f` panics); in a broadcast
+    /// ring it stays for the others. Returns false, without calling `f`, if the next
+    /// sequence is not committed yet.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    #[inline]
+    pub(crate) unsafe fn visit(&self, c: usize, f: impl FnOnce(&T)) -> bool {
+        /// Drops the lent value of a single-consumer ring, however `f` ends.
+        struct DropAfter<T>(*mut MaybeUninit<T>);
+        impl<T> Drop for DropAfter<T> {
+            fn drop(&mut self) {
+                // SAFETY: see `visit`: the value is committed and nobody else reads or
+                // drops it.
+                unsafe { (*self.0).assume_init_drop() };
+            }
+        }
+        let me = &self.cons[c];
+        let Some((n, i)) = self.next_value(me) else {
+            return false;
+        };
+        me.next.store(n.wrapping_add(1), Ordering::Relaxed);
+        let slot = self.values[i].0.get();
+        // The slot is not reused before this consumer releases `n + 1`, which it does
+        // after this call (`release`).
+        let _drop = (!self.shared).then(|| DropAfter(slot));
+        // SAFETY: committed (Acquire pairs with the publisher's Release), not moved out
+        // nor dropped: a single consumer drops it only after `f` (above), and in a
+        // broadcast ring it is dropped by the publisher that reuses the slot.
+        f(unsafe { (*slot).assume_init_ref() });
+        true
     }
 
     /// Whether consumer `c`'s next sequence is committed (a value or a tombstone).
@@ -424,6 +466,66 @@ mod tests {
         let c = r.claim().unwrap();
         assert!(unsafe { r.commit(c, 7) }.is_none());
         assert_eq!(unsafe { r.pop(0) }, Some(7));
+    }
+
+    #[test]
+    fn visit_lends_in_place_and_drops_once() {
+        let v = Arc::new(());
+        {
+            let r = Ring::new(4, 1);
+            for k in 0..3 {
+                let s = r.claim().unwrap();
+                if k == 1 {
+                    unsafe { r.abandon(s) };
+                } else {
+                    drop(unsafe { r.commit(s, v.clone()) });
+                }
+            }
+            assert_eq!(Arc::strong_count(&v), 3);
+            // The tombstone is skipped; each value is dropped right after its visit.
+            let mut seen = 0;
+            assert!(unsafe { r.visit(0, |x| seen += Arc::strong_count(x)) });
+            assert_eq!((seen, Arc::strong_count(&v)), (3, 2));
+            // A panicking visitor: the value was lent, and it is dropped all the same.
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                r.visit(0, |_| panic!("visitor"))
+            }));
+            assert!(panicked.is_err());
+            assert_eq!(Arc::strong_count(&v), 1);
+            assert!(!unsafe { r.visit(0, |_| unreachable!()) });
+            // One left unread: the ring's drop frees it (and not the visited ones).
+            let s = r.claim().unwrap();
+            drop(unsafe { r.commit(s, v.clone()) });
+            assert!(r.release(0));
+        }
+        assert_eq!(Arc::strong_count(&v), 1);
+    }
+
+    #[test]
+    fn broadcast_visit_leaves_the_value_for_the_others() {
+        let v = Arc::new(());
+        {
+            let r = Ring::new(2, 2);
+            let s = r.claim().unwrap();
+            drop(unsafe { r.commit(s, v.clone()) });
+            let mut counts = Vec::new();
+            assert!(unsafe { r.visit(0, |x| counts.push(Arc::strong_count(x))) });
+            assert!(!unsafe { r.visit(0, |_| unreachable!()) });
+            assert!(unsafe { r.visit(1, |x| counts.push(Arc::strong_count(x))) });
+            assert_eq!(counts, [2, 2]);
+            assert_eq!(Arc::strong_count(&v), 2);
+            r.release(0);
+            r.release(1);
+            // Reusing the slot hands the old value back to the publisher.
+            let s = r.claim().unwrap();
+            let s2 = r.claim().unwrap();
+            drop(unsafe { r.commit(s, Arc::new(())) });
+            let previous = unsafe { r.commit(s2, Arc::new(())) };
+            assert!(previous.is_some());
+            drop(previous);
+            assert_eq!(Arc::strong_count(&v), 1);
+        }
+        assert_eq!(Arc::strong_count(&v), 1);
     }
 
     #[test]

@@ -2527,3 +2527,198 @@ fn a_publisher_sees_every_subscription_change_at_its_next_publish() {
     assert_eq!(bus.metrics().unrouted, 2);
     assert_eq!(bus.metrics().subscriptions, 0);
 }
+
+// =======================================================================================
+// Lending receive (try_recv_with / recv_with)
+// =======================================================================================
+
+/// Two identical buses fed the same events (every priority, a Low lane that sheds, the
+/// starvation guard at work, several shards): draining one with `try_recv_with` must see
+/// exactly what `try_recv_batch` moves out of the other, in the same order, with the same
+/// metrics.
+#[test]
+fn try_recv_with_lends_exactly_what_try_recv_batch_moves() {
+    let config = EventBusConfig {
+        shard_count: 4,
+        broadcast_capacity: 64,
+        starvation_limit: 3,
+        ..cfg()
+    };
+    let (a, b) = (new_bus(config.clone()), new_bus(config));
+    let (mut ra, mut rb) = (a.subscribe(Filter::all()), b.subscribe(Filter::all()));
+    let (ta, tb) = (a.publisher("t"), b.publisher("t"));
+    let mut seq = 0u64;
+    let mut publish = |n: u64| {
+        for _ in 0..n {
+            let prio = Priority::ALL[(seq * 7 % 11 % 4) as usize];
+            for tx in [&ta, &tb] {
+                // Block lanes full: skipped on both (same outcome on both buses).
+                let _ = tx.try_publish(CorrelationId(seq % 5), None, ev(prio, seq));
+            }
+            seq += 1;
+        }
+    };
+    let key = |e: &Envelope<Ev>| (e.payload.seq, e.priority, e.correlation, e.id);
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    let (mut missed_a, mut missed_b) = (0, 0);
+    for (round, k) in [(0, 1usize), (1, 5), (2, 64), (3, 7), (4, 200), (5, 2)] {
+        publish(40 + round * 37);
+        let mut buf = Vec::new();
+        let ia = ra.try_recv_batch(&mut buf, k).unwrap();
+        got_a.extend(buf.iter().map(|e| key(e)));
+        let ib = rb.try_recv_with(k, |e| got_b.push(key(e))).unwrap();
+        assert_eq!(ia, ib, "round {round}");
+        missed_a += ia.missed;
+        missed_b += ib.missed;
+    }
+    loop {
+        let mut buf = Vec::new();
+        let ia = ra.try_recv_batch(&mut buf, 16);
+        got_a.extend(buf.iter().map(|e| key(e)));
+        let ib = rb.try_recv_with(16, |e| got_b.push(key(e)));
+        assert_eq!(ia, ib);
+        match ia {
+            Ok(i) => {
+                missed_a += i.missed;
+                missed_b += ib.map(|i| i.missed).unwrap_or_default();
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(got_a, got_b);
+    assert!(missed_a > 0, "the Low lane should have shed");
+    assert_eq!(missed_a, missed_b);
+    let (ma, mb) = (a.metrics(), b.metrics());
+    for p in Priority::ALL {
+        assert_eq!(ma.lane_total(p), mb.lane_total(p), "{p}");
+    }
+    assert_eq!(mb.total().depth, 0);
+    assert_eq!(mb.latency.count, mb.total().delivered);
+    assert_eq!(ma.latency.count, mb.latency.count);
+}
+
+#[test]
+fn broadcast_receivers_lend_every_event_and_give_the_room_back() {
+    let bus = new_bus(EventBusConfig {
+        broadcast_capacity: 8,
+        ..cfg()
+    });
+    let mut rxs = bus.subscribe_broadcast(Filter::all(), 3);
+    let tx = bus.publisher("t");
+    let mut seen = vec![Vec::new(); 3];
+    for round in 0..5u64 {
+        for k in 0..8 {
+            tx.try_publish(CorrelationId(k), None, ev(Priority::High, round * 8 + k))
+                .unwrap();
+        }
+        // Full until every receiver has read.
+        assert!(matches!(
+            tx.try_publish(CorrelationId(0), None, ev(Priority::High, 999)),
+            Err(PublishError::Full(_))
+        ));
+        for (rx, seen) in rxs.iter_mut().zip(seen.iter_mut()) {
+            let info = rx.try_recv_with(100, |e| seen.push(e.payload.seq)).unwrap();
+            assert_eq!(info.received, 8);
+        }
+    }
+    let want: Vec<u64> = (0..40).collect();
+    for s in &seen {
+        assert_eq!(s, &want);
+    }
+    assert_eq!(bus.metrics().total().delivered, 3 * 40);
+    assert_eq!(bus.metrics().total().depth, 0);
+}
+
+/// A closure that panics: the events it was lent are gone (counted as delivered), the
+/// rest stay queued, nothing is delivered twice, and payloads are dropped exactly once.
+#[test]
+fn a_panicking_lend_closure_loses_only_what_it_was_lent() {
+    #[derive(Clone, Debug)]
+    struct Counted(u64, Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl Message for Counted {
+        fn priority(&self) -> Priority {
+            Priority::Normal
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    for broadcast in [false, true] {
+        drops.store(0, Ordering::SeqCst);
+        let bus = EventBus::<Counted>::new(EventBusConfig {
+            enable_zero_copy: false,
+            ..cfg()
+        })
+        .unwrap();
+        let mut rxs = if broadcast {
+            bus.subscribe_broadcast(Filter::all(), 2)
+        } else {
+            vec![bus.subscribe(Filter::all())]
+        };
+        let tx = bus.publisher("t");
+        for k in 0..10 {
+            tx.try_publish(CorrelationId(1), None, Counted(k, drops.clone()))
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rxs[0].try_recv_with(100, |e| {
+                seen.push(e.payload.0);
+                if e.payload.0 == 3 {
+                    panic!("handler bug");
+                }
+            })
+        }));
+        assert!(r.is_err());
+        let info = rxs[0]
+            .try_recv_with(100, |e| seen.push(e.payload.0))
+            .unwrap();
+        assert_eq!(info.received, 6);
+        assert_eq!(seen, (0..10).collect::<Vec<_>>(), "broadcast: {broadcast}");
+        assert_eq!(bus.metrics().total().delivered, 10);
+        if !broadcast {
+            // Lent values are dropped in place, once each.
+            assert_eq!(drops.load(Ordering::SeqCst), 10);
+        }
+        drop(rxs);
+        drop(tx);
+        drop(bus);
+        assert_eq!(drops.load(Ordering::SeqCst), 10, "broadcast: {broadcast}");
+    }
+}
+
+#[test]
+fn recv_with_waits_for_events_and_ends_at_close() {
+    rt().block_on(async {
+        let bus = new_bus(cfg());
+        let mut rx = bus.subscribe(Filter::all());
+        let tx = bus.publisher("t");
+        let consumer = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match rx.recv_with(|e| seen.push(e.payload.seq)).await {
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return seen,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        });
+        for k in 0..100 {
+            tx.publish(CorrelationId(k), None, ev(Priority::Normal, k))
+                .await
+                .unwrap();
+            if k % 10 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        bus.close();
+        let seen = consumer.await.unwrap();
+        assert_eq!(seen.len(), 100);
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    });
+}

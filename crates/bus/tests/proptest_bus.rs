@@ -31,9 +31,19 @@ impl Message for Ev {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Publish { prio: Priority, corr: u64 },
-    TryRecv { sub: usize },
-    RecvBatch { sub: usize, k: usize },
+    Publish {
+        prio: Priority,
+        corr: u64,
+    },
+    TryRecv {
+        sub: usize,
+    },
+    /// `lend`: through `try_recv_with` (events lent in place) instead of a buffer.
+    RecvBatch {
+        sub: usize,
+        k: usize,
+        lend: bool,
+    },
 }
 
 fn priority() -> impl Strategy<Value = Priority> {
@@ -48,7 +58,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (priority(), 0u64..4).prop_map(|(prio, corr)| Op::Publish { prio, corr }),
         2 => (0usize..2).prop_map(|sub| Op::TryRecv { sub }),
-        1 => (0usize..2, 1usize..6).prop_map(|(sub, k)| Op::RecvBatch { sub, k }),
+        1 => (0usize..2, 1usize..6, any::<bool>())
+            .prop_map(|(sub, k, lend)| Op::RecvBatch { sub, k, lend }),
     ]
 }
 
@@ -250,7 +261,14 @@ impl Harness {
     }
 
     /// Checks a received event against the model (must be the front of its lane).
-    fn accept(&mut self, sub: usize, e: &Event<Ev>) -> Result<(), TestCaseError> {
+    /// Checks one received event against the model; `shared`: whether its handle shares
+    /// a pooled slot (unknown for a lent envelope).
+    fn accept(
+        &mut self,
+        sub: usize,
+        e: &Envelope<Ev>,
+        shared: Option<bool>,
+    ) -> Result<(), TestCaseError> {
         prop_assert!(self.bus.shard_of(e.correlation) < self.cfg.shard_count);
         let lane = self.lane_of(e.priority);
         prop_assert_eq!(e.priority, e.payload.prio);
@@ -264,8 +282,10 @@ impl Harness {
             Some((e.correlation, &e.payload)),
             "not the oldest event of its lane"
         );
-        let shared = front.map(|(_, _, shared)| shared).unwrap_or_default();
-        prop_assert_eq!(e.is_shared(), shared, "is_shared");
+        let want_shared = front.map(|(_, _, shared)| shared).unwrap_or_default();
+        if let Some(shared) = shared {
+            prop_assert_eq!(shared, want_shared, "is_shared");
+        }
         if let Some(prev) = self
             .last_seq
             .insert((sub, e.correlation, e.priority), e.payload.seq)
@@ -292,16 +312,26 @@ impl Harness {
             return Ok(false);
         }
         match r {
-            Ok(e) => self.accept(sub, &e)?,
+            Ok(e) => self.accept(sub, &e, Some(e.is_shared()))?,
             Err(err) => prop_assert!(false, "expected an event, got {:?}", err),
         }
         Ok(true)
     }
 
-    fn recv_batch(&mut self, sub: usize, k: usize) -> Result<(), TestCaseError> {
+    fn recv_batch(&mut self, sub: usize, k: usize, lend: bool) -> Result<(), TestCaseError> {
         let sub = sub % self.rxs.len();
-        let mut buf = Vec::new();
-        let r = self.rxs[sub].try_recv_batch(&mut buf, k);
+        let mut buf: Vec<(Envelope<Ev>, Option<bool>)> = Vec::new();
+        let r = if lend {
+            self.rxs[sub].try_recv_with(k, |e| buf.push((e.clone(), None)))
+        } else {
+            let mut events = Vec::new();
+            let r = self.rxs[sub].try_recv_batch(&mut events, k);
+            buf.extend(events.into_iter().map(|e| {
+                let shared = e.is_shared();
+                (e.into_envelope(), Some(shared))
+            }));
+            r
+        };
         let m = &mut self.models[sub];
         if m.missed == 0 && m.is_empty() {
             prop_assert_eq!(r, Err(TryRecvError::Empty));
@@ -314,8 +344,8 @@ impl Harness {
         prop_assert_eq!(buf.len(), want_received);
         self.reported_missed += m.missed;
         m.missed = 0;
-        for e in &buf {
-            self.accept(sub, e)?;
+        for (e, shared) in &buf {
+            self.accept(sub, e, *shared)?;
         }
         Ok(())
     }
@@ -383,7 +413,7 @@ proptest! {
                 Op::TryRecv { sub } => {
                     h.try_recv(sub)?;
                 }
-                Op::RecvBatch { sub, k } => h.recv_batch(sub, k)?,
+                Op::RecvBatch { sub, k, lend } => h.recv_batch(sub, k, lend)?,
             }
         }
         h.drain_and_check()?;

@@ -177,6 +177,37 @@ fn broadcast(history: usize) -> u64 {
     n
 }
 
+/// (g) events lent in place (`try_recv_with`) to three subscribers (zero-copy fan-out)
+/// and a broadcast subscription of two receivers.
+fn lent(history: usize) -> u64 {
+    let bus = EventBus::<P64>::new(config(history)).unwrap();
+    let mut rxs = vec![bus.subscribe(Filter::all())];
+    let mut fan: Vec<_> = (0..2).map(|_| bus.subscribe(Filter::all())).collect();
+    let mut bcast = bus.subscribe_broadcast(Filter::all(), 2);
+    rxs.append(&mut fan);
+    rxs.append(&mut bcast);
+    let tx = bus.publisher("zero-alloc");
+    let mut step = |i: u64| {
+        let ev = p(i);
+        tx.try_publish(CorrelationId(i % 64), None, ev).unwrap();
+        for rx in rxs.iter_mut() {
+            let mut got = None;
+            let info = rx.try_recv_with(8, |e| got = Some(e.payload)).unwrap();
+            assert_eq!((info.received, got), (1, Some(ev)));
+        }
+    };
+    for i in 0..WARMUP {
+        step(i);
+    }
+    let (n, ()) = count_allocs(|| {
+        for i in WARMUP..WARMUP + ITERS {
+            step(i);
+        }
+    });
+    assert_eq!(bus.metrics().total().delivered, 5 * (WARMUP + ITERS));
+    n
+}
+
 /// (c) batch publish and batch receive with pre-allocated buffers.
 fn batches(history: usize) -> u64 {
     const BATCH: u64 = 32;
@@ -326,6 +357,7 @@ fn steady_state_publish_and_receive_allocate_nothing() {
                 "(f) broadcast subscription, 4 receivers",
                 broadcast(history),
             ),
+            ("(g) events lent in place (try_recv_with)", lent(history)),
         ];
         for (name, allocs) in results {
             assert_eq!(
