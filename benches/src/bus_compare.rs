@@ -620,6 +620,21 @@ fn consume(
     }
 }
 
+/// With `CE_PIN=1` in the environment, pins the `k`-th thread of a throughput run
+/// (publishers first, then subscribers) to core `k % cores`: in (i) the publisher and
+/// the subscriber each get a core of their own. Off by default: rvoip's contenders run
+/// threads of their own that pinning would starve. Useful for A/B runs of one contender.
+fn pin(k: usize) {
+    if std::env::var_os("CE_PIN").is_none() {
+        return;
+    }
+    if let Some(ids) = core_affinity::get_core_ids() {
+        if let Some(id) = ids.get(k % ids.len().max(1)) {
+            core_affinity::set_for_current(*id);
+        }
+    }
+}
+
 /// Throughput: `pubs` publishers send `n` events each, as fast as the contender lets them.
 fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome {
     let setup = c.setup(shape);
@@ -629,10 +644,12 @@ fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome 
     let consumers: Vec<_> = setup
         .rxs
         .into_iter()
-        .map(|rx| {
+        .enumerate()
+        .map(|(j, rx)| {
             let done = done.clone();
             let start = start.clone();
             std::thread::spawn(move || {
+                pin(shape.publishers + j);
                 start.wait();
                 consume(rx, total, done, false, work_ns)
             })
@@ -641,9 +658,11 @@ fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome 
     let producers: Vec<_> = setup
         .txs
         .into_iter()
-        .map(|mut tx| {
+        .enumerate()
+        .map(|(i, mut tx)| {
             let start = start.clone();
             std::thread::spawn(move || {
+                pin(i);
                 start.wait();
                 for i in 0..n {
                     tx.send(BenchEvent::new(i, false));

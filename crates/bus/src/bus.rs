@@ -185,7 +185,8 @@ impl<T: Message> Lane<T> {
 /// (group, lane) keeps their order while the receiver drains a single queue per lane.
 /// Per-shard depth is derived: enqueued (`SubInner::enqueued`) - delivered - displaced.
 struct ShardStats {
-    /// Taken out by the receiver, by priority (the receiver, once per receive call).
+    /// Taken out by the receiver, by priority (written by that receiver alone, once per
+    /// receive call).
     delivered: CachePadded<[AtomicU64; 4]>,
     /// Shed by the overflow policy, by priority: displaced from the queue, or refused.
     shed: [AtomicU64; 4],
@@ -512,7 +513,7 @@ impl<'a, T: Message> WakeList<'a, T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
         let known = self.pending[..self.len]
             .iter()
@@ -595,7 +596,7 @@ impl<T: Message + Clone> BusInner<T> {
 
     /// A new event id. One counter per (shard, priority) is both the published count and
     /// the id sequence: id = seq | priority | shard (the shard in the low bits).
-    #[inline]
+    #[inline(always)]
     fn next_id(&self, shard_idx: usize, prio: Priority) -> EventId {
         let seq = self.shards[shard_idx].published[prio.index()].fetch_add(1, Ordering::Relaxed);
         EventId(
@@ -606,6 +607,7 @@ impl<T: Message + Clone> BusInner<T> {
     /// The one publish path. On `Full`, nothing was delivered and the blocked
     /// subscription is returned so an async publisher can wait on it.
     #[allow(clippy::type_complexity)]
+    #[inline(always)]
     fn route<'a>(
         &'a self,
         table: &'a RoutingTable<T>,
@@ -655,19 +657,41 @@ impl<T: Message + Clone> BusInner<T> {
                         }
                         let id = self.next_id(shard_idx, prio);
                         env.id = id;
+                        // Counted before the commit: no atomic read-modify-write follows
+                        // the slot writes, so their cache-line transfers overlap with the
+                        // next publish instead of stalling this one (a locked instruction
+                        // waits for every earlier store).
+                        sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                         // SAFETY: claimed on this ring just above, committed once.
                         let displaced = unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
-                        sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                         wakes.add(sub, g);
                         // User code (the payload's `Drop`) last.
-                        drop(displaced);
+                        if displaced.is_some() {
+                            drop(displaced);
+                        }
                         return Ok(id);
                     }
                     // Full: the general path decides (shed or back-pressure).
                 }
             }
         }
+        self.route_general(subs, shard_idx, lane_idx, policy, env, wakes)
+    }
 
+    /// The publish path for everything the fast path in [`route`](Self::route) does not
+    /// take: several subscriptions, Shed lanes, full lanes, history.
+    #[allow(clippy::type_complexity)]
+    #[inline(never)]
+    fn route_general<'a>(
+        &'a self,
+        subs: &'a [Arc<SubInner<T>>],
+        shard_idx: usize,
+        lane_idx: usize,
+        policy: OverflowPolicy,
+        mut env: Envelope<T>,
+        wakes: &mut WakeList<'a, T>,
+    ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
+        let (correlation, prio) = (env.correlation, env.priority);
         // The history copy is made before any claim, and stored after the delivery: user
         // code (clone, drop) and the history lock stay out of the claim-to-commit window.
         let history_copy = self.shards[shard_idx].history.as_ref().map(|_| env.clone());
@@ -1364,6 +1388,7 @@ impl<T: Message + Clone> Publisher<T> {
     /// is delivered and [`PublishError::Full`] hands the payload back.
     /// [`PublishError::Closed`] means the bus is closed; a single subscription that has
     /// ended simply does not get the event (if none is left, it counts as unrouted).
+    #[inline]
     pub fn try_publish(
         &self,
         correlation: CorrelationId,
@@ -1721,7 +1746,7 @@ struct Visitor<'r, F> {
 impl<F> Visitor<'_, F> {
     /// Counts the event as delivered, then lends it to the closure (lent once: if the
     /// closure panics, the event is not delivered again).
-    #[inline]
+    #[inline(always)]
     fn see<T: Message>(&mut self, e: &Envelope<T>)
     where
         F: FnMut(&Envelope<T>),
@@ -1742,7 +1767,7 @@ impl<F> Visitor<'_, F> {
 }
 
 impl<T: Message + Clone, F: FnMut(&Envelope<T>)> Sink<T> for Visitor<'_, F> {
-    #[inline]
+    #[inline(always)]
     unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
         // SAFETY: forwarded.
         unsafe { ring.visit(m, |e| self.see(e)) }
@@ -1883,7 +1908,9 @@ impl<T: Message + Clone> Receiver<T> {
             let ss = &self.sub.stats[self.member][self.shards[k]];
             for (p, n) in tally.delivered[k].iter_mut().enumerate() {
                 if *n > 0 {
-                    ss.delivered[p].fetch_add(*n, Ordering::Relaxed);
+                    // Single writer (this receiver): no read-modify-write needed.
+                    let d = &ss.delivered[p];
+                    d.store(d.load(Ordering::Relaxed) + *n, Ordering::Relaxed);
                     *n = 0;
                 }
             }

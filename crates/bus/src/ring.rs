@@ -144,7 +144,7 @@ impl<T> Ring<T> {
     ///
     /// The compare-and-swap is SeqCst: the receiver's sleep check relies on it (see
     /// `Receiver::wait`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn claim(&self) -> Option<u64> {
         let mut t = self.prod.tail.load(Ordering::Relaxed);
         loop {
@@ -179,7 +179,7 @@ impl<T> Ring<T> {
     /// # Safety
     /// The caller holds the claim of a sequence number of slot `i` and stores the slot's
     /// new stamp right after.
-    #[inline]
+    #[inline(always)]
     unsafe fn take_previous(&self, i: usize) -> Option<T> {
         if self.shared && holds_value(self.stamps[i].load(Ordering::Relaxed)) {
             // SAFETY: the claim proves that every consumer present released the previous
@@ -198,7 +198,7 @@ impl<T> Ring<T> {
     ///
     /// # Safety
     /// `seq` was returned by [`claim`](Self::claim) on this ring and not committed yet.
-    #[inline]
+    #[inline(always)]
     #[must_use = "the previous value is dropped by the caller, after its bookkeeping"]
     pub(crate) unsafe fn commit(&self, seq: u64, value: T) -> Option<T> {
         let i = (seq & self.mask) as usize;
@@ -285,7 +285,7 @@ impl<T> Ring<T> {
 
     /// Consumer `me`'s next committed value, past any tombstones (which it moves over):
     /// its sequence number and slot. `None` if the next sequence is not committed yet.
-    #[inline]
+    #[inline(always)]
     fn next_value(&self, me: &Consumer) -> Option<(u64, usize)> {
         loop {
             let n = me.next.load(Ordering::Relaxed);
@@ -309,7 +309,7 @@ impl<T> Ring<T> {
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn visit(&self, c: usize, f: impl FnOnce(&T)) -> bool {
         /// Drops the lent value of a single-consumer ring, however `f` ends.
         struct DropAfter<T>(*mut MaybeUninit<T>);
