@@ -157,6 +157,11 @@ trait Contender: Sync {
     fn setup(&self, shape: Shape) -> Setup;
 }
 
+// Every contender's publisher and subscriber handles are aligned to 128 bytes: allocated
+// one after the other, they would otherwise share cache lines (one written by the
+// publishing thread, the other by the receiving thread), a slowdown that depended on
+// where the allocator happened to put them.
+
 // --- call-engine-bus ---
 
 struct Ours {
@@ -169,6 +174,7 @@ struct Ours {
     lend: bool,
 }
 
+#[repr(align(128))]
 struct OursTx(ce::Publisher<BenchEvent>, u64);
 impl Tx for OursTx {
     fn send(&mut self, ev: BenchEvent) {
@@ -188,6 +194,7 @@ impl Tx for OursTx {
     }
 }
 
+#[repr(align(128))]
 struct OursRx(ce::Receiver<BenchEvent>, Vec<ce::Event<BenchEvent>>, bool);
 impl Rx for OursRx {
     fn poll(&mut self, out: &mut Polled) {
@@ -226,16 +233,12 @@ impl Contender for Ours {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(if s.capacity > 16_384 { 1 } else { 4 }),
-            broadcast_capacity: if s.capacity > 16_384 {
-                s.capacity
-            } else {
-                (s.capacity
-                    / std::env::var("CE_SHARDS")
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(4))
-                .max(1)
-            },
+            // A receiver's lane is one queue whatever the shard count: the same capacity
+            // as every other contender's queue.
+            broadcast_capacity: std::env::var("CE_CAP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(s.capacity),
             history_capacity: if self.history { 1024 } else { 0 },
             enable_zero_copy: self.zero_copy,
             ..Default::default()
@@ -266,12 +269,14 @@ impl Contender for Ours {
 // --- rvoip-infra-common EventBus ---
 
 struct RvoipBus;
+#[repr(align(128))]
 struct RvoipBusTx(rvoip_infra_common::events::bus::EventBus);
 impl Tx for RvoipBusTx {
     fn send(&mut self, ev: BenchEvent) {
         let _ = poll_now(self.0.publish(ev));
     }
 }
+#[repr(align(128))]
 struct RvoipBusRx(rvoip_infra_common::events::registry::TypedBroadcastReceiver<BenchEvent>);
 impl Rx for RvoipBusRx {
     fn poll(&mut self, out: &mut Polled) {
@@ -293,7 +298,10 @@ impl Contender for RvoipBus {
     fn setup(&self, s: Shape) -> Setup {
         use rvoip_infra_common::events::bus::{EventBus, EventBusConfig};
         let bus = EventBus::with_config(EventBusConfig {
-            broadcast_capacity: s.capacity,
+            broadcast_capacity: std::env::var("CE_CAP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(s.capacity),
             ..Default::default()
         });
         let rxs = (0..s.subscribers)
@@ -318,12 +326,14 @@ impl Contender for RvoipBus {
 
 struct RvoipCoord;
 type CoordEvent = Arc<dyn rvoip_infra_common::events::cross_crate::CrossCrateEvent>;
+#[repr(align(128))]
 struct RvoipCoordTx(Arc<rvoip_infra_common::events::coordinator::GlobalEventCoordinator>);
 impl Tx for RvoipCoordTx {
     fn send(&mut self, ev: BenchEvent) {
         let _ = poll_now(self.0.publish(Arc::new(ev)));
     }
 }
+#[repr(align(128))]
 struct RvoipCoordRx(tokio::sync::mpsc::Receiver<CoordEvent>);
 impl Rx for RvoipCoordRx {
     fn poll(&mut self, out: &mut Polled) {
@@ -381,12 +391,14 @@ impl Contender for RvoipCoord {
 // --- tokio broadcast ---
 
 struct TokioBroadcast;
+#[repr(align(128))]
 struct TbTx(tokio::sync::broadcast::Sender<BenchEvent>);
 impl Tx for TbTx {
     fn send(&mut self, ev: BenchEvent) {
         let _ = self.0.send(ev);
     }
 }
+#[repr(align(128))]
 struct TbRx(tokio::sync::broadcast::Receiver<BenchEvent>);
 impl Rx for TbRx {
     fn poll(&mut self, out: &mut Polled) {
@@ -424,6 +436,7 @@ impl Contender for TokioBroadcast {
 // --- crossbeam (one channel per subscriber; publisher copies to each) ---
 
 struct Crossbeam;
+#[repr(align(128))]
 struct CbTx(Vec<crossbeam_channel::Sender<BenchEvent>>);
 impl Tx for CbTx {
     fn send(&mut self, ev: BenchEvent) {
@@ -432,6 +445,7 @@ impl Tx for CbTx {
         }
     }
 }
+#[repr(align(128))]
 struct CbRx(crossbeam_channel::Receiver<BenchEvent>);
 impl Rx for CbRx {
     fn poll(&mut self, out: &mut Polled) {
@@ -466,6 +480,7 @@ impl Contender for Crossbeam {
 // --- disruptor (one shared ring; the fan-out reference) ---
 
 struct Disruptor;
+#[repr(align(128))]
 struct DisTx<P>(P);
 impl<P: disruptor::Producer<BenchEvent> + Send> Tx for DisTx<P> {
     fn send(&mut self, ev: BenchEvent) {
@@ -474,6 +489,7 @@ impl<P: disruptor::Producer<BenchEvent> + Send> Tx for DisTx<P> {
         }
     }
 }
+#[repr(align(128))]
 struct DisRx<B>(disruptor::EventPoller<BenchEvent, B>);
 macro_rules! dis_rx {
     ($barrier:ty) => {
