@@ -1166,7 +1166,17 @@ impl<T: Message + Clone> EventBus<T> {
                     lanes: (0..n_lanes)
                         .map(|l| {
                             if block[l] {
-                                Lane::Block(Ring::new(cfg.broadcast_capacity, members))
+                                let ring = Ring::new(cfg.broadcast_capacity, members);
+                                if members > 1 && !std::mem::needs_drop::<T>() {
+                                    // SAFETY: a broadcast ring only ever holds owned
+                                    // envelopes (publishes that reach a broadcast
+                                    // subscription never use pooled slots, see
+                                    // `route_general`), and an owned envelope of a payload
+                                    // with no drop glue has none either.
+                                    Lane::Block(unsafe { ring.values_need_no_drop() })
+                                } else {
+                                    Lane::Block(ring)
+                                }
                             } else {
                                 Lane::Shed(
                                     (0..members)
@@ -1530,6 +1540,38 @@ impl<T: Message + Clone> Publisher<T> {
     }
 }
 
+/// Whether a lane above the one being drained has become ready, checked between two
+/// events of a batch.
+enum Watch<'a, T: Message> {
+    /// A Block lane: the stamp of the receiver's next sequence, and its committed value.
+    Stamp(&'a AtomicU64, u64),
+    /// A Shed lane: the receiver's queue.
+    Queue(&'a ArrayQueue<Event<T>>),
+    Nothing,
+}
+
+impl<'a, T: Message> Watch<'a, T> {
+    #[inline]
+    fn of(lane: &'a Lane<T>, m: usize) -> Self {
+        match lane {
+            Lane::Block(r) => {
+                let (stamp, committed) = r.watch(m);
+                Watch::Stamp(stamp, committed)
+            }
+            Lane::Shed(q) => q.get(m).map_or(Watch::Nothing, Watch::Queue),
+        }
+    }
+
+    #[inline(always)]
+    fn ready(&self) -> bool {
+        match self {
+            Watch::Stamp(stamp, committed) => stamp.load(Ordering::Acquire) >> 1 == *committed,
+            Watch::Queue(q) => !q.is_empty(),
+            Watch::Nothing => false,
+        }
+    }
+}
+
 /// Where a receiver's drain order hands the events it takes: moved into a buffer, or
 /// lent in place to a visitor.
 trait Sink<T: Message> {
@@ -1656,15 +1698,20 @@ impl LaneOrder {
                 self.streak = 0;
                 return n;
             };
+            // What the higher lanes' readiness depends on, worked out once: this loop
+            // only moves through `top`.
+            let mut higher = [Watch::Nothing, Watch::Nothing, Watch::Nothing];
+            for (w, l) in higher.iter_mut().zip(&lanes[..top]) {
+                *w = Watch::of(l, self.member);
+            }
+            let higher = &higher[..top.min(3)];
             while n < max {
                 if !self.pop_lane(lanes, top, sink) {
                     break;
                 }
                 n += 1;
                 self.streak = self.streak.saturating_add(1);
-                if self.streak >= self.starvation_limit
-                    || lanes[..top].iter().any(|l| l.ready(self.member))
-                {
+                if self.streak >= self.starvation_limit || higher.iter().any(Watch::ready) {
                     break;
                 }
             }

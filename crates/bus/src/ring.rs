@@ -64,6 +64,9 @@ pub(crate) struct Ring<T> {
     cons: Box<[CachePadded<Consumer>]>,
     /// Several consumers: values are cloned out and stay in their slots.
     shared: bool,
+    /// Whether dropping a value does anything (if not, a broadcast ring's publisher does
+    /// not move the previous lap's value out of the slot it reuses).
+    drop_values: bool,
     stamps: Box<[AtomicU64]>,
     values: Box<[ValueSlot<T>]>,
     mask: u64,
@@ -106,6 +109,7 @@ impl<T> Ring<T> {
                 })
                 .collect(),
             shared: consumers > 1,
+            drop_values: std::mem::needs_drop::<T>(),
             stamps: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             values: (0..slots)
                 .map(|_| ValueSlot(UnsafeCell::new(MaybeUninit::uninit())))
@@ -113,6 +117,18 @@ impl<T> Ring<T> {
             mask: slots as u64 - 1,
             cap: cap as u64,
         }
+    }
+
+    /// Declares that dropping any value this ring will hold does nothing (as `needs_drop`
+    /// would say of a type whose only variants in use own nothing to drop): values left
+    /// in a broadcast ring's slots are then overwritten instead of moved out and dropped.
+    ///
+    /// # Safety
+    /// Every value committed to this ring must be one whose drop is a no-op; otherwise
+    /// what it owns is leaked (never freed), which is safe but wrong.
+    pub(crate) unsafe fn values_need_no_drop(mut self) -> Self {
+        self.drop_values = false;
+        self
     }
 
     /// The lowest `released` of the consumers present; of all of them if none is left
@@ -181,7 +197,7 @@ impl<T> Ring<T> {
     /// new stamp right after.
     #[inline(always)]
     unsafe fn take_previous(&self, i: usize) -> Option<T> {
-        if self.shared && holds_value(self.stamps[i].load(Ordering::Relaxed)) {
+        if self.shared && self.drop_values && holds_value(self.stamps[i].load(Ordering::Relaxed)) {
             // SAFETY: the claim proves that every consumer present released the previous
             // lap's sequence of this slot (consumers that left read nothing more), and the
             // stamp says a value was committed there and never moved out; the new stamp
@@ -336,6 +352,18 @@ impl<T> Ring<T> {
         true
     }
 
+    /// What decides whether consumer `c`'s next sequence is committed: the stamp to
+    /// load and the value (shifted right by one) that means committed. Valid until the
+    /// consumer moves on: [`ready`](Self::ready) without the index arithmetic.
+    #[inline]
+    pub(crate) fn watch(&self, c: usize) -> (&AtomicU64, u64) {
+        let n = self.cons[c].next.load(Ordering::Relaxed);
+        (
+            &self.stamps[(n & self.mask) as usize],
+            n.wrapping_add(1) & (u64::MAX >> 1),
+        )
+    }
+
     /// Whether consumer `c`'s next sequence is committed (a value or a tombstone).
     #[inline]
     pub(crate) fn ready(&self, c: usize) -> bool {
@@ -388,6 +416,9 @@ impl<T> Ring<T> {
 
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
+        if !self.drop_values {
+            return;
+        }
         // Exclusive access: every claim has been committed (publishers hold the ring
         // only during a publish, which commits or abandons everything it claimed).
         if self.shared {

@@ -2722,3 +2722,52 @@ fn recv_with_waits_for_events_and_ends_at_close() {
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
     });
 }
+
+/// A higher-priority event that becomes ready in the middle of a batch is lent next: the
+/// closure itself publishes a Critical (then a High) event while Normal ones are drained.
+#[test]
+fn a_higher_lane_that_becomes_ready_mid_batch_is_served_next() {
+    let bus = new_bus(cfg());
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..10 {
+        tx.try_publish(CorrelationId(seq), None, ev(Priority::Normal, seq))
+            .unwrap();
+    }
+    let mut order = Vec::new();
+    let info = rx
+        .try_recv_with(100, |e| {
+            order.push((e.priority, e.payload.seq));
+            if e.payload.seq == 2 && e.priority == Priority::Normal {
+                tx.try_publish(CorrelationId(7), None, ev(Priority::Critical, 100))
+                    .unwrap();
+            }
+            if e.payload.seq == 5 && e.priority == Priority::Normal {
+                tx.try_publish(CorrelationId(7), None, ev(Priority::Low, 300))
+                    .unwrap();
+                tx.try_publish(CorrelationId(7), None, ev(Priority::High, 200))
+                    .unwrap();
+            }
+        })
+        .unwrap();
+    assert_eq!(info.received, 13);
+    use Priority::*;
+    assert_eq!(
+        order,
+        [
+            (Normal, 0),
+            (Normal, 1),
+            (Normal, 2),
+            (Critical, 100),
+            (Normal, 3),
+            (Normal, 4),
+            (Normal, 5),
+            (High, 200),
+            (Normal, 6),
+            (Normal, 7),
+            (Normal, 8),
+            (Normal, 9),
+            (Low, 300),
+        ]
+    );
+}
