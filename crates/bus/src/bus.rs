@@ -1582,6 +1582,31 @@ trait Sink<T: Message> {
     unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool;
     /// Takes an event popped from a Shed queue.
     fn take(&mut self, e: Event<T>);
+
+    /// Takes up to `allowed` (≥ 1) of member `m`'s next values of a Block ring, in order,
+    /// stopping early where none is committed or, after an event, where `stop` says so.
+    /// Returns how many.
+    ///
+    /// # Safety
+    /// As for [`take_from_ring`](Self::take_from_ring).
+    #[inline]
+    unsafe fn take_run_from_ring(
+        &mut self,
+        ring: &Ring<Event<T>>,
+        m: usize,
+        allowed: usize,
+        stop: impl Fn() -> bool,
+    ) -> usize {
+        let mut got = 0;
+        // SAFETY: forwarded.
+        while got < allowed && unsafe { self.take_from_ring(ring, m) } {
+            got += 1;
+            if stop() {
+                break;
+            }
+        }
+        got
+    }
 }
 
 /// One event (`try_recv`).
@@ -1705,6 +1730,21 @@ impl LaneOrder {
                 *w = Watch::of(l, self.member);
             }
             let higher = &higher[..top.min(3)];
+            if let Some(Lane::Block(ring)) = lanes.get(top) {
+                // A run through one ring: stops where the lane is empty, where a higher
+                // lane has become ready, or where the batch or the guard says so.
+                let until_guard = self.starvation_limit.saturating_sub(self.streak).max(1);
+                let allowed = (max - n).min(until_guard as usize);
+                // SAFETY: as in `pop_lane`.
+                let got = unsafe {
+                    sink.take_run_from_ring(ring, self.member, allowed, || {
+                        higher.iter().any(Watch::ready)
+                    })
+                };
+                n += got;
+                self.streak = self.streak.saturating_add(got as u32);
+                continue;
+            }
             while n < max {
                 if !self.pop_lane(lanes, top, sink) {
                     break;
@@ -1821,6 +1861,23 @@ impl<T: Message + Clone, F: FnMut(&Envelope<T>)> Sink<T> for Visitor<'_, F> {
     unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
         // SAFETY: forwarded.
         unsafe { ring.visit(m, |e| self.see(e)) }
+    }
+
+    #[inline(always)]
+    unsafe fn take_run_from_ring(
+        &mut self,
+        ring: &Ring<Event<T>>,
+        m: usize,
+        allowed: usize,
+        stop: impl Fn() -> bool,
+    ) -> usize {
+        // SAFETY: forwarded.
+        unsafe {
+            ring.visit_run(m, allowed, |e| {
+                self.see(e);
+                !stop()
+            })
+        }
     }
 
     #[inline]

@@ -327,29 +327,82 @@ impl<T> Ring<T> {
     /// As for [`pop`](Self::pop).
     #[inline(always)]
     pub(crate) unsafe fn visit(&self, c: usize, f: impl FnOnce(&T)) -> bool {
+        let mut f = Some(f);
+        // SAFETY: forwarded.
+        let lent = unsafe {
+            self.visit_run(c, 1, |x| {
+                if let Some(f) = f.take() {
+                    f(x);
+                }
+                true
+            })
+        };
+        lent == 1
+    }
+
+    /// [`visit`](Self::visit) for a run of values: lends consumer `c`'s committed values
+    /// in order (tombstones skipped, not counted) to `f` until `max` were lent, one is
+    /// not committed yet, or `f` returns false. The consumer's position is stored once,
+    /// at the end (also if `f` panics: then the value being lent counts as lent).
+    /// Returns how many were lent.
+    ///
+    /// # Safety
+    /// As for [`pop`](Self::pop).
+    #[inline(always)]
+    pub(crate) unsafe fn visit_run(
+        &self,
+        c: usize,
+        max: usize,
+        mut f: impl FnMut(&T) -> bool,
+    ) -> usize {
+        /// Stores the consumer's position however the run ends.
+        struct Advance<'a> {
+            next: &'a AtomicU64,
+            n: u64,
+        }
+        impl Drop for Advance<'_> {
+            fn drop(&mut self) {
+                self.next.store(self.n, Ordering::Relaxed);
+            }
+        }
         /// Drops the lent value of a single-consumer ring, however `f` ends.
         struct DropAfter<T>(*mut MaybeUninit<T>);
         impl<T> Drop for DropAfter<T> {
             fn drop(&mut self) {
-                // SAFETY: see `visit`: the value is committed and nobody else reads or
-                // drops it.
+                // SAFETY: see `visit_run`: committed, lent, and read by nobody else.
                 unsafe { (*self.0).assume_init_drop() };
             }
         }
         let me = &self.cons[c];
-        let Some((n, i)) = self.next_value(me) else {
-            return false;
+        let mut at = Advance {
+            next: &me.next,
+            n: me.next.load(Ordering::Relaxed),
         };
-        me.next.store(n.wrapping_add(1), Ordering::Relaxed);
-        let slot = self.values[i].0.get();
-        // The slot is not reused before this consumer releases `n + 1`, which it does
-        // after this call (`release`).
-        let _drop = (!self.shared).then(|| DropAfter(slot));
-        // SAFETY: committed (Acquire pairs with the publisher's Release), not moved out
-        // nor dropped: a single consumer drops it only after `f` (above), and in a
-        // broadcast ring it is dropped by the publisher that reuses the slot.
-        f(unsafe { (*slot).assume_init_ref() });
-        true
+        let drop_each = !self.shared && self.drop_values;
+        let mut lent = 0;
+        while lent < max {
+            let n = at.n;
+            let i = (n & self.mask) as usize;
+            let stamp = self.stamps[i].load(Ordering::Acquire);
+            if stamp >> 1 != n.wrapping_add(1) & (u64::MAX >> 1) {
+                break;
+            }
+            at.n = n.wrapping_add(1);
+            if stamp & 1 == 1 {
+                continue;
+            }
+            lent += 1;
+            let slot = self.values[i].0.get();
+            // Moved past before `f` runs: the slot is not reused before this consumer
+            // releases it, after this call (`release`).
+            let _drop = drop_each.then(|| DropAfter(slot));
+            // SAFETY: committed (Acquire pairs with the publisher's Release), not moved
+            // out nor dropped (see `visit`).
+            if !f(unsafe { (*slot).assume_init_ref() }) {
+                break;
+            }
+        }
+        lent
     }
 
     /// What decides whether consumer `c`'s next sequence is committed: the stamp to
@@ -528,6 +581,62 @@ mod tests {
             let s = r.claim().unwrap();
             drop(unsafe { r.commit(s, v.clone()) });
             assert!(r.release(0));
+        }
+        assert_eq!(Arc::strong_count(&v), 1);
+    }
+
+    #[test]
+    fn visit_run_lends_in_order_and_stops_where_told() {
+        let v = Arc::new(());
+        {
+            let r = Ring::new(16, 1);
+            for k in 0..10 {
+                let s = r.claim().unwrap();
+                if k % 4 == 1 {
+                    unsafe { r.abandon(s) };
+                } else {
+                    drop(unsafe { r.commit(s, (k, v.clone())) });
+                }
+            }
+            // 10 claims, 3 tombstones (1, 5, 9): 7 values.
+            assert_eq!(Arc::strong_count(&v), 8);
+            let mut seen = Vec::new();
+            // At most 3.
+            let lent = unsafe {
+                r.visit_run(0, 3, |x| {
+                    seen.push(x.0);
+                    true
+                })
+            };
+            assert_eq!((lent, &seen[..]), (3, &[0, 2, 3][..]));
+            // `f` says stop after the first.
+            let lent = unsafe {
+                r.visit_run(0, 10, |x| {
+                    seen.push(x.0);
+                    false
+                })
+            };
+            assert_eq!((lent, seen.len()), (1, 4));
+            // Values lent are dropped in place: 4 lent, 3 left.
+            assert_eq!(Arc::strong_count(&v), 4);
+            // A panic: the value being lent counts as lent (and is dropped).
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                r.visit_run(0, 10, |_| panic!("visitor"))
+            }));
+            assert!(panicked.is_err());
+            assert_eq!(Arc::strong_count(&v), 3);
+            // The rest, up to what is committed (tombstone 9 is passed, not counted).
+            let lent = unsafe {
+                r.visit_run(0, 10, |x| {
+                    seen.push(x.0);
+                    true
+                })
+            };
+            assert_eq!((lent, &seen[4..]), (2, &[7, 8][..]));
+            assert_eq!(Arc::strong_count(&v), 1);
+            assert_eq!(unsafe { r.visit_run(0, 10, |_| unreachable!()) }, 0);
+            assert!(r.release(0));
+            assert!(r.claim().is_some());
         }
         assert_eq!(Arc::strong_count(&v), 1);
     }
