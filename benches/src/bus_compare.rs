@@ -298,10 +298,7 @@ impl Contender for RvoipBus {
     fn setup(&self, s: Shape) -> Setup {
         use rvoip_infra_common::events::bus::{EventBus, EventBusConfig};
         let bus = EventBus::with_config(EventBusConfig {
-            broadcast_capacity: std::env::var("CE_CAP")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(s.capacity),
+            broadcast_capacity: s.capacity,
             ..Default::default()
         });
         let rxs = (0..s.subscribers)

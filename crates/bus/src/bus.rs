@@ -1,7 +1,7 @@
 //! The bus: routing table, publishers, subscriptions and receivers.
 
 use crate::cache::{LocalCache, Versioned};
-use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
+use crate::config::{ConfigError, EventBusConfig, OverflowPolicy, MAX_SHARDS};
 use crate::envelope::{Envelope, Event, Repr};
 use crate::metrics::{
     BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS,
@@ -1211,11 +1211,7 @@ impl<T: Message + Clone> EventBus<T> {
                 let shards: Box<[usize]> =
                     (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
                 Receiver {
-                    tally: Tally {
-                        delivered: vec![[0; 4]; shards.len()].into_boxed_slice(),
-                        dirty: Vec::with_capacity(cfg.shard_count),
-                        n_groups,
-                    },
+                    tally: Tally::new(shards.len(), n_groups),
                     shards,
                     sub: sub.clone(),
                     bus: Arc::downgrade(inner),
@@ -1794,15 +1790,36 @@ impl LaneOrder {
 }
 
 /// A receiver's deliveries since its last flush (published to the shared counters then).
+///
+/// Written on every delivery, so its storage is kept on cache lines of its own (a small
+/// allocation next to one a publisher reads on every publish would make both threads
+/// trade the line back and forth).
 struct Tally {
-    /// Per shard position (`shard / n_groups`) and priority; `dirty` lists the positions
-    /// touched.
-    delivered: Box<[[u64; 4]]>,
-    dirty: Vec<usize>,
+    /// Per shard position (`shard / n_groups`) and priority, four positions per chunk.
+    delivered: Box<[TallyChunk]>,
+    /// The positions touched since the last flush: bit `k % 64` of word `k / 64`.
+    dirty: Box<DirtyBits>,
     n_groups: usize,
 }
 
+/// The tallies of four shard positions.
+#[repr(align(128))]
+#[derive(Clone, Copy, Default)]
+struct TallyChunk([[u64; 4]; 4]);
+
+/// One bit per shard position (up to `MAX_SHARDS`).
+#[repr(align(128))]
+struct DirtyBits([u64; MAX_SHARDS / 64]);
+
 impl Tally {
+    fn new(positions: usize, n_groups: usize) -> Self {
+        Self {
+            delivered: vec![TallyChunk::default(); positions.div_ceil(4)].into_boxed_slice(),
+            dirty: Box::new(DirtyBits([0; MAX_SHARDS / 64])),
+            n_groups,
+        }
+    }
+
     /// Counts one delivery.
     #[inline]
     fn account(&mut self, id: EventId, prio: Priority) {
@@ -1810,11 +1827,26 @@ impl Tally {
             1 => shard_of_id(id),
             n => shard_of_id(id) / n,
         };
-        if let Some(d) = self.delivered.get_mut(k) {
-            if *d == [0; 4] {
-                self.dirty.push(k);
+        if let (Some(c), Some(bits)) = (self.delivered.get_mut(k / 4), self.dirty.0.get_mut(k / 64))
+        {
+            c.0[k % 4][prio.index()] += 1;
+            *bits |= 1 << (k % 64);
+        }
+    }
+
+    /// Hands each touched position's counts to `f` (position, counts by priority), and
+    /// clears them.
+    #[inline]
+    fn drain(&mut self, mut f: impl FnMut(usize, [u64; 4])) {
+        for (w, word) in self.dirty.0.iter_mut().enumerate() {
+            let mut bits = std::mem::take(word);
+            while bits != 0 {
+                let k = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if let Some(c) = self.delivered.get_mut(k / 4) {
+                    f(k, std::mem::take(&mut c.0[k % 4]));
+                }
             }
-            d[prio.index()] += 1;
         }
     }
 }
@@ -2013,18 +2045,19 @@ impl<T: Message + Clone> Receiver<T> {
 
     /// Publishes the tallies to the shared counters and frees Block-lane capacity.
     fn flush(&mut self) {
-        let tally = &mut self.tally;
-        for k in tally.dirty.drain(..) {
-            let ss = &self.sub.stats[self.member][self.shards[k]];
-            for (p, n) in tally.delivered[k].iter_mut().enumerate() {
-                if *n > 0 {
+        let stats = &self.sub.stats[self.member];
+        let shards = &self.shards;
+        self.tally.drain(|k, counts| {
+            let Some(ss) = shards.get(k).and_then(|&s| stats.get(s)) else {
+                return;
+            };
+            for (d, n) in ss.delivered.iter().zip(counts) {
+                if n > 0 {
                     // Single writer (this receiver): no read-modify-write needed.
-                    let d = &ss.delivered[p];
-                    d.store(d.load(Ordering::Relaxed) + *n, Ordering::Relaxed);
-                    *n = 0;
+                    d.store(d.load(Ordering::Relaxed) + n, Ordering::Relaxed);
                 }
             }
-        }
+        });
         let mut freed_any = false;
         for l in self.lanes() {
             if let Some(r) = l.ring() {
