@@ -1,12 +1,19 @@
 //! `cargo xtask bench bus`: the same workloads against call-engine-bus,
 //! rvoip-infra-common 0.4.0 (zero-copy `EventBus` and `GlobalEventCoordinator`),
-//! `tokio::sync::broadcast` and a raw crossbeam channel, in one run, with ratios.
+//! `tokio::sync::broadcast`, a raw crossbeam channel and the `disruptor` crate, in one
+//! run, with ratios.
 //!
 //! Every contender sends the same 64-byte payload and is driven by the same threads and
 //! the same busy-polling consumers; latency is measured with one shared clock carried in
 //! the payload. A contender that back-pressures is waited on; one that overwrites is not,
 //! and its loss is counted: "reported" when its API tells the consumer how many it
 //! missed, "unreported" when only sequence gaps show it.
+//!
+//! Our bus is consumed with `try_recv_with` (events lent in place, as the disruptor's
+//! `poll_take` does); the "try_recv_batch" row moves them into a buffer instead. Options:
+//! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME-PREFIX`, `--quick`; environment:
+//! `CE_PIN=1` pins the threads of a throughput run to cores (for A/B runs of one
+//! contender), `CE_CAP` and `CE_SHARDS` set our bus's queue capacity and shard count.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use call_engine_bus as ce;
