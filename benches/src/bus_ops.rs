@@ -36,6 +36,12 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    // Events per receive call (`BUS_OPS_BATCH`, default 64): small batches show the
+    // per-call cost a consumer pays when it keeps up with the publisher.
+    let batch: u64 = std::env::var("BUS_OPS_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
     let mut sum = 0u64;
     match who {
         "ours" | "ours-batch" | "ours-lend" => {
@@ -47,9 +53,9 @@ fn main() {
                 publish(&tx, i);
                 if who == "ours" {
                     sum += rx.try_recv().unwrap().payload.seq;
-                } else if i % 64 == 63 && who == "ours-lend" {
+                } else if i % batch == batch - 1 && who == "ours-lend" {
                     rx.try_recv_with(64, |e| sum += e.payload.seq).unwrap();
-                } else if i % 64 == 63 {
+                } else if i % batch == batch - 1 {
                     rx.try_recv_batch(&mut buf, 64).unwrap();
                     sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
                 }
@@ -63,7 +69,7 @@ fn main() {
             let mut buf = Vec::with_capacity(64);
             for i in 0..n {
                 publish(&tx, i);
-                if i % 64 == 63 {
+                if i % batch == batch - 1 {
                     for rx in rxs.iter_mut() {
                         if who == "ours-bcast-lend" {
                             rx.try_recv_with(64, |e| sum += e.payload.seq).unwrap();

@@ -1799,6 +1799,8 @@ struct Tally {
     delivered: Box<[TallyChunk]>,
     /// The positions touched since the last flush: bit `k % 64` of word `k / 64`.
     dirty: Box<DirtyBits>,
+    /// The words of `dirty` in use.
+    words: usize,
     n_groups: usize,
 }
 
@@ -1816,6 +1818,7 @@ impl Tally {
         Self {
             delivered: vec![TallyChunk::default(); positions.div_ceil(4)].into_boxed_slice(),
             dirty: Box::new(DirtyBits([0; MAX_SHARDS / 64])),
+            words: positions.div_ceil(64).min(MAX_SHARDS / 64),
             n_groups,
         }
     }
@@ -1838,7 +1841,7 @@ impl Tally {
     /// clears them.
     #[inline]
     fn drain(&mut self, mut f: impl FnMut(usize, [u64; 4])) {
-        for (w, word) in self.dirty.0.iter_mut().enumerate() {
+        for (w, word) in self.dirty.0.iter_mut().take(self.words).enumerate() {
             let mut bits = std::mem::take(word);
             while bits != 0 {
                 let k = w * 64 + bits.trailing_zeros() as usize;
