@@ -1729,8 +1729,12 @@ impl LaneOrder {
             if let Some(Lane::Block(ring)) = lanes.get(top) {
                 // A run through one ring: stops where the lane is empty, where a higher
                 // lane has become ready, or where the batch or the guard says so.
-                let until_guard = self.starvation_limit.saturating_sub(self.streak).max(1);
-                let allowed = (max - n).min(until_guard as usize);
+                // With one lane there is nothing to guard against.
+                let until_guard = match self.n_lanes {
+                    1 => usize::MAX,
+                    _ => self.starvation_limit.saturating_sub(self.streak).max(1) as usize,
+                };
+                let allowed = (max - n).min(until_guard);
                 // SAFETY: as in `pop_lane`.
                 let got = unsafe {
                     sink.take_run_from_ring(ring, self.member, allowed, || {
@@ -1907,12 +1911,7 @@ impl<T: Message + Clone, F: FnMut(&Envelope<T>)> Sink<T> for Visitor<'_, F> {
         stop: impl Fn() -> bool,
     ) -> usize {
         // SAFETY: forwarded.
-        unsafe {
-            ring.visit_run(m, allowed, |e| {
-                self.see(e);
-                !stop()
-            })
-        }
+        unsafe { ring.visit_run(m, allowed, |e| self.see(e), stop) }
     }
 
     #[inline]
@@ -1955,6 +1954,9 @@ impl<T: Message + Clone> Drop for Receiver<T> {
     /// a group nobody drains would fill that group's Block lanes and stall publishers.)
     /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
+        // Deliveries still in the tallies (a lending closure that panicked skipped the
+        // flush) reach the counters before they are retired.
+        self.flush();
         // One counter decides who is last (a broadcast subscription has one group, so it
         // counts its members): two receivers dropped at once never both stay or both go.
         let last = self.sub.receivers.fetch_sub(1, Ordering::AcqRel) == 1;

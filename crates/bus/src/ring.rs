@@ -319,7 +319,7 @@ impl<T> Ring<T> {
 
     /// Lends consumer `c`'s next value to `f` in place, skipping tombstones: the consumer
     /// moves past it first, so it is lent once (if `f` panics, it is still gone). A
-    /// single consumer then drops it in its slot (also when `f` panics); in a broadcast
+    /// single consumer then drops it in its slot (leaks it if `f` panics); in a broadcast
     /// ring it stays for the others. Returns false, without calling `f`, if the next
     /// sequence is not committed yet.
     ///
@@ -330,21 +330,26 @@ impl<T> Ring<T> {
         let mut f = Some(f);
         // SAFETY: forwarded.
         let lent = unsafe {
-            self.visit_run(c, 1, |x| {
-                if let Some(f) = f.take() {
-                    f(x);
-                }
-                true
-            })
+            self.visit_run(
+                c,
+                1,
+                |x| {
+                    if let Some(f) = f.take() {
+                        f(x);
+                    }
+                },
+                || false,
+            )
         };
         lent == 1
     }
 
     /// [`visit`](Self::visit) for a run of values: lends consumer `c`'s committed values
     /// in order (tombstones skipped, not counted) to `f` until `max` were lent, one is
-    /// not committed yet, or `f` returns false. The consumer's position is stored once,
-    /// at the end (also if `f` panics: then the value being lent counts as lent).
-    /// Returns how many were lent.
+    /// not committed yet, or `stop` (asked after each value, once it is dropped) says so.
+    /// The consumer's position is stored once, at the end (also if `f` panics: then the
+    /// value being lent counts as lent, and a single consumer leaks it rather than run
+    /// its `Drop` during the unwind). Returns how many were lent.
     ///
     /// # Safety
     /// As for [`pop`](Self::pop).
@@ -353,7 +358,8 @@ impl<T> Ring<T> {
         &self,
         c: usize,
         max: usize,
-        mut f: impl FnMut(&T) -> bool,
+        mut f: impl FnMut(&T),
+        stop: impl Fn() -> bool,
     ) -> usize {
         /// Stores the consumer's position however the run ends.
         struct Advance<'a> {
@@ -365,12 +371,16 @@ impl<T> Ring<T> {
                 self.next.store(self.n, Ordering::Relaxed);
             }
         }
-        /// Drops the lent value of a single-consumer ring, however `f` ends.
+        /// Drops the lent value of a single-consumer ring once `f` returns. If `f`
+        /// panics, the value is leaked instead: its `Drop` (user code) panicking during
+        /// the unwind would abort the process.
         struct DropAfter<T>(*mut MaybeUninit<T>);
         impl<T> Drop for DropAfter<T> {
             fn drop(&mut self) {
-                // SAFETY: see `visit_run`: committed, lent, and read by nobody else.
-                unsafe { (*self.0).assume_init_drop() };
+                if !std::thread::panicking() {
+                    // SAFETY: see `visit_run`: committed, lent, and read by nobody else.
+                    unsafe { (*self.0).assume_init_drop() };
+                }
             }
         }
         let me = &self.cons[c];
@@ -393,12 +403,17 @@ impl<T> Ring<T> {
             }
             lent += 1;
             let slot = self.values[i].0.get();
-            // Moved past before `f` runs: the slot is not reused before this consumer
-            // releases it, after this call (`release`).
-            let _drop = drop_each.then(|| DropAfter(slot));
-            // SAFETY: committed (Acquire pairs with the publisher's Release), not moved
-            // out nor dropped (see `visit`).
-            if !f(unsafe { (*slot).assume_init_ref() }) {
+            {
+                // Moved past before `f` runs: the slot is not reused before this consumer
+                // releases it, after this call (`release`).
+                let _drop = drop_each.then(|| DropAfter(slot));
+                // SAFETY: committed (Acquire pairs with the publisher's Release), not
+                // moved out nor dropped (see `visit`).
+                f(unsafe { (*slot).assume_init_ref() });
+            }
+            // After the value's drop: what its `Drop` did (say, publish a Critical event)
+            // is seen before the next value is lent.
+            if stop() {
                 break;
             }
         }
@@ -570,19 +585,21 @@ mod tests {
             let mut seen = 0;
             assert!(unsafe { r.visit(0, |x| seen += Arc::strong_count(x)) });
             assert_eq!((seen, Arc::strong_count(&v)), (3, 2));
-            // A panicking visitor: the value was lent, and it is dropped all the same.
+            // A panicking visitor: the value was lent (not lent again), and leaked rather
+            // than dropped during the unwind.
             let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
                 r.visit(0, |_| panic!("visitor"))
             }));
             assert!(panicked.is_err());
-            assert_eq!(Arc::strong_count(&v), 1);
+            assert_eq!(Arc::strong_count(&v), 2);
             assert!(!unsafe { r.visit(0, |_| unreachable!()) });
             // One left unread: the ring's drop frees it (and not the visited ones).
             let s = r.claim().unwrap();
             drop(unsafe { r.commit(s, v.clone()) });
             assert!(r.release(0));
         }
-        assert_eq!(Arc::strong_count(&v), 1);
+        // The leaked one.
+        assert_eq!(Arc::strong_count(&v), 2);
     }
 
     #[test]
@@ -602,43 +619,37 @@ mod tests {
             assert_eq!(Arc::strong_count(&v), 8);
             let mut seen = Vec::new();
             // At most 3.
-            let lent = unsafe {
-                r.visit_run(0, 3, |x| {
-                    seen.push(x.0);
-                    true
-                })
-            };
+            let lent = unsafe { r.visit_run(0, 3, |x| seen.push(x.0), || false) };
             assert_eq!((lent, &seen[..]), (3, &[0, 2, 3][..]));
-            // `f` says stop after the first.
-            let lent = unsafe {
-                r.visit_run(0, 10, |x| {
-                    seen.push(x.0);
-                    false
-                })
-            };
+            // `stop` says stop after the first.
+            let lent = unsafe { r.visit_run(0, 10, |x| seen.push(x.0), || true) };
             assert_eq!((lent, seen.len()), (1, 4));
             // Values lent are dropped in place: 4 lent, 3 left.
             assert_eq!(Arc::strong_count(&v), 4);
-            // A panic: the value being lent counts as lent (and is dropped).
+            // A panic: the value being lent counts as lent (and is leaked, not dropped
+            // during the unwind).
             let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
-                r.visit_run(0, 10, |_| panic!("visitor"))
+                r.visit_run(0, 10, |_| panic!("visitor"), || false)
             }));
             assert!(panicked.is_err());
-            assert_eq!(Arc::strong_count(&v), 3);
+            assert_eq!(Arc::strong_count(&v), 4);
+            // `stop` is asked once the value is dropped.
+            let lent =
+                unsafe { r.visit_run(0, 10, |x| seen.push(x.0), || Arc::strong_count(&v) == 3) };
+            assert_eq!((lent, &seen[4..]), (1, &[7][..]));
             // The rest, up to what is committed (tombstone 9 is passed, not counted).
-            let lent = unsafe {
-                r.visit_run(0, 10, |x| {
-                    seen.push(x.0);
-                    true
-                })
-            };
-            assert_eq!((lent, &seen[4..]), (2, &[7, 8][..]));
-            assert_eq!(Arc::strong_count(&v), 1);
-            assert_eq!(unsafe { r.visit_run(0, 10, |_| unreachable!()) }, 0);
+            let lent = unsafe { r.visit_run(0, 10, |x| seen.push(x.0), || false) };
+            assert_eq!((lent, &seen[5..]), (1, &[8][..]));
+            assert_eq!(Arc::strong_count(&v), 2);
+            assert_eq!(
+                unsafe { r.visit_run(0, 10, |_| unreachable!(), || false) },
+                0
+            );
             assert!(r.release(0));
             assert!(r.claim().is_some());
         }
-        assert_eq!(Arc::strong_count(&v), 1);
+        // The leaked one.
+        assert_eq!(Arc::strong_count(&v), 2);
     }
 
     #[test]

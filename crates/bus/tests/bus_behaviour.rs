@@ -2629,38 +2629,49 @@ fn broadcast_receivers_lend_every_event_and_give_the_room_back() {
     assert_eq!(bus.metrics().total().depth, 0);
 }
 
+/// One plain receiver, or a broadcast subscription of two.
+fn one_or_broadcast<T: Message + Clone>(bus: &EventBus<T>, broadcast: bool) -> Vec<Receiver<T>> {
+    if broadcast {
+        bus.subscribe_broadcast(Filter::all(), 2)
+    } else {
+        vec![bus.subscribe(Filter::all())]
+    }
+}
+
+/// A payload that counts its drops.
+#[derive(Clone, Debug)]
+struct DropCounted(u64, Arc<AtomicUsize>);
+
+impl Drop for DropCounted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Message for DropCounted {
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
+}
+
 /// A closure that panics: the events it was lent are gone (counted as delivered), the
-/// rest stay queued, nothing is delivered twice, and payloads are dropped exactly once.
+/// rest stay queued, nothing is delivered twice, and no payload is dropped twice (the one
+/// being lent when the closure panicked is leaked by a single receiver rather than
+/// dropped during the unwind).
 #[test]
 fn a_panicking_lend_closure_loses_only_what_it_was_lent() {
-    #[derive(Clone, Debug)]
-    struct Counted(u64, Arc<AtomicUsize>);
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    impl Message for Counted {
-        fn priority(&self) -> Priority {
-            Priority::Normal
-        }
-    }
     let drops = Arc::new(AtomicUsize::new(0));
     for broadcast in [false, true] {
         drops.store(0, Ordering::SeqCst);
-        let bus = EventBus::<Counted>::new(EventBusConfig {
+        let bus = EventBus::<DropCounted>::new(EventBusConfig {
             enable_zero_copy: false,
             ..cfg()
         })
         .unwrap();
-        let mut rxs = if broadcast {
-            bus.subscribe_broadcast(Filter::all(), 2)
-        } else {
-            vec![bus.subscribe(Filter::all())]
-        };
+        let mut rxs = one_or_broadcast(&bus, broadcast);
         let tx = bus.publisher("t");
         for k in 0..10 {
-            tx.try_publish(CorrelationId(1), None, Counted(k, drops.clone()))
+            tx.try_publish(CorrelationId(1), None, DropCounted(k, drops.clone()))
                 .unwrap();
         }
         let mut seen = Vec::new();
@@ -2680,14 +2691,93 @@ fn a_panicking_lend_closure_loses_only_what_it_was_lent() {
         assert_eq!(seen, (0..10).collect::<Vec<_>>(), "broadcast: {broadcast}");
         assert_eq!(bus.metrics().total().delivered, 10);
         if !broadcast {
-            // Lent values are dropped in place, once each.
-            assert_eq!(drops.load(Ordering::SeqCst), 10);
+            // Lent values are dropped in place, once each; the panicking one leaked.
+            assert_eq!(drops.load(Ordering::SeqCst), 9);
         }
         drop(rxs);
         drop(tx);
         drop(bus);
-        assert_eq!(drops.load(Ordering::SeqCst), 10, "broadcast: {broadcast}");
+        let want = if broadcast { 10 } else { 9 };
+        assert_eq!(drops.load(Ordering::SeqCst), want, "broadcast: {broadcast}");
     }
+}
+
+/// A receiver dropped right after its closure panicked: what it was lent still counts as
+/// delivered (the tallies are flushed before its counters are retired).
+#[test]
+fn deliveries_of_a_panicking_lend_survive_the_receivers_drop() {
+    for broadcast in [false, true] {
+        let bus = new_bus(cfg());
+        let mut rxs = one_or_broadcast(&bus, broadcast);
+        let tx = bus.publisher("t");
+        for k in 0..10 {
+            tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, k))
+                .unwrap();
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rxs[0].try_recv_with(100, |e| assert!(e.payload.seq < 3, "handler bug"))
+        }));
+        assert!(r.is_err());
+        let first = rxs.remove(0);
+        drop(first);
+        let m = bus.metrics();
+        assert_eq!(m.total().delivered, 4, "broadcast: {broadcast}");
+        assert_eq!(m.total().published, 10);
+    }
+}
+
+/// A payload whose `Drop` publishes a Critical event (once): a single receiver drops each
+/// lent value before it lends the next, so the Critical event is next, as it would be
+/// between two `try_recv` calls.
+#[test]
+fn what_a_lent_payloads_drop_publishes_is_seen_before_the_next_event() {
+    struct Loud {
+        seq: u64,
+        prio: Priority,
+        on_drop: Option<Publisher<Loud>>,
+    }
+    impl Clone for Loud {
+        fn clone(&self) -> Self {
+            Loud {
+                seq: self.seq,
+                prio: self.prio,
+                on_drop: None,
+            }
+        }
+    }
+    impl Drop for Loud {
+        fn drop(&mut self) {
+            if let Some(tx) = self.on_drop.take() {
+                let critical = Loud {
+                    seq: 100,
+                    prio: Priority::Critical,
+                    on_drop: None,
+                };
+                tx.try_publish(CorrelationId(9), None, critical).ok();
+            }
+        }
+    }
+    impl Message for Loud {
+        fn priority(&self) -> Priority {
+            self.prio
+        }
+    }
+    let bus = EventBus::<Loud>::new(cfg()).unwrap();
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..3 {
+        let on_drop = (seq == 0).then(|| bus.publisher("drop"));
+        let e = Loud {
+            seq,
+            prio: Priority::Normal,
+            on_drop,
+        };
+        assert!(tx.try_publish(CorrelationId(seq), None, e).is_ok());
+    }
+    let mut order = Vec::new();
+    rx.try_recv_with(100, |e| order.push(e.payload.seq))
+        .unwrap();
+    assert_eq!(order, [0, 100, 1, 2]);
 }
 
 #[test]
