@@ -2162,7 +2162,11 @@ impl<T: Message + Clone> Receiver<T> {
     ///
     /// Each event is lent once and counts as delivered when it is lent: if `f` panics,
     /// the events it was given are gone, and the rest stay queued for the next receive.
-    /// `f` should not block: publishers may be waiting for the room these events hold.
+    /// (The one `f` panicked on is not dropped during the unwind, where a panicking
+    /// `Drop` would abort the process: a plain receiver leaks it.) A payload's `Drop`
+    /// runs before the next event is lent, so what it publishes is ordered as between
+    /// two calls. `f` should not block: publishers may be waiting for the room these
+    /// events hold.
     pub fn try_recv_with<F>(&mut self, max: usize, f: F) -> Result<BatchInfo, TryRecvError>
     where
         F: FnMut(&Envelope<T>),
