@@ -11,7 +11,7 @@
 //!
 //! Our bus is consumed with `try_recv_with` (events lent in place, as the disruptor's
 //! `poll_take` does); the "try_recv_batch" row moves them into a buffer instead. Options:
-//! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME-PREFIX`, `--quick`; environment:
+//! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME` (exact, or a prefix), `--quick`; environment:
 //! `CE_PIN=1` pins the threads of a throughput run to cores (for A/B runs of one
 //! contender), `CE_CAP` and `CE_SHARDS` set our bus's queue capacity and shard count.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -1216,14 +1216,26 @@ fn main() {
         Box::new(Crossbeam),
         Box::new(Disruptor),
     ];
-    // `--only NAME-PREFIX` keeps matching contenders (for profiling one of them).
+    // `--only NAME` keeps matching contenders (for profiling one of them).
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1).cloned());
+    // An exact name keeps that contender alone; otherwise every name it starts.
+    let exact = only
+        .as_deref()
+        .is_some_and(|o| contenders.iter().any(|c| c.name() == o));
     let contenders: Vec<Box<dyn Contender>> = contenders
         .into_iter()
-        .filter(|c| only.as_deref().is_none_or(|o| c.name().starts_with(o)))
+        .filter(|c| {
+            only.as_deref().is_none_or(|o| {
+                if exact {
+                    c.name() == o
+                } else {
+                    c.name().starts_with(o)
+                }
+            })
+        })
         .collect();
     // `--scenario i|ii|iii|iv|v|vi` runs one scenario.
     let scenario = args
