@@ -371,18 +371,6 @@ impl<T> Ring<T> {
                 self.next.store(self.n, Ordering::Relaxed);
             }
         }
-        /// Drops the lent value of a single-consumer ring once `f` returns. If `f`
-        /// panics, the value is leaked instead: its `Drop` (user code) panicking during
-        /// the unwind would abort the process.
-        struct DropAfter<T>(*mut MaybeUninit<T>);
-        impl<T> Drop for DropAfter<T> {
-            fn drop(&mut self) {
-                if !std::thread::panicking() {
-                    // SAFETY: see `visit_run`: committed, lent, and read by nobody else.
-                    unsafe { (*self.0).assume_init_drop() };
-                }
-            }
-        }
         let me = &self.cons[c];
         let mut at = Advance {
             next: &me.next,
@@ -403,13 +391,16 @@ impl<T> Ring<T> {
             }
             lent += 1;
             let slot = self.values[i].0.get();
-            {
-                // Moved past before `f` runs: the slot is not reused before this consumer
-                // releases it, after this call (`release`).
-                let _drop = drop_each.then(|| DropAfter(slot));
-                // SAFETY: committed (Acquire pairs with the publisher's Release), not
-                // moved out nor dropped (see `visit`).
-                f(unsafe { (*slot).assume_init_ref() });
+            // Moved past before `f` runs: the slot is not reused before this consumer
+            // releases it, after this call (`release`).
+            // SAFETY: committed (Acquire pairs with the publisher's Release), not moved out
+            // nor dropped (see `visit`).
+            f(unsafe { (*slot).assume_init_ref() });
+            if drop_each {
+                // SAFETY: lent and moved past; a single consumer is the only reader. If
+                // `f` panicked we are not here: the value is leaked rather than dropped
+                // during the unwind (where a panicking `Drop` would abort the process).
+                unsafe { (*slot).assume_init_drop() };
             }
             // After the value's drop: what its `Drop` did (say, publish a Critical event)
             // is seen before the next value is lent.

@@ -2861,3 +2861,38 @@ fn a_higher_lane_that_becomes_ready_mid_batch_is_served_next() {
         ]
     );
 }
+
+/// A receiver drained from a destructor while another panic unwinds (a shutdown path):
+/// the values it lends are still dropped, not leaked.
+#[test]
+fn lending_during_an_unwind_still_drops_what_it_lends() {
+    struct DrainOnDrop(Receiver<DropCounted>, Arc<AtomicUsize>);
+    impl Drop for DrainOnDrop {
+        fn drop(&mut self) {
+            let seen = &self.1;
+            while let Ok(info) = self.0.try_recv_with(4, |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }) {
+                if info.received == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    let drops = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let bus = EventBus::<DropCounted>::new(cfg()).unwrap();
+    let rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for k in 0..10 {
+        tx.try_publish(CorrelationId(k), None, DropCounted(k, drops.clone()))
+            .unwrap();
+    }
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _drain = DrainOnDrop(rx, seen.clone());
+        panic!("something else failed");
+    }));
+    assert!(r.is_err());
+    assert_eq!(seen.load(Ordering::SeqCst), 10);
+    assert_eq!(drops.load(Ordering::SeqCst), 10);
+}
