@@ -1916,7 +1916,11 @@ impl<T: Message + Clone, F: FnMut(&Envelope<T>)> Sink<T> for Visitor<'_, F> {
 
     #[inline]
     fn take(&mut self, e: Event<T>) {
+        // As in a ring: dropped once the closure returns, leaked if it panics (a
+        // panicking `Drop` during the unwind would abort the process).
+        let e = std::mem::ManuallyDrop::new(e);
         self.see(&e);
+        drop(std::mem::ManuallyDrop::into_inner(e));
     }
 }
 
@@ -2163,10 +2167,11 @@ impl<T: Message + Clone> Receiver<T> {
     /// Each event is lent once and counts as delivered when it is lent: if `f` panics,
     /// the events it was given are gone, and the rest stay queued for the next receive.
     /// (The one `f` panicked on is not dropped during the unwind, where a panicking
-    /// `Drop` would abort the process: a plain receiver leaks it.) A payload's `Drop`
-    /// runs before the next event is lent, so what it publishes is ordered as between
-    /// two calls. `f` should not block: publishers may be waiting for the room these
-    /// events hold.
+    /// `Drop` would abort the process: a plain receiver leaks it, and a leaked pooled
+    /// event keeps its pool slot, and the pool, alive.) A payload's `Drop` runs before
+    /// the next event is lent, so what it publishes is ordered as between two calls,
+    /// though the room the lent events held is given back only when the call returns.
+    /// `f` should not block: publishers may be waiting for that room.
     pub fn try_recv_with<F>(&mut self, max: usize, f: F) -> Result<BatchInfo, TryRecvError>
     where
         F: FnMut(&Envelope<T>),

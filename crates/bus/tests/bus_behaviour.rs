@@ -2638,9 +2638,9 @@ fn one_or_broadcast<T: Message + Clone>(bus: &EventBus<T>, broadcast: bool) -> V
     }
 }
 
-/// A payload that counts its drops.
+/// A payload that counts its drops (Normal, or the priority given).
 #[derive(Clone, Debug)]
-struct DropCounted(u64, Arc<AtomicUsize>);
+struct DropCounted(u64, Arc<AtomicUsize>, Priority);
 
 impl Drop for DropCounted {
     fn drop(&mut self) {
@@ -2650,7 +2650,15 @@ impl Drop for DropCounted {
 
 impl Message for DropCounted {
     fn priority(&self) -> Priority {
-        Priority::Normal
+        self.2
+    }
+}
+
+/// Publishes `n` drop-counted events of priority `prio`, each with its own correlation id.
+fn publish_counted(tx: &Publisher<DropCounted>, n: u64, drops: &Arc<AtomicUsize>, prio: Priority) {
+    for k in 0..n {
+        tx.try_publish(CorrelationId(k), None, DropCounted(k, drops.clone(), prio))
+            .unwrap();
     }
 }
 
@@ -2670,10 +2678,7 @@ fn a_panicking_lend_closure_loses_only_what_it_was_lent() {
         .unwrap();
         let mut rxs = one_or_broadcast(&bus, broadcast);
         let tx = bus.publisher("t");
-        for k in 0..10 {
-            tx.try_publish(CorrelationId(1), None, DropCounted(k, drops.clone()))
-                .unwrap();
-        }
+        publish_counted(&tx, 10, &drops, Priority::Normal);
         let mut seen = Vec::new();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             rxs[0].try_recv_with(100, |e| {
@@ -2884,10 +2889,7 @@ fn lending_during_an_unwind_still_drops_what_it_lends() {
     let bus = EventBus::<DropCounted>::new(cfg()).unwrap();
     let rx = bus.subscribe(Filter::all());
     let tx = bus.publisher("t");
-    for k in 0..10 {
-        tx.try_publish(CorrelationId(k), None, DropCounted(k, drops.clone()))
-            .unwrap();
-    }
+    publish_counted(&tx, 10, &drops, Priority::Normal);
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _drain = DrainOnDrop(rx, seen.clone());
         panic!("something else failed");
@@ -2895,4 +2897,30 @@ fn lending_during_an_unwind_still_drops_what_it_lends() {
     assert!(r.is_err());
     assert_eq!(seen.load(Ordering::SeqCst), 10);
     assert_eq!(drops.load(Ordering::SeqCst), 10);
+}
+
+/// The same for a Low (shed) lane: the event the closure panicked on is leaked, not
+/// dropped during the unwind; the others are dropped once each.
+#[test]
+fn a_panicking_lend_closure_on_a_shed_lane_drops_the_rest_once() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let bus = EventBus::<DropCounted>::new(cfg()).unwrap();
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    publish_counted(&tx, 6, &drops, Priority::Low);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rx.try_recv_with(100, |e| assert!(e.payload.0 != 2, "handler bug"))
+    }));
+    assert!(r.is_err());
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    let info = rx.try_recv_with(100, |_| ()).unwrap();
+    assert_eq!(info.received, 3);
+    assert_eq!(drops.load(Ordering::SeqCst), 5);
+    drop(rx);
+    drop(bus);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        5,
+        "the one being lent is leaked"
+    );
 }
