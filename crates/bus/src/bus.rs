@@ -1803,8 +1803,6 @@ struct Tally {
     delivered: Box<[TallyChunk]>,
     /// The positions touched since the last flush: bit `k % 64` of word `k / 64`.
     dirty: Box<DirtyBits>,
-    /// The words of `dirty` in use.
-    words: usize,
     n_groups: usize,
 }
 
@@ -1822,7 +1820,6 @@ impl Tally {
         Self {
             delivered: vec![TallyChunk::default(); positions.div_ceil(4)].into_boxed_slice(),
             dirty: Box::new(DirtyBits([0; MAX_SHARDS / 64])),
-            words: positions.div_ceil(64).min(MAX_SHARDS / 64),
             n_groups,
         }
     }
@@ -1845,7 +1842,9 @@ impl Tally {
     /// clears them.
     #[inline]
     fn drain(&mut self, mut f: impl FnMut(usize, [u64; 4])) {
-        for (w, word) in self.dirty.0.iter_mut().take(self.words).enumerate() {
+        // The words in use: one bit per position, four positions per chunk.
+        let words = (self.delivered.len() * 4).div_ceil(64);
+        for (w, word) in self.dirty.0.iter_mut().take(words).enumerate() {
             let mut bits = std::mem::take(word);
             while bits != 0 {
                 let k = w * 64 + bits.trailing_zeros() as usize;
@@ -1868,7 +1867,6 @@ struct Visitor<'r, F> {
     origin: u64,
     /// A clock reading no earlier than the publish time of every event seen so far.
     now: u64,
-    seen: usize,
     f: F,
 }
 
@@ -1890,7 +1888,6 @@ impl<F> Visitor<'_, F> {
             ss.latency
                 .record_single_writer(self.now.saturating_sub(published));
         }
-        self.seen += 1;
         (self.f)(e);
     }
 }
@@ -2183,12 +2180,11 @@ impl<T: Message + Clone> Receiver<T> {
             clock: &self.clock,
             origin: self.origin,
             now: 0,
-            seen: 0,
             f,
         };
-        self.order
+        let received = self
+            .order
             .pop_batch(&self.sub.groups[self.group].lanes, &mut visitor, max);
-        let received = visitor.seen;
         self.flush();
         self.batch_outcome(received, missed)
     }

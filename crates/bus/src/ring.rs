@@ -426,9 +426,8 @@ impl<T> Ring<T> {
     /// Whether consumer `c`'s next sequence is committed (a value or a tombstone).
     #[inline]
     pub(crate) fn ready(&self, c: usize) -> bool {
-        let n = self.cons[c].next.load(Ordering::Relaxed);
-        let stamp = self.stamps[(n & self.mask) as usize].load(Ordering::Acquire);
-        stamp >> 1 == n.wrapping_add(1) & (u64::MAX >> 1)
+        let (stamp, committed) = self.watch(c);
+        stamp.load(Ordering::Acquire) >> 1 == committed
     }
 
     /// Whether anything was claimed past consumer `c`'s position (possibly not committed
