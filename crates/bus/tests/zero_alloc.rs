@@ -99,26 +99,32 @@ fn config(history_capacity: usize) -> EventBusConfig {
     }
 }
 
+/// Runs `step(i)` for the warm-up events, then counts what the next `ITERS` allocate.
+fn steady_allocs(mut step: impl FnMut(u64)) -> u64 {
+    for i in 0..WARMUP {
+        step(i);
+    }
+    count_allocs(|| {
+        for i in WARMUP..WARMUP + ITERS {
+            step(i);
+        }
+    })
+    .0
+}
+
 /// (a) one subscriber, try_publish + try_recv.
 fn single_subscriber(history: usize) -> u64 {
     let bus = EventBus::<P64>::new(config(history)).unwrap();
     let mut rx = bus.subscribe(Filter::all());
     let tx = bus.publisher("zero-alloc");
-    let mut step = |i: u64| {
+    let step = |i: u64| {
         let id = tx.try_publish(CorrelationId(i % 64), None, p(i)).unwrap();
         let e = rx.try_recv().unwrap();
         assert_eq!(e.id, id);
         assert_eq!(e.payload, p(i));
         assert!(!e.is_shared());
     };
-    for i in 0..WARMUP {
-        step(i);
-    }
-    let (n, ()) = count_allocs(|| {
-        for i in WARMUP..WARMUP + ITERS {
-            step(i);
-        }
-    });
+    let n = steady_allocs(step);
     assert_eq!(bus.metrics().total().delivered, WARMUP + ITERS);
     n
 }
@@ -158,21 +164,14 @@ fn broadcast(history: usize) -> u64 {
     let bus = EventBus::<P64>::new(config(history)).unwrap();
     let mut rxs = bus.subscribe_broadcast(Filter::all(), 4);
     let tx = bus.publisher("zero-alloc");
-    let mut step = |i: u64| {
+    let step = |i: u64| {
         let id = tx.try_publish(CorrelationId(i % 64), None, p(i)).unwrap();
         for rx in rxs.iter_mut() {
             let e = rx.try_recv().unwrap();
             assert_eq!((e.id, e.payload), (id, p(i)));
         }
     };
-    for i in 0..WARMUP {
-        step(i);
-    }
-    let (n, ()) = count_allocs(|| {
-        for i in WARMUP..WARMUP + ITERS {
-            step(i);
-        }
-    });
+    let n = steady_allocs(step);
     assert_eq!(bus.metrics().total().delivered, 4 * (WARMUP + ITERS));
     n
 }
@@ -187,7 +186,7 @@ fn lent(history: usize) -> u64 {
     rxs.append(&mut fan);
     rxs.append(&mut bcast);
     let tx = bus.publisher("zero-alloc");
-    let mut step = |i: u64| {
+    let step = |i: u64| {
         let ev = p(i);
         tx.try_publish(CorrelationId(i % 64), None, ev).unwrap();
         for rx in rxs.iter_mut() {
@@ -196,14 +195,7 @@ fn lent(history: usize) -> u64 {
             assert_eq!((info.received, got), (1, Some(ev)));
         }
     };
-    for i in 0..WARMUP {
-        step(i);
-    }
-    let (n, ()) = count_allocs(|| {
-        for i in WARMUP..WARMUP + ITERS {
-            step(i);
-        }
-    });
+    let n = steady_allocs(step);
     assert_eq!(bus.metrics().total().delivered, 5 * (WARMUP + ITERS));
     n
 }
