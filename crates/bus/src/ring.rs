@@ -557,19 +557,24 @@ mod tests {
         assert_eq!(unsafe { r.pop(0) }, Some(7));
     }
 
+    /// Claims `n` sequence numbers and commits `value(k)` for the k-th, or a tombstone
+    /// where it is `None`.
+    fn commit_all<T>(r: &Ring<T>, n: usize, value: impl Fn(usize) -> Option<T>) {
+        for k in 0..n {
+            let s = r.claim().unwrap();
+            match value(k) {
+                Some(x) => drop(unsafe { r.commit(s, x) }),
+                None => unsafe { r.abandon(s) },
+            }
+        }
+    }
+
     #[test]
     fn visit_lends_in_place_and_drops_once() {
         let v = Arc::new(());
         {
             let r = Ring::new(4, 1);
-            for k in 0..3 {
-                let s = r.claim().unwrap();
-                if k == 1 {
-                    unsafe { r.abandon(s) };
-                } else {
-                    drop(unsafe { r.commit(s, v.clone()) });
-                }
-            }
+            commit_all(&r, 3, |k| (k != 1).then(|| v.clone()));
             assert_eq!(Arc::strong_count(&v), 3);
             // The tombstone is skipped; each value is dropped right after its visit.
             let mut seen = 0;
@@ -597,14 +602,7 @@ mod tests {
         let v = Arc::new(());
         {
             let r = Ring::new(16, 1);
-            for k in 0..10 {
-                let s = r.claim().unwrap();
-                if k % 4 == 1 {
-                    unsafe { r.abandon(s) };
-                } else {
-                    drop(unsafe { r.commit(s, (k, v.clone())) });
-                }
-            }
+            commit_all(&r, 10, |k| (k % 4 != 1).then(|| (k, v.clone())));
             // 10 claims, 3 tombstones (1, 5, 9): 7 values.
             assert_eq!(Arc::strong_count(&v), 8);
             let mut seen = Vec::new();
