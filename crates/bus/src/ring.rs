@@ -672,12 +672,8 @@ mod tests {
         let v = Arc::new(());
         {
             let r = Ring::new(8, 1);
-            for _ in 0..5 {
-                let s = r.claim().unwrap();
-                drop(unsafe { r.commit(s, v.clone()) });
-            }
-            let s = r.claim().unwrap();
-            unsafe { r.abandon(s) };
+            // Five values, then a tombstone.
+            commit_all(&r, 6, |k| (k < 5).then(|| v.clone()));
             drop(unsafe { r.pop(0) });
             assert_eq!(Arc::strong_count(&v), 5);
         }
@@ -741,10 +737,7 @@ mod tests {
         let v = Arc::new(());
         {
             let r = Ring::new(2, 3);
-            for _ in 0..2 {
-                let s = r.claim().unwrap();
-                drop(unsafe { r.commit(s, v.clone()) });
-            }
+            commit_all(&r, 2, |_| Some(v.clone()));
             assert_eq!(r.claim(), None);
             for c in 0..3 {
                 assert!(unsafe { r.pop(c) }.is_some());
