@@ -49,6 +49,16 @@ fn new_bus(config: EventBusConfig) -> EventBus<Ev> {
     EventBus::new(config).expect("valid config")
 }
 
+/// A bus of one shard whose queues hold `capacity` events per lane, without history.
+fn one_shard_bus(capacity: usize) -> EventBus<Ev> {
+    new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: capacity,
+        history_capacity: 0,
+        ..cfg()
+    })
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -159,12 +169,7 @@ fn envelope_carries_unique_ids_metadata_and_monotonic_timestamps() {
 
 #[test]
 fn critical_overtakes_100k_queued_low_events_single_shard() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 131_072,
-        history_capacity: 0,
-        ..cfg()
-    });
+    let bus = one_shard_bus(131_072);
     let mut rx = bus.subscribe(Filter::all());
     let tx = bus.publisher("t");
     for seq in 0..100_000 {
@@ -539,12 +544,7 @@ fn failed_fan_out_publishes_leave_nothing_behind() {
 /// would wake it here: the receiver has nothing to take and never frees anything).
 #[test]
 fn room_given_back_by_a_failed_publish_wakes_waiting_publishers() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 1,
-        history_capacity: 0,
-        ..cfg()
-    });
+    let bus = one_shard_bus(1);
     let both = TopicSet::of(&[Topic::new(0), Topic::new(1)]);
     let mut s1 = bus.subscribe(Filter::topics(both));
     let _s2_full = bus.subscribe(Filter::topic(Topic::new(0)));
@@ -696,12 +696,7 @@ fn broadcast_receivers_each_get_every_event() {
 /// go backwards; the subscription ends with its last receiver.
 #[test]
 fn broadcast_slowest_backpressures_and_a_dropped_receiver_leaves() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 4,
-        history_capacity: 0,
-        ..cfg()
-    });
+    let bus = one_shard_bus(4);
     let mut rxs = bus.subscribe_broadcast(Filter::all(), 3);
     let tx = bus.publisher("p");
     let c = CorrelationId(1);
@@ -737,12 +732,7 @@ fn broadcast_slowest_backpressures_and_a_dropped_receiver_leaves() {
 /// Shed lanes are per broadcast receiver: each is told exactly what it missed.
 #[test]
 fn broadcast_shed_lanes_report_each_receivers_own_loss() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 8,
-        history_capacity: 0,
-        ..cfg()
-    });
+    let bus = one_shard_bus(8);
     let mut rxs = bus.subscribe_broadcast(Filter::all(), 2);
     let tx = bus.publisher("p");
     let c = CorrelationId(1);
@@ -915,12 +905,7 @@ fn sharded_receivers_are_disjoint_complete_and_independent() {
 // =======================================================================================
 
 async fn block_lane_is_all_or_nothing_and_backpressures(prio: Priority) {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 8,
-        history_capacity: 0,
-        ..cfg()
-    });
+    let bus = one_shard_bus(8);
     let mut a = bus.subscribe(Filter::all());
     let mut b = bus.subscribe(Filter::all());
     let tx = bus.publisher("t");
