@@ -11,7 +11,8 @@
 //!
 //! Our bus is consumed with `try_recv_with` (events lent in place, as the disruptor's
 //! `poll_take` does); the "try_recv_batch" row moves them into a buffer instead. Options:
-//! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME` (exact, or a prefix), `--quick`; environment:
+//! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME` (exact, or a prefix), `--reps N`
+//! (throughput rounds, default 5: each round runs every contender once), `--quick`; environment:
 //! `CE_PIN=1` pins the threads of a throughput run to cores (for A/B runs of one
 //! contender), `CE_CAP` and `CE_SHARDS` set our bus's queue capacity and shard count.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -1159,6 +1160,28 @@ fn loss(o: &Outcome) -> String {
     )
 }
 
+/// Prints `ours / other` round by round (both ran in the same few seconds), and in how
+/// many rounds it reached `target`.
+fn print_round_ratios(
+    rounds: &HashMap<(&str, &str), Vec<f64>>,
+    title: &str,
+    ours: &str,
+    other: &str,
+    target: f64,
+) {
+    let (Some(a), Some(b)) = (rounds.get(&(title, ours)), rounds.get(&(title, other))) else {
+        return;
+    };
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    let met = ratios.iter().filter(|r| **r >= target).count();
+    let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "  per round, {ours} / {other}: {} (>= {target}x in {met} of {})",
+        list.join(", "),
+        ratios.len()
+    );
+}
+
 fn median_by_rate(mut v: Vec<Outcome>) -> Outcome {
     v.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
     v.swap_remove(v.len() / 2)
@@ -1176,7 +1199,14 @@ fn main() {
     } else {
         1
     };
-    let reps = if quick || smoke { 1 } else { 3 };
+    // `--reps N`: throughput rounds (default 5).
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(if quick || smoke { 1 } else { 5 });
     let n = 2_000_000 / scale;
 
     let contenders: Vec<Box<dyn Contender>> = vec![
@@ -1246,7 +1276,7 @@ fn main() {
     let names: Vec<&str> = contenders.iter().map(|c| c.name()).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(10) + 2;
     println!(
-        "bus-compare: {} cores, {} events per run (median of {reps}), 64-byte events",
+        "bus-compare: {} cores, {} events per run, {reps} rounds, 64-byte events",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
@@ -1254,6 +1284,8 @@ fn main() {
     );
 
     let mut rates: HashMap<(&str, &str), f64> = HashMap::new();
+    // Each contender's rate in every round, in round order.
+    let mut rounds: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
     let scenarios: [(&str, Shape, u64); 3] = [
         (
             "(i) 1 publisher -> 1 subscriber",
@@ -1288,18 +1320,36 @@ fn main() {
         if !want(tag) {
             continue;
         }
-        println!("\n{title}: delivered events/s (all subscribers), loss");
-        for c in &contenders {
-            let o = median_by_rate(
-                (0..reps)
-                    .map(|_| throughput(c.as_ref(), shape, per_pub, 0))
-                    .collect(),
+        println!("\n{title}: delivered events/s (all subscribers), median of {reps} rounds [slowest-fastest], loss");
+        // Rounds, not one contender's repetitions back to back: this VM's speed changes
+        // from one few-second period to the next, and each round gives every contender a
+        // run in the same period.
+        let mut runs: Vec<Vec<Outcome>> = contenders.iter().map(|_| Vec::new()).collect();
+        for round in 0..reps {
+            for k in 0..contenders.len() {
+                // Rotated, so that no contender always runs first or last in a round.
+                let j = (k + round) % contenders.len();
+                runs[j].push(throughput(contenders[j].as_ref(), shape, per_pub, 0));
+            }
+        }
+        for (c, outcomes) in contenders.iter().zip(&runs) {
+            rounds.insert(
+                (title, c.name()),
+                outcomes.iter().map(Outcome::rate).collect(),
             );
+            let lo = outcomes
+                .iter()
+                .map(Outcome::rate)
+                .fold(f64::INFINITY, f64::min);
+            let hi = outcomes.iter().map(Outcome::rate).fold(0.0, f64::max);
+            let o = median_by_rate(outcomes.clone());
             rates.insert((title, c.name()), o.rate());
             println!(
-                "  {:width$} {:>12}   loss: {}",
+                "  {:width$} {:>12}  [{} - {}]   loss: {}",
                 c.name(),
                 fmt_rate(o.rate()),
+                fmt_rate(lo).trim(),
+                fmt_rate(hi).trim(),
                 loss(&o)
             );
         }
@@ -1318,7 +1368,24 @@ fn main() {
             r("crossbeam channel (raw)"),
             r("disruptor (raw shared ring)")
         );
+        print_round_ratios(&rounds, title, "call-engine-bus", "rvoip EventBus", 5.0);
+        if shape.subscribers == 1 {
+            print_round_ratios(
+                &rounds,
+                title,
+                "call-engine-bus",
+                "crossbeam channel (raw)",
+                0.5,
+            );
+        }
         if shape.subscribers > 1 {
+            print_round_ratios(
+                &rounds,
+                title,
+                "call-engine-bus broadcast",
+                "rvoip EventBus",
+                5.0,
+            );
             if let Some(b) = rates.get(&(title, "call-engine-bus broadcast")).copied() {
                 let rb = |n: &str| b / rates.get(&(title, n)).copied().unwrap_or(f64::NAN);
                 println!(
