@@ -569,6 +569,8 @@ struct Outcome {
     reported_lost: u64,
     unreported_lost: u64,
     elapsed: Duration,
+    /// Non-empty polls of the consumers (events per poll: how far behind they ran).
+    busy_polls: u64,
     latencies: Vec<u64>,
     critical_position: Option<u64>,
     critical_wait_ns: Option<u64>,
@@ -586,6 +588,8 @@ struct ConsumerResult {
     /// When the last event arrived (`now_raw`: one cheap TSC read per poll, already taken
     /// for the latencies; an `Instant::now()` per poll cost the consumers ~30 ns each).
     last_at: u64,
+    /// Polls that returned at least one event.
+    busy_polls: u64,
     latencies: Vec<u64>,
 }
 
@@ -605,6 +609,7 @@ fn consume(
     let mut latencies = Vec::with_capacity(if keep_latency { expected as usize } else { 0 });
     let mut last_at = now_raw();
     let idle_ns = idle.as_nanos() as u64;
+    let mut busy_polls = 0u64;
     loop {
         p.events.clear();
         rx.poll(&mut p);
@@ -618,6 +623,7 @@ fn consume(
             std::thread::yield_now();
             continue;
         }
+        busy_polls += 1;
         let t = now_raw();
         for &(_, sent_at, _) in &p.events {
             if keep_latency {
@@ -640,6 +646,7 @@ fn consume(
         received,
         reported,
         last_at,
+        busy_polls,
         latencies,
     }
 }
@@ -657,6 +664,55 @@ fn pin(k: usize) {
             core_affinity::set_for_current(*id);
         }
     }
+}
+
+/// The round trip of one cache line between two threads pinned to the first two cores
+/// (median of 5 runs of 20,000 round trips), in ns: tells where the VM's vCPUs sit at the
+/// moment (about 30 ns when they share a core's caches, 65-100 ns apart, several hundred
+/// when the host is busy), which moves every throughput figure.
+fn core_round_trip_ns() -> f64 {
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let Some(ids) = core_affinity::get_core_ids().filter(|ids| ids.len() >= 2) else {
+        return f64::NAN;
+    };
+    let (a, b) = (ids[0], ids[1]);
+    let line = Arc::new(Line(AtomicU64::new(0)));
+    let n = 20_000u64;
+    let mut runs: Vec<f64> = (0..5)
+        .map(|_| {
+            line.0.store(0, Ordering::SeqCst);
+            let other = line.clone();
+            let echo = std::thread::spawn(move || {
+                core_affinity::set_for_current(b);
+                for i in 0..n {
+                    while other.0.load(Ordering::Acquire) != 2 * i + 1 {
+                        std::hint::spin_loop();
+                    }
+                    other.0.store(2 * i + 2, Ordering::Release);
+                }
+            });
+            let t = std::thread::spawn({
+                let line = line.clone();
+                move || {
+                    core_affinity::set_for_current(a);
+                    let t0 = now_raw();
+                    for i in 0..n {
+                        line.0.store(2 * i + 1, Ordering::Release);
+                        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+                            std::hint::spin_loop();
+                        }
+                    }
+                    nanos(t0, now_raw()) as f64 / n as f64
+                }
+            });
+            let ns = t.join().unwrap();
+            echo.join().unwrap();
+            ns
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
 }
 
 /// Throughput: `pubs` publishers send `n` events each, as fast as the contender lets them.
@@ -704,6 +760,7 @@ fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome 
     let last = results.iter().map(|r| r.last_at).max().unwrap_or(t0);
     let received: u64 = results.iter().map(|r| r.received).sum();
     let reported: u64 = results.iter().map(|r| r.reported).sum();
+    let busy_polls: u64 = results.iter().map(|r| r.busy_polls).sum();
     let sent_total = total * shape.subscribers as u64;
     drop(setup._keep);
     Outcome {
@@ -712,6 +769,7 @@ fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome 
         reported_lost: reported,
         unreported_lost: sent_total.saturating_sub(received + reported),
         elapsed: Duration::from_nanos(nanos(t0, last)),
+        busy_polls,
         ..Default::default()
     }
 }
@@ -1325,13 +1383,20 @@ fn main() {
         // from one few-second period to the next, and each round gives every contender a
         // run in the same period.
         let mut runs: Vec<Vec<Outcome>> = contenders.iter().map(|_| Vec::new()).collect();
+        let mut trips = Vec::new();
         for round in 0..reps {
+            trips.push(format!("{:.0}", core_round_trip_ns()));
             for k in 0..contenders.len() {
                 // Rotated, so that no contender always runs first or last in a round.
                 let j = (k + round) % contenders.len();
                 runs[j].push(throughput(contenders[j].as_ref(), shape, per_pub, 0));
             }
         }
+        println!(
+            "  (core-to-core round trip before each round, ns: {}; this VM's two vCPUs move between \
+             placements)",
+            trips.join(", ")
+        );
         for (c, outcomes) in contenders.iter().zip(&runs) {
             rounds.insert(
                 (title, c.name()),
@@ -1345,11 +1410,12 @@ fn main() {
             let o = median_by_rate(outcomes.clone());
             rates.insert((title, c.name()), o.rate());
             println!(
-                "  {:width$} {:>12}  [{} - {}]   loss: {}",
+                "  {:width$} {:>12}  [{} - {}]  {:>5.1}/poll   loss: {}",
                 c.name(),
                 fmt_rate(o.rate()),
                 fmt_rate(lo).trim(),
                 fmt_rate(hi).trim(),
+                o.received as f64 / o.busy_polls.max(1) as f64,
                 loss(&o)
             );
         }
