@@ -1224,6 +1224,7 @@ impl<T: Message + Clone> EventBus<T> {
                         n_lanes,
                         starvation_limit: cfg.starvation_limit,
                         member,
+                        moved: 0,
                     },
                     reported_shed: 0,
                     batch_size: cfg.batch_size,
@@ -1649,6 +1650,9 @@ struct LaneOrder {
     starvation_limit: u32,
     /// The receiver's member position (its consumer in rings, its queue in Shed lanes).
     member: usize,
+    /// The Block lanes whose ring position may have moved since the last flush (bit per
+    /// lane): the only ones whose room the flush gives back.
+    moved: u8,
 }
 
 impl LaneOrder {
@@ -1669,7 +1673,10 @@ impl LaneOrder {
             // SAFETY: the receiver owning this member position is its only consumer, and
             // it calls this through `&mut self`; it is present (a receiver leaves only
             // when dropped).
-            Some(Lane::Block(r)) => unsafe { sink.take_from_ring(r, self.member) },
+            Some(Lane::Block(r)) => {
+                self.moved |= 1 << lane;
+                unsafe { sink.take_from_ring(r, self.member) }
+            }
             Some(Lane::Shed(queues)) => {
                 let Some(q) = queues.get(self.member) else {
                     return false;
@@ -1735,6 +1742,7 @@ impl LaneOrder {
                     _ => self.starvation_limit.saturating_sub(self.streak).max(1) as usize,
                 };
                 let allowed = (max - n).min(until_guard);
+                self.moved |= 1 << top;
                 // SAFETY: as in `pop_lane`.
                 let got = unsafe {
                     sink.take_run_from_ring(ring, self.member, allowed, || {
@@ -1799,27 +1807,29 @@ impl LaneOrder {
 /// allocation next to one a publisher reads on every publish would make both threads
 /// trade the line back and forth).
 struct Tally {
-    /// Per shard position (`shard / n_groups`) and priority, four positions per chunk.
+    /// Per shard position (`shard / n_groups`) and priority: counter `4 k + priority` of
+    /// position `k`, sixteen (four positions) per chunk.
     delivered: Box<[TallyChunk]>,
-    /// The positions touched since the last flush: bit `k % 64` of word `k / 64`.
+    /// The counters touched since the last flush: bit `j % 64` of word `j / 64` for
+    /// counter `j`, so that a flush visits only those.
     dirty: Box<DirtyBits>,
     n_groups: usize,
 }
 
-/// The tallies of four shard positions.
+/// The tallies of four shard positions, by priority.
 #[repr(align(128))]
 #[derive(Clone, Copy, Default)]
-struct TallyChunk([[u64; 4]; 4]);
+struct TallyChunk([u64; 16]);
 
-/// One bit per shard position (up to `MAX_SHARDS`).
+/// One bit per tally counter: four per shard position (up to `MAX_SHARDS`).
 #[repr(align(128))]
-struct DirtyBits([u64; MAX_SHARDS / 64]);
+struct DirtyBits([u64; MAX_SHARDS * 4 / 64]);
 
 impl Tally {
     fn new(positions: usize, n_groups: usize) -> Self {
         Self {
             delivered: vec![TallyChunk::default(); positions.div_ceil(4)].into_boxed_slice(),
-            dirty: Box::new(DirtyBits([0; MAX_SHARDS / 64])),
+            dirty: Box::new(DirtyBits([0; MAX_SHARDS * 4 / 64])),
             n_groups,
         }
     }
@@ -1831,26 +1841,28 @@ impl Tally {
             1 => shard_of_id(id),
             n => shard_of_id(id) / n,
         };
-        if let (Some(c), Some(bits)) = (self.delivered.get_mut(k / 4), self.dirty.0.get_mut(k / 64))
+        let j = 4 * k + prio.index();
+        if let (Some(c), Some(bits)) =
+            (self.delivered.get_mut(j / 16), self.dirty.0.get_mut(j / 64))
         {
-            c.0[k % 4][prio.index()] += 1;
-            *bits |= 1 << (k % 64);
+            c.0[j % 16] += 1;
+            *bits |= 1 << (j % 64);
         }
     }
 
-    /// Hands each touched position's counts to `f` (position, counts by priority), and
-    /// clears them.
+    /// Hands each touched counter to `f` (shard position, priority index, count), and
+    /// clears it.
     #[inline]
-    fn drain(&mut self, mut f: impl FnMut(usize, [u64; 4])) {
-        // The words in use: one bit per position, four positions per chunk.
-        let words = (self.delivered.len() * 4).div_ceil(64);
+    fn drain(&mut self, mut f: impl FnMut(usize, usize, u64)) {
+        // The words in use: one bit per counter, sixteen counters per chunk.
+        let words = (self.delivered.len() * 16).div_ceil(64);
         for (w, word) in self.dirty.0.iter_mut().take(words).enumerate() {
             let mut bits = std::mem::take(word);
             while bits != 0 {
-                let k = w * 64 + bits.trailing_zeros() as usize;
+                let j = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if let Some(c) = self.delivered.get_mut(k / 4) {
-                    f(k, std::mem::take(&mut c.0[k % 4]));
+                if let Some(c) = self.delivered.get_mut(j / 16) {
+                    f(j / 4, j % 4, std::mem::take(&mut c.0[j % 16]));
                 }
             }
         }
@@ -2053,20 +2065,26 @@ impl<T: Message + Clone> Receiver<T> {
     fn flush(&mut self) {
         let stats = &self.sub.stats[self.member];
         let shards = &self.shards;
-        self.tally.drain(|k, counts| {
-            let Some(ss) = shards.get(k).and_then(|&s| stats.get(s)) else {
-                return;
-            };
-            for (d, n) in ss.delivered.iter().zip(counts) {
-                if n > 0 {
-                    // Single writer (this receiver): no read-modify-write needed.
-                    d.store(d.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-                }
+        self.tally.drain(|k, prio, n| {
+            let counter = shards
+                .get(k)
+                .and_then(|&s| stats.get(s))
+                .and_then(|ss| ss.delivered.get(prio));
+            if let Some(d) = counter {
+                // Single writer (this receiver): no read-modify-write needed.
+                d.store(d.load(Ordering::Relaxed) + n, Ordering::Relaxed);
             }
         });
         let mut freed_any = false;
-        for l in self.lanes() {
-            if let Some(r) = l.ring() {
+        let mut moved = std::mem::take(&mut self.order.moved);
+        while moved != 0 {
+            let lane = moved.trailing_zeros() as usize;
+            moved &= moved - 1;
+            if let Some(r) = self.sub.groups[self.group]
+                .lanes
+                .get(lane)
+                .and_then(Lane::ring)
+            {
                 freed_any |= r.release(self.member);
             }
         }

@@ -2614,6 +2614,58 @@ fn broadcast_receivers_lend_every_event_and_give_the_room_back() {
     assert_eq!(bus.metrics().total().depth, 0);
 }
 
+/// A receive call that takes from several Block lanes gives every one of them its room
+/// back (each receive path: one event at a time, moved into a buffer, lent).
+#[test]
+fn a_receive_call_gives_back_the_room_of_every_lane_it_took_from() {
+    const CAP: u64 = 4;
+    let block = [Priority::Critical, Priority::High, Priority::Normal];
+    for path in 0..3 {
+        let bus = one_shard_bus(CAP as usize);
+        let mut rx = bus.subscribe(Filter::all());
+        let tx = bus.publisher("t");
+        for round in 0..3u64 {
+            // Every Block lane full.
+            for (p, prio) in block.iter().enumerate() {
+                for k in 0..CAP {
+                    tx.try_publish(
+                        CorrelationId(1),
+                        None,
+                        ev(*prio, round * 100 + p as u64 * 10 + k),
+                    )
+                    .unwrap_or_else(|_| {
+                        panic!("path {path} round {round}: {prio:?} lane full early")
+                    });
+                }
+                assert!(
+                    matches!(
+                        tx.try_publish(CorrelationId(1), None, ev(*prio, 999)),
+                        Err(PublishError::Full(_))
+                    ),
+                    "{prio:?} lane holds {CAP}"
+                );
+            }
+            // One call (or, for `try_recv`, one call per event) takes all of them.
+            let mut got = 0;
+            match path {
+                0 => {
+                    while rx.try_recv().is_ok() {
+                        got += 1;
+                    }
+                }
+                1 => {
+                    let mut buf = Vec::new();
+                    got = rx.try_recv_batch(&mut buf, 100).unwrap().received;
+                }
+                _ => got = rx.try_recv_with(100, |_| ()).unwrap().received,
+            }
+            assert_eq!(got, 3 * CAP as usize, "path {path} round {round}");
+        }
+        assert_eq!(bus.metrics().total().delivered, 9 * CAP, "path {path}");
+        assert_eq!(bus.metrics().total().depth, 0, "path {path}");
+    }
+}
+
 /// One plain receiver, or a broadcast subscription of two.
 fn one_or_broadcast<T: Message + Clone>(bus: &EventBus<T>, broadcast: bool) -> Vec<Receiver<T>> {
     if broadcast {
