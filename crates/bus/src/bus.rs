@@ -542,6 +542,69 @@ impl<'a, T: Message> WakeList<'a, T> {
     }
 }
 
+/// Where a publish reports each receiver group it committed an event for, to be woken.
+trait Wakes<'a, T: Message> {
+    /// The fast path's one commit.
+    fn add(&mut self, sub: &'a SubInner<T>, group: usize);
+    /// The list the general path gathers its wake-ups in (woken once everything is
+    /// counted), if there is one; otherwise it makes its own.
+    fn list(&mut self) -> Option<&mut WakeList<'a, T>>;
+}
+
+impl<'a, T: Message> Wakes<'a, T> for WakeList<'a, T> {
+    #[inline(always)]
+    fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
+        WakeList::add(self, sub, group);
+    }
+
+    fn list(&mut self) -> Option<&mut WakeList<'a, T>> {
+        Some(self)
+    }
+}
+
+/// A single publish: the fast path wakes its receiver group right after its commit
+/// (nothing follows that could need the wake-up deferred); the general path gathers its
+/// own list.
+struct WakeNow;
+
+impl<'a, T: Message> Wakes<'a, T> for WakeNow {
+    #[inline(always)]
+    fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
+        sub.groups[group].wake();
+    }
+
+    fn list(&mut self) -> Option<&mut WakeList<'a, T>> {
+        None
+    }
+}
+
+/// Everything a publish puts in its envelope but the id and the payload.
+#[derive(Clone, Copy)]
+struct Meta {
+    correlation: CorrelationId,
+    causation: Option<EventId>,
+    source: &'static str,
+    priority: Priority,
+    timestamp: Timestamp,
+}
+
+impl Meta {
+    /// The envelope. Built where it is stored when called there (a built envelope moved
+    /// into its slot goes through the stack on the way).
+    #[inline(always)]
+    fn envelope<T>(self, id: EventId, payload: T) -> Envelope<T> {
+        Envelope {
+            id,
+            correlation: self.correlation,
+            causation: self.causation,
+            source: self.source,
+            priority: self.priority,
+            timestamp: self.timestamp,
+            payload,
+        }
+    }
+}
+
 /// Where a publish blocked: the subscription and lane to wait on.
 struct Blocked<T: Message> {
     sub: Arc<SubInner<T>>,
@@ -574,26 +637,6 @@ impl<T: Message + Clone> BusInner<T> {
         }
     }
 
-    /// The envelope of a publish, stamped with the publish time; its id is assigned by
-    /// [`next_id`](Self::next_id) once the publish is admitted.
-    #[inline]
-    fn envelope(
-        &self,
-        prio: Priority,
-        (correlation, causation, source): (CorrelationId, Option<EventId>, &'static str),
-        payload: T,
-    ) -> Envelope<T> {
-        Envelope {
-            id: EventId(0),
-            correlation,
-            causation,
-            source,
-            priority: prio,
-            timestamp: self.now(),
-            payload,
-        }
-    }
-
     /// A new event id. One counter per (shard, priority) is both the published count and
     /// the id sequence: id = seq | priority | shard (the shard in the low bits).
     #[inline(always)]
@@ -615,7 +658,7 @@ impl<T: Message + Clone> BusInner<T> {
         causation: Option<EventId>,
         source: &'static str,
         payload: T,
-        wakes: &mut WakeList<'a, T>,
+        wakes: &mut impl Wakes<'a, T>,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
         if self.closed.load(Ordering::Acquire) {
             return Err((PublishError::Closed(payload), None));
@@ -627,7 +670,13 @@ impl<T: Message + Clone> BusInner<T> {
         let policy = self.config.overflow.get(prio);
         // Everything that can be prepared is prepared before any claim: a publisher
         // preempted between its claim and its commit holds up its receivers.
-        let mut env = self.envelope(prio, (correlation, causation, source), payload);
+        let meta = Meta {
+            correlation,
+            causation,
+            source,
+            priority: prio,
+            timestamp: self.now(),
+        };
 
         // Fast path: one subscription for the topic (one receiver, or a broadcast group), a
         // Block lane with room, no history. Nothing between the claim and the commit can
@@ -649,21 +698,22 @@ impl<T: Message + Clone> BusInner<T> {
                             // SAFETY: claimed just above, not committed.
                             unsafe { give_back(sub, group, ring, seq) };
                             if self.closed.load(Ordering::SeqCst) {
-                                return Err((PublishError::Closed(env.payload), None));
+                                return Err((PublishError::Closed(payload), None));
                             }
                             // Only this subscription ended: published to nobody.
                             self.unrouted.fetch_add(1, Ordering::Relaxed);
                             return Ok(self.next_id(shard_idx, prio));
                         }
                         let id = self.next_id(shard_idx, prio);
-                        env.id = id;
                         // Counted before the commit: no atomic read-modify-write follows
                         // the slot writes, so their cache-line transfers overlap with the
                         // next publish instead of stalling this one (a locked instruction
                         // waits for every earlier store).
                         sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                         // SAFETY: claimed on this ring just above, committed once.
-                        let displaced = unsafe { ring.commit(seq, Event(Repr::Owned(env))) };
+                        let displaced = unsafe {
+                            ring.commit_with(seq, || Event(Repr::Owned(meta.envelope(id, payload))))
+                        };
                         wakes.add(sub, g);
                         // User code (the payload's `Drop`) last.
                         if displaced.is_some() {
@@ -675,7 +725,8 @@ impl<T: Message + Clone> BusInner<T> {
                 }
             }
         }
-        self.route_general(subs, shard_idx, lane_idx, policy, env, wakes)
+        let env = meta.envelope(EventId(0), payload);
+        self.route_general(subs, shard_idx, lane_idx, policy, env, wakes.list())
     }
 
     /// The publish path for everything the fast path in [`route`](Self::route) does not
@@ -689,8 +740,10 @@ impl<T: Message + Clone> BusInner<T> {
         lane_idx: usize,
         policy: OverflowPolicy,
         mut env: Envelope<T>,
-        wakes: &mut WakeList<'a, T>,
+        wakes: Option<&mut WakeList<'a, T>>,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
+        let mut own = WakeList::new();
+        let wakes = wakes.unwrap_or(&mut own);
         let (correlation, prio) = (env.correlation, env.priority);
         // The history copy is made before any claim, and stored after the delivery: user
         // code (clone, drop) and the history lock stay out of the claim-to-commit window.
@@ -1419,17 +1472,15 @@ impl<T: Message + Clone> Publisher<T> {
         causation: Option<EventId>,
         payload: T,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
-        self.routes.with(&self.bus.routes, |table| {
-            let mut wakes = WakeList::new();
-            self.bus.route(
-                table,
-                correlation,
-                causation,
-                self.source,
-                payload,
-                &mut wakes,
-            )
-        })
+        let table = self.routes.get(&self.bus.routes);
+        self.bus.route(
+            &table,
+            correlation,
+            causation,
+            self.source,
+            payload,
+            &mut WakeNow,
+        )
     }
 
     /// Publishes, waiting (asynchronously) while a Block lane of a matching subscriber is
@@ -1460,8 +1511,8 @@ impl<T: Message + Clone> Publisher<T> {
         &self,
         batch: &mut VecDeque<Outgoing<T>>,
     ) -> Result<usize, PublishError<()>> {
-        self.routes
-            .with(&self.bus.routes, |table| self.publish_front(table, batch))
+        let table = self.routes.get(&self.bus.routes);
+        self.publish_front(&table, batch)
     }
 
     /// [`try_publish_batch`](Self::try_publish_batch) with one routing table.

@@ -82,7 +82,7 @@ fn thread_uid() -> u64 {
 }
 
 /// Clears `busy` however the read ends (the closure may panic).
-struct Busy<'a>(&'a Cell<bool>);
+pub(crate) struct Busy<'a>(&'a Cell<bool>);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -91,10 +91,17 @@ impl Drop for Busy<'_> {
 }
 
 impl<X> LocalCache<X> {
-    /// Runs `f` on the current value of `src`: the cached copy if `src` has not changed
-    /// since it was taken and this thread owns the cache, a fresh load otherwise.
-    #[inline]
+    /// Runs `f` on the current value of `src` (see [`get`](Self::get)).
+    #[cfg(test)]
     pub(crate) fn with<R>(&self, src: &Versioned<X>, f: impl FnOnce(&X) -> R) -> R {
+        f(&self.get(src))
+    }
+
+    /// The current value of `src`: the cached copy if `src` has not changed since it was
+    /// taken and this thread owns the cache, a fresh load otherwise. (A guard rather than
+    /// a closure: a publish's payload then needs no move into a closure and out again.)
+    #[inline]
+    pub(crate) fn get<'s>(&'s self, src: &'s Versioned<X>) -> Cached<'s, X> {
         let me = thread_uid();
         let owner = self.owner.load(Ordering::Relaxed);
         let mine = owner == me
@@ -104,23 +111,50 @@ impl<X> LocalCache<X> {
                     .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok());
         if !mine || self.busy.get() {
-            return f(&src.current.load());
+            return Cached::Shared(src.current.load());
         }
-        let _busy = Busy(&self.busy);
+        let busy = Busy(&self.busy);
         self.busy.set(true);
         // Acquire pairs with the Release bump in `store`: the value loaded below is at
         // least as new as this version.
         let version = src.version.load(Ordering::Acquire);
         // SAFETY: only the owner thread gets here (see `Sync` above), and not re-entrantly
-        // (`busy`): no other reference into `value` exists while this one lives.
+        // (`busy`, reset when the returned guard drops): no other reference into `value`
+        // exists while this one, or the shared one made from it below, lives.
         let value = unsafe { &mut *self.value.get() };
         if self.version.get() != version || value.is_none() {
             *value = Some(src.current.load_full());
             self.version.set(version);
         }
         match value {
-            Some(x) => f(x),
-            None => f(&src.current.load()),
+            Some(x) => Cached::Local {
+                value: x,
+                _busy: busy,
+            },
+            None => Cached::Shared(src.current.load()),
+        }
+    }
+}
+
+/// A value read through a [`LocalCache`]: the owner's copy (in use until this drops), or
+/// a plain load.
+pub(crate) enum Cached<'s, X> {
+    Local {
+        value: &'s X,
+        /// Marks the copy in use until the guard drops.
+        _busy: Busy<'s>,
+    },
+    Shared(arc_swap::Guard<Arc<X>>),
+}
+
+impl<X> std::ops::Deref for Cached<'_, X> {
+    type Target = X;
+
+    #[inline]
+    fn deref(&self) -> &X {
+        match self {
+            Cached::Local { value, .. } => value,
+            Cached::Shared(g) => g,
         }
     }
 }

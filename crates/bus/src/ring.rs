@@ -217,13 +217,26 @@ impl<T> Ring<T> {
     #[inline(always)]
     #[must_use = "the previous value is dropped by the caller, after its bookkeeping"]
     pub(crate) unsafe fn commit(&self, seq: u64, value: T) -> Option<T> {
+        // SAFETY: forwarded.
+        unsafe { self.commit_with(seq, || value) }
+    }
+
+    /// [`commit`](Self::commit), with the value made by `make` where it is stored (a
+    /// large value made first and then passed in is copied on the way). `make` must not
+    /// panic: the claim would stay open, holding up the consumers.
+    ///
+    /// # Safety
+    /// As for [`commit`](Self::commit).
+    #[inline(always)]
+    #[must_use = "the previous value is dropped by the caller, after its bookkeeping"]
+    pub(crate) unsafe fn commit_with(&self, seq: u64, make: impl FnOnce() -> T) -> Option<T> {
         let i = (seq & self.mask) as usize;
         // SAFETY: the claim gives this publisher the slot exclusively (see the module
         // docs): its previous occupant was moved out (or is dropped here) and no consumer
         // reads it before the stamp below.
         let previous = unsafe {
             let previous = self.take_previous(i);
-            (*self.values[i].0.get()).write(value);
+            (*self.values[i].0.get()).write(make());
             previous
         };
         self.stamps[i].store(seq.wrapping_add(1) << 1, Ordering::Release);
