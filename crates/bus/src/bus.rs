@@ -14,7 +14,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use thiserror::Error;
 use tokio::sync::Notify;
@@ -218,6 +218,22 @@ struct Group<T: Message> {
     /// publish is registered. So an event acknowledged with `Ok` is received (or its
     /// shedding reported).
     in_flight: CachePadded<AtomicUsize>,
+    /// The lanes ever published to (bit per lane), set before the first event (or claim)
+    /// reaches a lane: a batch receive scans and watches only these. Read-mostly: each bit
+    /// is set once.
+    used: CachePadded<AtomicU8>,
+}
+
+impl<T: Message> Group<T> {
+    /// Marks lane `lane` as published to, before anything is claimed or pushed in it.
+    /// (SeqCst: a receiver that sees what follows sees the bit.)
+    #[inline(always)]
+    fn mark_used(&self, lane: usize) {
+        let bit = 1u8 << lane;
+        if self.used.load(Ordering::Relaxed) & bit == 0 {
+            self.used.fetch_or(bit, Ordering::SeqCst);
+        }
+    }
 }
 
 /// One receiver's wake-up state and loss count.
@@ -690,6 +706,7 @@ impl<T: Message + Clone> BusInner<T> {
                 let g = sub.group_of(shard_idx);
                 let group = &sub.groups[g];
                 if let Lane::Block(ring) = &group.lanes[lane_idx] {
+                    group.mark_used(lane_idx);
                     if let Some(seq) = ring.claim() {
                         // Closed since the check above? Then the receiver may already
                         // have reported `Closed`: take the claim back. (SeqCst: pairs with
@@ -771,6 +788,7 @@ impl<T: Message + Clone> BusInner<T> {
             targets += 1;
             let lane = &sub.groups[sub.group_of(shard_idx)].lanes[lane_idx];
             let group = &sub.groups[sub.group_of(shard_idx)];
+            group.mark_used(lane_idx);
             // Registers a Shed-lane delivery (see `Group::in_flight`); false if the
             // subscription closed meanwhile (the registration is then withdrawn).
             let register = || {
@@ -1241,6 +1259,7 @@ impl<T: Message + Clone> EventBus<T> {
                         .collect(),
                     members: (0..members).map(|_| Member::new()).collect(),
                     in_flight: CachePadded::new(AtomicUsize::new(0)),
+                    used: CachePadded::new(AtomicU8::new(0)),
                 })
                 .collect(),
             members,
@@ -1691,6 +1710,20 @@ impl<T: Message + Clone> Sink<T> for Vec<Event<T>> {
     }
 }
 
+/// The first of the lanes in `used` (bit per lane) that member `m` can take an event from.
+#[inline(always)]
+fn first_ready<T: Message>(lanes: &[Lane<T>], used: u8, m: usize) -> Option<usize> {
+    let mut left = used;
+    while left != 0 {
+        let l = left.trailing_zeros() as usize;
+        left &= left - 1;
+        if lanes.get(l).is_some_and(|lane| lane.ready(m)) {
+            return Some(l);
+        }
+    }
+    None
+}
+
 /// The receiver's drain order over its lanes: strict priority, with the starvation guard.
 struct LaneOrder {
     /// The Shed lane the last event came from (`usize::MAX`: none).
@@ -1754,14 +1787,17 @@ impl LaneOrder {
 
     /// Hands up to `max` events to `sink`, in the order repeated [`pop`](Self::pop)s
     /// would give, but draining the top lane in a tight loop: between two events it
-    /// only checks that no higher lane has become ready. Returns how many.
+    /// only checks that no higher lane has become ready. Looks only at the lanes the
+    /// group's publishers have used (a lane used for the first time meanwhile ends the
+    /// run too). Returns how many.
     #[inline]
     fn pop_batch<T: Message + Clone>(
         &mut self,
-        lanes: &[Lane<T>],
+        group: &Group<T>,
         sink: &mut impl Sink<T>,
         max: usize,
     ) -> usize {
+        let lanes = &group.lanes[..];
         let mut n = 0;
         while n < max {
             if self.streak >= self.starvation_limit && self.n_lanes > 1 {
@@ -1772,7 +1808,10 @@ impl LaneOrder {
                 n += 1;
                 continue;
             }
-            let Some(top) = lanes.iter().position(|l| l.ready(self.member)) else {
+            // Acquire: pairs with `mark_used` (what a lane used for the first time holds
+            // is seen with its bit).
+            let used = group.used.load(Ordering::Acquire);
+            let Some(top) = first_ready(lanes, used, self.member) else {
                 // Caught up: nothing is being starved.
                 self.streak = 0;
                 return n;
@@ -1780,10 +1819,20 @@ impl LaneOrder {
             // What the higher lanes' readiness depends on, worked out once: this loop
             // only moves through `top`.
             let mut higher = [Watch::Nothing, Watch::Nothing, Watch::Nothing];
-            for (w, l) in higher.iter_mut().zip(&lanes[..top]) {
-                *w = Watch::of(l, self.member);
+            let mut watched = 0;
+            let mut below = used & ((1u8 << top) - 1);
+            while below != 0 {
+                let l = below.trailing_zeros() as usize;
+                below &= below - 1;
+                if let (Some(w), Some(lane)) = (higher.get_mut(watched), lanes.get(l)) {
+                    *w = Watch::of(lane, self.member);
+                    watched += 1;
+                }
             }
-            let higher = &higher[..top.min(3)];
+            let higher = &higher[..watched];
+            // A higher lane that becomes ready, or a lane used for the first time.
+            let stop =
+                || higher.iter().any(Watch::ready) || group.used.load(Ordering::Relaxed) != used;
             if let Some(Lane::Block(ring)) = lanes.get(top) {
                 // A run through one ring: stops where the lane is empty, where a higher
                 // lane has become ready, or where the batch or the guard says so.
@@ -1795,11 +1844,7 @@ impl LaneOrder {
                 let allowed = (max - n).min(until_guard);
                 self.moved |= 1 << top;
                 // SAFETY: as in `pop_lane`.
-                let got = unsafe {
-                    sink.take_run_from_ring(ring, self.member, allowed, || {
-                        higher.iter().any(Watch::ready)
-                    })
-                };
+                let got = unsafe { sink.take_run_from_ring(ring, self.member, allowed, stop) };
                 n += got;
                 self.streak = self.streak.saturating_add(got as u32);
                 continue;
@@ -1810,7 +1855,7 @@ impl LaneOrder {
                 }
                 n += 1;
                 self.streak = self.streak.saturating_add(1);
-                if self.streak >= self.starvation_limit || higher.iter().any(Watch::ready) {
+                if self.streak >= self.starvation_limit || stop() {
                     break;
                 }
             }
@@ -2180,8 +2225,7 @@ impl<T: Message + Clone> Receiver<T> {
     ) -> Result<BatchInfo, TryRecvError> {
         let missed = self.take_missed();
         let start = buf.len();
-        self.order
-            .pop_batch(&self.sub.groups[self.group].lanes, buf, max);
+        self.order.pop_batch(&self.sub.groups[self.group], buf, max);
         for e in &buf[start..] {
             self.tally.account(e.id, e.priority);
         }
@@ -2253,7 +2297,7 @@ impl<T: Message + Clone> Receiver<T> {
         };
         let received = self
             .order
-            .pop_batch(&self.sub.groups[self.group].lanes, &mut visitor, max);
+            .pop_batch(&self.sub.groups[self.group], &mut visitor, max);
         self.flush();
         self.batch_outcome(received, missed)
     }

@@ -89,6 +89,23 @@ fn holds_value(stamp: u64) -> bool {
 }
 
 impl<T> Ring<T> {
+    /// The stamp of slot `i` (an index already masked: `i <= mask`).
+    #[inline(always)]
+    fn stamp_at(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < self.stamps.len());
+        // SAFETY: every index passed here is a sequence number masked with `mask`, and
+        // there are `mask + 1` stamps (both fixed in `new`).
+        unsafe { self.stamps.get_unchecked(i & self.mask as usize) }
+    }
+
+    /// The value of slot `i` (an index already masked: `i <= mask`).
+    #[inline(always)]
+    fn value_at(&self, i: usize) -> &UnsafeCell<MaybeUninit<T>> {
+        debug_assert!(i < self.values.len());
+        // SAFETY: as in `stamp_at`: `mask + 1` value slots.
+        unsafe { &self.values.get_unchecked(i & self.mask as usize).0 }
+    }
+
     /// A ring holding up to `cap` (≥ 1) values, read by `consumers` (≥ 1) consumers.
     pub(crate) fn new(cap: usize, consumers: usize) -> Self {
         let cap = cap.max(1);
@@ -197,12 +214,13 @@ impl<T> Ring<T> {
     /// new stamp right after.
     #[inline(always)]
     unsafe fn take_previous(&self, i: usize) -> Option<T> {
-        if self.shared && self.drop_values && holds_value(self.stamps[i].load(Ordering::Relaxed)) {
+        if self.shared && self.drop_values && holds_value(self.stamp_at(i).load(Ordering::Relaxed))
+        {
             // SAFETY: the claim proves that every consumer present released the previous
             // lap's sequence of this slot (consumers that left read nothing more), and the
             // stamp says a value was committed there and never moved out; the new stamp
             // stored by the caller marks it gone.
-            Some(unsafe { (*self.values[i].0.get()).assume_init_read() })
+            Some(unsafe { (*self.value_at(i).get()).assume_init_read() })
         } else {
             None
         }
@@ -236,10 +254,11 @@ impl<T> Ring<T> {
         // reads it before the stamp below.
         let previous = unsafe {
             let previous = self.take_previous(i);
-            (*self.values[i].0.get()).write(make());
+            (*self.value_at(i).get()).write(make());
             previous
         };
-        self.stamps[i].store(seq.wrapping_add(1) << 1, Ordering::Release);
+        self.stamp_at(i)
+            .store(seq.wrapping_add(1) << 1, Ordering::Release);
         previous
     }
 
@@ -252,7 +271,8 @@ impl<T> Ring<T> {
         let i = (seq & self.mask) as usize;
         // SAFETY: forwarded; the tombstone stamp follows.
         let previous = unsafe { self.take_previous(i) };
-        self.stamps[i].store((seq.wrapping_add(1) << 1) | 1, Ordering::Release);
+        self.stamp_at(i)
+            .store((seq.wrapping_add(1) << 1) | 1, Ordering::Release);
         drop(previous);
     }
 
@@ -302,7 +322,7 @@ impl<T> Ring<T> {
         // moves past it: a panicking `Clone` leaves it to be read again), and it is not
         // dropped before they all released it; a single consumer moves it out exactly
         // once (`next` moves past it right away).
-        let v = unsafe { &*self.values[i].0.get() };
+        let v = unsafe { &*self.value_at(i).get() };
         let value = if self.shared {
             unsafe { v.assume_init_ref() }.clone()
         } else {
@@ -319,7 +339,7 @@ impl<T> Ring<T> {
         loop {
             let n = me.next.load(Ordering::Relaxed);
             let i = (n & self.mask) as usize;
-            let stamp = self.stamps[i].load(Ordering::Acquire);
+            let stamp = self.stamp_at(i).load(Ordering::Acquire);
             if stamp >> 1 != n.wrapping_add(1) & (u64::MAX >> 1) {
                 return None;
             }
@@ -394,7 +414,7 @@ impl<T> Ring<T> {
         while lent < max {
             let n = at.n;
             let i = (n & self.mask) as usize;
-            let stamp = self.stamps[i].load(Ordering::Acquire);
+            let stamp = self.stamp_at(i).load(Ordering::Acquire);
             if stamp >> 1 != n.wrapping_add(1) & (u64::MAX >> 1) {
                 break;
             }
@@ -403,7 +423,7 @@ impl<T> Ring<T> {
                 continue;
             }
             lent += 1;
-            let slot = self.values[i].0.get();
+            let slot = self.value_at(i).get();
             // Moved past before `f` runs: the slot is not reused before this consumer
             // releases it, after this call (`release`).
             // SAFETY: committed (Acquire pairs with the publisher's Release), not moved out
@@ -431,7 +451,7 @@ impl<T> Ring<T> {
     pub(crate) fn watch(&self, c: usize) -> (&AtomicU64, u64) {
         let n = self.cons[c].next.load(Ordering::Relaxed);
         (
-            &self.stamps[(n & self.mask) as usize],
+            self.stamp_at((n & self.mask) as usize),
             n.wrapping_add(1) & (u64::MAX >> 1),
         )
     }
