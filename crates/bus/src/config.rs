@@ -144,21 +144,26 @@ impl ConfigError {
 /// Largest accepted shard count (keeps per-subscription memory sane).
 pub const MAX_SHARDS: usize = 1024;
 
+/// Largest accepted queue capacity per lane (`broadcast_capacity`): 2^30 events, far
+/// beyond any memory this could be given; the rings' index arithmetic relies on it.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// `Ok` if `1 <= value <= max`; otherwise an error naming `field`.
+fn in_range(field: &'static str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 || value > max {
+        return Err(ConfigError::new(
+            field,
+            format!("must be between 1 and {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
 impl EventBusConfig {
     /// Checks every field; the error names the first offending one.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.shard_count == 0 || self.shard_count > MAX_SHARDS {
-            return Err(ConfigError::new(
-                "shard_count",
-                format!(
-                    "must be between 1 and {MAX_SHARDS}, got {}",
-                    self.shard_count
-                ),
-            ));
-        }
-        if self.broadcast_capacity == 0 {
-            return Err(ConfigError::new("broadcast_capacity", "must be at least 1"));
-        }
+        in_range("shard_count", self.shard_count, MAX_SHARDS)?;
+        in_range("broadcast_capacity", self.broadcast_capacity, MAX_CAPACITY)?;
         if self.batch_size == 0 {
             return Err(ConfigError::new("batch_size", "must be at least 1"));
         }
@@ -209,6 +214,14 @@ mod tests {
             ("shard_count", Box::new(|c| c.shard_count = 0)),
             ("shard_count", Box::new(|c| c.shard_count = MAX_SHARDS + 1)),
             ("broadcast_capacity", Box::new(|c| c.broadcast_capacity = 0)),
+            (
+                "broadcast_capacity",
+                Box::new(|c| c.broadcast_capacity = MAX_CAPACITY + 1),
+            ),
+            (
+                "broadcast_capacity",
+                Box::new(|c| c.broadcast_capacity = usize::MAX),
+            ),
             ("batch_size", Box::new(|c| c.batch_size = 0)),
             (
                 "max_concurrent_dispatches",

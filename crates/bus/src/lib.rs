@@ -72,7 +72,9 @@ pub use bus::{
     BatchInfo, EventBus, Filter, Outgoing, PublishError, Publisher, Receiver, RecvError,
     TryRecvError,
 };
-pub use config::{ConfigError, EventBusConfig, OverflowPolicies, OverflowPolicy, MAX_SHARDS};
+pub use config::{
+    ConfigError, EventBusConfig, OverflowPolicies, OverflowPolicy, MAX_CAPACITY, MAX_SHARDS,
+};
 pub use dispatch::{Dispatch, Dispatcher};
 pub use envelope::{Envelope, Event};
 pub use metrics::{BusMetrics, LaneMetrics, LatencySummary, ShardMetrics};

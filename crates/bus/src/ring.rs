@@ -108,7 +108,10 @@ impl<T> Ring<T> {
 
     /// A ring holding up to `cap` (≥ 1) values, read by `consumers` (≥ 1) consumers.
     pub(crate) fn new(cap: usize, consumers: usize) -> Self {
-        let cap = cap.max(1);
+        // The configuration refuses more than `MAX_CAPACITY`; clamped here as well, so that
+        // the slot count is always a power of two that fits: the unchecked slot indexing
+        // relies on exactly `mask + 1` slots.
+        let cap = cap.clamp(1, crate::config::MAX_CAPACITY);
         let slots = cap.next_power_of_two();
         let consumers = consumers.max(1);
         Self {
