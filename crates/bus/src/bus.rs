@@ -1,7 +1,7 @@
 //! The bus: routing table, publishers, subscriptions and receivers.
 
 use crate::cache::{LocalCache, Versioned};
-use crate::config::{ConfigError, EventBusConfig, OverflowPolicy, MAX_SHARDS};
+use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
 use crate::envelope::{Envelope, Event, Repr};
 use crate::metrics::{
     BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS,
@@ -185,8 +185,8 @@ impl<T: Message> Lane<T> {
 /// (group, lane) keeps their order while the receiver drains a single queue per lane.
 /// Per-shard depth is derived: enqueued (`SubInner::enqueued`) - delivered - displaced.
 struct ShardStats {
-    /// Taken out by the receiver, by priority (written by that receiver alone, once per
-    /// receive call).
+    /// Taken out by the receiver, by priority (written by that receiver alone, on every
+    /// delivery: a store, no read-modify-write).
     delivered: CachePadded<[AtomicU64; 4]>,
     /// Shed by the overflow policy, by priority: displaced from the queue, or refused.
     shed: [AtomicU64; 4],
@@ -203,6 +203,15 @@ impl ShardStats {
             displaced: Default::default(),
             latency: LatencyHistogram::new(),
         }
+    }
+
+    /// Counts one delivery and its publish→receive latency. Single writer: a shard's
+    /// statistics belong to one receiver.
+    #[inline(always)]
+    fn delivered_one(&self, prio: Priority, latency_ns: u64) {
+        let d = &self.delivered[prio.index()];
+        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.latency.record_single_writer(latency_ns);
     }
 }
 
@@ -1283,7 +1292,6 @@ impl<T: Message + Clone> EventBus<T> {
                 let shards: Box<[usize]> =
                     (0..cfg.shard_count).filter(|s| s % n_groups == g).collect();
                 Receiver {
-                    tally: Tally::new(shards.len(), n_groups),
                     shards,
                     sub: sub.clone(),
                     bus: Arc::downgrade(inner),
@@ -1481,8 +1489,9 @@ impl<T: Message + Clone> Publisher<T> {
             .map_err(|(e, _)| e)
     }
 
-    /// One routing attempt with the current table; the receivers it committed events for
-    /// are woken when its `WakeList` drops, on return.
+    /// One routing attempt with the current table; the receiver it committed an event for
+    /// on the fast path is woken right after the commit, those of the general path when
+    /// it returns.
     #[inline]
     #[allow(clippy::type_complexity)]
     fn route_once(
@@ -1808,8 +1817,9 @@ impl LaneOrder {
                 n += 1;
                 continue;
             }
-            // Acquire: pairs with `mark_used` (what a lane used for the first time holds
-            // is seen with its bit).
+            // A lane's bit is set before anything is claimed or pushed in it, so a receiver
+            // that has seen anything of a lane (a stamp, a claim, a wake-up) sees its bit;
+            // one that has not yet simply finds the lane at a later call.
             let used = group.used.load(Ordering::Acquire);
             let Some(top) = first_ready(lanes, used, self.member) else {
                 // Caught up: nothing is being starved.
@@ -1897,78 +1907,9 @@ impl LaneOrder {
     }
 }
 
-/// A receiver's deliveries since its last flush (published to the shared counters then).
-///
-/// Written on every delivery, so its storage is kept on cache lines of its own (a small
-/// allocation next to one a publisher reads on every publish would make both threads
-/// trade the line back and forth).
-struct Tally {
-    /// Per shard position (`shard / n_groups`) and priority: counter `4 k + priority` of
-    /// position `k`, sixteen (four positions) per chunk.
-    delivered: Box<[TallyChunk]>,
-    /// The counters touched since the last flush: bit `j % 64` of word `j / 64` for
-    /// counter `j`, so that a flush visits only those.
-    dirty: Box<DirtyBits>,
-    n_groups: usize,
-}
-
-/// The tallies of four shard positions, by priority.
-#[repr(align(128))]
-#[derive(Clone, Copy, Default)]
-struct TallyChunk([u64; 16]);
-
-/// One bit per tally counter: four per shard position (up to `MAX_SHARDS`).
-#[repr(align(128))]
-struct DirtyBits([u64; MAX_SHARDS * 4 / 64]);
-
-impl Tally {
-    fn new(positions: usize, n_groups: usize) -> Self {
-        Self {
-            delivered: vec![TallyChunk::default(); positions.div_ceil(4)].into_boxed_slice(),
-            dirty: Box::new(DirtyBits([0; MAX_SHARDS * 4 / 64])),
-            n_groups,
-        }
-    }
-
-    /// Counts one delivery.
-    #[inline]
-    fn account(&mut self, id: EventId, prio: Priority) {
-        let k = match self.n_groups {
-            1 => shard_of_id(id),
-            n => shard_of_id(id) / n,
-        };
-        let j = 4 * k + prio.index();
-        if let (Some(c), Some(bits)) =
-            (self.delivered.get_mut(j / 16), self.dirty.0.get_mut(j / 64))
-        {
-            c.0[j % 16] += 1;
-            *bits |= 1 << (j % 64);
-        }
-    }
-
-    /// Hands each touched counter to `f` (shard position, priority index, count), and
-    /// clears it.
-    #[inline]
-    fn drain(&mut self, mut f: impl FnMut(usize, usize, u64)) {
-        // The words in use: one bit per counter, sixteen counters per chunk.
-        let words = (self.delivered.len() * 16).div_ceil(64);
-        for (w, word) in self.dirty.0.iter_mut().take(words).enumerate() {
-            let mut bits = std::mem::take(word);
-            while bits != 0 {
-                let j = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if let Some(c) = self.delivered.get_mut(j / 16) {
-                    f(j / 4, j % 4, std::mem::take(&mut c.0[j % 16]));
-                }
-            }
-        }
-    }
-}
-
 /// Lends each event to the caller's closure in place ([`Receiver::try_recv_with`]), then
 /// counts it: delivered, and its publish→receive latency.
 struct Visitor<'r, F> {
-    tally: &'r mut Tally,
     /// The receiver's counters per shard.
     stats: &'r [ShardStats],
     clock: &'r quanta::Clock,
@@ -1987,14 +1928,11 @@ impl<F> Visitor<'_, F> {
         F: FnMut(&Envelope<T>),
     {
         let published = e.timestamp.as_nanos();
-        self.tally.account(e.id, e.priority);
         if published > self.now {
             self.now = self.clock.delta_as_nanos(self.origin, self.clock.raw());
         }
         if let Some(ss) = self.stats.get(shard_of_id(e.id)) {
-            // Single writer: a shard's statistics belong to one receiver.
-            ss.latency
-                .record_single_writer(self.now.saturating_sub(published));
+            ss.delivered_one(e.priority, self.now.saturating_sub(published));
         }
         (self.f)(e);
     }
@@ -2039,7 +1977,7 @@ pub struct BatchInfo {
 }
 
 /// Receives the events of one subscription (or of one group of its shards).
-// Aligned to 128 bytes: its drain state and tallies are written on every receive, and
+// Aligned to 128 bytes: its drain state is written on every receive, and
 // must not share a cache line with a publisher another thread keeps next to it.
 #[repr(align(128))]
 pub struct Receiver<T: Message + Clone> {
@@ -2049,7 +1987,6 @@ pub struct Receiver<T: Message + Clone> {
     /// Its position among the members of a broadcast subscription (0 otherwise).
     member: usize,
     shards: Box<[usize]>,
-    tally: Tally,
     order: LaneOrder,
     reported_shed: u64,
     batch_size: usize,
@@ -2063,8 +2000,8 @@ impl<T: Message + Clone> Drop for Receiver<T> {
     /// a group nobody drains would fill that group's Block lanes and stall publishers.)
     /// A receiver of a broadcast subscription leaves alone; the last one ends it.
     fn drop(&mut self) {
-        // Deliveries still in the tallies (a lending closure that panicked skipped the
-        // flush) reach the counters before they are retired.
+        // The room of what a lending closure that panicked was lent (that call skipped
+        // its flush) is given back before the receiver leaves.
         self.flush();
         // One counter decides who is last (a broadcast subscription has one group, so it
         // counts its members): two receivers dropped at once never both stay or both go.
@@ -2140,37 +2077,23 @@ impl<T: Message + Clone> Receiver<T> {
         &self.sub.groups[self.group].lanes
     }
 
-    /// Records the publish→receive latency of `events` against one clock read (the
-    /// shard of each is in the low bits of its event id).
+    /// Counts `events` as delivered, with their publish→receive latency against one
+    /// clock read (the shard of each is in the low bits of its event id).
     #[inline]
-    fn record_latency(&self, events: &[Event<T>]) {
+    fn count_delivered(&self, events: &[Event<T>]) {
         if events.is_empty() {
             return;
         }
         let now = self.now_ns();
         for e in events {
             if let Some(ss) = self.sub.stats[self.member].get(shard_of_id(e.id)) {
-                // Single writer: a shard's statistics belong to one receiver.
-                ss.latency
-                    .record_single_writer(now.saturating_sub(e.timestamp.as_nanos()));
+                ss.delivered_one(e.priority, now.saturating_sub(e.timestamp.as_nanos()));
             }
         }
     }
 
-    /// Publishes the tallies to the shared counters and frees Block-lane capacity.
+    /// Gives back the room of the Block lanes this receiver moved in since the last call.
     fn flush(&mut self) {
-        let stats = &self.sub.stats[self.member];
-        let shards = &self.shards;
-        self.tally.drain(|k, prio, n| {
-            let counter = shards
-                .get(k)
-                .and_then(|&s| stats.get(s))
-                .and_then(|ss| ss.delivered.get(prio));
-            if let Some(d) = counter {
-                // Single writer (this receiver): no read-modify-write needed.
-                d.store(d.load(Ordering::Relaxed) + n, Ordering::Relaxed);
-            }
-        });
         let mut freed_any = false;
         let mut moved = std::mem::take(&mut self.order.moved);
         while moved != 0 {
@@ -2210,9 +2133,8 @@ impl<T: Message + Clone> Receiver<T> {
             self.flush();
             return Err(TryRecvError::Empty);
         };
-        self.tally.account(e.id, e.priority);
+        self.count_delivered(std::slice::from_ref(&e));
         self.flush();
-        self.record_latency(std::slice::from_ref(&e));
         Ok(e)
     }
 
@@ -2226,12 +2148,9 @@ impl<T: Message + Clone> Receiver<T> {
         let missed = self.take_missed();
         let start = buf.len();
         self.order.pop_batch(&self.sub.groups[self.group], buf, max);
-        for e in &buf[start..] {
-            self.tally.account(e.id, e.priority);
-        }
+        self.count_delivered(&buf[start..]);
         self.flush();
         let received = buf.len() - start;
-        self.record_latency(&buf[start..]);
         self.batch_outcome(received, missed)
     }
 
@@ -2288,7 +2207,6 @@ impl<T: Message + Clone> Receiver<T> {
     {
         let missed = self.take_missed();
         let mut visitor = Visitor {
-            tally: &mut self.tally,
             stats: &self.sub.stats[self.member],
             clock: &self.clock,
             origin: self.origin,
