@@ -645,11 +645,9 @@ impl<T: Message + Clone> BusInner<T> {
 
     #[inline]
     fn shard_of(&self, c: CorrelationId) -> usize {
-        // splitmix64 finaliser, then a multiply-shift range reduction.
-        let mut z = c.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
+        // Fibonacci hashing (a multiply by 2^64 / φ spreads consecutive ids evenly over
+        // the high bits), then a multiply-shift range reduction of those high bits.
+        let z = c.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         ((u128::from(z) * self.shards.len() as u128) >> 64) as usize
     }
 
