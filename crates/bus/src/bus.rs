@@ -1698,25 +1698,6 @@ impl<T: Message + Clone> Sink<T> for Option<Event<T>> {
     }
 }
 
-impl<T: Message + Clone> Sink<T> for Vec<Event<T>> {
-    #[inline]
-    unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
-        // SAFETY: forwarded.
-        match unsafe { ring.pop(m) } {
-            Some(e) => {
-                self.push(e);
-                true
-            }
-            None => false,
-        }
-    }
-
-    #[inline]
-    fn take(&mut self, e: Event<T>) {
-        self.push(e);
-    }
-}
-
 /// The first of the lanes in `used` (bit per lane) that member `m` can take an event from.
 #[inline(always)]
 fn first_ready<T: Message>(lanes: &[Lane<T>], used: u8, m: usize) -> Option<usize> {
@@ -1905,15 +1886,73 @@ impl LaneOrder {
     }
 }
 
-/// Lends each event to the caller's closure in place ([`Receiver::try_recv_with`]), then
-/// counts it: delivered, and its publish→receive latency.
-struct Visitor<'r, F> {
+/// Counts a receiver's deliveries as they are taken: delivered, and the publish→receive
+/// latency.
+struct Deliveries<'r> {
     /// The receiver's counters per shard.
     stats: &'r [ShardStats],
     clock: &'r quanta::Clock,
     origin: u64,
     /// A clock reading no earlier than the publish time of every event seen so far.
     now: u64,
+}
+
+impl<'r> Deliveries<'r> {
+    fn new(stats: &'r [ShardStats], clock: &'r quanta::Clock, origin: u64) -> Self {
+        Self {
+            stats,
+            clock,
+            origin,
+            now: 0,
+        }
+    }
+
+    /// Counts one delivery (its shard is in the low bits of its id). The clock is read
+    /// only for an event published after the last reading.
+    #[inline(always)]
+    fn count<T>(&mut self, e: &Envelope<T>) {
+        let published = e.timestamp.as_nanos();
+        if published > self.now {
+            self.now = self.clock.delta_as_nanos(self.origin, self.clock.raw());
+        }
+        if let Some(ss) = self.stats.get(shard_of_id(e.id)) {
+            ss.delivered_one(e.priority, self.now.saturating_sub(published));
+        }
+    }
+}
+
+/// Moves (or, for a broadcast receiver, clones) each event into a buffer
+/// ([`Receiver::try_recv_batch`]), counting it as it is taken: if a payload's `Clone`
+/// panics mid-batch, what was taken before is counted.
+struct Collect<'r, 'b, T: Message> {
+    counted: Deliveries<'r>,
+    buf: &'b mut Vec<Event<T>>,
+}
+
+impl<T: Message + Clone> Sink<T> for Collect<'_, '_, T> {
+    #[inline]
+    unsafe fn take_from_ring(&mut self, ring: &Ring<Event<T>>, m: usize) -> bool {
+        // SAFETY: forwarded.
+        match unsafe { ring.pop(m) } {
+            Some(e) => {
+                self.take(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline]
+    fn take(&mut self, e: Event<T>) {
+        self.counted.count(&e);
+        self.buf.push(e);
+    }
+}
+
+/// Lends each event to the caller's closure in place ([`Receiver::try_recv_with`]), then
+/// counts it.
+struct Visitor<'r, F> {
+    counted: Deliveries<'r>,
     f: F,
 }
 
@@ -1925,13 +1964,7 @@ impl<F> Visitor<'_, F> {
     where
         F: FnMut(&Envelope<T>),
     {
-        let published = e.timestamp.as_nanos();
-        if published > self.now {
-            self.now = self.clock.delta_as_nanos(self.origin, self.clock.raw());
-        }
-        if let Some(ss) = self.stats.get(shard_of_id(e.id)) {
-            ss.delivered_one(e.priority, self.now.saturating_sub(published));
-        }
+        self.counted.count(e);
         (self.f)(e);
     }
 }
@@ -2053,11 +2086,6 @@ impl<T: Message + Clone> Receiver<T> {
     }
 
     #[inline]
-    fn now_ns(&self) -> u64 {
-        self.clock.delta_as_nanos(self.origin, self.clock.raw())
-    }
-
-    #[inline]
     fn take_missed(&mut self) -> u64 {
         let shed = self.sub.groups[self.group].members[self.member]
             .shed
@@ -2073,21 +2101,6 @@ impl<T: Message + Clone> Receiver<T> {
     #[inline]
     fn lanes(&self) -> &[Lane<T>] {
         &self.sub.groups[self.group].lanes
-    }
-
-    /// Counts `events` as delivered, with their publish→receive latency against one
-    /// clock read (the shard of each is in the low bits of its event id).
-    #[inline]
-    fn count_delivered(&self, events: &[Event<T>]) {
-        if events.is_empty() {
-            return;
-        }
-        let now = self.now_ns();
-        for e in events {
-            if let Some(ss) = self.sub.stats[self.member].get(shard_of_id(e.id)) {
-                ss.delivered_one(e.priority, now.saturating_sub(e.timestamp.as_nanos()));
-            }
-        }
     }
 
     /// Gives back the room of the Block lanes this receiver moved in since the last call.
@@ -2131,7 +2144,7 @@ impl<T: Message + Clone> Receiver<T> {
             self.flush();
             return Err(TryRecvError::Empty);
         };
-        self.count_delivered(std::slice::from_ref(&e));
+        Deliveries::new(&self.sub.stats[self.member], &self.clock, self.origin).count(&e);
         self.flush();
         Ok(e)
     }
@@ -2145,8 +2158,12 @@ impl<T: Message + Clone> Receiver<T> {
     ) -> Result<BatchInfo, TryRecvError> {
         let missed = self.take_missed();
         let start = buf.len();
-        self.order.pop_batch(&self.sub.groups[self.group], buf, max);
-        self.count_delivered(&buf[start..]);
+        let mut collect = Collect {
+            counted: Deliveries::new(&self.sub.stats[self.member], &self.clock, self.origin),
+            buf,
+        };
+        self.order
+            .pop_batch(&self.sub.groups[self.group], &mut collect, max);
         self.flush();
         let received = buf.len() - start;
         self.batch_outcome(received, missed)
@@ -2205,10 +2222,7 @@ impl<T: Message + Clone> Receiver<T> {
     {
         let missed = self.take_missed();
         let mut visitor = Visitor {
-            stats: &self.sub.stats[self.member],
-            clock: &self.clock,
-            origin: self.origin,
-            now: 0,
+            counted: Deliveries::new(&self.sub.stats[self.member], &self.clock, self.origin),
             f,
         };
         let received = self

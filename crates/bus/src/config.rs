@@ -62,10 +62,11 @@ pub struct EventBusConfig {
     /// Number of shards. Events are assigned to a shard by their correlation id; a
     /// subscription's shards can be split across receivers drained by different tasks
     /// ([`EventBus::subscribe_sharded`](crate::EventBus::subscribe_sharded)), each with
-    /// its own queues; per-shard metrics are kept either way. ≥ 1.
+    /// its own queues; per-shard metrics are kept either way. 1..=[`MAX_SHARDS`].
     pub shard_count: usize,
     /// Capacity of each lane of each receiver's queue, in events (a plain
-    /// [`EventBus::subscribe`](crate::EventBus::subscribe) has one receiver). ≥ 1.
+    /// [`EventBus::subscribe`](crate::EventBus::subscribe) has one receiver).
+    /// 1..=[`MAX_CAPACITY`] (2^30).
     /// Memory: the never-dropped lanes keep their storage in slots of whole cache lines,
     /// rounded up to a power of two (a capacity of 4096, the default, uses 4096 slots).
     pub broadcast_capacity: usize,

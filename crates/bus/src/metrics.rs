@@ -12,8 +12,8 @@ const SUB: usize = 1 << SUB_BITS;
 /// Number of buckets: values up to 2^64 ns.
 pub(crate) const BUCKETS: usize = 64 * SUB;
 
-/// A lock-free log-linear histogram of nanosecond values. Recording is one relaxed
-/// atomic add; reading merges bucket counts.
+/// A lock-free log-linear histogram of nanosecond values, written by one thread (a
+/// relaxed load and store per record); reading merges bucket counts.
 pub(crate) struct LatencyHistogram {
     buckets: Box<[AtomicU64]>,
 }

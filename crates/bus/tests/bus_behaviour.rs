@@ -2745,7 +2745,8 @@ fn a_panicking_lend_closure_loses_only_what_it_was_lent() {
 }
 
 /// A receiver dropped right after its closure panicked: what it was lent still counts as
-/// delivered (the tallies are flushed before its counters are retired).
+/// delivered (deliveries are counted when they are lent, before its counters are
+/// retired).
 #[test]
 fn deliveries_of_a_panicking_lend_survive_the_receivers_drop() {
     for broadcast in [false, true] {
@@ -2766,6 +2767,65 @@ fn deliveries_of_a_panicking_lend_survive_the_receivers_drop() {
         assert_eq!(m.total().delivered, 4, "broadcast: {broadcast}");
         assert_eq!(m.total().published, 10);
     }
+}
+
+/// A broadcast receiver's `try_recv_batch` clones events into the buffer; when a clone
+/// panics mid-batch, the events taken before it count as delivered (depth and delivered
+/// stay consistent), and the one whose clone panicked is received next time.
+#[test]
+fn a_panicking_clone_mid_batch_keeps_the_counts_of_what_was_taken() {
+    #[derive(Debug)]
+    struct Brittle(u64);
+    impl Clone for Brittle {
+        fn clone(&self) -> Self {
+            if self.0 == 3 && BRITTLE.swap(false, Ordering::SeqCst) {
+                panic!("clone of 3");
+            }
+            Brittle(self.0)
+        }
+    }
+    static BRITTLE: AtomicBool = AtomicBool::new(true);
+    impl Message for Brittle {
+        fn priority(&self) -> Priority {
+            Priority::Normal
+        }
+    }
+    let bus = EventBus::<Brittle>::new(EventBusConfig {
+        shard_count: 1,
+        ..cfg()
+    })
+    .expect("valid config");
+    let mut rxs = bus.subscribe_broadcast(Filter::all(), 2);
+    let tx = bus.publisher("t");
+    for seq in 0..6 {
+        tx.try_publish(CorrelationId(1), None, Brittle(seq))
+            .unwrap();
+    }
+    let mut buf = Vec::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rxs[0].try_recv_batch(&mut buf, 100)
+    }));
+    assert!(r.is_err(), "the clone of 3 panics");
+    assert_eq!(
+        buf.iter().map(|e| e.payload.0).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let m = bus.metrics();
+    // Member 0 took three, member 1 none yet.
+    assert_eq!(m.total().delivered, 3);
+    // The rest is still there, the one whose clone panicked first.
+    buf.clear();
+    rxs[0].try_recv_batch(&mut buf, 100).unwrap();
+    assert_eq!(
+        buf.iter().map(|e| e.payload.0).collect::<Vec<_>>(),
+        [3, 4, 5]
+    );
+    let mut other = Vec::new();
+    rxs[1].try_recv_batch(&mut other, 100).unwrap();
+    assert_eq!(other.len(), 6);
+    let m = bus.metrics();
+    assert_eq!(m.total().delivered, 12);
+    assert_eq!(m.total().depth, 0);
 }
 
 /// A payload whose `Drop` publishes a Critical event (once): a single receiver drops each
