@@ -940,16 +940,19 @@ impl<T: Message + Clone> BusInner<T> {
                             counted = true;
                         }
                         let old = q.force_push(ev);
-                        // Registered for a wake-up before any more user code runs (the
-                        // next clone, the displaced event's drop).
-                        wakes.add(sub, g);
-                        if let Some(old) = old {
+                        if let Some(old) = &old {
                             // The displaced event may belong to another shard of this group.
                             let os = &stats[shard_of_id(old.id)];
                             os.shed[old.priority.index()].fetch_add(1, Ordering::Relaxed);
                             os.displaced[old.priority.index()].fetch_add(1, Ordering::Relaxed);
                             group.members[m].shed.fetch_add(1, Ordering::Release);
                         }
+                        // Registered for a wake-up once the loss is counted (a receiver
+                        // woken at once, when the list is full, sees it with the event),
+                        // and before any more user code runs (the displaced event's drop,
+                        // the next clone).
+                        wakes.add(sub, g);
+                        drop(old);
                     }
                 }
                 // Unreachable: Block lanes are always claimed. Never lose it silently.
