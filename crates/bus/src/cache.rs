@@ -81,7 +81,8 @@ fn thread_uid() -> u64 {
     })
 }
 
-/// Clears `busy` however the read ends (the closure may panic).
+/// Clears `busy` when the guard holding it drops, however the read ends (a panic while
+/// the guard is held included).
 pub(crate) struct Busy<'a>(&'a Cell<bool>);
 
 impl Drop for Busy<'_> {
