@@ -514,8 +514,8 @@ impl Outcomes {
     }
 }
 
-/// Receivers to wake once a publish (or a whole batch) has pushed its events, each once. Small and cheap to create (it is made on
-/// every publish); beyond its inline room, receivers are woken right away.
+/// Receivers to wake once a batch publish (or a publish through the general path) has
+/// pushed its events, each once; beyond its inline room, receivers are woken right away.
 struct WakeList<'a, T: Message> {
     pending: [Option<(&'a SubInner<T>, usize)>; 4],
     len: usize,
@@ -564,42 +564,6 @@ impl<'a, T: Message> WakeList<'a, T> {
             s.groups[*g].wake();
         }
         self.len = 0;
-    }
-}
-
-/// Where a publish reports each receiver group it committed an event for, to be woken.
-trait Wakes<'a, T: Message> {
-    /// The fast path's one commit.
-    fn add(&mut self, sub: &'a SubInner<T>, group: usize);
-    /// The list the general path gathers its wake-ups in (woken once everything is
-    /// counted), if there is one; otherwise it makes its own.
-    fn list(&mut self) -> Option<&mut WakeList<'a, T>>;
-}
-
-impl<'a, T: Message> Wakes<'a, T> for WakeList<'a, T> {
-    #[inline(always)]
-    fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
-        WakeList::add(self, sub, group);
-    }
-
-    fn list(&mut self) -> Option<&mut WakeList<'a, T>> {
-        Some(self)
-    }
-}
-
-/// A single publish: the fast path wakes its receiver group right after its commit
-/// (nothing follows that could need the wake-up deferred); the general path gathers its
-/// own list.
-struct WakeNow;
-
-impl<'a, T: Message> Wakes<'a, T> for WakeNow {
-    #[inline(always)]
-    fn add(&mut self, sub: &'a SubInner<T>, group: usize) {
-        sub.groups[group].wake();
-    }
-
-    fn list(&mut self) -> Option<&mut WakeList<'a, T>> {
-        None
     }
 }
 
@@ -671,7 +635,9 @@ impl<T: Message + Clone> BusInner<T> {
     }
 
     /// The one publish path. On `Full`, nothing was delivered and the blocked
-    /// subscription is returned so an async publisher can wait on it.
+    /// subscription is returned so an async publisher can wait on it. `wakes` gathers the
+    /// receivers to wake across a batch; without it (a single publish) the fast path wakes
+    /// its receiver right after the commit and the general path gathers its own.
     #[allow(clippy::type_complexity)]
     #[inline(always)]
     fn route<'a>(
@@ -681,7 +647,7 @@ impl<T: Message + Clone> BusInner<T> {
         causation: Option<EventId>,
         source: &'static str,
         payload: T,
-        wakes: &mut impl Wakes<'a, T>,
+        wakes: Option<&mut WakeList<'a, T>>,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
         if self.closed.load(Ordering::Acquire) {
             return Err((PublishError::Closed(payload), None));
@@ -690,7 +656,6 @@ impl<T: Message + Clone> BusInner<T> {
         let subs = &table.by_topic[payload.topic().get() as usize];
         let shard_idx = self.shard_of(correlation);
         let lane_idx = self.lane_index(prio);
-        let policy = self.config.overflow.get(prio);
         // Everything that can be prepared is prepared before any claim: a publisher
         // preempted between its claim and its commit holds up its receivers.
         let meta = Meta {
@@ -738,11 +703,12 @@ impl<T: Message + Clone> BusInner<T> {
                         let displaced = unsafe {
                             ring.commit_with(seq, || Event(Repr::Owned(meta.envelope(id, payload))))
                         };
-                        wakes.add(sub, g);
-                        // User code (the payload's `Drop`) last.
-                        if displaced.is_some() {
-                            drop(displaced);
+                        match wakes {
+                            Some(w) => w.add(sub, g),
+                            None => group.wake(),
                         }
+                        // User code (the payload's `Drop`) last.
+                        drop(displaced);
                         return Ok(id);
                     }
                     // Full: the general path decides (shed or back-pressure).
@@ -750,7 +716,7 @@ impl<T: Message + Clone> BusInner<T> {
             }
         }
         let env = meta.envelope(EventId(0), payload);
-        self.route_general(subs, shard_idx, lane_idx, policy, env, wakes.list())
+        self.route_general(subs, shard_idx, lane_idx, env, wakes)
     }
 
     /// The publish path for everything the fast path in [`route`](Self::route) does not
@@ -762,13 +728,13 @@ impl<T: Message + Clone> BusInner<T> {
         subs: &'a [Arc<SubInner<T>>],
         shard_idx: usize,
         lane_idx: usize,
-        policy: OverflowPolicy,
         mut env: Envelope<T>,
         wakes: Option<&mut WakeList<'a, T>>,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
         let mut own = WakeList::new();
         let wakes = wakes.unwrap_or(&mut own);
         let (correlation, prio) = (env.correlation, env.priority);
+        let policy = self.config.overflow.get(prio);
         // The history copy is made before any claim, and stored after the delivery: user
         // code (clone, drop) and the history lock stay out of the claim-to-commit window.
         let history_copy = self.shards[shard_idx].history.as_ref().map(|_| env.clone());
@@ -1502,14 +1468,8 @@ impl<T: Message + Clone> Publisher<T> {
         payload: T,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
         let table = self.routes.get(&self.bus.routes);
-        self.bus.route(
-            &table,
-            correlation,
-            causation,
-            self.source,
-            payload,
-            &mut WakeNow,
-        )
+        self.bus
+            .route(&table, correlation, causation, self.source, payload, None)
     }
 
     /// Publishes, waiting (asynchronously) while a Block lane of a matching subscriber is
@@ -1562,7 +1522,7 @@ impl<T: Message + Clone> Publisher<T> {
                 o.causation,
                 self.source,
                 o.payload,
-                &mut wakes,
+                Some(&mut wakes),
             ) {
                 Ok(_) => n += 1,
                 Err((e, _)) => {
