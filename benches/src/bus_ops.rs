@@ -1,6 +1,12 @@
 //! Single-threaded publish + receive loop, for instruction counting
 //! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-lend|ours-bcast|ours-bcast-lend|crossbeam N`). Measures the
 //! per-event instruction cost of the bus machinery without cross-core effects.
+//!
+//! To count only inside the bus calls (the clock calibration at start-up varies from run
+//! to run), collect in them alone and divide by N:
+//! `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='bus_ops::publish'
+//! target/release/bus-ops ours-lend 200000` for publishing, and
+//! `--toggle-collect='*try_recv_with*'` for receiving (`BUS_OPS_BATCH` events per call).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use call_engine_bus as ce;
