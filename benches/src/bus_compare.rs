@@ -12,7 +12,8 @@
 //! Our bus is consumed with `try_recv_with` (events lent in place, as the disruptor's
 //! `poll_take` does); the "try_recv_batch" row moves them into a buffer instead. Options:
 //! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME` (exact, or a prefix), `--reps N`
-//! (throughput rounds, default 5: each round runs every contender once), `--quick`; environment:
+//! (throughput rounds, default 5: each round runs every contender once), `--events N` (events
+//! per throughput run, default 2,000,000), `--quick`; environment:
 //! `CE_PIN=1` pins the threads of a throughput run to cores (for A/B runs of one
 //! contender), `CE_CAP` and `CE_SHARDS` set our bus's queue capacity and shard count.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -1265,7 +1266,15 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
         .filter(|&r| r > 0)
         .unwrap_or(if quick || smoke { 1 } else { 5 });
-    let n = 2_000_000 / scale;
+    // `--events N`: events per throughput run (default 2,000,000).
+    let n = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&e| e > 0)
+        .unwrap_or(2_000_000)
+        / scale;
 
     let contenders: Vec<Box<dyn Contender>> = vec![
         Box::new(Ours {

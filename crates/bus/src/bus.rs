@@ -699,16 +699,26 @@ impl<T: Message + Clone> BusInner<T> {
                         // next publish instead of stalling this one (a locked instruction
                         // waits for every earlier store).
                         sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
-                        // SAFETY: claimed on this ring just above, committed once.
-                        let displaced = unsafe {
-                            ring.commit_with(seq, || Event(Repr::Owned(meta.envelope(id, payload))))
-                        };
-                        match wakes {
-                            Some(w) => w.add(sub, g),
-                            None => group.wake(),
+                        let make = || Event(Repr::Owned(meta.envelope(id, payload)));
+                        // Two branches, so that the common one moves no `Option` of a
+                        // displaced value around (see `Ring::keeps_previous`).
+                        if ring.keeps_previous() {
+                            // SAFETY: claimed on this ring just above, committed once.
+                            let displaced = unsafe { ring.commit_with(seq, make) };
+                            match wakes {
+                                Some(w) => w.add(sub, g),
+                                None => group.wake(),
+                            }
+                            // User code (the payload's `Drop`) last.
+                            drop(displaced);
+                        } else {
+                            // SAFETY: as above; the ring keeps no previous value.
+                            unsafe { ring.commit_fresh_with(seq, make) };
+                            match wakes {
+                                Some(w) => w.add(sub, g),
+                                None => group.wake(),
+                            }
                         }
-                        // User code (the payload's `Drop`) last.
-                        drop(displaced);
                         return Ok(id);
                     }
                     // Full: the general path decides (shed or back-pressure).

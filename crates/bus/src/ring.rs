@@ -208,6 +208,17 @@ impl<T> Ring<T> {
         }
     }
 
+    /// Whether a commit can hand back a value left from the slot's previous lap (a
+    /// broadcast ring of values that need dropping). If not,
+    /// [`commit_fresh_with`](Self::commit_fresh_with) commits without an `Option<T>` to
+    /// move around: on the publish path, that move was a store then a wider load of
+    /// the same bytes, which waits for every earlier store, the event's slot writes
+    /// included, to reach the cache.
+    #[inline(always)]
+    pub(crate) fn keeps_previous(&self) -> bool {
+        std::mem::needs_drop::<T>() && self.shared && self.drop_values
+    }
+
     /// In a broadcast ring, takes out the value a slot still holds from its previous lap
     /// (the caller drops it after its commit: user code stays out of the claim-to-commit
     /// window, and a panicking drop cannot leave the claim open or the value twice).
@@ -217,8 +228,7 @@ impl<T> Ring<T> {
     /// new stamp right after.
     #[inline(always)]
     unsafe fn take_previous(&self, i: usize) -> Option<T> {
-        if self.shared && self.drop_values && holds_value(self.stamp_at(i).load(Ordering::Relaxed))
-        {
+        if self.keeps_previous() && holds_value(self.stamp_at(i).load(Ordering::Relaxed)) {
             // SAFETY: the claim proves that every consumer present released the previous
             // lap's sequence of this slot (consumers that left read nothing more), and the
             // stamp says a value was committed there and never moved out; the new stamp
@@ -263,6 +273,22 @@ impl<T> Ring<T> {
         self.stamp_at(i)
             .store(seq.wrapping_add(1) << 1, Ordering::Release);
         previous
+    }
+
+    /// [`commit_with`](Self::commit_with) for a ring that keeps no previous value
+    /// ([`keeps_previous`](Self::keeps_previous) is false): nothing to hand back.
+    ///
+    /// # Safety
+    /// As for [`commit`](Self::commit), and `keeps_previous()` is false.
+    #[inline(always)]
+    pub(crate) unsafe fn commit_fresh_with(&self, seq: u64, make: impl FnOnce() -> T) {
+        debug_assert!(!self.keeps_previous());
+        let i = (seq & self.mask) as usize;
+        // SAFETY: as in `commit_with`; the slot's previous occupant was moved out (single
+        // consumer) or needs no drop (the caller's precondition).
+        unsafe { (*self.value_at(i).get()).write(make()) };
+        self.stamp_at(i)
+            .store(seq.wrapping_add(1) << 1, Ordering::Release);
     }
 
     /// Commits a claimed sequence number as a tombstone the consumers skip.
