@@ -1258,23 +1258,21 @@ fn main() {
     } else {
         1
     };
+    // The value after `flag`, if there is one.
+    let value = |flag: &str| -> Option<String> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1).cloned()
+    };
+    // A positive number after `flag`.
+    let count = |flag: &str| {
+        value(flag)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&c| c > 0)
+    };
     // `--reps N`: throughput rounds (default 5).
-    let reps = args
-        .iter()
-        .position(|a| a == "--reps")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&r| r > 0)
-        .unwrap_or(if quick || smoke { 1 } else { 5 });
+    let reps = count("--reps").map_or(if quick || smoke { 1 } else { 5 }, |r| r as usize);
     // `--events N`: events per throughput run (default 2,000,000).
-    let n = args
-        .iter()
-        .position(|a| a == "--events")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|&e| e > 0)
-        .unwrap_or(2_000_000)
-        / scale;
+    let n = count("--events").unwrap_or(2_000_000) / scale;
 
     let contenders: Vec<Box<dyn Contender>> = vec![
         Box::new(Ours {
@@ -1314,10 +1312,7 @@ fn main() {
         Box::new(Disruptor),
     ];
     // `--only NAME` keeps matching contenders (for profiling one of them).
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1).cloned());
+    let only = value("--only");
     // An exact name keeps that contender alone; otherwise every name it starts.
     let exact = only
         .as_deref()
@@ -1335,10 +1330,7 @@ fn main() {
         })
         .collect();
     // `--scenario i|ii|iii|iv|v|vi` runs one scenario.
-    let scenario = args
-        .iter()
-        .position(|a| a == "--scenario")
-        .and_then(|i| args.get(i + 1).cloned());
+    let scenario = value("--scenario");
     let want = |s: &str| scenario.as_deref().is_none_or(|w| w == s);
     let names: Vec<&str> = contenders.iter().map(|c| c.name()).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(10) + 2;
