@@ -1420,11 +1420,13 @@ impl<T: Message + Clone> EventBus<T> {
 
 /// Publishes events with a fixed source name. Cheap to clone.
 ///
-/// A publisher keeps a copy of the routing table, used by the first thread that
-/// publishes through it and checked against the table's version at every publish (so a
-/// new or removed subscription is seen by the next publish). One thread per handle is
-/// fastest: clone a publisher per thread. Until its next publish (or its drop) a handle
-/// holds on to the subscriptions of the table it last used, even those removed since.
+/// A publisher keeps a copy of the routing table for each of the first four threads that
+/// publish through it (a task moving between a runtime's workers keeps one on each),
+/// checked against the table's version at every publish (so a new or removed
+/// subscription is seen by the next publish). Further threads load the table at every
+/// publish: for many threads, clone a publisher per thread. Until a thread's next publish
+/// (or the handle's drop) its copy holds on to the subscriptions of the table it last
+/// used, even those removed since.
 // Aligned to 128 bytes: it writes its routing-table cache on every publish, and must not
 // share a cache line with, say, a receiver that another thread keeps next to it.
 #[repr(align(128))]

@@ -7,12 +7,14 @@
 //! every publish costs two atomic read-modify-writes (it registers and releases a debt
 //! slot), which drain the store buffer right after the previous event's slot writes.
 //!
-//! Only one thread uses a given cache: the first to read through it (its *owner*). Any
-//! other thread, and a nested read on the owner thread (a payload's `Drop` that publishes
-//! through the same handle), falls back to a plain `ArcSwap` load. So the cache needs no
-//! synchronisation of its own.
+//! A cache keeps up to [`WAYS`] copies, one per thread: each copy belongs to the first
+//! thread that read through it (its *owner*), so a publisher whose task moves between a
+//! runtime's worker threads keeps a copy on each. A further thread, and a nested read on
+//! an owner thread (a payload's `Drop` that publishes through the same handle), falls
+//! back to a plain `ArcSwap` load. So the copies need no synchronisation of their own.
 
 use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,29 +41,44 @@ impl<X> Versioned<X> {
     }
 }
 
-/// A thread's own copy of a [`Versioned`] value (see the module docs).
+/// How many threads a [`LocalCache`] keeps a copy for: a 2-worker runtime and a couple of
+/// other threads.
+pub(crate) const WAYS: usize = 4;
+
+/// Per-thread copies of a [`Versioned`] value (see the module docs).
 pub(crate) struct LocalCache<X> {
+    /// One copy per owner thread, each on cache lines of its own (its owner writes `busy`
+    /// on every read).
+    copies: [CachePadded<PerThread<X>>; WAYS],
+}
+
+/// One thread's copy.
+struct PerThread<X> {
     /// The thread allowed to use the fields below (a [`thread_uid`]); 0 until one reads.
     owner: AtomicU64,
-    /// A read through the cache is in progress on the owner thread.
+    /// A read through this copy is in progress on the owner thread.
     busy: Cell<bool>,
     version: Cell<u64>,
     value: UnsafeCell<Option<Arc<X>>>,
 }
 
-// SAFETY: `busy`, `version` and `value` are only touched by the owner thread (whose id is
-// set once, by compare-and-swap from 0, and never changes), or through `&mut self` (drop).
-// The `Arc<X>` inside is handed to other threads only as `&X` borrowed by the owner:
-// X: Send + Sync.
+// SAFETY: a copy's `busy`, `version` and `value` are only touched by its owner thread
+// (whose id is set once, by compare-and-swap from 0, and never changes), or through
+// `&mut self` (drop). The `Arc<X>` inside is handed to other threads only as `&X`
+// borrowed by the owner: X: Send + Sync.
 unsafe impl<X: Send + Sync> Sync for LocalCache<X> {}
 
 impl<X> Default for LocalCache<X> {
     fn default() -> Self {
         Self {
-            owner: AtomicU64::new(0),
-            busy: Cell::new(false),
-            version: Cell::new(0),
-            value: UnsafeCell::new(None),
+            copies: std::array::from_fn(|_| {
+                CachePadded::new(PerThread {
+                    owner: AtomicU64::new(0),
+                    busy: Cell::new(false),
+                    version: Cell::new(0),
+                    value: UnsafeCell::new(None),
+                })
+            }),
         }
     }
 }
@@ -98,20 +115,52 @@ impl<X> LocalCache<X> {
         f(&self.get(src))
     }
 
-    /// The current value of `src`: the cached copy if `src` has not changed since it was
-    /// taken and this thread owns the cache, a fresh load otherwise. (A guard rather than
-    /// a closure: a publish's payload then needs no move into a closure and out again.)
+    /// The current value of `src`: this thread's copy if it has one (or can take a free
+    /// one) and `src` has not changed since it was taken, a fresh load otherwise. (A
+    /// guard rather than a closure: a publish's payload then needs no move into a closure
+    /// and out again.)
     #[inline]
     pub(crate) fn get<'s>(&'s self, src: &'s Versioned<X>) -> Cached<'s, X> {
         let me = thread_uid();
+        // The first copy is the common case: one thread publishing through the handle.
+        let first = &self.copies[0];
+        let owner = first.owner.load(Ordering::Relaxed);
+        if owner == me {
+            return first.read(src);
+        }
+        match self.copies.iter().find(|c| c.claim(me)) {
+            Some(c) => c.read(src),
+            None => Cached::Shared(src.current.load()),
+        }
+    }
+
+    /// How many threads own a copy (tests).
+    #[cfg(test)]
+    fn owners(&self) -> usize {
+        self.copies
+            .iter()
+            .filter(|c| c.owner.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+}
+
+impl<X> PerThread<X> {
+    /// Whether thread `me` owns this copy, taking it if it is free.
+    #[inline]
+    fn claim(&self, me: u64) -> bool {
         let owner = self.owner.load(Ordering::Relaxed);
-        let mine = owner == me
+        owner == me
             || (owner == 0
                 && self
                     .owner
                     .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok());
-        if !mine || self.busy.get() {
+                    .is_ok())
+    }
+
+    /// Reads `src` through this copy. Only on its owner thread.
+    #[inline(always)]
+    fn read<'s>(&'s self, src: &'s Versioned<X>) -> Cached<'s, X> {
+        if self.busy.get() {
             return Cached::Shared(src.current.load());
         }
         let busy = Busy(&self.busy);
@@ -194,6 +243,53 @@ mod tests {
         assert_eq!(cache.with(&src, |x| *x), 12);
     }
 
+    /// Whether a read on this thread goes through a copy of its own, and what it sees.
+    fn read_on_this_thread(cache: &LocalCache<u32>, src: &Versioned<u32>) -> (bool, u32) {
+        let got = cache.get(src);
+        (matches!(got, Cached::Local { .. }), *got)
+    }
+
+    #[test]
+    fn each_thread_keeps_a_copy_of_its_own() {
+        let src = Arc::new(Versioned::new(1u32));
+        let cache = Arc::new(LocalCache::default());
+        assert_eq!(read_on_this_thread(&cache, &src), (true, 1));
+        let (s, c) = (src.clone(), cache.clone());
+        let other = std::thread::spawn(move || {
+            let first = read_on_this_thread(&c, &s);
+            s.store(2);
+            (first, read_on_this_thread(&c, &s))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, ((true, 1), (true, 2)));
+        assert_eq!(cache.owners(), 2);
+        // This thread's copy sees the other thread's store.
+        assert_eq!(read_on_this_thread(&cache, &src), (true, 2));
+    }
+
+    #[test]
+    fn threads_beyond_the_copies_read_the_current_value() {
+        let src = Arc::new(Versioned::new(0u32));
+        let cache = Arc::new(LocalCache::default());
+        let reads: Vec<(bool, u32)> = (0..WAYS as u32 + 2)
+            .map(|k| {
+                let (s, c) = (src.clone(), cache.clone());
+                std::thread::spawn(move || {
+                    s.store(k);
+                    read_on_this_thread(&c, &s)
+                })
+                .join()
+                .unwrap()
+            })
+            .collect();
+        let expected: Vec<(bool, u32)> = (0..WAYS as u32 + 2)
+            .map(|k| ((k as usize) < WAYS, k))
+            .collect();
+        assert_eq!(reads, expected);
+        assert_eq!(cache.owners(), WAYS);
+    }
+
     #[test]
     fn a_nested_read_does_not_touch_the_copy_in_use() {
         let src = Versioned::new(String::from("a"));
@@ -218,7 +314,7 @@ mod tests {
         assert!(r.is_err());
         src.store(6);
         assert_eq!(cache.with(&src, |x| *x), 6);
-        assert!(!cache.busy.get());
+        assert!(!cache.copies[0].busy.get());
     }
 
     #[test]
