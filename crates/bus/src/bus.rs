@@ -1424,9 +1424,10 @@ impl<T: Message + Clone> EventBus<T> {
 /// publish through it (a task moving between a runtime's workers keeps one on each),
 /// checked against the table's version at every publish (so a new or removed
 /// subscription is seen by the next publish). Further threads load the table at every
-/// publish: for many threads, clone a publisher per thread. Until a thread's next publish
-/// (or the handle's drop) its copy holds on to the subscriptions of the table it last
-/// used, even those removed since.
+/// publish: for many threads, clone a publisher per thread. A copy stays with its thread
+/// even after the thread exits (so short-lived threads publishing through a shared handle
+/// use up its copies), and until that thread's next publish (or the handle's drop) it
+/// holds on to the subscriptions of the table it last used, even those removed since.
 // Aligned to 128 bytes: it writes its routing-table cache on every publish, and must not
 // share a cache line with, say, a receiver that another thread keeps next to it.
 #[repr(align(128))]

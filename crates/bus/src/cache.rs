@@ -63,8 +63,10 @@ struct PerThread<X> {
 }
 
 // SAFETY: a copy's `busy`, `version` and `value` are only touched by its owner thread
-// (whose id is set once, by compare-and-swap from 0, and never changes), or through
-// `&mut self` (drop). The `Arc<X>` inside is handed to other threads only as `&X`
+// (whose id is set once, by compare-and-swap from 0, and never changes; thread ids are
+// never reused, even after a thread exits), or through `&mut self` (drop). The guards
+// that keep a copy in use (`Cached::Local`, `Busy`) borrow a `Cell` and so cannot leave
+// the owner thread. The `Arc<X>` inside is handed to other threads only as `&X`
 // borrowed by the owner: X: Send + Sync.
 unsafe impl<X: Send + Sync> Sync for LocalCache<X> {}
 
@@ -226,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn other_threads_read_the_current_value() {
+    fn another_thread_sees_the_current_value_and_stores_seen_here() {
         let src = Arc::new(Versioned::new(10u32));
         let cache = Arc::new(LocalCache::default());
         assert_eq!(cache.with(&src, |x| *x), 10);
@@ -288,6 +290,69 @@ mod tests {
             .collect();
         assert_eq!(reads, expected);
         assert_eq!(cache.owners(), WAYS);
+    }
+
+    #[test]
+    fn threads_reading_at_once_never_share_a_copy() {
+        let src = Arc::new(Versioned::new(7u32));
+        let cache = Arc::new(LocalCache::default());
+        let n = WAYS + 3;
+        let start = Arc::new(std::sync::Barrier::new(n));
+        let held = Arc::new(std::sync::Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (s, c, start, held) = (src.clone(), cache.clone(), start.clone(), held.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    // Every thread holds its guard while the others claim.
+                    let got = c.get(&s);
+                    let copy = match &got {
+                        // A copy is told apart by its `busy` flag (every copy's value is
+                        // the same `X`).
+                        Cached::Local { _busy, .. } => Some(_busy.0 as *const Cell<bool> as usize),
+                        Cached::Shared(_) => None,
+                    };
+                    let seen = *got;
+                    held.wait();
+                    drop(got);
+                    (copy, seen)
+                })
+            })
+            .collect();
+        let results: Vec<(Option<usize>, u32)> =
+            threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(results.iter().all(|(_, seen)| *seen == 7));
+        let mut copies: Vec<usize> = results.iter().filter_map(|(c, _)| *c).collect();
+        assert_eq!(copies.len(), WAYS, "one local read per copy, the rest load");
+        copies.sort();
+        copies.dedup();
+        assert_eq!(copies.len(), WAYS, "no copy used by two threads");
+        assert_eq!(cache.owners(), WAYS);
+        assert!(cache.copies.iter().all(|c| !c.busy.get()));
+    }
+
+    #[test]
+    fn a_nested_read_on_a_later_copy_loads_the_value() {
+        let src = Arc::new(Versioned::new(String::from("a")));
+        let cache = Arc::new(LocalCache::default());
+        // This thread takes the first copy; another thread the second.
+        assert_eq!(&*cache.get(&src), "a");
+        let (s, c) = (src.clone(), cache.clone());
+        let (outer, inner, nested_local) = std::thread::spawn(move || {
+            let outer = c.get(&s);
+            assert!(matches!(outer, Cached::Local { .. }));
+            s.store(String::from("b"));
+            let inner = c.get(&s);
+            let nested_local = matches!(inner, Cached::Local { .. });
+            ((*outer).clone(), (*inner).clone(), nested_local)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            (outer.as_str(), inner.as_str(), nested_local),
+            ("a", "b", false)
+        );
+        assert_eq!(cache.owners(), 2);
     }
 
     #[test]

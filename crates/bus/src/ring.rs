@@ -74,9 +74,10 @@ pub(crate) struct Ring<T> {
 }
 
 // SAFETY: a value is written by exactly one publisher (the one that claimed the
-// sequence) and then only read (cloned by several consumers, or moved out by the single
-// one), ordered by the stamp's Release/Acquire pair; it is dropped by the publisher that
-// reuses its slot after every consumer released it (Acquire on `released`), or by `drop`.
+// sequence) and then only read (cloned by several consumers, or moved out, dropped in
+// place or, if a lend panics, leaked by the single one), ordered by the stamp's
+// Release/Acquire pair. A broadcast ring's value is dropped by the publisher that reuses
+// its slot after every consumer released it (Acquire on `released`), or by `drop`.
 // T crosses threads and, in a broadcast ring, is read through `&T` by several: T: Sync.
 unsafe impl<T: Send + Sync> Send for Ring<T> {}
 // SAFETY: as above.
@@ -284,8 +285,10 @@ impl<T> Ring<T> {
     pub(crate) unsafe fn commit_fresh_with(&self, seq: u64, make: impl FnOnce() -> T) {
         debug_assert!(!self.keeps_previous());
         let i = (seq & self.mask) as usize;
-        // SAFETY: as in `commit_with`; the slot's previous occupant was moved out (single
-        // consumer) or needs no drop (the caller's precondition).
+        // SAFETY: as in `commit_with`. The slot's previous occupant is gone or needs no
+        // drop (the caller's precondition): a single consumer moved it out, dropped it in
+        // place, or leaked it when a lend panicked (overwriting it keeps it leaked, never
+        // drops it twice); a broadcast ring's values need no drop.
         unsafe { (*self.value_at(i).get()).write(make()) };
         self.stamp_at(i)
             .store(seq.wrapping_add(1) << 1, Ordering::Release);
@@ -656,6 +659,62 @@ mod tests {
             assert!(r.release(0));
         }
         // The leaked one.
+        assert_eq!(Arc::strong_count(&v), 2);
+    }
+
+    #[test]
+    fn only_a_broadcast_ring_of_values_that_need_dropping_keeps_previous_values() {
+        assert!(!Ring::<Arc<()>>::new(4, 1).keeps_previous());
+        assert!(Ring::<Arc<()>>::new(4, 2).keeps_previous());
+        assert!(!Ring::<u64>::new(4, 1).keeps_previous());
+        assert!(!Ring::<u64>::new(4, 2).keeps_previous());
+        assert!(
+            !unsafe { Ring::<Option<Arc<()>>>::new(4, 2).values_need_no_drop() }.keeps_previous()
+        );
+    }
+
+    #[test]
+    fn fresh_commits_over_many_laps_drop_every_value_once() {
+        let v = Arc::new(());
+        {
+            let r = Ring::new(4, 1);
+            assert!(!r.keeps_previous());
+            for lap in 0..5 {
+                for _ in 0..4 {
+                    let s = r.claim().unwrap();
+                    unsafe { r.commit_fresh_with(s, || v.clone()) };
+                }
+                // Ours, the leaked ones (from lap 2 on), and four in the ring.
+                let leaked = usize::from(lap > 2);
+                assert_eq!(Arc::strong_count(&v), 1 + leaked + 4);
+                match lap {
+                    // Moved out.
+                    0 => {
+                        for _ in 0..4 {
+                            drop(unsafe { r.pop(0) });
+                        }
+                    }
+                    // Lent and dropped in place, one lend panicking (that one leaks).
+                    2 => {
+                        let panicked =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                                r.visit_run(0, 4, |_| panic!("visitor"), || false)
+                            }));
+                        assert!(panicked.is_err());
+                        assert_eq!(unsafe { r.visit_run(0, 4, |_| (), || false) }, 3);
+                    }
+                    // Lent and dropped in place.
+                    _ => assert_eq!(unsafe { r.visit_run(0, 4, |_| (), || false) }, 4),
+                }
+                assert!(r.release(0));
+                // Only the leaked ones are left; the next lap overwrites their slots.
+                assert_eq!(Arc::strong_count(&v), 1 + usize::from(lap >= 2));
+            }
+            // One more, unread: the ring's drop frees it.
+            let s = r.claim().unwrap();
+            unsafe { r.commit_fresh_with(s, || v.clone()) };
+        }
+        // The one leaked by the panicking lend.
         assert_eq!(Arc::strong_count(&v), 2);
     }
 
