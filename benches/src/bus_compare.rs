@@ -883,6 +883,8 @@ fn critical_behind_low(c: &dyn Contender, backlog: u64) -> (Outcome, u64) {
 #[derive(Clone, Copy, PartialEq)]
 enum AsyncKind {
     Ours,
+    /// The subscribers as one broadcast subscription.
+    OursBroadcast,
     RvoipBus,
     RvoipCoord,
     TokioBroadcast,
@@ -890,8 +892,9 @@ enum AsyncKind {
 }
 
 impl AsyncKind {
-    const ALL: [AsyncKind; 5] = [
+    const ALL: [AsyncKind; 6] = [
         AsyncKind::Ours,
+        AsyncKind::OursBroadcast,
         AsyncKind::RvoipBus,
         AsyncKind::RvoipCoord,
         AsyncKind::TokioBroadcast,
@@ -901,6 +904,7 @@ impl AsyncKind {
     fn name(self) -> &'static str {
         match self {
             AsyncKind::Ours => "call-engine-bus",
+            AsyncKind::OursBroadcast => "call-engine-bus broadcast",
             AsyncKind::RvoipBus => "rvoip EventBus",
             AsyncKind::RvoipCoord => "rvoip GlobalEventCoordinator",
             AsyncKind::TokioBroadcast => "tokio::sync::broadcast",
@@ -938,14 +942,20 @@ fn async_throughput(kind: AsyncKind, shape: Shape, n: u64) -> Outcome {
         let mut producers = Vec::new();
         let t0;
         match kind {
-            AsyncKind::Ours => {
+            AsyncKind::Ours | AsyncKind::OursBroadcast => {
                 let bus = ce::EventBus::<BenchEvent>::new(ce::EventBusConfig {
                     broadcast_capacity: shape.capacity / 4,
                     ..Default::default()
                 })
                 .unwrap();
-                for _ in 0..shape.subscribers {
-                    let mut rx = bus.subscribe(ce::Filter::all());
+                let receivers = if kind == AsyncKind::OursBroadcast {
+                    bus.subscribe_broadcast(ce::Filter::all(), shape.subscribers)
+                } else {
+                    (0..shape.subscribers)
+                        .map(|_| bus.subscribe(ce::Filter::all()))
+                        .collect()
+                };
+                for mut rx in receivers {
                     let done = done.clone();
                     consumers.push(tokio::spawn(async move {
                         let mut c = AsyncCount {
@@ -1515,6 +1525,14 @@ fn main() {
                     ours / r["tokio::sync::broadcast"],
                     ours / r["tokio::sync::mpsc (raw)"]
                 );
+                if shape.subscribers > 1 {
+                    let b = r["call-engine-bus broadcast"];
+                    println!(
+                        "  ratio call-engine-bus broadcast / rvoip EventBus = {:.1}x, / tokio broadcast = {:.1}x",
+                        b / r["rvoip EventBus"],
+                        b / r["tokio::sync::broadcast"]
+                    );
+                }
             }
         }
     }
