@@ -2828,6 +2828,90 @@ fn a_panicking_clone_mid_batch_keeps_the_counts_of_what_was_taken() {
     assert_eq!(m.total().depth, 0);
 }
 
+/// A publish whose payload's `Clone` panics partway through a copy fan-out: the
+/// subscriptions it was already committed to have it, the others never see it (their
+/// claims become tombstones), the publish panics (its caller knows it failed), and
+/// nothing is wedged: every lane's room comes back, later events reach everyone, and
+/// depth returns to zero.
+#[test]
+fn a_payload_clone_panicking_mid_fan_out_wedges_nothing() {
+    #[derive(Debug)]
+    struct Brittle(u64);
+    // Clones left before one panics (`u64::MAX`: never).
+    static CLONES_LEFT: AtomicU64 = AtomicU64::new(u64::MAX);
+    impl Clone for Brittle {
+        fn clone(&self) -> Self {
+            if CLONES_LEFT.fetch_sub(1, Ordering::SeqCst) == 0 {
+                CLONES_LEFT.store(u64::MAX, Ordering::SeqCst);
+                panic!("clone of {}", self.0);
+            }
+            Brittle(self.0)
+        }
+    }
+    impl Message for Brittle {
+        fn priority(&self) -> Priority {
+            Priority::Normal
+        }
+    }
+    let capacity = 4;
+    let bus = EventBus::<Brittle>::new(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: capacity,
+        // Copies, not pooled slots: each subscription but the last gets a clone.
+        enable_zero_copy: false,
+        ..cfg()
+    })
+    .expect("valid config");
+    let mut rxs: Vec<Receiver<Brittle>> = (0..3).map(|_| bus.subscribe(Filter::all())).collect();
+    let tx = bus.publisher("t");
+    tx.try_publish(CorrelationId(1), None, Brittle(0)).unwrap();
+    // The first clone (for the first subscription) succeeds, the second panics.
+    CLONES_LEFT.store(1, Ordering::SeqCst);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tx.try_publish(CorrelationId(1), None, Brittle(1))
+    }));
+    assert!(r.is_err(), "the publish panics with the clone");
+    // The tombstones hold their slots until passed, like the event the first queue
+    // has: two more fill every queue, and no slot is lost.
+    for seq in 2..capacity as u64 {
+        tx.try_publish(CorrelationId(1), None, Brittle(seq))
+            .unwrap();
+    }
+    assert!(matches!(
+        tx.try_publish(CorrelationId(1), None, Brittle(99)),
+        Err(PublishError::Full(_))
+    ));
+    let seen: Vec<Vec<u64>> = rxs
+        .iter_mut()
+        .map(|rx| {
+            let mut got = Vec::new();
+            rx.try_recv_with(100, |e| got.push(e.payload.0)).unwrap();
+            got
+        })
+        .collect();
+    assert_eq!(seen[0], [0, 1, 2, 3], "committed before the panic");
+    assert_eq!(
+        seen[1],
+        [0, 2, 3],
+        "never saw the event whose clone panicked"
+    );
+    assert_eq!(seen[2], [0, 2, 3]);
+    // Drained: a whole queue's worth fits again in every lane.
+    for seq in 10..10 + capacity as u64 {
+        tx.try_publish(CorrelationId(1), None, Brittle(seq))
+            .unwrap();
+    }
+    for rx in rxs.iter_mut() {
+        let mut got = Vec::new();
+        rx.try_recv_with(100, |e| got.push(e.payload.0)).unwrap();
+        assert_eq!(got, [10, 11, 12, 13]);
+    }
+    let m = bus.metrics().total();
+    assert_eq!(m.depth, 0);
+    assert_eq!(m.delivered, 4 + 3 + 3 + 3 * 4);
+    assert_eq!(m.shed, 0);
+}
+
 /// A payload whose `Drop` publishes a Critical event (once): a single receiver drops each
 /// lent value before it lends the next, so the Critical event is next, as it would be
 /// between two `try_recv` calls.
