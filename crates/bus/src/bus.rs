@@ -700,24 +700,22 @@ impl<T: Message + Clone> BusInner<T> {
                         // waits for every earlier store).
                         sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                         let make = || Event(Repr::Owned(meta.envelope(id, payload)));
+                        let wake = || match wakes {
+                            Some(w) => w.add(sub, g),
+                            None => group.wake(),
+                        };
                         // Two branches, so that the common one moves no `Option` of a
                         // displaced value around (see `Ring::keeps_previous`).
                         if ring.keeps_previous() {
                             // SAFETY: claimed on this ring just above, committed once.
                             let displaced = unsafe { ring.commit_with(seq, make) };
-                            match wakes {
-                                Some(w) => w.add(sub, g),
-                                None => group.wake(),
-                            }
+                            wake();
                             // User code (the payload's `Drop`) last.
                             drop(displaced);
                         } else {
                             // SAFETY: as above; the ring keeps no previous value.
                             unsafe { ring.commit_fresh_with(seq, make) };
-                            match wakes {
-                                Some(w) => w.add(sub, g),
-                                None => group.wake(),
-                            }
+                            wake();
                         }
                         return Ok(id);
                     }
