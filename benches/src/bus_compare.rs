@@ -1421,13 +1421,26 @@ fn main() {
     let want = |s: &str| scenario.as_deref().is_none_or(|w| w == s);
     let names: Vec<&str> = contenders.iter().map(|c| c.name()).collect();
     let width = names.iter().map(|n| n.len()).max().unwrap_or(10) + 2;
+    let allocator = if cfg!(feature = "system-allocator") {
+        "system allocator"
+    } else {
+        "mimalloc (rvoip-infra-common's default global allocator)"
+    };
     println!(
-        "bus-compare: {} cores, {} events per run, {reps} rounds, 64-byte events",
+        "bus-compare: {} cores, {} events per run, {reps} rounds, 64-byte events, {allocator}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
         n
     );
+
+    let settings: Vec<String> = ["CE_PIN", "CE_CAP", "CE_SHARDS"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        .collect();
+    if !settings.is_empty() {
+        println!("  environment: {}", settings.join(" "));
+    }
 
     let mut rates: HashMap<(&str, &str), f64> = HashMap::new();
     // Each contender's rate in every round, in round order.
