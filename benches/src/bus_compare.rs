@@ -944,16 +944,19 @@ enum AsyncKind {
     /// The subscribers as one broadcast subscription.
     OursBroadcast,
     RvoipBus,
+    /// `publish_fast` (see the synchronous `RvoipBus`).
+    RvoipBusFast,
     RvoipCoord,
     TokioBroadcast,
     TokioMpsc,
 }
 
 impl AsyncKind {
-    const ALL: [AsyncKind; 6] = [
+    const ALL: [AsyncKind; 7] = [
         AsyncKind::Ours,
         AsyncKind::OursBroadcast,
         AsyncKind::RvoipBus,
+        AsyncKind::RvoipBusFast,
         AsyncKind::RvoipCoord,
         AsyncKind::TokioBroadcast,
         AsyncKind::TokioMpsc,
@@ -964,6 +967,7 @@ impl AsyncKind {
             AsyncKind::Ours => "call-engine-bus",
             AsyncKind::OursBroadcast => "call-engine-bus broadcast",
             AsyncKind::RvoipBus => "rvoip EventBus",
+            AsyncKind::RvoipBusFast => "rvoip EventBus publish_fast",
             AsyncKind::RvoipCoord => "rvoip GlobalEventCoordinator",
             AsyncKind::TokioBroadcast => "tokio::sync::broadcast",
             AsyncKind::TokioMpsc => "tokio::sync::mpsc (raw)",
@@ -1049,10 +1053,12 @@ fn async_throughput(kind: AsyncKind, shape: Shape, n: u64) -> Outcome {
                     p.await.unwrap();
                 }
             }
-            AsyncKind::RvoipBus => {
+            AsyncKind::RvoipBus | AsyncKind::RvoipBusFast => {
                 use rvoip_infra_common::events::bus::{EventBus, EventBusConfig};
+                let fast = kind == AsyncKind::RvoipBusFast;
                 let bus = EventBus::with_config(EventBusConfig {
                     broadcast_capacity: shape.capacity,
+                    enable_zero_copy: !fast,
                     ..Default::default()
                 });
                 for _ in 0..shape.subscribers {
@@ -1084,7 +1090,12 @@ fn async_throughput(kind: AsyncKind, shape: Shape, n: u64) -> Outcome {
                     let bus = bus.clone();
                     producers.push(tokio::spawn(async move {
                         for i in 0..n {
-                            let _ = bus.publish(BenchEvent::new(i, false)).await;
+                            let ev = BenchEvent::new(i, false);
+                            let _ = if fast {
+                                bus.publish_fast(ev).await
+                            } else {
+                                bus.publish(ev).await
+                            };
                             // It never yields by itself: let the consumers run.
                             if i % 64 == 0 {
                                 tokio::task::yield_now().await;
@@ -1590,8 +1601,9 @@ fn main() {
             if r.len() == AsyncKind::ALL.len() {
                 let ours = r["call-engine-bus"];
                 println!(
-                    "  ratio call-engine-bus / rvoip EventBus = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / tokio mpsc = {:.2}x",
+                    "  ratio call-engine-bus / rvoip EventBus = {:.1}x, / its publish_fast = {:.1}x, / rvoip GlobalEventCoordinator = {:.1}x, / tokio broadcast = {:.1}x, / tokio mpsc = {:.2}x",
                     ours / r["rvoip EventBus"],
+                    ours / r["rvoip EventBus publish_fast"],
                     ours / r["rvoip GlobalEventCoordinator"],
                     ours / r["tokio::sync::broadcast"],
                     ours / r["tokio::sync::mpsc (raw)"]
@@ -1599,8 +1611,9 @@ fn main() {
                 if shape.subscribers > 1 {
                     let b = r["call-engine-bus broadcast"];
                     println!(
-                        "  ratio call-engine-bus broadcast / rvoip EventBus = {:.1}x, / tokio broadcast = {:.1}x",
+                        "  ratio call-engine-bus broadcast / rvoip EventBus = {:.1}x, / its publish_fast = {:.1}x, / tokio broadcast = {:.1}x",
                         b / r["rvoip EventBus"],
+                        b / r["rvoip EventBus publish_fast"],
                         b / r["tokio::sync::broadcast"]
                     );
                 }
