@@ -1,6 +1,6 @@
 //! The bus: routing table, publishers, subscriptions and receivers.
 
-use crate::cache::{LocalCache, Versioned};
+use crate::cache::{LocalCache, Swappable};
 use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
 use crate::envelope::{Envelope, Event, Repr};
 use crate::metrics::{
@@ -383,7 +383,7 @@ struct BusInner<T: Message + Clone> {
     config: EventBusConfig,
     retired: Mutex<Vec<Retired>>,
     shards: Box<[BusShard<T>]>,
-    routes: Versioned<RoutingTable<T>>,
+    routes: Swappable<RoutingTable<T>>,
     subs: Mutex<Vec<Arc<SubInner<T>>>>,
     next_sub: AtomicU64,
     pool: Option<Arc<Pool<T>>>,
@@ -1125,7 +1125,7 @@ impl<T: Message + Clone> EventBus<T> {
                 ),
                 config,
                 shards,
-                routes: Versioned::new(RoutingTable::build(&[])),
+                routes: Swappable::new(RoutingTable::build(&[])),
                 subs: Mutex::new(Vec::new()),
                 next_sub: AtomicU64::new(1),
                 pool,
@@ -1420,7 +1420,7 @@ impl<T: Message + Clone> EventBus<T> {
 ///
 /// A publisher keeps a copy of the routing table for each of the first four threads that
 /// publish through it (a task moving between a runtime's workers keeps one on each),
-/// checked against the table's version at every publish (so a new or removed
+/// checked against the current table at every publish (so a new or removed
 /// subscription is seen by the next publish). Further threads load the table at every
 /// publish: for many threads, clone a publisher per thread. A copy stays with its thread
 /// even after the thread exits (so short-lived threads publishing through a shared handle

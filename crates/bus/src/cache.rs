@@ -1,11 +1,13 @@
 //! A shared value that changes rarely (the routing table), and a per-handle cache of it
 //! that a publisher reads without any atomic read-modify-write.
 //!
-//! [`Versioned`] is an [`ArcSwap`] plus a version number bumped after every store. A
-//! [`LocalCache`] remembers the value and the version it was read at; a read checks the
-//! version (one load) and reuses its copy while nothing was stored. An `ArcSwap` load on
-//! every publish costs two atomic read-modify-writes (it registers and releases a debt
-//! slot), which drain the store buffer right after the previous event's slot writes.
+//! [`Swappable`] is a shared [`ArcSwap`]. A [`LocalCache`] reads it through an
+//! [`arc_swap::Cache`], which keeps its own `Arc` of the value and, on each read, only
+//! compares that with the current pointer (one load), reloading when something was
+//! stored. A plain `ArcSwap` load on every publish costs two atomic read-modify-writes
+//! (it registers and releases a debt slot), which drain the store buffer right after the
+//! previous event's slot writes. `arc_swap::Cache::load` takes `&mut self`; what this
+//! module adds is a cache per thread behind a shared publisher handle.
 //!
 //! A cache keeps up to [`WAYS`] copies, one per thread: each copy belongs to the first
 //! thread that read through it (its *owner*), so a publisher whose task moves between a
@@ -19,33 +21,33 @@ use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A value replaced as a whole, with a version that tells caches it changed.
-pub(crate) struct Versioned<X> {
-    current: ArcSwap<X>,
-    version: AtomicU64,
+/// A value replaced as a whole (shared with the caches that read it).
+pub(crate) struct Swappable<X> {
+    current: Arc<ArcSwap<X>>,
 }
 
-impl<X> Versioned<X> {
+impl<X> Swappable<X> {
     pub(crate) fn new(x: X) -> Self {
         Self {
-            current: ArcSwap::from_pointee(x),
-            version: AtomicU64::new(1),
+            current: Arc::new(ArcSwap::from_pointee(x)),
         }
     }
 
-    /// Replaces the value. A read that starts after this returns sees the new value (the
-    /// version is bumped after the store, and read before the value).
+    /// Replaces the value. A read that starts after this returns sees the new value (a
+    /// cache compares its copy with the pointer stored here).
     pub(crate) fn store(&self, x: X) {
         self.current.store(Arc::new(x));
-        self.version.fetch_add(1, Ordering::Release);
     }
 }
+
+/// One thread's `arc_swap` cache of a [`Swappable`] value.
+type ArcCache<X> = arc_swap::Cache<Arc<ArcSwap<X>>, Arc<X>>;
 
 /// How many threads a [`LocalCache`] keeps a copy for: a 2-worker runtime and a couple of
 /// other threads.
 pub(crate) const WAYS: usize = 4;
 
-/// Per-thread copies of a [`Versioned`] value (see the module docs).
+/// Per-thread copies of a [`Swappable`] value (see the module docs).
 pub(crate) struct LocalCache<X> {
     /// One copy per owner thread, each on cache lines of its own (its owner writes `busy`
     /// on every read).
@@ -58,11 +60,11 @@ struct PerThread<X> {
     owner: AtomicU64,
     /// A read through this copy is in progress on the owner thread.
     busy: Cell<bool>,
-    version: Cell<u64>,
-    value: UnsafeCell<Option<Arc<X>>>,
+    /// Made at the owner's first read.
+    cache: UnsafeCell<Option<ArcCache<X>>>,
 }
 
-// SAFETY: a copy's `busy`, `version` and `value` are only touched by its owner thread
+// SAFETY: a copy's `busy` and `cache` are only touched by its owner thread
 // (whose id is set once, by compare-and-swap from 0, and never changes; thread ids are
 // never reused, even after a thread exits), or through `&mut self` (drop). The guards
 // that keep a copy in use (`Cached::Local`, `Busy`) borrow a `Cell` and so cannot leave
@@ -77,8 +79,7 @@ impl<X> Default for LocalCache<X> {
                 CachePadded::new(PerThread {
                     owner: AtomicU64::new(0),
                     busy: Cell::new(false),
-                    version: Cell::new(0),
-                    value: UnsafeCell::new(None),
+                    cache: UnsafeCell::new(None),
                 })
             }),
         }
@@ -113,7 +114,7 @@ impl Drop for Busy<'_> {
 impl<X> LocalCache<X> {
     /// Runs `f` on the current value of `src` (see [`get`](Self::get)).
     #[cfg(test)]
-    pub(crate) fn with<R>(&self, src: &Versioned<X>, f: impl FnOnce(&X) -> R) -> R {
+    pub(crate) fn with<R>(&self, src: &Swappable<X>, f: impl FnOnce(&X) -> R) -> R {
         f(&self.get(src))
     }
 
@@ -122,7 +123,7 @@ impl<X> LocalCache<X> {
     /// guard rather than a closure: a publish's payload then needs no move into a closure
     /// and out again.)
     #[inline]
-    pub(crate) fn get<'s>(&'s self, src: &'s Versioned<X>) -> Cached<'s, X> {
+    pub(crate) fn get<'s>(&'s self, src: &'s Swappable<X>) -> Cached<'s, X> {
         let me = thread_uid();
         // The first copy is the common case: one thread publishing through the handle.
         let first = &self.copies[0];
@@ -161,29 +162,25 @@ impl<X> PerThread<X> {
 
     /// Reads `src` through this copy. Only on its owner thread.
     #[inline(always)]
-    fn read<'s>(&'s self, src: &'s Versioned<X>) -> Cached<'s, X> {
+    fn read<'s>(&'s self, src: &'s Swappable<X>) -> Cached<'s, X> {
         if self.busy.get() {
             return Cached::Shared(src.current.load());
         }
         let busy = Busy(&self.busy);
         self.busy.set(true);
-        // Acquire pairs with the Release bump in `store`: the value loaded below is at
-        // least as new as this version.
-        let version = src.version.load(Ordering::Acquire);
         // SAFETY: only the owner thread gets here (see `Sync` above), and not re-entrantly
-        // (`busy`, reset when the returned guard drops): no other reference into `value`
+        // (`busy`, reset when the returned guard drops): no other reference into `cache`
         // exists while this one, or the shared one made from it below, lives.
-        let value = unsafe { &mut *self.value.get() };
-        if self.version.get() != version || value.is_none() {
-            *value = Some(src.current.load_full());
-            self.version.set(version);
-        }
-        match value {
-            Some(x) => Cached::Local {
-                value: x,
-                _busy: busy,
-            },
-            None => Cached::Shared(src.current.load()),
+        let slot = unsafe { &mut *self.cache.get() };
+        let cache = match slot {
+            Some(cache) => cache,
+            None => slot.insert(arc_swap::Cache::new(src.current.clone())),
+        };
+        // A handle reads one bus's table only.
+        debug_assert!(std::ptr::eq(cache.arc_swap(), &*src.current));
+        Cached::Local {
+            value: cache.load(),
+            _busy: busy,
         }
     }
 }
@@ -217,7 +214,7 @@ mod tests {
 
     #[test]
     fn the_owner_sees_every_store() {
-        let src = Versioned::new(1u32);
+        let src = Swappable::new(1u32);
         let cache = LocalCache::default();
         assert_eq!(cache.with(&src, |x| *x), 1);
         src.store(2);
@@ -229,7 +226,7 @@ mod tests {
 
     #[test]
     fn another_thread_sees_the_current_value_and_stores_seen_here() {
-        let src = Arc::new(Versioned::new(10u32));
+        let src = Arc::new(Swappable::new(10u32));
         let cache = Arc::new(LocalCache::default());
         assert_eq!(cache.with(&src, |x| *x), 10);
         src.store(11);
@@ -246,14 +243,14 @@ mod tests {
     }
 
     /// Whether a read on this thread goes through a copy of its own, and what it sees.
-    fn read_on_this_thread(cache: &LocalCache<u32>, src: &Versioned<u32>) -> (bool, u32) {
+    fn read_on_this_thread(cache: &LocalCache<u32>, src: &Swappable<u32>) -> (bool, u32) {
         let got = cache.get(src);
         (matches!(got, Cached::Local { .. }), *got)
     }
 
     #[test]
     fn each_thread_keeps_a_copy_of_its_own() {
-        let src = Arc::new(Versioned::new(1u32));
+        let src = Arc::new(Swappable::new(1u32));
         let cache = Arc::new(LocalCache::default());
         assert_eq!(read_on_this_thread(&cache, &src), (true, 1));
         let (s, c) = (src.clone(), cache.clone());
@@ -272,7 +269,7 @@ mod tests {
 
     #[test]
     fn threads_beyond_the_copies_read_the_current_value() {
-        let src = Arc::new(Versioned::new(0u32));
+        let src = Arc::new(Swappable::new(0u32));
         let cache = Arc::new(LocalCache::default());
         let reads: Vec<(bool, u32)> = (0..WAYS as u32 + 2)
             .map(|k| {
@@ -294,7 +291,7 @@ mod tests {
 
     #[test]
     fn threads_reading_at_once_never_share_a_copy() {
-        let src = Arc::new(Versioned::new(7u32));
+        let src = Arc::new(Swappable::new(7u32));
         let cache = Arc::new(LocalCache::default());
         let n = WAYS + 3;
         let start = Arc::new(std::sync::Barrier::new(n));
@@ -333,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_nested_read_on_a_later_copy_loads_the_value() {
-        let src = Arc::new(Versioned::new(String::from("a")));
+        let src = Arc::new(Swappable::new(String::from("a")));
         let cache = Arc::new(LocalCache::default());
         // This thread takes the first copy; another thread the second.
         assert_eq!(&*cache.get(&src), "a");
@@ -357,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_nested_read_does_not_touch_the_copy_in_use() {
-        let src = Versioned::new(String::from("a"));
+        let src = Swappable::new(String::from("a"));
         let cache = LocalCache::default();
         let (outer, inner) = cache.with(&src, |x| {
             src.store(String::from("b"));
@@ -371,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_panic_inside_leaves_the_cache_usable() {
-        let src = Versioned::new(5u32);
+        let src = Swappable::new(5u32);
         let cache = LocalCache::default();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             cache.with(&src, |_| panic!("inside"))
@@ -384,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_replaced_value_is_freed_once_the_cache_moves_on() {
-        let src = Versioned::new(Arc::new(()));
+        let src = Swappable::new(Arc::new(()));
         let probe = src.current.load_full();
         let cache = LocalCache::default();
         cache.with(&src, |_| ());
