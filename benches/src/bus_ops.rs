@@ -42,27 +42,30 @@ fn main() {
         .get(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
-    // Events per receive call (`BUS_OPS_BATCH`, default 64): small batches show the
-    // per-call cost a consumer pays when it keeps up with the publisher.
+    // Events per receive call (`BUS_OPS_BATCH`, default 64, at least 1): small batches show
+    // the per-call cost a consumer pays when it keeps up with the publisher. Every call
+    // takes the whole batch.
     let batch: u64 = std::env::var("BUS_OPS_BATCH")
         .ok()
         .and_then(|s| s.parse().ok())
+        .filter(|&b| b > 0)
         .unwrap_or(64);
+    let max = batch as usize;
     let mut sum = 0u64;
     match who {
         "ours" | "ours-batch" | "ours-lend" => {
             let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
             let mut rx = bus.subscribe(ce::Filter::all());
             let tx = bus.publisher("ops");
-            let mut buf = Vec::with_capacity(64);
+            let mut buf = Vec::with_capacity(max);
             for i in 0..n {
                 publish(&tx, i);
                 if who == "ours" {
                     sum += rx.try_recv().unwrap().payload.seq;
                 } else if i % batch == batch - 1 && who == "ours-lend" {
-                    rx.try_recv_with(64, |e| sum += e.payload.seq).unwrap();
+                    rx.try_recv_with(max, |e| sum += e.payload.seq).unwrap();
                 } else if i % batch == batch - 1 {
-                    rx.try_recv_batch(&mut buf, 64).unwrap();
+                    rx.try_recv_batch(&mut buf, max).unwrap();
                     sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
                 }
             }
@@ -72,16 +75,16 @@ fn main() {
             let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
             let mut rxs = bus.subscribe_broadcast(ce::Filter::all(), 4);
             let tx = bus.publisher("ops");
-            let mut buf = Vec::with_capacity(64);
+            let mut buf = Vec::with_capacity(max);
             for i in 0..n {
                 publish(&tx, i);
                 if i % batch == batch - 1 {
                     for rx in rxs.iter_mut() {
                         if who == "ours-bcast-lend" {
-                            rx.try_recv_with(64, |e| sum += e.payload.seq).unwrap();
+                            rx.try_recv_with(max, |e| sum += e.payload.seq).unwrap();
                             continue;
                         }
-                        rx.try_recv_batch(&mut buf, 64).unwrap();
+                        rx.try_recv_batch(&mut buf, max).unwrap();
                         sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
                     }
                 }
