@@ -1264,13 +1264,15 @@ fn async_throughput(kind: AsyncKind, shape: Shape, n: u64) -> Outcome {
 // Reporting
 // ---------------------------------------------------------------------------------------
 
+/// The `q` quantile of sorted values, by nearest rank; `None` if there are none.
+fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
 fn pct(v: &mut [u64], q: f64) -> u64 {
-    if v.is_empty() {
-        return 0;
-    }
     v.sort_unstable();
-    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
+    nearest_rank(v, q).unwrap_or(0)
 }
 
 fn fmt_rate(r: f64) -> String {
@@ -1328,13 +1330,7 @@ fn print_round_ratios(
 fn quartiles(v: &[f64]) -> (f64, f64, f64) {
     let mut v: Vec<f64> = v.to_vec();
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| -> f64 {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let rank = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len());
-        v[rank - 1]
-    };
+    let at = |q: f64| nearest_rank(&v, q).unwrap_or(f64::NAN);
     (at(0.5), at(0.25), at(0.75))
 }
 
