@@ -14,21 +14,25 @@
 //! Protocol, for sequence number `s` (slot `s & mask`):
 //! 1. A publisher claims `s` by advancing `tail` from `s` to `s + 1`, which it only does
 //!    while `s - released < cap`. Since `released` never passes what the consumer has
-//!    finished reading, and `cap <= slots`, the slot's previous occupant `s - slots` has
-//!    been moved out.
+//!    finished reading, and `cap <= slots`, the slot's previous occupant `s - slots` is
+//!    gone: moved out, dropped in place once lent, or leaked if a lend panicked (single
+//!    consumer); or, in a broadcast ring, still there for this publisher to take out and
+//!    drop (or to overwrite, for values that need no drop).
 //! 2. It writes the value, then stores the stamp `2 (s + 1)` (Release). Or, if the
 //!    publish was abandoned after the claim, the tombstone stamp `2 (s + 1) + 1`: every
 //!    claimed sequence is committed one way or the other, so the consumer never waits
 //!    on a hole.
 //! 3. The consumer, at `next = s`, reads the stamp (Acquire); `2 (s + 1)`: it moves the
-//!    value out; tombstone: skips it; anything else: not committed yet (empty for now).
+//!    value out, or lends it in place and drops it there; tombstone: skips it; anything
+//!    else: not committed yet (empty for now).
 //! 4. The consumer publishes `released = next` once per receive call, giving the
 //!    capacity back to the publishers in one store.
 //!
 //! With several consumers (broadcast), each has its own `next` and `released`; a claim
 //! checks against the lowest `released` of the consumers still present, consumers
-//! *clone* values out, and a value stays in its slot until a publisher reuses the slot
-//! (all consumers are past it by then) or the ring is dropped.
+//! *clone* values out (or borrow them in place), and a value stays in its slot until a
+//! publisher reuses the slot (all consumers are past it by then: it takes the value out
+//! and drops it, or simply overwrites a value that needs no drop) or the ring is dropped.
 
 use crossbeam_utils::CachePadded;
 use std::cell::UnsafeCell;

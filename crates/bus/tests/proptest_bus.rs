@@ -260,8 +260,7 @@ impl Harness {
         Ok(())
     }
 
-    /// Checks a received event against the model (must be the front of its lane).
-    /// Checks one received event against the model; `shared`: whether its handle shares
+    /// Checks one received event against the model (it must be the front of its lane); `shared`: whether its handle shares
     /// a pooled slot (unknown for a lent envelope).
     fn accept(
         &mut self,
