@@ -260,8 +260,8 @@ impl Harness {
         Ok(())
     }
 
-    /// Checks one received event against the model (it must be the front of its lane); `shared`: whether its handle shares
-    /// a pooled slot (unknown for a lent envelope).
+    /// Checks one received event against the model (it must be the front of its lane);
+    /// `shared`: whether its handle shares a pooled slot (unknown for a lent envelope).
     fn accept(
         &mut self,
         sub: usize,
