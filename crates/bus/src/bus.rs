@@ -899,6 +899,8 @@ impl<T: Message + Clone> BusInner<T> {
                 (Admit::Reserved(seq), Lane::Block(ring)) => {
                     // Unreachable (one value per delivery); the guard takes the claim back.
                     let Some(ev) = next_event() else { continue };
+                    // What a broadcast ring's `values_need_no_drop` relies on.
+                    debug_assert!(sub.members == 1 || !ev.is_shared());
                     guard.out.as_mut_slice()[i] = Admit::Skip;
                     // SAFETY: claimed on this ring by this publish, committed once.
                     displaced = unsafe { ring.commit(seq, ev) };
