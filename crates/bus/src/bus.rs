@@ -1808,18 +1808,26 @@ impl LaneOrder {
                 };
                 let allowed = (max - n).min(until_guard);
                 self.moved |= 1 << top;
+                // The streak is counted ahead, as if the whole run were taken: should a
+                // lent event's closure panic, the events taken before it still count
+                // (the guard then comes early, never late).
+                let before = self.streak;
+                self.streak = before.saturating_add(allowed.min(u32::MAX as usize) as u32);
                 // SAFETY: as in `pop_lane`.
                 let got = unsafe { sink.take_run_from_ring(ring, self.member, allowed, stop) };
                 n += got;
-                self.streak = self.streak.saturating_add(got as u32);
+                self.streak = before.saturating_add(got as u32);
                 continue;
             }
             while n < max {
+                // Counted ahead, as above.
+                let before = self.streak;
+                self.streak = before.saturating_add(1);
                 if !self.pop_lane(lanes, top, sink) {
+                    self.streak = before;
                     break;
                 }
                 n += 1;
-                self.streak = self.streak.saturating_add(1);
                 if self.streak >= self.starvation_limit || stop() {
                     break;
                 }
@@ -1851,10 +1859,13 @@ impl LaneOrder {
             }
         }
         for lane in 0..self.n_lanes {
+            // Counted ahead, as in `pop_batch`.
+            let before = self.streak;
+            self.streak = before.saturating_add(1);
             if self.pop_lane(lanes, lane, sink) {
-                self.streak = self.streak.saturating_add(1);
                 return true;
             }
+            self.streak = before;
         }
         // Caught up: nothing is being starved.
         self.streak = 0;

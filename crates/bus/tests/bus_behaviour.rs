@@ -2744,6 +2744,61 @@ fn a_panicking_lend_closure_loses_only_what_it_was_lent() {
     }
 }
 
+/// The starvation guard counts the events lent before a closure panicked: with a limit
+/// of 8, a lower lane is served after at most 8 consecutive events of the top lane, the
+/// ones lent before the panic included. Checked for a Block top lane (a run through its
+/// ring) and a Shed one (one pop at a time).
+#[test]
+fn a_panicking_lend_closure_does_not_reset_the_starvation_guard() {
+    for (top, top_policy) in [
+        (Priority::High, OverflowPolicy::Block),
+        (Priority::Normal, OverflowPolicy::ShedOldest),
+    ] {
+        for panic_at in 1..=8u64 {
+            let overflow = OverflowPolicies {
+                normal: top_policy,
+                ..Default::default()
+            };
+            let bus = new_bus(EventBusConfig {
+                shard_count: 1,
+                broadcast_capacity: 64,
+                starvation_limit: 8,
+                overflow,
+                ..cfg()
+            });
+            let mut rx = bus.subscribe(Filter::all());
+            let tx = bus.publisher("t");
+            for seq in 0..40 {
+                tx.try_publish(CorrelationId(1), None, ev(top, seq))
+                    .unwrap();
+            }
+            tx.try_publish(CorrelationId(1), None, ev(Priority::Low, 0))
+                .unwrap();
+            let mut seen = Vec::new();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rx.try_recv_with(100, |e| {
+                    seen.push(e.priority);
+                    if seen.len() as u64 == panic_at {
+                        panic!("handler bug");
+                    }
+                })
+            }));
+            assert!(r.is_err());
+            assert_eq!(seen, vec![top; panic_at as usize]);
+            while !seen.contains(&Priority::Low) {
+                let e = rx.try_recv().expect("queued events left");
+                seen.push(e.priority);
+            }
+            let before_low = seen.len() - 1;
+            assert!(
+                (panic_at as usize..=8).contains(&before_low),
+                "{top:?} top lane, panic at event {panic_at}: the Low event came after \
+                 {before_low} {top:?} events (limit 8)"
+            );
+        }
+    }
+}
+
 /// A receiver dropped right after its closure panicked: what it was lent still counts as
 /// delivered (deliveries are counted when they are lent, before its counters are
 /// retired).
