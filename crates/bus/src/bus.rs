@@ -1277,6 +1277,7 @@ impl<T: Message + Clone> EventBus<T> {
                     order: LaneOrder {
                         last_lane: usize::MAX,
                         streak: 0,
+                        floor: 0,
                         fair_lane: 0,
                         n_lanes,
                         starvation_limit: cfg.starvation_limit,
@@ -1692,7 +1693,13 @@ fn first_ready<T: Message>(lanes: &[Lane<T>], used: u8, m: usize) -> Option<usiz
 struct LaneOrder {
     /// The Shed lane the last event came from (`usize::MAX`: none).
     last_lane: usize,
+    /// Consecutive deliveries since the receiver last caught up or the guard served a
+    /// lower lane.
     streak: u32,
+    /// The lowest-priority lane served during the streak: the guard serves only lanes
+    /// below it (a streak of Low deliveries starves nothing, and must not make a Critical
+    /// published after it wait behind one more Low).
+    floor: usize,
     fair_lane: usize,
     n_lanes: usize,
     starvation_limit: u32,
@@ -1704,6 +1711,30 @@ struct LaneOrder {
 }
 
 impl LaneOrder {
+    /// Counts `k` deliveries from `lane` into the streak ahead of taking them: should a
+    /// lent event's closure panic, the events taken before it still count (the guard then
+    /// comes early, never late). Returns what [`settle`](Self::settle) needs.
+    #[inline(always)]
+    fn count_ahead(&mut self, lane: usize, k: u32) -> (u32, usize) {
+        let before = (self.streak, self.floor);
+        self.floor = if self.streak == 0 {
+            lane
+        } else {
+            self.floor.max(lane)
+        };
+        self.streak = self.streak.saturating_add(k);
+        before
+    }
+
+    /// Corrects the streak counted ahead to the `got` deliveries actually taken.
+    #[inline(always)]
+    fn settle(&mut self, (streak, floor): (u32, usize), got: u32) {
+        self.streak = streak.saturating_add(got);
+        if got == 0 {
+            self.floor = floor;
+        }
+    }
+
     /// Pops from one lane. Block lanes: the ring's next stamp says whether anything is
     /// there, without touching the publishers' cache lines. Shed lanes: on the lane the
     /// last event came from, `pop` directly (on a non-empty queue it never reads the
@@ -1808,23 +1839,17 @@ impl LaneOrder {
                 };
                 let allowed = (max - n).min(until_guard);
                 self.moved |= 1 << top;
-                // The streak is counted ahead, as if the whole run were taken: should a
-                // lent event's closure panic, the events taken before it still count
-                // (the guard then comes early, never late).
-                let before = self.streak;
-                self.streak = before.saturating_add(allowed.min(u32::MAX as usize) as u32);
+                let before = self.count_ahead(top, allowed.min(u32::MAX as usize) as u32);
                 // SAFETY: as in `pop_lane`.
                 let got = unsafe { sink.take_run_from_ring(ring, self.member, allowed, stop) };
                 n += got;
-                self.streak = before.saturating_add(got as u32);
+                self.settle(before, got as u32);
                 continue;
             }
             while n < max {
-                // Counted ahead, as above.
-                let before = self.streak;
-                self.streak = before.saturating_add(1);
+                let before = self.count_ahead(top, 1);
                 if !self.pop_lane(lanes, top, sink) {
-                    self.streak = before;
+                    self.settle(before, 0);
                     break;
                 }
                 n += 1;
@@ -1841,14 +1866,15 @@ impl LaneOrder {
     #[inline]
     fn pop<T: Message + Clone>(&mut self, lanes: &[Lane<T>], sink: &mut impl Sink<T>) -> bool {
         // The guard counts consecutive deliveries (not empty polls), and serves a lane
-        // *below* the one strict order would serve: serving that top lane itself would
-        // leave the waiting lower lanes starved.
+        // *below* the one strict order would serve and below every lane the streak served:
+        // serving one of those would leave the waiting lower lanes starved, and a lane
+        // above them starved nothing.
         if self.streak >= self.starvation_limit && self.n_lanes > 1 {
             self.streak = 0;
             if let Some(top) = lanes.iter().position(|l| l.ready(self.member)) {
                 for k in 0..3 {
                     let lane = 1 + (self.fair_lane + k) % 3;
-                    if lane <= top {
+                    if lane <= top.max(self.floor) {
                         continue;
                     }
                     if self.pop_lane(lanes, lane, sink) {
@@ -1859,13 +1885,11 @@ impl LaneOrder {
             }
         }
         for lane in 0..self.n_lanes {
-            // Counted ahead, as in `pop_batch`.
-            let before = self.streak;
-            self.streak = before.saturating_add(1);
+            let before = self.count_ahead(lane, 1);
             if self.pop_lane(lanes, lane, sink) {
                 return true;
             }
-            self.streak = before;
+            self.settle(before, 0);
         }
         // Caught up: nothing is being starved.
         self.streak = 0;

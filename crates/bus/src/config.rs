@@ -90,8 +90,9 @@ pub struct EventBusConfig {
     /// groups, each run by one task (so per-shard order holds). ≥ 1.
     pub max_concurrent_dispatches: usize,
     /// Starvation guard: after this many consecutive deliveries, a receiver serves the
-    /// next lower non-empty lane (in rotation) once before returning to strict priority
-    /// order. ≥ 1.
+    /// next non-empty lane below every lane those deliveries came from (in rotation) once
+    /// before returning to strict priority order. A run of Low deliveries thus never makes
+    /// a Critical wait. ≥ 1.
     pub starvation_limit: u32,
     /// Overflow policy per priority.
     pub overflow: OverflowPolicies,

@@ -254,6 +254,92 @@ fn critical_is_next_even_after_idle_polling() {
     }
 }
 
+/// A streak of Low deliveries starves nothing: a Critical published after it is next,
+/// however many Low events the receiver has just taken (below, at and beyond the
+/// starvation limit), one at a time or in batches.
+#[test]
+fn critical_is_next_after_a_run_of_low_deliveries() {
+    for lend in [false, true] {
+        for taken in [1, 7, 8, 9, 16, 64, 100] {
+            let bus = new_bus(EventBusConfig {
+                shard_count: 1,
+                broadcast_capacity: 1024,
+                starvation_limit: 8,
+                ..cfg()
+            });
+            let mut rx = bus.subscribe(Filter::all());
+            let tx = bus.publisher("t");
+            for seq in 0..1000 {
+                tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+                    .unwrap();
+            }
+            let mut next = 0;
+            if lend {
+                let info = rx
+                    .try_recv_with(taken, |e| {
+                        assert_eq!(e.payload.seq, next);
+                        next += 1;
+                    })
+                    .unwrap();
+                assert_eq!(info.received, taken);
+            } else {
+                for _ in 0..taken {
+                    assert_eq!(rx.try_recv().unwrap().payload.seq, next);
+                    next += 1;
+                }
+            }
+            let crit = tx
+                .try_publish(CorrelationId(1), None, ev(Priority::Critical, 0))
+                .unwrap();
+            let first = if lend {
+                let mut first = None;
+                rx.try_recv_with(1, |e| first = Some(e.id)).unwrap();
+                first
+            } else {
+                Some(rx.try_recv().unwrap().id)
+            };
+            assert_eq!(
+                first,
+                Some(crit),
+                "lend {lend}: after {taken} Low deliveries the Critical was not next"
+            );
+        }
+    }
+}
+
+/// The guard still serves a waiting lower lane when the streak came from above it, also
+/// with a Critical waiting: after 8 Normal deliveries with Low waiting, one Low goes
+/// first, then the Critical.
+#[test]
+fn the_guard_serves_a_lane_below_the_streak_only() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: 64,
+        starvation_limit: 8,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    for seq in 0..20 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
+            .unwrap();
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    for seq in 0..8 {
+        let e = rx.try_recv().unwrap();
+        assert_eq!((e.priority, e.payload.seq), (Priority::Normal, seq));
+    }
+    tx.try_publish(CorrelationId(1), None, ev(Priority::Critical, 0))
+        .unwrap();
+    let order: Vec<_> = (0..3).map(|_| rx.try_recv().unwrap().priority).collect();
+    assert_eq!(
+        order,
+        [Priority::Low, Priority::Critical, Priority::Normal],
+        "the starved Low lane first, then strict order"
+    );
+}
+
 // =======================================================================================
 // 3. Starvation guard and FIFO without priority
 // =======================================================================================
