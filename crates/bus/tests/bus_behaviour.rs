@@ -59,6 +59,20 @@ fn one_shard_bus(capacity: usize) -> EventBus<Ev> {
     })
 }
 
+/// A bus of one shard with lanes of `capacity` and the given starvation limit, one
+/// receiver of everything, and a publisher.
+fn guarded_bus(capacity: usize, limit: u32) -> (EventBus<Ev>, Receiver<Ev>, Publisher<Ev>) {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        broadcast_capacity: capacity,
+        starvation_limit: limit,
+        ..cfg()
+    });
+    let rx = bus.subscribe(Filter::all());
+    let tx = bus.publisher("t");
+    (bus, rx, tx)
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -261,14 +275,7 @@ fn critical_is_next_even_after_idle_polling() {
 fn critical_is_next_after_a_run_of_low_deliveries() {
     for lend in [false, true] {
         for taken in [1, 7, 8, 9, 16, 64, 100] {
-            let bus = new_bus(EventBusConfig {
-                shard_count: 1,
-                broadcast_capacity: 1024,
-                starvation_limit: 8,
-                ..cfg()
-            });
-            let mut rx = bus.subscribe(Filter::all());
-            let tx = bus.publisher("t");
+            let (_bus, mut rx, tx) = guarded_bus(1024, 8);
             for seq in 0..1000 {
                 tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
                     .unwrap();
@@ -312,14 +319,7 @@ fn critical_is_next_after_a_run_of_low_deliveries() {
 /// first, then the Critical.
 #[test]
 fn the_guard_serves_a_lane_below_the_streak_only() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 64,
-        starvation_limit: 8,
-        ..cfg()
-    });
-    let mut rx = bus.subscribe(Filter::all());
-    let tx = bus.publisher("t");
+    let (_bus, mut rx, tx) = guarded_bus(64, 8);
     for seq in 0..20 {
         tx.try_publish(CorrelationId(1), None, ev(Priority::Normal, seq))
             .unwrap();
@@ -347,14 +347,7 @@ fn the_guard_serves_a_lane_below_the_streak_only() {
 /// Receives `n` events from a receiver with 1000 High and 1000 Low queued; returns the
 /// number of Low events among them (checking each lane stays FIFO).
 fn low_share(limit: u32, n: usize) -> usize {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 2048,
-        starvation_limit: limit,
-        ..cfg()
-    });
-    let mut rx = bus.subscribe(Filter::all());
-    let tx = bus.publisher("t");
+    let (_bus, mut rx, tx) = guarded_bus(2048, limit);
     for seq in 0..1000 {
         tx.try_publish(CorrelationId(1), None, ev(Priority::High, seq))
             .unwrap();
@@ -394,14 +387,7 @@ fn starvation_guard_share_follows_the_limit() {
 
 #[test]
 fn starvation_guard_rotates_over_lower_lanes() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 1024,
-        starvation_limit: 4,
-        ..cfg()
-    });
-    let mut rx = bus.subscribe(Filter::all());
-    let tx = bus.publisher("t");
+    let (_bus, mut rx, tx) = guarded_bus(1024, 4);
     for seq in 0..500 {
         for p in [Priority::Critical, Priority::Normal, Priority::Low] {
             tx.try_publish(CorrelationId(1), None, ev(p, seq)).unwrap();
@@ -418,14 +404,7 @@ fn starvation_guard_rotates_over_lower_lanes() {
 
 #[test]
 fn strict_priority_order_when_nothing_lower_is_waiting() {
-    let bus = new_bus(EventBusConfig {
-        shard_count: 1,
-        broadcast_capacity: 1024,
-        starvation_limit: 8,
-        ..cfg()
-    });
-    let mut rx = bus.subscribe(Filter::all());
-    let tx = bus.publisher("t");
+    let (_bus, mut rx, tx) = guarded_bus(1024, 8);
     // A single lane: pure FIFO, the guard changes nothing.
     for seq in 0..500 {
         tx.try_publish(CorrelationId(1), None, ev(Priority::High, seq))
