@@ -145,13 +145,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 } else {
                     Side::Agent
                 };
-                // The other leg is hung up by the engine; once both are gone the call ends.
+                let other = if side == Side::Customer {
+                    Side::Agent
+                } else {
+                    Side::Customer
+                };
+                // The engine hangs up the other leg; when it is gone too (the last leg
+                // the machine knows of), the call is over.
                 vec![
                     CallInput::LegEnded {
                         side,
                         cause: cause.clone(),
                     },
-                    CallInput::AllLegsGone,
+                    CallInput::LegEnded {
+                        side: other,
+                        cause: HangupCause::Normal,
+                    },
                 ]
             }
             _ => vec![],

@@ -160,7 +160,15 @@ fn main() {
         AgentInput::CallEnded { call: call_id },
         ms(193_400),
     );
-    d.call(&mut call, CallInput::AllLegsGone, ms(193_450));
+    // The agent's leg, the last one, is gone: the call is over.
+    d.call(
+        &mut call,
+        CallInput::LegEnded {
+            side: Side::Agent,
+            cause: HangupCause::Normal,
+        },
+        ms(193_450),
+    );
     // Wrap-up runs out.
     let wrap_end = agent.wrap_up_until().expect("in wrap-up");
     d.fire_agent_timers(&mut agent, wrap_end);

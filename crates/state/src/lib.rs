@@ -80,8 +80,8 @@ pub use agent::{
     ReleaseReason, AUTO_NO_ANSWER_REASON,
 };
 pub use call::{
-    Call, CallAction, CallConfig, CallError, CallInput, CallInputKind, CallNotice, CallState,
-    CallTimer, CallTimerKind, Transition,
+    Call, CallAction, CallConfig, CallError, CallInput, CallInputKind, CallLegs, CallNotice,
+    CallState, CallTimer, CallTimerKind, Transition,
 };
 pub use time::{Millis, TimerId};
 

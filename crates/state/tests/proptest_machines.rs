@@ -80,6 +80,8 @@ fn call_op() -> impl Strategy<Value = CallOp> {
         proptest::option::of(agent_id())
             .prop_map(|new_agent| CallInput::TransferCompleted { new_agent }),
         cause().prop_map(|cause| CallInput::TransferFailed { cause }),
+        Just(CallInput::ConsultAnswered),
+        cause().prop_map(|cause| CallInput::ConsultEnded { cause }),
         (0u16..4).prop_map(|participants| CallInput::StartConference { participants }),
         Just(CallInput::ConferenceEnded),
         (side(), cause()).prop_map(|(side, cause)| CallInput::LegEnded { side, cause }),
@@ -276,12 +278,25 @@ fn drive_agent(
 // Call
 // ---------------------------------------------------------------------------------------
 
-/// (b): from any state, the customer hanging up and the legs confirming (or the guard
-/// timer firing instead) ends the call in `Terminated`.
+/// How the legs of a call end in [`check_call_can_end`].
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Every leg the machine says is up ends (customer first): nothing else is fed.
+    LegsEnd,
+    /// The driver confirms with `AllLegsGone` after the customer's leg ended.
+    AllLegsGone,
+    /// The terminate guard timer fires after the customer's leg ended.
+    Guard,
+}
+
+/// (b): from any state, the call ends in `Terminated` when its legs end: the customer's
+/// leg, then every other leg the machine reports as up, one by one (or, instead of the
+/// others, the driver's `AllLegsGone` or the guard timer).
 fn check_call_can_end(call: &Call, now: Millis) -> Result<(), TestCaseError> {
     let was_ending = call.state().is_ending();
     let answered = call.answered_at().is_some();
-    for use_guard in [false, true] {
+    let fail = |e: CallError| TestCaseError::fail(e.to_string());
+    for ending in [Ending::LegsEnd, Ending::AllLegsGone, Ending::Guard] {
         let mut c = call.clone();
         let bye = c.handle(
             CallInput::LegEnded {
@@ -292,16 +307,49 @@ fn check_call_can_end(call: &Call, now: Millis) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(bye.is_ok(), !call.state().is_final(), "{:?}", bye);
         prop_assert!(c.state().is_ending());
-        if use_guard {
-            if let Some((guard, at)) = c.armed_timer(CallTimerKind::TerminateGuard) {
-                c.handle(CallInput::Timer(guard), at.max(now))
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(!c.legs().customer);
+        match ending {
+            Ending::LegsEnd => {
+                let legs = c.legs();
+                if legs.agent {
+                    let r = c.handle(
+                        CallInput::LegEnded {
+                            side: Side::Agent,
+                            cause: HangupCause::Normal,
+                        },
+                        now,
+                    );
+                    r.map_err(fail)?;
+                }
+                if legs.consult {
+                    let r = c.handle(
+                        CallInput::ConsultEnded {
+                            cause: HangupCause::Normal,
+                        },
+                        now,
+                    );
+                    r.map_err(fail)?;
+                }
             }
-        } else if !c.state().is_final() {
-            c.handle(CallInput::AllLegsGone, now)
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            Ending::Guard => {
+                if let Some((guard, at)) = c.armed_timer(CallTimerKind::TerminateGuard) {
+                    c.handle(CallInput::Timer(guard), at.max(now))
+                        .map_err(fail)?;
+                }
+            }
+            Ending::AllLegsGone => {
+                if !c.state().is_final() {
+                    c.handle(CallInput::AllLegsGone, now).map_err(fail)?;
+                }
+            }
         }
-        prop_assert!(c.state().is_final(), "not terminated: {:?}", c.state());
+        prop_assert!(
+            c.state().is_final(),
+            "{:?}: not terminated: {:?}",
+            ending,
+            c.state()
+        );
+        prop_assert!(!c.legs().any());
         prop_assert!(c.armed_timers().is_empty());
         if !was_ending {
             let expected = if answered {

@@ -67,7 +67,9 @@ pub enum CallState {
         /// The agent.
         agent: AgentId,
     },
-    /// The agent is transferring the call.
+    /// The agent is transferring the call. Blind: the call is being handed to the
+    /// target. Attended: the customer waits on hold while the agent calls the target on
+    /// a consultation leg, first ringing, then (`consulting`) talking with them.
     Transferring {
         /// The transferring agent.
         agent: AgentId,
@@ -75,6 +77,9 @@ pub enum CallState {
         kind: TransferKind,
         /// Where to (agent, queue or URI).
         target: String,
+        /// Attended only: the target answered and is talking with the agent.
+        #[serde(default)]
+        consulting: bool,
     },
     /// Customer, agent and more participants are in a conference.
     Conferencing {
@@ -209,15 +214,31 @@ pub enum CallInput {
         /// Where to; must not be empty.
         target: String,
     },
-    /// The transfer succeeded. With an agent, the call is now bridged to that agent;
-    /// without one (an external target), the call has left the engine and terminates
-    /// (`Answered`, hung up by the agent).
+    /// Attended transfer: the target answered the consultation call and talks with the
+    /// agent while the customer waits (`Transferring` → `Transferring`, consulting).
+    ConsultAnswered,
+    /// Attended transfer: the consultation leg ended without the transfer completing (the
+    /// target declined or hung up, or the agent gave up). The agent is back with the
+    /// customer, who is still on hold (`OnHold`), or the call terminates if the agent's
+    /// leg has ended. While terminating: the consultation leg is gone.
+    ConsultEnded {
+        /// Why.
+        cause: HangupCause,
+    },
+    /// The transfer succeeded. With an agent, the call is now bridged to that agent
+    /// (whose leg, the consultation leg of an attended transfer, becomes the call's agent
+    /// leg; the transferring agent's leg is no longer the call's, and its end is not
+    /// reported); without one (an external target), the call has left the engine and
+    /// terminates (`Answered`, hung up by the agent). An attended transfer may complete
+    /// before the target answers (semi-attended).
     TransferCompleted {
         /// The new agent, when the target was an agent.
         new_agent: Option<AgentId>,
     },
-    /// The transfer failed: the call goes back to the transferring agent (`Bridged`), or
-    /// terminates if that agent's leg has already ended.
+    /// The transfer failed: the call goes back to the transferring agent, or terminates
+    /// if that agent's leg has already ended. Blind: the customer is reconnected
+    /// (`Bridged`). Attended: the consultation leg is gone and the customer is still on
+    /// hold (`OnHold`) until the agent resumes.
     TransferFailed {
         /// Why.
         cause: HangupCause,
@@ -242,7 +263,8 @@ pub enum CallInput {
         /// Why.
         cause: HangupCause,
     },
-    /// Every leg confirmed it is gone (`Terminating` → `Terminated`).
+    /// Every leg confirmed it is gone (`Terminating` → `Terminated`), including legs the
+    /// machine does not track (conference participants).
     AllLegsGone,
     /// A timer the machine asked for fired.
     Timer(CallTimer),
@@ -269,6 +291,10 @@ pub enum CallInputKind {
     Resume,
     /// [`CallInput::StartTransfer`].
     StartTransfer,
+    /// [`CallInput::ConsultAnswered`].
+    ConsultAnswered,
+    /// [`CallInput::ConsultEnded`].
+    ConsultEnded,
     /// [`CallInput::TransferCompleted`].
     TransferCompleted,
     /// [`CallInput::TransferFailed`].
@@ -308,6 +334,8 @@ impl CallInputKind {
             Hold => "hold",
             Resume => "resume",
             StartTransfer => "start_transfer",
+            ConsultAnswered => "consult_answered",
+            ConsultEnded => "consult_ended",
             TransferCompleted => "transfer_completed",
             TransferFailed => "transfer_failed",
             StartConference => "start_conference",
@@ -337,6 +365,8 @@ impl CallInput {
             CallInput::Hold => K::Hold,
             CallInput::Resume => K::Resume,
             CallInput::StartTransfer { .. } => K::StartTransfer,
+            CallInput::ConsultAnswered => K::ConsultAnswered,
+            CallInput::ConsultEnded { .. } => K::ConsultEnded,
             CallInput::TransferCompleted { .. } => K::TransferCompleted,
             CallInput::TransferFailed { .. } => K::TransferFailed,
             CallInput::StartConference { .. } => K::StartConference,
@@ -542,6 +572,27 @@ pub enum CallError {
     StaleTimer(CallTimer),
 }
 
+/// The legs of a call the machine keeps track of, each up (true) or gone. Conference
+/// participants beyond customer and agent are not tracked (their end is confirmed with
+/// [`CallInput::AllLegsGone`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLegs {
+    /// The customer's leg: up from the start until the customer's `LegEnded`.
+    pub customer: bool,
+    /// The agent's leg: up from an `Offer` (the agent is being invited) until the offer
+    /// fails or the agent's `LegEnded`; after a completed transfer, the new agent's.
+    pub agent: bool,
+    /// An attended transfer's consultation leg to the target.
+    pub consult: bool,
+}
+
+impl CallLegs {
+    /// Whether any tracked leg is up.
+    pub fn any(&self) -> bool {
+        self.customer || self.agent || self.consult
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Timers {
     ring: Option<Armed>,
@@ -559,7 +610,7 @@ struct Core {
     queued_at: Option<Millis>,
     answered_at: Option<Millis>,
     ended_at: Option<Millis>,
-    agent_leg_gone: bool,
+    legs: CallLegs,
     last_at: Millis,
     timers: Timers,
     next_generation: u64,
@@ -578,18 +629,26 @@ struct Core {
 /// | `Queued` | `MaxWait` fires | `Terminating` (`NoAgent`, engine) |
 /// | `Bridged` | `Hold` | `OnHold` |
 /// | `OnHold` | `Resume` | `Bridged` |
-/// | `Bridged`, `OnHold` | `StartTransfer` | `Transferring` |
+/// | `Bridged`, `OnHold` | `StartTransfer{Blind}` | `Transferring` (blind) |
+/// | `Bridged`, `OnHold` | `StartTransfer{Attended}` | `Transferring` (attended; consultation leg up) |
+/// | `Transferring` (attended, not consulting) | `ConsultAnswered` | `Transferring` (consulting) |
 /// | `Transferring` | `TransferCompleted{Some(agent)}` | `Bridged` (new agent) |
 /// | `Transferring` | `TransferCompleted{None}` | `Terminating` (`Answered`, agent) |
-/// | `Transferring` | `TransferFailed` | `Bridged` (or `Terminating` if the agent leg ended) |
+/// | `Transferring` (blind) | `TransferFailed` | `Bridged` (or `Terminating` if the agent leg ended) |
+/// | `Transferring` (attended) | `TransferFailed`, `ConsultEnded` | `OnHold` (or `Terminating` if the agent leg ended) |
 /// | `Transferring` | agent `LegEnded` | `Transferring` (agent leg noted as gone) |
 /// | `Bridged`, `OnHold`, `Conferencing` | `StartConference` | `Conferencing` |
 /// | `Conferencing` | `ConferenceEnded` | `Bridged` |
 /// | `Bridged`, `OnHold`, `Conferencing` | agent `LegEnded` | `Terminating` (`Answered`, agent) |
 /// | any live state | customer `LegEnded` | `Terminating` (`Answered` if answered, else `Abandoned`; `Failed` for an unanswered transport failure) |
 /// | any live state | `Hangup` | `Terminating` (`Answered` if answered, else `Failed` for a failure cause, else `NoAgent`; engine) |
-/// | `Terminating` | `LegEnded`, `Hangup` | `Terminating` (no-op) |
+/// | `Terminating` | `LegEnded`, `ConsultEnded`, `OfferFailed`, `Hangup` | `Terminating` (the leg noted as gone) |
 /// | `Terminating` | `AllLegsGone`, `TerminateGuard` fires | `Terminated` |
+///
+/// The machine tracks the customer's, the agent's and a consultation leg
+/// ([`Call::legs`]): a call whose last tracked leg ends is `Terminated` at once (from
+/// `Terminating`, or straight from a live state when that leg's end is what ends the
+/// call), without waiting for `AllLegsGone` or the guard timer.
 ///
 /// Every other combination is refused with [`CallError::InvalidTransition`].
 /// `Terminated` accepts nothing.
@@ -614,7 +673,11 @@ impl Call {
                 queued_at: None,
                 answered_at: None,
                 ended_at: None,
-                agent_leg_gone: false,
+                legs: CallLegs {
+                    customer: true,
+                    agent: false,
+                    consult: false,
+                },
                 last_at: now,
                 timers: Timers::default(),
                 next_generation: 0,
@@ -682,6 +745,12 @@ impl Call {
     /// The agent the call is with, if any.
     pub fn agent(&self) -> Option<&AgentId> {
         self.core.state.agent()
+    }
+
+    /// The legs that are up. A terminating call becomes `Terminated` as soon as the last
+    /// of them ends.
+    pub fn legs(&self) -> CallLegs {
+        self.core.legs
     }
 
     /// The queue the call was last enqueued in, if any.
@@ -810,16 +879,21 @@ impl Call {
                 live_queue(c) && c.answered_at.is_none() && c.ended_at.is_none()
             }
             CallState::Bridged { .. } | CallState::OnHold { .. } => {
-                c.answered_at.is_some() && c.ended_at.is_none() && !c.agent_leg_gone
+                c.answered_at.is_some() && c.ended_at.is_none()
             }
-            CallState::Transferring { target, .. } => {
-                c.answered_at.is_some() && c.ended_at.is_none() && !target.is_empty()
-            }
-            CallState::Conferencing { participants, .. } => {
+            CallState::Transferring {
+                target,
+                kind,
+                consulting,
+                ..
+            } => {
                 c.answered_at.is_some()
                     && c.ended_at.is_none()
-                    && *participants >= 1
-                    && !c.agent_leg_gone
+                    && !target.is_empty()
+                    && (!consulting || *kind == TransferKind::Attended)
+            }
+            CallState::Conferencing { participants, .. } => {
+                c.answered_at.is_some() && c.ended_at.is_none() && *participants >= 1
             }
             CallState::Terminating { disposition, .. }
             | CallState::Terminated { disposition, .. } => {
@@ -827,6 +901,25 @@ impl Call {
                     && ((*disposition == Disposition::Answered) == c.answered_at.is_some())
             }
         };
+        // Which legs are up, per state.
+        let l = c.legs;
+        let legs_ok = match &c.state {
+            CallState::Incoming | CallState::Queued { .. } => l.customer && !l.agent && !l.consult,
+            CallState::Offering { .. }
+            | CallState::Ringing { .. }
+            | CallState::Bridged { .. }
+            | CallState::OnHold { .. }
+            | CallState::Conferencing { .. } => l.customer && l.agent && !l.consult,
+            CallState::Transferring { kind, .. } => {
+                l.customer && l.consult == (*kind == TransferKind::Attended)
+            }
+            // A terminating call is waiting for a leg; the last one's end finishes it.
+            CallState::Terminating { .. } => l.any(),
+            CallState::Terminated { .. } => true,
+        };
+        if !legs_ok {
+            return fail(format!("legs {l:?} disagree with state {:?}", c.state));
+        }
         if !ok {
             return fail(format!("state {:?} disagrees with facts {c:?}", c.state));
         }
@@ -916,11 +1009,13 @@ impl Core {
             hung_up_by,
             cause: cause.clone(),
         };
-        self.arm(
-            CallTimerKind::TerminateGuard,
-            now.plus(cfg.terminate_guard_ms),
-            out,
-        );
+        if self.legs.any() {
+            self.arm(
+                CallTimerKind::TerminateGuard,
+                now.plus(cfg.terminate_guard_ms),
+                out,
+            );
+        }
         emit(
             out,
             CallNotice::Terminating {
@@ -930,6 +1025,15 @@ impl Core {
                 agent,
             },
         );
+        // The leg whose end ended the call was the last one.
+        self.finish_if_no_legs(out);
+    }
+
+    /// `Terminating` → `Terminated` once no tracked leg is up.
+    fn finish_if_no_legs(&mut self, out: &mut Vec<CallAction>) {
+        if !self.legs.any() {
+            self.finish(out);
+        }
     }
 
     /// `Terminating` → `Terminated`.
@@ -944,6 +1048,7 @@ impl Core {
         };
         let (disposition, hung_up_by, cause) = (*disposition, *hung_up_by, cause.clone());
         self.disarm(CallTimerKind::TerminateGuard, out);
+        self.legs = CallLegs::default();
         self.state = CallState::Terminated {
             disposition,
             hung_up_by,
@@ -976,6 +1081,7 @@ impl Core {
         };
         let agent = agent.clone();
         self.disarm(CallTimerKind::RingTimeout, out);
+        self.legs.agent = false;
         self.state = CallState::Queued { queue };
         if let Some(wait) = cfg.max_wait_ms {
             // The deadline counts from the first enqueue: an offer does not buy time.
@@ -983,6 +1089,36 @@ impl Core {
         }
         emit(out, CallNotice::OfferFailed { agent, cause });
         true
+    }
+
+    /// A transfer that did not complete (`Transferring` → back to the agent): blind, the
+    /// customer is reconnected (`Bridged`); attended, the consultation leg is gone and the
+    /// customer is still on hold (`OnHold`). Terminates if the agent's leg has ended.
+    fn transfer_failed(
+        &mut self,
+        cfg: &CallConfig,
+        now: Millis,
+        cause: HangupCause,
+        out: &mut Vec<CallAction>,
+    ) {
+        let CallState::Transferring { agent, kind, .. } = &self.state else {
+            return;
+        };
+        let (agent, kind) = (agent.clone(), *kind);
+        self.legs.consult = false;
+        emit(
+            out,
+            CallNotice::TransferFailed {
+                cause: cause.clone(),
+            },
+        );
+        if !self.legs.agent {
+            self.terminate(cfg, now, Disposition::Answered, Side::Agent, cause, out);
+        } else if kind == TransferKind::Attended {
+            self.state = CallState::OnHold { agent };
+        } else {
+            self.state = CallState::Bridged { agent };
+        }
     }
 
     fn customer_disposition(&self, cause: &HangupCause) -> Disposition {
@@ -1046,6 +1182,7 @@ impl Core {
                     now.plus(cfg.ring_timeout_ms),
                     out,
                 );
+                self.legs.agent = true;
                 self.state = S::Offering {
                     agent: agent.clone(),
                 };
@@ -1073,11 +1210,18 @@ impl Core {
                 };
                 emit(out, CallNotice::Connected { agent });
             }
-            CallInput::OfferFailed { cause } => {
-                if !self.offer_failed(cfg, now, cause, out) {
-                    return Err(invalid);
+            CallInput::OfferFailed { cause } => match self.state {
+                // An offer outstanding when the call ended: its leg is gone.
+                S::Terminating { .. } if self.answered_at.is_none() => {
+                    self.legs.agent = false;
+                    self.finish_if_no_legs(out);
                 }
-            }
+                _ => {
+                    if !self.offer_failed(cfg, now, cause, out) {
+                        return Err(invalid);
+                    }
+                }
+            },
             CallInput::Hold => {
                 let S::Bridged { agent } = &self.state else {
                     return Err(invalid);
@@ -1113,8 +1257,9 @@ impl Core {
                     agent: agent.clone(),
                     kind: transfer,
                     target: target.clone(),
+                    consulting: false,
                 };
-                self.agent_leg_gone = false;
+                self.legs.consult = transfer == TransferKind::Attended;
                 emit(
                     out,
                     CallNotice::TransferStarted {
@@ -1123,6 +1268,31 @@ impl Core {
                     },
                 );
             }
+            CallInput::ConsultAnswered => {
+                let S::Transferring {
+                    kind: TransferKind::Attended,
+                    consulting,
+                    ..
+                } = &mut self.state
+                else {
+                    return Err(invalid);
+                };
+                if *consulting {
+                    return Err(invalid);
+                }
+                *consulting = true;
+            }
+            CallInput::ConsultEnded { cause } => match &self.state {
+                S::Transferring {
+                    kind: TransferKind::Attended,
+                    ..
+                } => self.transfer_failed(cfg, now, cause, out),
+                S::Terminating { .. } => {
+                    self.legs.consult = false;
+                    self.finish_if_no_legs(out);
+                }
+                _ => return Err(invalid),
+            },
             CallInput::TransferCompleted { new_agent } => {
                 if !matches!(self.state, S::Transferring { .. }) {
                     return Err(invalid);
@@ -1133,9 +1303,10 @@ impl Core {
                         agent: new_agent.clone(),
                     },
                 );
+                self.legs.consult = false;
                 match new_agent {
                     Some(agent) => {
-                        self.agent_leg_gone = false;
+                        self.legs.agent = true;
                         self.state = S::Bridged {
                             agent: agent.clone(),
                         };
@@ -1152,21 +1323,10 @@ impl Core {
                 }
             }
             CallInput::TransferFailed { cause } => {
-                let S::Transferring { agent, .. } = &self.state else {
+                if !matches!(self.state, S::Transferring { .. }) {
                     return Err(invalid);
-                };
-                let agent = agent.clone();
-                emit(
-                    out,
-                    CallNotice::TransferFailed {
-                        cause: cause.clone(),
-                    },
-                );
-                if self.agent_leg_gone {
-                    self.terminate(cfg, now, Disposition::Answered, Side::Agent, cause, out);
-                } else {
-                    self.state = S::Bridged { agent };
                 }
+                self.transfer_failed(cfg, now, cause, out);
             }
             CallInput::StartConference { participants } => {
                 let (S::Bridged { agent } | S::OnHold { agent } | S::Conferencing { agent, .. }) =
@@ -1197,8 +1357,16 @@ impl Core {
             }
             CallInput::LegEnded { side, cause } => match (side, &self.state) {
                 (Side::Engine, _) | (_, S::Terminated { .. }) => return Err(invalid),
-                (_, S::Terminating { .. }) => {}
+                (Side::Customer, S::Terminating { .. }) => {
+                    self.legs.customer = false;
+                    self.finish_if_no_legs(out);
+                }
+                (Side::Agent, S::Terminating { .. }) => {
+                    self.legs.agent = false;
+                    self.finish_if_no_legs(out);
+                }
                 (Side::Customer, _) => {
+                    self.legs.customer = false;
                     let d = self.customer_disposition(&cause);
                     self.terminate(cfg, now, d, Side::Customer, cause, out);
                 }
@@ -1208,10 +1376,11 @@ impl Core {
                     }
                 }
                 (Side::Agent, S::Bridged { .. } | S::OnHold { .. } | S::Conferencing { .. }) => {
+                    self.legs.agent = false;
                     self.terminate(cfg, now, Disposition::Answered, Side::Agent, cause, out);
                 }
-                (Side::Agent, S::Transferring { .. }) if !self.agent_leg_gone => {
-                    self.agent_leg_gone = true;
+                (Side::Agent, S::Transferring { .. }) if self.legs.agent => {
+                    self.legs.agent = false;
                 }
                 (Side::Agent, _) => return Err(invalid),
             },

@@ -162,26 +162,33 @@ fn abandon_while_queued() {
     let mut c = Call::new(CallId(1), CallConfig::default(), Millis(0));
     c.handle(CallInput::Enqueue { queue: q() }, Millis(100))
         .unwrap();
-    c.handle(
-        CallInput::LegEnded {
-            side: Side::Customer,
-            cause: HangupCause::Cancelled,
-        },
-        Millis(20_100),
-    )
-    .unwrap();
+    let a = c
+        .handle(
+            CallInput::LegEnded {
+                side: Side::Customer,
+                cause: HangupCause::Cancelled,
+            },
+            Millis(20_100),
+        )
+        .unwrap();
+    // The customer's was the only leg: the call is over at once, no guard timer.
     assert_eq!(
         c.state(),
-        &CallState::Terminating {
+        &CallState::Terminated {
             disposition: Disposition::Abandoned,
             hung_up_by: Side::Customer,
             cause: HangupCause::Cancelled,
         }
     );
+    assert!(started(&a, CallTimerKind::TerminateGuard).is_none());
+    assert!(matches!(
+        notices(&a)[..],
+        [CallNotice::Terminating { .. }, CallNotice::Ended { .. }]
+    ));
+    assert!(!c.legs().any());
     assert_eq!(c.wait_ms(), Some(20_000));
     assert_eq!(c.talk_ms(), None);
-    c.handle(CallInput::AllLegsGone, Millis(20_200)).unwrap();
-    assert_eq!(c.state().disposition(), Some(Disposition::Abandoned));
+    assert!(c.handle(CallInput::AllLegsGone, Millis(20_200)).is_err());
     c.check_invariants().unwrap();
 }
 
@@ -370,6 +377,27 @@ fn hold_and_resume() {
     c.check_invariants().unwrap();
 }
 
+/// Completes the transfer to agent bob: the call is bridged to bob, who is announced.
+fn complete_to_bob(c: &mut Call, at: u64) {
+    let a = c
+        .handle(
+            CallInput::TransferCompleted {
+                new_agent: Some(AgentId::new("bob")),
+            },
+            Millis(at),
+        )
+        .unwrap();
+    assert_eq!(
+        c.state(),
+        &CallState::Bridged {
+            agent: AgentId::new("bob")
+        }
+    );
+    assert!(notices(&a).contains(&CallNotice::Connected {
+        agent: AgentId::new("bob")
+    }));
+}
+
 #[test]
 fn blind_transfer_to_another_agent() {
     let mut c = bridged_call();
@@ -399,23 +427,7 @@ fn blind_transfer_to_another_agent() {
     )
     .unwrap();
     assert!(matches!(c.state(), CallState::Transferring { .. }));
-    let a = c
-        .handle(
-            CallInput::TransferCompleted {
-                new_agent: Some(AgentId::new("bob")),
-            },
-            Millis(14_000),
-        )
-        .unwrap();
-    assert_eq!(
-        c.state(),
-        &CallState::Bridged {
-            agent: AgentId::new("bob")
-        }
-    );
-    assert!(notices(&a).contains(&CallNotice::Connected {
-        agent: AgentId::new("bob")
-    }));
+    complete_to_bob(&mut c, 14_000);
     assert_eq!(c.answered_at(), Some(Millis(3_000)), "first answer kept");
     c.handle(customer_bye(), Millis(50_000)).unwrap();
     assert_eq!(c.state().disposition(), Some(Disposition::Answered));
@@ -424,20 +436,44 @@ fn blind_transfer_to_another_agent() {
 
 #[test]
 fn failed_transfer_returns_to_the_agent_or_ends_if_the_agent_left() {
+    // Blind: the customer is reconnected to the agent. Attended: the customer is still
+    // on hold, the consultation leg gone.
+    for (kind, back) in [
+        (TransferKind::Blind, CallState::Bridged { agent: alice() }),
+        (TransferKind::Attended, CallState::OnHold { agent: alice() }),
+    ] {
+        let mut c = bridged_call();
+        c.handle(
+            CallInput::StartTransfer {
+                kind,
+                target: "sip:ext@example.test".into(),
+            },
+            Millis(10_000),
+        )
+        .unwrap();
+        let a = c
+            .handle(
+                CallInput::TransferFailed {
+                    cause: HangupCause::Busy,
+                },
+                Millis(12_000),
+            )
+            .unwrap();
+        assert_eq!(c.state(), &back, "{kind:?}");
+        assert_eq!(
+            notices(&a),
+            vec![CallNotice::TransferFailed {
+                cause: HangupCause::Busy
+            }]
+        );
+        assert!(!c.legs().consult);
+        c.check_invariants().unwrap();
+    }
     let mut c = bridged_call();
     let start = CallInput::StartTransfer {
         kind: TransferKind::Attended,
         target: "sip:ext@example.test".into(),
     };
-    c.handle(start.clone(), Millis(10_000)).unwrap();
-    c.handle(
-        CallInput::TransferFailed {
-            cause: HangupCause::Busy,
-        },
-        Millis(12_000),
-    )
-    .unwrap();
-    assert_eq!(c.state(), &CallState::Bridged { agent: alice() });
 
     c.handle(start, Millis(13_000)).unwrap();
     c.handle(
@@ -464,6 +500,217 @@ fn failed_transfer_returns_to_the_agent_or_ends_if_the_agent_left() {
         }
     );
     c.check_invariants().unwrap();
+}
+
+fn attended_start(c: &mut Call, at: u64) {
+    let a = c
+        .handle(
+            CallInput::StartTransfer {
+                kind: TransferKind::Attended,
+                target: "bob".into(),
+            },
+            Millis(at),
+        )
+        .unwrap();
+    assert_eq!(
+        notices(&a),
+        vec![CallNotice::TransferStarted {
+            kind: TransferKind::Attended,
+            target: "bob".into()
+        }]
+    );
+    assert!(c.legs().consult, "the consultation leg is up");
+}
+
+#[test]
+fn attended_transfer_consults_then_completes() {
+    let mut c = bridged_call();
+    attended_start(&mut c, 10_000);
+    // Not consulting yet: the target's phone rings.
+    assert!(matches!(
+        c.state(),
+        CallState::Transferring {
+            consulting: false,
+            ..
+        }
+    ));
+    c.handle(CallInput::ConsultAnswered, Millis(12_000))
+        .unwrap();
+    assert_eq!(
+        c.state(),
+        &CallState::Transferring {
+            agent: alice(),
+            kind: TransferKind::Attended,
+            target: "bob".into(),
+            consulting: true,
+        }
+    );
+    // Answered once only.
+    assert!(matches!(
+        c.handle(CallInput::ConsultAnswered, Millis(12_500)),
+        Err(CallError::InvalidTransition { .. })
+    ));
+    complete_to_bob(&mut c, 20_000);
+    // The consultation leg is now the call's agent leg.
+    assert_eq!(
+        c.legs(),
+        CallLegs {
+            customer: true,
+            agent: true,
+            consult: false
+        }
+    );
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn attended_transfer_whose_consultation_ends_leaves_the_customer_on_hold() {
+    let mut c = bridged_call();
+    attended_start(&mut c, 10_000);
+    c.handle(CallInput::ConsultAnswered, Millis(12_000))
+        .unwrap();
+    let a = c
+        .handle(
+            CallInput::ConsultEnded {
+                cause: HangupCause::Declined,
+            },
+            Millis(15_000),
+        )
+        .unwrap();
+    assert_eq!(c.state(), &CallState::OnHold { agent: alice() });
+    assert_eq!(
+        notices(&a),
+        vec![CallNotice::TransferFailed {
+            cause: HangupCause::Declined
+        }]
+    );
+    assert!(!c.legs().consult);
+    c.handle(CallInput::Resume, Millis(16_000)).unwrap();
+    assert_eq!(c.state(), &CallState::Bridged { agent: alice() });
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn a_semi_attended_transfer_completes_before_the_target_answers() {
+    let mut c = bridged_call();
+    attended_start(&mut c, 10_000);
+    complete_to_bob(&mut c, 11_000);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn consultation_inputs_are_refused_in_a_blind_transfer_and_outside_transfers() {
+    // Both consultation inputs are refused in `state`, and change nothing.
+    fn refused(c: &mut Call, state: &str, at: u64) {
+        for input in [
+            CallInput::ConsultAnswered,
+            CallInput::ConsultEnded {
+                cause: HangupCause::Normal,
+            },
+        ] {
+            let before = c.clone();
+            match c.handle(input, Millis(at)) {
+                Err(CallError::InvalidTransition { state: s, .. }) => assert_eq!(s, state),
+                other => panic!("expected a refusal in {state}, got {other:?}"),
+            }
+            assert_eq!(*c, before, "a refused input changes nothing");
+        }
+    }
+    let mut c = bridged_call();
+    refused(&mut c, "bridged", 9_000);
+    c.handle(
+        CallInput::StartTransfer {
+            kind: TransferKind::Blind,
+            target: "bob".into(),
+        },
+        Millis(10_000),
+    )
+    .unwrap();
+    assert!(
+        !c.legs().consult,
+        "a blind transfer has no consultation leg"
+    );
+    refused(&mut c, "transferring", 11_000);
+}
+
+/// The customer hangs up during a consultation: the call waits for the agent's and the
+/// consultation leg, and is over when the last one ends (no `AllLegsGone` needed).
+#[test]
+fn a_call_ending_mid_consultation_finishes_when_its_last_leg_ends() {
+    let mut c = bridged_call();
+    attended_start(&mut c, 10_000);
+    c.handle(CallInput::ConsultAnswered, Millis(12_000))
+        .unwrap();
+    c.handle(customer_bye(), Millis(13_000)).unwrap();
+    assert!(matches!(c.state(), CallState::Terminating { .. }));
+    assert!(c.armed_timer(CallTimerKind::TerminateGuard).is_some());
+    c.handle(
+        CallInput::LegEnded {
+            side: Side::Agent,
+            cause: HangupCause::Normal,
+        },
+        Millis(13_100),
+    )
+    .unwrap();
+    assert!(matches!(c.state(), CallState::Terminating { .. }));
+    assert!(c.legs().consult);
+    let a = c
+        .handle(
+            CallInput::ConsultEnded {
+                cause: HangupCause::Normal,
+            },
+            Millis(13_200),
+        )
+        .unwrap();
+    assert!(cancelled(&a, CallTimerKind::TerminateGuard));
+    assert_eq!(
+        c.state(),
+        &CallState::Terminated {
+            disposition: Disposition::Answered,
+            hung_up_by: Side::Customer,
+            cause: HangupCause::Normal,
+        }
+    );
+    c.check_invariants().unwrap();
+}
+
+/// Legs the machine tracks: the agent's leg of an outstanding offer counts, and its
+/// failure after the customer left ends the call.
+#[test]
+fn an_offer_outstanding_when_the_customer_leaves_is_the_last_leg() {
+    let mut c = ringing_call(CallConfig::default());
+    c.handle(customer_bye(), Millis(2_000)).unwrap();
+    assert!(matches!(c.state(), CallState::Terminating { .. }));
+    assert_eq!(
+        c.legs(),
+        CallLegs {
+            customer: false,
+            agent: true,
+            consult: false
+        }
+    );
+    c.handle(
+        CallInput::OfferFailed {
+            cause: HangupCause::Cancelled,
+        },
+        Millis(2_100),
+    )
+    .unwrap();
+    assert_eq!(c.state().disposition(), Some(Disposition::Abandoned));
+    assert!(c.state().is_final());
+    c.check_invariants().unwrap();
+    // An answered call's agent leg is not an offer.
+    let mut c = bridged_call();
+    c.handle(customer_bye(), Millis(9_000)).unwrap();
+    assert!(c
+        .handle(
+            CallInput::OfferFailed {
+                cause: HangupCause::Cancelled,
+            },
+            Millis(9_100),
+        )
+        .is_err());
+    assert!(c.legs().agent);
 }
 
 #[test]
@@ -646,10 +893,12 @@ fn engine_hangup_dispositions() {
         )
         .unwrap();
     assert!(a.is_empty());
+    assert_eq!(c.history()[1].from, c.history()[1].to);
+    // The customer's leg, the last one, goes: the call is over.
     let a = c.handle(customer_bye(), Millis(7)).unwrap();
-    assert!(a.is_empty());
+    assert!(cancelled(&a, CallTimerKind::TerminateGuard));
+    assert!(c.state().is_final());
     assert_eq!(c.history().len(), 3);
-    assert_eq!(c.history()[2].from, c.history()[2].to);
 
     let mut c = ringing_call(CallConfig::default());
     c.handle(
