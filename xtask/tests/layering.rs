@@ -50,18 +50,41 @@ const LAYERED: [&str; 4] = [
     "call-engine-orchestrator",
 ];
 
+/// The crates the layered ones may depend on.
+const FOUNDATION: [&str; 2] = ["call-engine-events", "call-engine-bus"];
+
+/// The workspace's dependency graph, after checking that every role crate is in it: a
+/// renamed or removed crate must fail these tests, not make them pass vacuously.
+fn role_crate_deps() -> BTreeMap<String, BTreeSet<String>> {
+    let deps = workspace_deps();
+    let missing: Vec<&str> = LAYERED
+        .iter()
+        .chain(FOUNDATION.iter())
+        .copied()
+        .filter(|name| !deps.contains_key(*name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "role crates missing from `cargo metadata`: {missing:?} (renamed or removed? update \
+         LAYERED/FOUNDATION in xtask/tests/layering.rs); workspace packages: {:?}",
+        deps.keys().collect::<Vec<_>>()
+    );
+    deps
+}
+
+#[test]
+fn every_role_crate_is_in_the_workspace() {
+    // Fails, naming them, if any role crate is missing.
+    role_crate_deps();
+}
+
 #[test]
 fn adapters_state_and_orchestrator_depend_only_on_events_and_bus() {
-    let deps = workspace_deps();
-    assert!(
-        deps.contains_key("call-engine-state"),
-        "the state crate is part of the workspace"
-    );
+    let deps = role_crate_deps();
     for name in LAYERED {
-        let Some(d) = deps.get(name) else { continue };
-        for dep in d {
+        for dep in &deps[name] {
             assert!(
-                dep == "call-engine-events" || dep == "call-engine-bus",
+                FOUNDATION.contains(&dep.as_str()),
                 "{name} must depend only on call-engine-events and call-engine-bus among workspace crates, but depends on {dep}"
             );
         }
@@ -70,7 +93,7 @@ fn adapters_state_and_orchestrator_depend_only_on_events_and_bus() {
 
 #[test]
 fn bus_is_domain_free_and_events_sit_on_the_bus() {
-    let deps = workspace_deps();
+    let deps = role_crate_deps();
     assert_eq!(
         deps["call-engine-bus"],
         BTreeSet::new(),

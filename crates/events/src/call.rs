@@ -172,6 +172,44 @@ pub enum CallCommand {
         /// Target.
         target: SmolStr,
     },
+    /// Turn a connected call (customer and agent, held or not) into a conference: dial
+    /// each target on a leg of its own and bridge it with the customer and the agent
+    /// when it answers. Reported by [`CallEvent::ConferenceStarted`]; targets that fail
+    /// to answer are left out. Refused for a call that is not connected.
+    StartConference {
+        /// The call.
+        call: CallId,
+        /// Parties to bring in (agent, queue or URI, as for
+        /// [`Transfer`](CallCommand::Transfer)); at least one.
+        targets: Vec<SmolStr>,
+    },
+    /// Bring one more party into a call that is already a conference (see
+    /// [`StartConference`](CallCommand::StartConference)). Reported by a
+    /// [`CallEvent::ConferenceStarted`] with the new participant count. Refused for a call
+    /// that is not in conference.
+    AddToConference {
+        /// The call.
+        call: CallId,
+        /// The party to add (agent, queue or URI).
+        target: SmolStr,
+    },
+    /// Drop one added participant from a conference (hang up their leg). The customer
+    /// and the agent stay; when the last added participant leaves, the call is a
+    /// two-party call again.
+    RemoveFromConference {
+        /// The call.
+        call: CallId,
+        /// The participant to drop, as it was named in
+        /// [`StartConference`](CallCommand::StartConference) or
+        /// [`AddToConference`](CallCommand::AddToConference).
+        target: SmolStr,
+    },
+    /// End the conference: hang up every added participant, leaving the customer and the
+    /// agent connected. (To end the whole call use [`Hangup`](CallCommand::Hangup).)
+    EndConference {
+        /// The call.
+        call: CallId,
+    },
 }
 
 impl CallCommand {
@@ -180,7 +218,14 @@ impl CallCommand {
         use CallCommand::*;
         match self {
             Enqueue { .. } | OfferTo { .. } | Hangup { .. } => Priority::Critical,
-            SetHold { .. } | Transfer { .. } => Priority::High,
+            // Mid-call changes and features. Ending a conference drops added legs
+            // only, never the call, so it is not teardown.
+            SetHold { .. }
+            | Transfer { .. }
+            | StartConference { .. }
+            | AddToConference { .. }
+            | RemoveFromConference { .. }
+            | EndConference { .. } => Priority::High,
         }
     }
 }

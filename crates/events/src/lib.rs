@@ -15,13 +15,18 @@
 //! | Normal | progress |
 //! | Low | quality metrics, resource reports, health |
 //!
+//! Control signals that admission control or routing act on at once are High, never
+//! Low (the Low lane may shed when full): [`ResourceEvent::Overloaded`] and the agent's
+//! status, activity and queue membership.
+//!
 //! and its [`topic`](call_engine_bus::Message::topic) is its domain and direction (see
 //! [`topics`]), so a component subscribes to exactly the messages addressed to it.
 //!
 //! Correlation and causation ids live in the bus envelope
 //! ([`call_engine_bus::Envelope`]); the correlation id of everything about a call is its
 //! [`CallId`] (`CorrelationId::from(call)`), of everything about an agent outside a call
-//! [`AgentId::correlation`].
+//! [`AgentId::correlation`]. [`CorrelationId`] is re-exported here, so the taxonomy's
+//! ids all come from this crate.
 //!
 //! ```
 //! use call_engine_events::*;
@@ -41,6 +46,7 @@
 //! assert_eq!(ev.priority(), Priority::Critical);
 //! assert_eq!(ev.topic(), topics::SESSION_EVENTS);
 //! assert_eq!(ev.call(), Some(call));
+//! assert_eq!(ev.correlation(), CorrelationId::from(call));
 //! ```
 
 mod agent;
@@ -59,7 +65,14 @@ pub use media::{AudioSource, MediaCommand, MediaEvent, StreamQuality};
 pub use queue::{Health, LeaveReason, QueueEvent, QueueSnapshot, ResourceEvent};
 pub use session::{SessionCommand, SessionEvent};
 
-use call_engine_bus::{CorrelationId, Message, Priority, Topic};
+/// The correlation id of the bus envelope, re-exported so that every id of the taxonomy
+/// comes from this crate: a [`CallId`] converts into one (`CorrelationId::from(call)`,
+/// and back), an agent's is [`AgentId::correlation`], and [`EngineEvent::correlation`]
+/// picks the right one for any message. It is the very type of `call_engine_bus` (not a
+/// copy), so envelopes and stores accept it as is.
+pub use call_engine_bus::CorrelationId;
+
+use call_engine_bus::{Message, Priority, Topic};
 use serde::{Deserialize, Serialize};
 
 /// Bus topics: one per domain and direction.
@@ -235,7 +248,11 @@ impl EngineEvent {
                 | call::CallCommand::OfferTo { call, .. }
                 | call::CallCommand::Hangup { call, .. }
                 | call::CallCommand::SetHold { call, .. }
-                | call::CallCommand::Transfer { call, .. } => *call,
+                | call::CallCommand::Transfer { call, .. }
+                | call::CallCommand::StartConference { call, .. }
+                | call::CallCommand::AddToConference { call, .. }
+                | call::CallCommand::RemoveFromConference { call, .. }
+                | call::CallCommand::EndConference { call } => *call,
             }),
             Agent(e) => match e {
                 AgentEvent::Reserved { call, .. }

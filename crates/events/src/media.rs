@@ -112,7 +112,8 @@ pub enum MediaEvent {
         /// Which leg.
         leg: Leg,
     },
-    /// Endpoint released, ports freed.
+    /// Endpoint released, ports freed: the end of a leg's media (teardown, Critical like
+    /// the [`MediaCommand::Release`] it answers).
     Released {
         /// The call.
         call: CallId,
@@ -135,11 +136,12 @@ impl MediaEvent {
     pub fn priority(&self) -> Priority {
         use MediaEvent::*;
         match self {
-            EndpointReady { .. } | EndpointFailed { .. } | MediaTimeout { .. } => {
-                Priority::Critical
-            }
+            EndpointReady { .. }
+            | EndpointFailed { .. }
+            | MediaTimeout { .. }
+            | Released { .. } => Priority::Critical,
             Bridged { .. } | Unbridged { .. } | DtmfDetected { .. } => Priority::High,
-            PlaybackStarted { .. } | PlaybackFinished { .. } | Released { .. } => Priority::Normal,
+            PlaybackStarted { .. } | PlaybackFinished { .. } => Priority::Normal,
             Quality { .. } => Priority::Low,
         }
     }

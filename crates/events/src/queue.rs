@@ -81,8 +81,10 @@ impl QueueEvent {
     pub fn priority(&self) -> Priority {
         use QueueEvent::*;
         match self {
-            CallerJoined { .. } | CallerLeft { .. } => Priority::High,
-            PositionChanged { .. } => Priority::Normal,
+            // Progress of a call through its queue, like `CallEvent::Queued`; the
+            // teardown of an abandoned caller is reported by the session and call
+            // events themselves.
+            CallerJoined { .. } | CallerLeft { .. } | PositionChanged { .. } => Priority::Normal,
             Snapshot { .. } => Priority::Low,
         }
     }
@@ -130,6 +132,11 @@ pub enum ResourceEvent {
         detail: SmolStr,
     },
     /// Admission control is shedding new calls (503 + Retry-After).
+    ///
+    /// High, not Low like the other resource reports: it is a control signal that
+    /// admission control and routing act on, not a statistic. The Low lane sheds its
+    /// oldest events when full, so as Low it could be dropped exactly when the engine is
+    /// overloaded, the one moment it matters. (High is never shed: publishers wait.)
     Overloaded {
         /// Component name.
         component: SmolStr,
@@ -144,6 +151,7 @@ impl ResourceEvent {
         use ResourceEvent::*;
         match self {
             ComponentFailed { .. } => Priority::Critical,
+            // A control signal, see the variant.
             Overloaded { .. } => Priority::High,
             Health { .. } | Usage { .. } => Priority::Low,
         }

@@ -245,6 +245,7 @@ pub enum SessionCommand {
     },
     /// Check that the far end still has an established dialog: OPTIONS inside the
     /// dialog (reconciliation of lost BYEs). Answered by [`SessionEvent::DialogProbed`].
+    /// Low, like [`Probe`](SessionCommand::Probe): a routine health probe.
     ProbeDialog {
         /// The call.
         call: CallId,
@@ -268,8 +269,12 @@ impl SessionCommand {
             Answer { .. } | Reject { .. } | Invite { .. } | Cancel { .. } | Hangup { .. } => {
                 Priority::Critical
             }
-            SetHold { .. } | Refer { .. } | ProbeDialog { .. } => Priority::High,
-            Probe { .. } => Priority::Low,
+            SetHold { .. } | Refer { .. } => Priority::High,
+            // Routine health probes (reconciliation keepalives), like the `DialogProbed {
+            // alive: true }` most of them get back: a dead dialog is reported Critical by
+            // the answer, not by the question. Being Low, a probe may be shed under load;
+            // the next reconciler pass asks again.
+            ProbeDialog { .. } | Probe { .. } => Priority::Low,
         }
     }
 }
