@@ -547,6 +547,10 @@ proptest! {
                 AgentInput::Reserve { call, direct, .. } => Some((*call, *direct)),
                 _ => None,
             };
+            let offer_failed = match &input {
+                AgentInput::OfferFailed { why, .. } => Some(why.clone()),
+                _ => None,
+            };
             let kind = input.kind();
             let result = agent.handle(input, now);
             // A reservation is refused exactly when `reserve_check` says so.
@@ -576,6 +580,22 @@ proptest! {
                         prop_assert!(!is_timer, "a stale timer was accepted");
                     }
                     drive_agent(&mut sched, &actions, now)?;
+                    // A failed offer starts (or extends) the delay its kind configures.
+                    if let Some(why) = &offer_failed {
+                        let cfg = agent.config();
+                        let d = match why {
+                            OfferFailure::NoAnswer => cfg.no_answer_delay_ms,
+                            OfferFailure::Busy => cfg.busy_delay_ms,
+                            OfferFailure::Declined => cfg.reject_delay_ms,
+                        };
+                        let running = before.delayed_until().filter(|&at| at > now);
+                        let want = if d > 0 {
+                            Some(running.map_or(now.plus(d), |r| r.max(now.plus(d))))
+                        } else {
+                            running
+                        };
+                        prop_assert_eq!(agent.delayed_until(), want, "delay after {:?}", why);
+                    }
                     let last = agent.history().last().cloned();
                     prop_assert!(last.is_some());
                     let last = last.unwrap_or_else(|| unreachable!());
@@ -609,10 +629,19 @@ proptest! {
                 AgentActivity::Ringing | AgentActivity::Reserved => {
                     prop_assert!(pending >= 1 && on_call == 0)
                 }
-                AgentActivity::WrapUp | AgentActivity::Idle => {
-                    prop_assert!(agent.active_calls().is_empty())
+                AgentActivity::WrapUp => {
+                    prop_assert!(agent.active_calls().is_empty());
+                    prop_assert!(agent.wrap_up_until().is_some());
                 }
-                AgentActivity::Delayed => prop_assert!(false, "this machine never reports Delayed"),
+                AgentActivity::Delayed => {
+                    prop_assert!(agent.active_calls().is_empty());
+                    prop_assert!(agent.wrap_up_until().is_none());
+                    prop_assert!(agent.delayed_until().is_some());
+                }
+                AgentActivity::Idle => {
+                    prop_assert!(agent.active_calls().is_empty());
+                    prop_assert!(agent.wrap_up_until().is_none() && agent.delayed_until().is_none());
+                }
             }
             if agent.can_take_call(now) {
                 prop_assert_eq!(agent.status(), &AgentStatus::Available);

@@ -460,8 +460,8 @@ struct Core {
 
 /// One agent: a validated state machine with history and timers.
 ///
-/// Status (chosen) × activity (derived from the calls: on call › ringing › reserved ›
-/// wrap-up › idle).
+/// Status (chosen) × activity (derived from the calls and timers: on call › ringing ›
+/// reserved › wrap-up › delayed (a no-answer, busy or reject delay) › idle).
 ///
 /// | input | valid when | effect |
 /// |---|---|---|
@@ -743,9 +743,10 @@ impl Agent {
                 !on_call && c.calls.iter().all(|a| a.phase == CallPhase::Reserved)
             }
             AgentActivity::WrapUp => c.calls.is_empty() && c.wrap_up.is_some(),
-            AgentActivity::Idle => c.calls.is_empty() && c.wrap_up.is_none(),
-            // This machine keeps delays apart from activity: it never reports Delayed.
-            AgentActivity::Delayed => false,
+            AgentActivity::Delayed => {
+                c.calls.is_empty() && c.wrap_up.is_none() && c.delay.is_some()
+            }
+            AgentActivity::Idle => c.calls.is_empty() && c.wrap_up.is_none() && c.delay.is_none(),
         };
         if !consistent || usize::from(view.active_calls) != c.calls.len() {
             return fail(format!(
@@ -801,6 +802,8 @@ impl Core {
             AgentActivity::Reserved
         } else if self.wrap_up.is_some() {
             AgentActivity::WrapUp
+        } else if self.delay.is_some() {
+            AgentActivity::Delayed
         } else {
             AgentActivity::Idle
         }

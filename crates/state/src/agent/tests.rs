@@ -240,6 +240,56 @@ fn an_answer_resets_the_no_answer_count() {
     assert_eq!(a.consecutive_no_answers(), 0);
 }
 
+/// A no-answer and a decline each start their own delay: the agent shows `Delayed`,
+/// reservations are refused with `Delayed` until the timer, then it is idle and takes
+/// calls again.
+#[test]
+fn no_answer_and_reject_delays_last_as_configured() {
+    for (why, delay) in [
+        (OfferFailure::NoAnswer, 20_000),
+        (OfferFailure::Declined, 7_000),
+    ] {
+        let mut a = ready(AgentConfig {
+            no_answer_delay_ms: 20_000,
+            reject_delay_ms: 7_000,
+            ..AgentConfig::default()
+        });
+        a.handle(reserve(1), Millis(1_000)).unwrap();
+        a.handle(AgentInput::Ringing { call: CallId(1) }, Millis(1_100))
+            .unwrap();
+        let acts = a
+            .handle(
+                AgentInput::OfferFailed {
+                    call: CallId(1),
+                    why: why.clone(),
+                },
+                Millis(16_000),
+            )
+            .unwrap();
+        let (timer, at) = started(&acts, AgentTimerKind::DelayEnd).unwrap();
+        assert_eq!(at, Millis(16_000 + delay), "{why:?}");
+        assert_eq!(a.delayed_until(), Some(at));
+        assert_eq!(a.activity(), AgentActivity::Delayed);
+        assert!(emitted(&acts).contains(&AgentNotice::ActivityChanged {
+            activity: AgentActivity::Delayed,
+            active_calls: 0
+        }));
+        assert!(!a.can_take_call(Millis(16_000 + delay - 1)));
+        assert_eq!(
+            a.handle(reserve(2), Millis(16_000 + delay - 1)),
+            Err(AgentError::Rejected(RejectReason::Delayed))
+        );
+        let acts = a.handle(AgentInput::Timer(timer), at).unwrap();
+        assert_eq!(a.activity(), AgentActivity::Idle);
+        assert!(emitted(&acts).contains(&AgentNotice::ActivityChanged {
+            activity: AgentActivity::Idle,
+            active_calls: 0
+        }));
+        a.handle(reserve(2), at).unwrap();
+        a.check_invariants().unwrap();
+    }
+}
+
 #[test]
 fn busy_delay_rejects_reservations_until_its_timer() {
     let mut a = ready(AgentConfig::default());
