@@ -548,7 +548,7 @@ proptest! {
                 _ => None,
             };
             let offer_failed = match &input {
-                AgentInput::OfferFailed { why, .. } => Some(why.clone()),
+                AgentInput::OfferFailed { why, .. } => Some(*why),
                 _ => None,
             };
             let kind = input.kind();

@@ -261,7 +261,7 @@ fn no_answer_and_reject_delays_last_as_configured() {
             .handle(
                 AgentInput::OfferFailed {
                     call: CallId(1),
-                    why: why.clone(),
+                    why,
                 },
                 Millis(16_000),
             )
