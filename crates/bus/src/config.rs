@@ -98,12 +98,12 @@ pub struct EventBusConfig {
     pub overflow: OverflowPolicies,
     /// Number of free zero-copy slots kept for reuse. Slots beyond this are freed when
     /// released; publishing allocates only while fewer than this many are free. ≥ 1 when
-    /// `enable_zero_copy`.
+    /// `enable_zero_copy`; at most [`MAX_BUFFERED`].
     pub pool_capacity: usize,
     /// Number of recent envelopes kept (in total, split across shards) for debugging and
     /// replay ([`EventBus::history`](crate::EventBus::history)). 0 (the default) disables
     /// it: recording costs a per-shard lock and a clone on every publish (measured: about
-    /// 40% of 1→1 throughput), so it is opt-in.
+    /// 40% of 1→1 throughput), so it is opt-in. At most [`MAX_BUFFERED`].
     pub history_capacity: usize,
 }
 
@@ -149,6 +149,12 @@ pub const MAX_SHARDS: usize = 1024;
 /// Largest accepted queue capacity per lane (`broadcast_capacity`): 2^30 events, far
 /// beyond any memory this could be given; the rings' index arithmetic relies on it.
 pub const MAX_CAPACITY: usize = 1 << 30;
+
+/// Largest accepted `history_capacity` and `pool_capacity`: 2^24 (16,777,216) envelopes.
+/// Both are allocated when the bus is built (the history ring in full, the pool's free
+/// list); a larger value would only fail there, on allocation, instead of here with the
+/// field named.
+pub const MAX_BUFFERED: usize = 1 << 24;
 
 /// `Ok` if `1 <= value <= max`; otherwise an error naming `field`.
 fn in_range(field: &'static str, value: usize, max: usize) -> Result<(), ConfigError> {
@@ -196,6 +202,17 @@ impl EventBusConfig {
                 "must be at least 1 when enable_zero_copy is true",
             ));
         }
+        for (field, value) in [
+            ("pool_capacity", self.pool_capacity),
+            ("history_capacity", self.history_capacity),
+        ] {
+            if value > MAX_BUFFERED {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at most {MAX_BUFFERED}, got {value}"),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -239,6 +256,19 @@ mod tests {
                 Box::new(|c| c.overflow.high = OverflowPolicy::ShedOldest),
             ),
             ("pool_capacity", Box::new(|c| c.pool_capacity = 0)),
+            (
+                "pool_capacity",
+                Box::new(|c| c.pool_capacity = MAX_BUFFERED + 1),
+            ),
+            ("pool_capacity", Box::new(|c| c.pool_capacity = usize::MAX)),
+            (
+                "history_capacity",
+                Box::new(|c| c.history_capacity = MAX_BUFFERED + 1),
+            ),
+            (
+                "history_capacity",
+                Box::new(|c| c.history_capacity = usize::MAX),
+            ),
         ];
         for (field, mutate) in cases {
             let mut c = EventBusConfig::default();

@@ -73,7 +73,8 @@ pub use bus::{
     TryRecvError,
 };
 pub use config::{
-    ConfigError, EventBusConfig, OverflowPolicies, OverflowPolicy, MAX_CAPACITY, MAX_SHARDS,
+    ConfigError, EventBusConfig, OverflowPolicies, OverflowPolicy, MAX_BUFFERED, MAX_CAPACITY,
+    MAX_SHARDS,
 };
 pub use dispatch::{Dispatch, Dispatcher};
 pub use envelope::{Envelope, Event};
