@@ -4,7 +4,8 @@ use crate::cache::{LocalCache, Swappable};
 use crate::config::{ConfigError, EventBusConfig, OverflowPolicy};
 use crate::envelope::{Envelope, Event, Repr};
 use crate::metrics::{
-    BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics, BUCKETS,
+    add_buckets, merged, BusMetrics, LaneMetrics, LatencyHistogram, LatencySummary, ShardMetrics,
+    BUCKETS,
 };
 use crate::pool::{Pool, SlotHandles};
 use crate::ring::Ring;
@@ -192,7 +193,8 @@ struct ShardStats {
     shed: [AtomicU64; 4],
     /// The part of `shed` that had been enqueued (displaced by shed-oldest).
     displaced: [AtomicU64; 4],
-    latency: LatencyHistogram,
+    /// Publish→receive latency, by priority.
+    latency: [LatencyHistogram; 4],
 }
 
 impl ShardStats {
@@ -201,7 +203,7 @@ impl ShardStats {
             delivered: CachePadded::new(Default::default()),
             shed: Default::default(),
             displaced: Default::default(),
-            latency: LatencyHistogram::new(),
+            latency: std::array::from_fn(|_| LatencyHistogram::new()),
         }
     }
 
@@ -211,7 +213,7 @@ impl ShardStats {
     fn delivered_one(&self, prio: Priority, latency_ns: u64) {
         let d = &self.delivered[prio.index()];
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.latency.record_single_writer(latency_ns);
+        self.latency[prio.index()].record_single_writer(latency_ns);
     }
 }
 
@@ -376,7 +378,7 @@ struct BusShard<T> {
 struct Retired {
     delivered: [u64; 4],
     shed: [u64; 4],
-    latency: [u64; BUCKETS],
+    latency: [[u64; BUCKETS]; 4],
 }
 
 struct BusInner<T: Message + Clone> {
@@ -1029,7 +1031,9 @@ impl<T: Message + Clone> BusInner<T> {
             for (p, n) in ss.shed.iter().enumerate() {
                 r.shed[p] += n.load(Ordering::Relaxed);
             }
-            ss.latency.add_into(&mut r.latency);
+            for (h, r) in ss.latency.iter().zip(r.latency.iter_mut()) {
+                h.add_into(r);
+            }
         }
     }
 }
@@ -1121,7 +1125,7 @@ impl<T: Message + Clone> EventBus<T> {
                         .map(|_| Retired {
                             delivered: [0; 4],
                             shed: [0; 4],
-                            latency: [0; BUCKETS],
+                            latency: [[0; BUCKETS]; 4],
                         })
                         .collect(),
                 ),
@@ -1312,22 +1316,21 @@ impl<T: Message + Clone> EventBus<T> {
         let inner = &self.inner;
         let subs = inner.subs.lock().clone();
         let retired = inner.retired.lock();
-        let mut all = [0u64; BUCKETS];
+        // Latency buckets by priority, over all shards.
+        let mut all = [[0u64; BUCKETS]; 4];
         let shards = inner
             .shards
             .iter()
             .enumerate()
             .map(|(si, bs)| {
                 let mut lanes = [LaneMetrics::default(); 4];
-                let mut buckets = [0u64; BUCKETS];
+                // This shard's latency buckets, by priority.
+                let mut buckets = retired[si].latency;
                 let r = &retired[si];
                 for (p, l) in lanes.iter_mut().enumerate() {
                     l.published = bs.published[p].load(Ordering::Relaxed);
                     l.delivered = r.delivered[p];
                     l.shed = r.shed[p];
-                }
-                for (b, n) in buckets.iter_mut().zip(r.latency.iter()) {
-                    *b += n;
                 }
                 let members = subs.iter().flat_map(|sub| {
                     (0..sub.members)
@@ -1344,15 +1347,20 @@ impl<T: Message + Clone> EventBus<T> {
                         l.delivered += delivered;
                         l.shed += ss.shed[p].load(Ordering::Relaxed);
                     }
-                    ss.latency.add_into(&mut buckets);
+                    for (h, b) in ss.latency.iter().zip(buckets.iter_mut()) {
+                        h.add_into(b);
+                    }
+                }
+                for (l, b) in lanes.iter_mut().zip(buckets.iter()) {
+                    l.latency = LatencySummary::from_buckets(b);
                 }
                 for (a, b) in all.iter_mut().zip(buckets.iter()) {
-                    *a += b;
+                    add_buckets(a, b);
                 }
                 ShardMetrics {
                     shard: si,
                     lanes,
-                    latency: LatencySummary::from_buckets(&buckets),
+                    latency: LatencySummary::from_buckets(&merged(&buckets)),
                 }
             })
             .collect();
@@ -1366,7 +1374,8 @@ impl<T: Message + Clone> EventBus<T> {
                 .count(),
             unrouted: inner.unrouted.load(Ordering::Relaxed),
             pool: inner.pool.as_ref().map(|p| p.metrics()).unwrap_or_default(),
-            latency: LatencySummary::from_buckets(&all),
+            lane_latency: all.each_ref().map(LatencySummary::from_buckets),
+            latency: LatencySummary::from_buckets(&merged(&all)),
         }
     }
 

@@ -60,6 +60,22 @@ impl LatencyHistogram {
     }
 }
 
+/// Adds bucket counts `b` into `a`.
+pub(crate) fn add_buckets(a: &mut [u64; BUCKETS], b: &[u64; BUCKETS]) {
+    for (x, y) in a.iter_mut().zip(b.iter()) {
+        *x += y;
+    }
+}
+
+/// The bucket counts of all four lanes together.
+pub(crate) fn merged(lanes: &[[u64; BUCKETS]; 4]) -> [u64; BUCKETS] {
+    let mut out = [0u64; BUCKETS];
+    for l in lanes {
+        add_buckets(&mut out, l);
+    }
+    out
+}
+
 /// Summary of a latency distribution (publish → receive), in nanoseconds. Values are
 /// bucket lower bounds (≤ 19% under the true value).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -121,6 +137,8 @@ pub struct LaneMetrics {
     /// Events shed by the overflow policy (per subscriber), each reported to that
     /// subscriber as missed.
     pub shed: u64,
+    /// Publish → receive latency of this lane's deliveries.
+    pub latency: LatencySummary,
 }
 
 /// Metrics of one shard.
@@ -155,14 +173,19 @@ pub struct BusMetrics {
     pub unrouted: u64,
     /// Zero-copy slot pool.
     pub pool: PoolMetrics,
-    /// Publish → receive latency over all shards.
+    /// Publish → receive latency per lane (Critical first) over all shards.
+    pub lane_latency: [LatencySummary; 4],
+    /// Publish → receive latency over all shards and lanes.
     pub latency: LatencySummary,
 }
 
 impl BusMetrics {
-    /// Sum of a lane's counters over all shards.
+    /// Sum of a lane's counters over all shards, with the lane's latency.
     pub fn lane_total(&self, p: Priority) -> LaneMetrics {
-        let mut t = LaneMetrics::default();
+        let mut t = LaneMetrics {
+            latency: self.lane_latency[p.index()],
+            ..LaneMetrics::default()
+        };
         for s in &self.shards {
             let l = s.lane(p);
             t.depth += l.depth;
@@ -173,9 +196,12 @@ impl BusMetrics {
         t
     }
 
-    /// Sum over all lanes and shards.
+    /// Sum over all lanes and shards, with the overall latency.
     pub fn total(&self) -> LaneMetrics {
-        let mut t = LaneMetrics::default();
+        let mut t = LaneMetrics {
+            latency: self.latency,
+            ..LaneMetrics::default()
+        };
         for p in Priority::ALL {
             let l = self.lane_total(p);
             t.depth += l.depth;

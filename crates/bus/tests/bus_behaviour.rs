@@ -2467,6 +2467,48 @@ fn metrics_keep_the_counts_of_a_subscriber_that_left() {
         after.latency.count, before.latency.count,
         "latency samples survive"
     );
+    assert_eq!(
+        after.lane_total(Priority::Low).latency,
+        before.lane_total(Priority::Low).latency,
+        "the lane's latency survives"
+    );
+}
+
+/// The publish→receive latency is measured per shard and lane, and its values are real:
+/// events that waited 30 ms in the Low lane show at least that (less the histogram's
+/// ≤ 19% bucket rounding); a Critical event is counted in its own lane only; the shard
+/// and the bus merge the lanes.
+#[test]
+fn latency_is_measured_per_lane_with_real_values() {
+    let bus = one_shard_bus(64);
+    let tx = bus.publisher("t");
+    let mut rx = bus.subscribe(Filter::all());
+    for seq in 0..5 {
+        tx.try_publish(CorrelationId(1), None, ev(Priority::Low, seq))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(drain(&mut rx).0.len(), 5);
+    tx.try_publish(CorrelationId(1), None, ev(Priority::Critical, 0))
+        .unwrap();
+    assert_eq!(rx.try_recv().unwrap().priority, Priority::Critical);
+
+    let m = bus.metrics();
+    let low = m.shards[0].lane(Priority::Low).latency;
+    assert_eq!(low.count, 5);
+    // 30 ms less 19%, to the bucket's lower bound.
+    assert!(low.p50_ns >= 24_000_000, "Low waited 30 ms: {low:?}");
+    assert!(low.max_ns >= low.p50_ns);
+    let crit = m.shards[0].lane(Priority::Critical).latency;
+    assert_eq!(crit.count, 1);
+    for p in [Priority::High, Priority::Normal] {
+        assert_eq!(m.shards[0].lane(p).latency.count, 0, "{p:?}");
+    }
+    assert_eq!(m.lane_total(Priority::Low).latency, low);
+    assert_eq!(m.lane_latency[Priority::Critical.index()], crit);
+    assert_eq!(m.shards[0].latency.count, 6);
+    assert_eq!(m.latency.count, 6);
+    assert_eq!(m.latency.max_ns, low.max_ns);
 }
 
 /// The surviving receivers of a sharded subscription keep being counted while they
