@@ -1303,6 +1303,77 @@ fn each_subscriber_gets_exactly_what_its_filter_admits() {
     assert!(unrouted > 0);
 }
 
+/// Counts the wake-ups of a waiting receiver: filtered-out events (by topic, by
+/// correlation, by priority) wake it zero times; one admitted event wakes it once.
+#[test]
+fn a_waiting_receiver_is_woken_only_by_events_its_filter_admits() {
+    use std::future::Future;
+    struct Counter(AtomicUsize);
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    for (filter, admitted, refused) in [
+        (
+            Filter::topic(Topic::new(1)),
+            (1, Priority::Low, 1u8),
+            (1, Priority::Critical, 2u8),
+        ),
+        (
+            Filter::all().correlation(CorrelationId(5)),
+            (5, Priority::Low, 0),
+            (6, Priority::Critical, 0),
+        ),
+        (
+            Filter::all().min_priority(Priority::High),
+            (1, Priority::High, 0),
+            (1, Priority::Normal, 0),
+        ),
+    ] {
+        let bus = new_bus(cfg());
+        let mut rx = bus.subscribe(filter);
+        // Something else listens to everything, so the refused events are published to
+        // somebody (routed, queued and delivered elsewhere).
+        let mut other = bus.subscribe(Filter::all());
+        let tx = bus.publisher("t");
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut recv = Box::pin(rx.recv());
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        let (corr, prio, topic) = refused;
+        for seq in 0..500 {
+            tx.try_publish(CorrelationId(corr), None, Ev { prio, topic, seq })
+                .unwrap();
+        }
+        assert_eq!(drain(&mut other).0.len(), 500);
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "{filter:?}: woken by events it did not ask for"
+        );
+        assert!(recv.as_mut().poll(&mut cx).is_pending());
+        let (corr, prio, topic) = admitted;
+        let id = tx
+            .try_publish(
+                CorrelationId(corr),
+                None,
+                Ev {
+                    prio,
+                    topic,
+                    seq: 0,
+                },
+            )
+            .unwrap();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "{filter:?}");
+        match recv.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(e)) => assert_eq!(e.id, id),
+            other => panic!("{filter:?}: expected the admitted event, got {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn non_matching_events_are_never_queued_nor_wake_the_subscriber() {
     let bus = new_bus(cfg());
