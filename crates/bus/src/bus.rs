@@ -13,7 +13,7 @@ use crate::types::{CorrelationId, EventId, Message, Priority, Timestamp, Topic, 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -1410,18 +1410,26 @@ impl<T: Message + Clone> EventBus<T> {
         out
     }
 
-    /// Publishes recorded envelopes again, in order, keeping their correlation, causation
-    /// and source (ids and timestamps are new). For replaying a recorded log into
-    /// components under test. Waits for room like [`Publisher::publish`].
+    /// Publishes recorded envelopes again, in order, keeping their correlation and source
+    /// (ids and timestamps are new). For replaying a recorded log into components under
+    /// test. Waits for room like [`Publisher::publish`].
+    ///
+    /// The cause chain is rebuilt: an envelope caused by one replayed before it gets
+    /// that one's new id as its causation. A cause that is not part of the replay keeps
+    /// its recorded id (it names an event of the recording bus).
     pub async fn replay(
         &self,
         envelopes: impl IntoIterator<Item = Envelope<T>>,
     ) -> Result<usize, PublishError<T>> {
+        let mut new_ids: HashMap<EventId, EventId> = HashMap::new();
         let mut n = 0;
         for e in envelopes {
-            self.publisher(e.source)
-                .publish(e.correlation, e.causation, e.payload)
+            let causation = e.causation.map(|c| new_ids.get(&c).copied().unwrap_or(c));
+            let id = self
+                .publisher(e.source)
+                .publish(e.correlation, causation, e.payload)
                 .await?;
+            new_ids.insert(e.id, id);
             n += 1;
         }
         Ok(n)
