@@ -1,8 +1,9 @@
 //! Project automation, in the `cargo xtask` pattern (`.cargo/config.toml` aliases
 //! `cargo xtask` to this binary).
 //!
-//! - `cargo xtask test`: everything CI checks: formatting, clippy (warnings are errors) and
-//!   the whole test suite. This is the command README.md and `.ci/run` use.
+//! - `cargo xtask test`: everything CI checks: formatting, clippy (warnings are errors),
+//!   docs, the whole test suite, every example run to completion, and a benchmark smoke
+//!   run. This is the command README.md and `.ci/run` use.
 //! - `cargo xtask bench [bus|sip|routing|acd] [--quick]`: benchmarks that compare call-engine with the
 //!   field and print the figures with ratios. `bench bus`: the event bus against
 //!   rvoip-infra-common, tokio and crossbeam. `bench sip`: the highest call rate the whole
@@ -11,7 +12,9 @@
 
 mod bench_sip;
 
-use std::process::{Command, ExitCode};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -27,6 +30,91 @@ fn run(step: &str, mut cmd: Command) -> Result<(), String> {
     } else {
         Err(format!("{step} failed ({status})"))
     }
+}
+
+/// Extra arguments of the examples that would otherwise run until interrupted.
+const EXAMPLE_ARGS: &[(&str, &[&str])] = &[
+    // For 1 second, on an ephemeral port.
+    ("session_registrar", &["1", "0"]),
+];
+
+/// Longest an example may run.
+const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The examples declared in `examples/Cargo.toml` (`[[example]]` sections), in order.
+fn example_names() -> Result<Vec<String>, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("examples: cannot read {}: {e}", path.display()))?;
+    let mut names = Vec::new();
+    let mut in_example = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_example = line == "[[example]]";
+        } else if let Some(v) = line.strip_prefix("name").filter(|_| in_example) {
+            let name = v
+                .trim_start()
+                .trim_start_matches('=')
+                .trim()
+                .trim_matches('"');
+            names.push(name.to_string());
+        }
+    }
+    if names.is_empty() {
+        return Err(format!("examples: no [[example]] in {}", path.display()));
+    }
+    Ok(names)
+}
+
+/// Runs every example, each within [`EXAMPLE_TIMEOUT`]; fails on the first that exits
+/// with an error or does not finish.
+fn run_examples() -> Result<(), String> {
+    for name in example_names()? {
+        let extra = EXAMPLE_ARGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&[][..], |(_, a)| *a);
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "--locked",
+            "-q",
+            "-p",
+            "call-engine-examples",
+            "--example",
+            &name,
+            "--",
+        ])
+        .args(extra)
+        .stdout(Stdio::null());
+        let step = format!("example {name}");
+        eprintln!("xtask: {step}: {cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("{step}: could not start: {e}"))?;
+        let deadline = Instant::now() + EXAMPLE_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "{step} did not finish within {} s",
+                        EXAMPLE_TIMEOUT.as_secs()
+                    ));
+                }
+                Err(e) => return Err(format!("{step}: {e}")),
+            }
+        };
+        if !status.success() {
+            return Err(format!("{step} failed ({status})"));
+        }
+    }
+    Ok(())
 }
 
 fn test(args: &[String]) -> Result<(), String> {
@@ -55,6 +143,12 @@ fn test(args: &[String]) -> Result<(), String> {
     tests.args(["test", "--workspace", "--locked"]);
     tests.args(args);
     run("tests", tests)?;
+
+    // Every crate's example must run to completion (built by the tests above). Skipped
+    // for a filtered run (`cargo xtask test <filter>`).
+    if args.is_empty() {
+        run_examples()?;
+    }
 
     // The benchmark harness must keep working: a short smoke run in release.
     let mut bench = cargo();
@@ -149,7 +243,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [cargo test args]     fmt check, clippy -D warnings, docs, all tests, bench smoke run\n  bench [bus|sip] [--quick]  benchmarks against the field (release build; bench sip --help)"
+                "usage: cargo xtask <command>\n\n  test [cargo test args]     fmt check, clippy -D warnings, docs, all tests, examples, bench smoke run\n  bench [bus|sip] [--quick]  benchmarks against the field (release build; bench sip --help)"
             );
             return ExitCode::from(2);
         }
@@ -160,5 +254,34 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every example source file is declared (so `cargo xtask test` runs it), and the
+    /// extra arguments name declared examples.
+    #[test]
+    fn every_example_file_is_declared_and_run() {
+        let names = example_names().expect("examples/Cargo.toml lists examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("examples dir")
+            .filter_map(|e| {
+                let p = e.ok()?.path();
+                let stem = p.file_stem()?.to_str()?.to_string();
+                (p.extension()? == "rs" && stem != "lib").then_some(stem)
+            })
+            .collect();
+        files.sort();
+        let mut declared = names.clone();
+        declared.sort();
+        assert_eq!(declared, files);
+        for (name, _) in EXAMPLE_ARGS {
+            assert!(names.iter().any(|n| n == name), "{name} is not an example");
+        }
+        assert!(names.iter().any(|n| n == "engine_embedded"));
     }
 }
