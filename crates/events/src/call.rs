@@ -75,6 +75,12 @@ pub enum CallEvent {
         /// Target (agent, queue or URI).
         target: SmolStr,
     },
+    /// Attended transfer: the target answered the consultation call and is talking with
+    /// the transferring agent while the customer waits on hold.
+    TransferConsulting {
+        /// The call.
+        call: CallId,
+    },
     /// A transfer completed; the call now belongs to the target.
     TransferCompleted {
         /// The call.
@@ -95,6 +101,11 @@ pub enum CallEvent {
         call: CallId,
         /// Participants beyond customer and agent.
         participants: u16,
+    },
+    /// The conference's added participants have left; customer and agent remain.
+    ConferenceEnded {
+        /// The call.
+        call: CallId,
     },
     /// The call ended: every leg is gone.
     Ended {
@@ -119,9 +130,11 @@ impl CallEvent {
             }
             HoldChanged { .. }
             | TransferStarted { .. }
+            | TransferConsulting { .. }
             | TransferCompleted { .. }
             | TransferFailed { .. }
-            | ConferenceStarted { .. } => Priority::High,
+            | ConferenceStarted { .. }
+            | ConferenceEnded { .. } => Priority::High,
             Queued { .. } | Offered { .. } | AgentRinging { .. } => Priority::Normal,
         }
     }

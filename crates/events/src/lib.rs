@@ -240,7 +240,9 @@ impl EngineEvent {
                 | CallEvent::TransferStarted { call, .. }
                 | CallEvent::TransferCompleted { call, .. }
                 | CallEvent::TransferFailed { call, .. }
+                | CallEvent::TransferConsulting { call }
                 | CallEvent::ConferenceStarted { call, .. }
+                | CallEvent::ConferenceEnded { call }
                 | CallEvent::Ended { call, .. } => *call,
             }),
             CallCommand(c) => Some(match c {

@@ -268,10 +268,12 @@ fn every_variant() -> Vec<EngineEvent> {
             call,
             cause: HangupCause::Status { code: 480 },
         }),
+        E::Call(CallEvent::TransferConsulting { call }),
         E::Call(CallEvent::ConferenceStarted {
             call,
             participants: 1,
         }),
+        E::Call(CallEvent::ConferenceEnded { call }),
         E::Call(CallEvent::Ended {
             call,
             disposition: Disposition::Answered,
@@ -517,7 +519,9 @@ fn rule(e: &EngineEvent) -> Rule {
             CallEvent::TransferStarted { .. } => Feature,
             CallEvent::TransferCompleted { .. } => Feature,
             CallEvent::TransferFailed { .. } => Feature,
+            CallEvent::TransferConsulting { .. } => Feature,
             CallEvent::ConferenceStarted { .. } => Feature,
+            CallEvent::ConferenceEnded { .. } => Feature,
             CallEvent::Ended { .. } => SetupTeardown,
         },
         EngineEvent::CallCommand(c) => match c {

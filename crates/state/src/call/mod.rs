@@ -430,6 +430,8 @@ pub enum CallNotice {
         /// Target.
         target: String,
     },
+    /// Attended transfer: the target answered; the agent consults them.
+    TransferConsulting,
     /// A transfer completed.
     TransferCompleted {
         /// The new agent, if the target was one.
@@ -472,8 +474,8 @@ pub enum CallNotice {
 
 impl CallNotice {
     /// The bus event for this notice about call `call`, when there is one
-    /// (`ConferenceEnded` and `Terminating` have none). `Queued` carries no skills: a
-    /// driver that routes by skill fills them in.
+    /// (`Terminating` has none: it is the driver's cue to tear the legs down). `Queued`
+    /// carries no skills: a driver that routes by skill fills them in.
     pub fn into_event(self, call: CallId) -> Option<CallEvent> {
         Some(match self {
             CallNotice::Queued { queue } => CallEvent::Queued {
@@ -508,7 +510,9 @@ impl CallNotice {
                 hung_up_by,
                 cause,
             },
-            CallNotice::ConferenceEnded | CallNotice::Terminating { .. } => return None,
+            CallNotice::TransferConsulting => CallEvent::TransferConsulting { call },
+            CallNotice::ConferenceEnded => CallEvent::ConferenceEnded { call },
+            CallNotice::Terminating { .. } => return None,
         })
     }
 }
@@ -1281,6 +1285,7 @@ impl Core {
                     return Err(invalid);
                 }
                 *consulting = true;
+                emit(out, CallNotice::TransferConsulting);
             }
             CallInput::ConsultEnded { cause } => match &self.state {
                 S::Transferring {

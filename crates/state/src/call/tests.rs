@@ -534,8 +534,14 @@ fn attended_transfer_consults_then_completes() {
             ..
         }
     ));
-    c.handle(CallInput::ConsultAnswered, Millis(12_000))
+    let a = c
+        .handle(CallInput::ConsultAnswered, Millis(12_000))
         .unwrap();
+    assert_eq!(notices(&a), vec![CallNotice::TransferConsulting]);
+    assert_eq!(
+        CallNotice::TransferConsulting.into_event(c.id()),
+        Some(CallEvent::TransferConsulting { call: c.id() })
+    );
     assert_eq!(
         c.state(),
         &CallState::Transferring {
@@ -780,9 +786,15 @@ fn conference_and_back() {
         }
     );
     assert!(c.handle(CallInput::Hold, Millis(11_500)).is_err());
-    c.handle(CallInput::ConferenceEnded, Millis(12_000))
+    let a = c
+        .handle(CallInput::ConferenceEnded, Millis(12_000))
         .unwrap();
     assert_eq!(c.state(), &CallState::Bridged { agent: alice() });
+    assert_eq!(notices(&a), vec![CallNotice::ConferenceEnded]);
+    assert_eq!(
+        CallNotice::ConferenceEnded.into_event(c.id()),
+        Some(CallEvent::ConferenceEnded { call: c.id() })
+    );
     c.check_invariants().unwrap();
 }
 
