@@ -646,7 +646,8 @@ struct Core {
 /// | `Bridged`, `OnHold`, `Conferencing` | agent `LegEnded` | `Terminating` (`Answered`, agent) |
 /// | any live state | customer `LegEnded` | `Terminating` (`Answered` if answered, else `Abandoned`; `Failed` for an unanswered transport failure) |
 /// | any live state | `Hangup` | `Terminating` (`Answered` if answered, else `Failed` for a failure cause, else `NoAgent`; engine) |
-/// | `Terminating` | `LegEnded`, `ConsultEnded`, `OfferFailed`, `Hangup` | `Terminating` (the leg noted as gone) |
+/// | `Terminating` | `LegEnded`, `Hangup` | `Terminating` (a leg that was up noted as gone; otherwise no effect) |
+/// | `Terminating` | `ConsultEnded` (consultation leg up), `OfferFailed` (an offer's leg up) | `Terminating` (the leg noted as gone) |
 /// | `Terminating` | `AllLegsGone`, `TerminateGuard` fires | `Terminated` |
 ///
 /// The machine tracks the customer's, the agent's and a consultation leg
@@ -1216,7 +1217,7 @@ impl Core {
             }
             CallInput::OfferFailed { cause } => match self.state {
                 // An offer outstanding when the call ended: its leg is gone.
-                S::Terminating { .. } if self.answered_at.is_none() => {
+                S::Terminating { .. } if self.answered_at.is_none() && self.legs.agent => {
                     self.legs.agent = false;
                     self.finish_if_no_legs(out);
                 }
@@ -1292,7 +1293,7 @@ impl Core {
                     kind: TransferKind::Attended,
                     ..
                 } => self.transfer_failed(cfg, now, cause, out),
-                S::Terminating { .. } => {
+                S::Terminating { .. } if self.legs.consult => {
                     self.legs.consult = false;
                     self.finish_if_no_legs(out);
                 }

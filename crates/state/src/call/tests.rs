@@ -680,6 +680,42 @@ fn a_call_ending_mid_consultation_finishes_when_its_last_leg_ends() {
     c.check_invariants().unwrap();
 }
 
+/// While terminating, a consultation or offer leg that is not up cannot end again: the
+/// driver reporting it is refused (a bug surfaces), unlike `LegEnded`, which BYE races
+/// make legitimately repeated.
+#[test]
+fn ends_of_legs_that_are_not_up_are_refused_while_terminating() {
+    let mut c = bridged_call();
+    c.handle(customer_bye(), Millis(9_000)).unwrap();
+    let before = c.clone();
+    for input in [
+        CallInput::ConsultEnded {
+            cause: HangupCause::Normal,
+        },
+        CallInput::OfferFailed {
+            cause: HangupCause::Cancelled,
+        },
+    ] {
+        assert!(matches!(
+            c.handle(input, Millis(9_100)),
+            Err(CallError::InvalidTransition {
+                state: "terminating",
+                ..
+            })
+        ));
+        assert_eq!(c, before);
+    }
+    c.handle(
+        CallInput::LegEnded {
+            side: Side::Customer,
+            cause: HangupCause::Normal,
+        },
+        Millis(9_200),
+    )
+    .unwrap();
+    assert!(matches!(c.state(), CallState::Terminating { .. }));
+}
+
 /// Legs the machine tracks: the agent's leg of an outstanding offer counts, and its
 /// failure after the customer left ends the call.
 #[test]
