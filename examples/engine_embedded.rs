@@ -22,10 +22,36 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A fresh temporary directory, removed when dropped (however `main` returns).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "call-engine-example-{}-{nanos}",
+            std::process::id()
+        ));
+        // Never a leftover store: its old call records would be read back below.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("call-engine-example-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = TempDir::new()?;
     let mut config = Config::demo();
     config.sip = SipConfig {
         udp: Some("127.0.0.1:0".parse()?),
@@ -36,11 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         address: "127.0.0.1".parse()?,
         rtp_ports: 41000..=41099,
     };
-    config.store_url = format!("sqlite://{}", dir.join("engine.db").display());
+    config.store_url = format!("sqlite://{}", dir.0.join("engine.db").display());
     config.control_socket = None;
     let engine = Engine::start(config).await?;
     let sip = engine.sip_udp().ok_or("no UDP listener")?;
-    println!("engine up: SIP on udp {sip}, store in {}", dir.display());
+    println!("engine up: SIP on udp {sip}, store in {}", dir.0.display());
 
     // The agent registers with the demo password.
     let mut alice = Phone::new("alice", "example.test", sip).await;
@@ -112,9 +138,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cdr.wait_secs,
         cdr.talk_secs
     );
+    let as_expected = cdrs.len() == 1
+        && cdr.agent.as_ref().map(|a| a.as_str()) == Some("alice")
+        && cdr.disposition == call_engine_events::Disposition::Answered
+        && cdr.hung_up_by == call_engine_events::Side::Customer;
     engine.shutdown().await;
-    std::fs::remove_dir_all(&dir)?;
-    if at_alice.is_empty() || at_customer.is_empty() || !bye {
+    if at_alice.is_empty() || at_customer.is_empty() || !bye || !as_expected {
         return Err("the call did not go through as expected".into());
     }
     Ok(())

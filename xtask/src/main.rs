@@ -13,7 +13,7 @@
 mod bench_sip;
 
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 fn cargo() -> Command {
@@ -41,39 +41,69 @@ const EXAMPLE_ARGS: &[(&str, &[&str])] = &[
 /// Longest an example may run.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The examples declared in `examples/Cargo.toml` (`[[example]]` sections), in order.
+/// The examples declared in `examples/Cargo.toml` (the `name` of each `[[example]]`
+/// section), in order.
 fn example_names() -> Result<Vec<String>, String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/Cargo.toml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("examples: cannot read {}: {e}", path.display()))?;
+    parse_example_names(&text).map_err(|e| format!("examples: {e} in {}", path.display()))
+}
+
+/// The `name` of each `[[example]]` section of a manifest's text.
+fn parse_example_names(text: &str) -> Result<Vec<String>, String> {
     let mut names = Vec::new();
     let mut in_example = false;
-    for line in text.lines().map(str::trim) {
+    for line in text.lines() {
+        // Comments are not part of the value.
+        let line = line.split('#').next().unwrap_or("").trim();
         if line.starts_with('[') {
             in_example = line == "[[example]]";
-        } else if let Some(v) = line.strip_prefix("name").filter(|_| in_example) {
-            let name = v
-                .trim_start()
-                .trim_start_matches('=')
-                .trim()
-                .trim_matches('"');
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if in_example && key.trim() == "name" {
+            let value = value.trim();
+            let name = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .ok_or_else(|| format!("unquoted example name `{value}`"))?;
             names.push(name.to_string());
         }
     }
     if names.is_empty() {
-        return Err(format!("examples: no [[example]] in {}", path.display()));
+        return Err("no [[example]]".into());
     }
     Ok(names)
 }
 
-/// Runs every example, each within [`EXAMPLE_TIMEOUT`]; fails on the first that exits
-/// with an error or does not finish.
+/// Builds every example (untimed), then runs each within [`EXAMPLE_TIMEOUT`]; fails on
+/// the first that exits with an error or does not finish, printing what it wrote.
 fn run_examples() -> Result<(), String> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--locked",
+        "-p",
+        "call-engine-examples",
+        "--examples",
+    ]);
+    run("examples build", build)?;
+    let out_dir = std::env::temp_dir().join(format!("call-engine-xtask-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("examples: {e}"))?;
     for name in example_names()? {
         let extra = EXAMPLE_ARGS
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(&[][..], |(_, a)| *a);
+        let step = format!("example {name}");
+        // Output goes to a file (a pipe nobody reads while waiting could fill up).
+        let out_path = out_dir.join(format!("{name}.out"));
+        let out = std::fs::File::create(&out_path).map_err(|e| format!("{step}: {e}"))?;
+        let err = out.try_clone().map_err(|e| format!("{step}: {e}"))?;
         let mut cmd = cargo();
         cmd.args([
             "run",
@@ -86,35 +116,41 @@ fn run_examples() -> Result<(), String> {
             "--",
         ])
         .args(extra)
-        .stdout(Stdio::null());
-        let step = format!("example {name}");
+        .stdout(out)
+        .stderr(err);
         eprintln!("xtask: {step}: {cmd:?}");
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("{step}: could not start: {e}"))?;
-        let deadline = Instant::now() + EXAMPLE_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
-                Ok(None) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "{step} did not finish within {} s",
-                        EXAMPLE_TIMEOUT.as_secs()
-                    ));
-                }
-                Err(e) => return Err(format!("{step}: {e}")),
-            }
-        };
-        if !status.success() {
-            return Err(format!("{step} failed ({status})"));
+        let result = wait_with_timeout(&mut cmd, EXAMPLE_TIMEOUT);
+        if let Err(e) = result {
+            let printed = std::fs::read_to_string(&out_path).unwrap_or_default();
+            return Err(format!("{step}: {e}\n--- its output ---\n{printed}"));
         }
     }
+    let _ = std::fs::remove_dir_all(&out_dir);
     Ok(())
+}
+
+/// Runs `cmd`, killing it if it outlives `limit`; Ok only for a successful exit.
+fn wait_with_timeout(cmd: &mut Command, limit: Duration) -> Result<(), String> {
+    let mut child = cmd.spawn().map_err(|e| format!("could not start: {e}"))?;
+    let deadline = Instant::now() + limit;
+    let outcome = loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => break Ok(()),
+            Ok(Some(status)) => break Err(format!("failed ({status})")),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Ok(None) => break Err(format!("did not finish within {} s", limit.as_secs())),
+            Err(e) => break Err(format!("cannot wait for it: {e}")),
+        }
+    };
+    if outcome.is_err() {
+        // Still running (or in an unknown state): never leave it behind.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    outcome
 }
 
 fn test(args: &[String]) -> Result<(), String> {
@@ -283,5 +319,46 @@ mod tests {
             assert!(names.iter().any(|n| n == name), "{name} is not an example");
         }
         assert!(names.iter().any(|n| n == "engine_embedded"));
+    }
+
+    #[test]
+    fn example_names_are_parsed_from_their_sections_only() {
+        let text = r#"
+[package]
+name = "call-engine-examples"
+
+[[example]]
+name = "a"   # a comment
+path = "a.rs"
+
+[[example]]
+path = "b.rs"
+name='b'
+
+[dependencies]
+name_like = "x"
+"#;
+        assert_eq!(parse_example_names(text), Ok(vec!["a".into(), "b".into()]));
+        assert!(parse_example_names("[[example]]\nname = c\n").is_err());
+        assert!(parse_example_names("[package]\nname = \"p\"\n").is_err());
+    }
+
+    #[test]
+    fn a_command_that_fails_or_overruns_is_reported_and_killed() {
+        assert_eq!(
+            wait_with_timeout(&mut Command::new("true"), Duration::from_secs(5)),
+            Ok(())
+        );
+        let failed = wait_with_timeout(&mut Command::new("false"), Duration::from_secs(5));
+        assert!(failed.is_err_and(|e| e.contains("failed")));
+        let started = Instant::now();
+        let mut sleep = Command::new("sleep");
+        sleep.arg("30");
+        let overran = wait_with_timeout(&mut sleep, Duration::from_millis(300));
+        assert!(overran.is_err_and(|e| e.contains("did not finish")));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "killed, not waited for"
+        );
     }
 }
