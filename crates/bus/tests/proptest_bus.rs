@@ -6,10 +6,11 @@
 //! the bus metrics.
 //!
 //! The model is exact about *admission* (which publishes are `Full`, which events are
-//! shed and how many misses are reported) and about FIFO order within each lane; it does
-//! not predict which lane a receiver serves next (that is the starvation guard's
-//! business), except that with an unreachable starvation limit the receiver must serve
-//! the highest non-empty lane.
+//! shed and how many misses are reported) and about FIFO order within each lane, and it
+//! checks the starvation guard: strict priority order, except that after
+//! `starvation_limit` counted deliveries the receiver serves a lane below both the top
+//! one and every lane of that streak whenever one has anything (which lane, when several
+//! do, is the guard's rotation: not predicted).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -127,6 +128,11 @@ type Queued = (CorrelationId, Ev, bool);
 struct SubModel {
     lanes: Vec<Vec<VecDeque<Queued>>>,
     missed: u64,
+    /// The starvation guard as the receiver must apply it: deliveries counted since it
+    /// last caught up or the guard served a lower lane, and the lowest-priority lane
+    /// among them.
+    streak: u32,
+    floor: usize,
 }
 
 impl SubModel {
@@ -176,6 +182,8 @@ impl Harness {
                 // One receiver: one queue per lane for all shards.
                 lanes: vec![vec![VecDeque::new(); n_lanes]; 1],
                 missed: 0,
+                streak: 0,
+                floor: 0,
             })
             .collect();
         Self {
@@ -272,8 +280,42 @@ impl Harness {
         let lane = self.lane_of(e.priority);
         prop_assert_eq!(e.priority, e.payload.prio);
         let m = &mut self.models[sub];
-        if self.cfg.enable_priority && self.cfg.starvation_limit == u32::MAX {
-            prop_assert_eq!(Some(lane), m.top_lane(), "strict priority violated");
+        if self.cfg.enable_priority {
+            // Strict priority order, except the guard's turn: after `starvation_limit`
+            // counted deliveries, a lane below both the top one and every lane of the
+            // streak is served once if anything waits there (so a streak of Low
+            // deliveries never delays a Critical, and no lane starves).
+            let top = m.top_lane();
+            prop_assert!(top.is_some(), "delivered from an empty model");
+            let top = top.unwrap_or_default();
+            let mut counted = true;
+            if m.streak >= self.cfg.starvation_limit {
+                let bar = top.max(m.floor);
+                let waiting_below = (bar + 1..4).any(|l| !m.lanes[0][l].is_empty());
+                m.streak = 0;
+                if waiting_below {
+                    prop_assert!(
+                        lane > bar,
+                        "the guard served lane {} (top {}, streak floor {})",
+                        lane,
+                        top,
+                        bar
+                    );
+                    counted = false;
+                } else {
+                    prop_assert_eq!(lane, top, "strict priority violated at the guard's turn");
+                }
+            } else {
+                prop_assert_eq!(lane, top, "strict priority violated");
+            }
+            if counted {
+                m.floor = if m.streak == 0 {
+                    lane
+                } else {
+                    m.floor.max(lane)
+                };
+                m.streak += 1;
+            }
         }
         let front = m.lanes[0][lane].pop_front();
         prop_assert_eq!(
@@ -308,6 +350,8 @@ impl Harness {
         }
         if m.is_empty() {
             prop_assert_eq!(r.unwrap_err(), TryRecvError::Empty);
+            // Caught up: the streak ends.
+            m.streak = 0;
             return Ok(false);
         }
         match r {
@@ -334,6 +378,7 @@ impl Harness {
         let m = &mut self.models[sub];
         if m.missed == 0 && m.is_empty() {
             prop_assert_eq!(r, Err(TryRecvError::Empty));
+            m.streak = 0;
             return Ok(());
         }
         let want_received = k.min(m.len());
@@ -345,6 +390,10 @@ impl Harness {
         m.missed = 0;
         for (e, shared) in &buf {
             self.accept(sub, e, *shared)?;
+        }
+        if want_received < k {
+            // The batch caught up: the streak ends.
+            self.models[sub].streak = 0;
         }
         Ok(())
     }
