@@ -1324,9 +1324,9 @@ impl<T: Message + Clone> EventBus<T> {
             .enumerate()
             .map(|(si, bs)| {
                 let mut lanes = [LaneMetrics::default(); 4];
-                // This shard's latency buckets, by priority.
-                let mut buckets = retired[si].latency;
                 let r = &retired[si];
+                // This shard's latency buckets, by priority: the retired receivers' first.
+                let mut buckets = r.latency;
                 for (p, l) in lanes.iter_mut().enumerate() {
                     l.published = bs.published[p].load(Ordering::Relaxed);
                     l.delivered = r.delivered[p];

@@ -285,9 +285,9 @@ impl Harness {
             // counted deliveries, a lane below both the top one and every lane of the
             // streak is served once if anything waits there (so a streak of Low
             // deliveries never delays a Critical, and no lane starves).
-            let top = m.top_lane();
-            prop_assert!(top.is_some(), "delivered from an empty model");
-            let top = top.unwrap_or_default();
+            let Some(top) = m.top_lane() else {
+                return Err(TestCaseError::fail("delivered from an empty model"));
+            };
             let mut counted = true;
             if m.streak >= self.cfg.starvation_limit {
                 let bar = top.max(m.floor);

@@ -1099,15 +1099,16 @@ impl Core {
     /// A transfer that did not complete (`Transferring` → back to the agent): blind, the
     /// customer is reconnected (`Bridged`); attended, the consultation leg is gone and the
     /// customer is still on hold (`OnHold`). Terminates if the agent's leg has ended.
+    /// False (nothing changed) outside `Transferring`, like [`offer_failed`](Self::offer_failed).
     fn transfer_failed(
         &mut self,
         cfg: &CallConfig,
         now: Millis,
         cause: HangupCause,
         out: &mut Vec<CallAction>,
-    ) {
+    ) -> bool {
         let CallState::Transferring { agent, kind, .. } = &self.state else {
-            return;
+            return false;
         };
         let (agent, kind) = (agent.clone(), *kind);
         self.legs.consult = false;
@@ -1124,6 +1125,7 @@ impl Core {
         } else {
             self.state = CallState::Bridged { agent };
         }
+        true
     }
 
     fn customer_disposition(&self, cause: &HangupCause) -> Disposition {
@@ -1292,7 +1294,9 @@ impl Core {
                 S::Transferring {
                     kind: TransferKind::Attended,
                     ..
-                } => self.transfer_failed(cfg, now, cause, out),
+                } => {
+                    self.transfer_failed(cfg, now, cause, out);
+                }
                 S::Terminating { .. } if self.legs.consult => {
                     self.legs.consult = false;
                     self.finish_if_no_legs(out);
@@ -1329,10 +1333,9 @@ impl Core {
                 }
             }
             CallInput::TransferFailed { cause } => {
-                if !matches!(self.state, S::Transferring { .. }) {
+                if !self.transfer_failed(cfg, now, cause, out) {
                     return Err(invalid);
                 }
-                self.transfer_failed(cfg, now, cause, out);
             }
             CallInput::StartConference { participants } => {
                 let (S::Bridged { agent } | S::OnHold { agent } | S::Conferencing { agent, .. }) =
