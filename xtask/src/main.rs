@@ -153,6 +153,33 @@ fn wait_with_timeout(cmd: &mut Command, limit: Duration) -> Result<(), String> {
     outcome
 }
 
+/// The bus ring's loom model tests (`crates/bus/src/ring_loom.rs`): the bus built with
+/// loom's atomics (`--cfg bus_loom`, warnings denied), in release (loom explores thousands
+/// of interleavings), in a target directory of its own so that the flag does not
+/// invalidate the main build.
+fn loom_tests() -> Command {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    flags.push_str(" --cfg bus_loom -D warnings");
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--locked",
+        "--release",
+        "-p",
+        "call-engine-bus",
+        "--lib",
+        "--",
+        "loom_",
+    ])
+    .env("RUSTFLAGS", flags.trim())
+    .env("CARGO_TARGET_DIR", target.join("loom"));
+    cmd
+}
+
 fn test(args: &[String]) -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -180,10 +207,12 @@ fn test(args: &[String]) -> Result<(), String> {
     tests.args(args);
     run("tests", tests)?;
 
-    // Every crate's example must run to completion (built by the tests above). Skipped
-    // for a filtered run (`cargo xtask test <filter>`).
+    // Every crate's example must run to completion (built by the tests above), and the
+    // bus ring's loom model tests run. Both skipped for a filtered run (`cargo xtask test
+    // <filter>`).
     if args.is_empty() {
         run_examples()?;
+        run("loom model tests", loom_tests())?;
     }
 
     // The benchmark harness must keep working: a short smoke run in release.

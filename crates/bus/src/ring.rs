@@ -35,13 +35,77 @@
 //! and drops it, or simply overwrites a value that needs no drop) or the ring is dropped.
 
 use crossbeam_utils::CachePadded;
-use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+// The ring's atomics and value cells. Under `--cfg bus_loom` they are loom's, so that the
+// loom model tests below explore every interleaving of publishers and consumers (and
+// check every access to a value cell for a data race); otherwise they are std's, and the
+// shim compiles to the plain accesses.
+#[cfg(bus_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+#[cfg(not(bus_loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+
+/// An `UnsafeCell` accessed through closures, as loom's is (so its accesses can be
+/// tracked under loom; with std's cell the closures are inlined away).
+struct Cell<T>(
+    #[cfg(not(bus_loom))] std::cell::UnsafeCell<T>,
+    #[cfg(bus_loom)] loom::cell::UnsafeCell<T>,
+);
+
+impl<T> Cell<T> {
+    fn new(value: T) -> Self {
+        #[cfg(not(bus_loom))]
+        return Self(std::cell::UnsafeCell::new(value));
+        #[cfg(bus_loom)]
+        return Self(loom::cell::UnsafeCell::new(value));
+    }
+
+    /// Calls `f` with a pointer for reading.
+    #[inline(always)]
+    fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        #[cfg(not(bus_loom))]
+        return f(self.0.get());
+        #[cfg(bus_loom)]
+        return self.0.with(f);
+    }
+
+    /// Calls `f` with a pointer for writing.
+    #[inline(always)]
+    fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(bus_loom))]
+        return f(self.0.get());
+        #[cfg(bus_loom)]
+        return self.0.with_mut(f);
+    }
+}
+
+/// The value of an atomic the caller holds exclusively.
+#[inline]
+fn exclusive<A: Exclusive>(a: &mut A) -> A::Value {
+    a.exclusive()
+}
+
+/// [`exclusive`] for std's and loom's atomics.
+trait Exclusive {
+    type Value;
+    fn exclusive(&mut self) -> Self::Value;
+}
+
+impl Exclusive for AtomicU64 {
+    type Value = u64;
+    #[inline]
+    fn exclusive(&mut self) -> u64 {
+        #[cfg(not(bus_loom))]
+        return *self.get_mut();
+        #[cfg(bus_loom)]
+        return self.with_mut(|v| *v);
+    }
+}
 
 /// One value slot, alone on its cache line(s).
 #[repr(align(64))]
-struct ValueSlot<T>(UnsafeCell<MaybeUninit<T>>);
+struct ValueSlot<T>(Cell<MaybeUninit<T>>);
 
 /// Publishers' side.
 struct Producers {
@@ -105,7 +169,7 @@ impl<T> Ring<T> {
 
     /// The value of slot `i` (an index already masked: `i <= mask`).
     #[inline(always)]
-    fn value_at(&self, i: usize) -> &UnsafeCell<MaybeUninit<T>> {
+    fn value_at(&self, i: usize) -> &Cell<MaybeUninit<T>> {
         debug_assert!(i < self.values.len());
         // SAFETY: as in `stamp_at`: `mask + 1` value slots.
         unsafe { &self.values.get_unchecked(i & self.mask as usize).0 }
@@ -137,7 +201,7 @@ impl<T> Ring<T> {
             drop_values: std::mem::needs_drop::<T>(),
             stamps: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             values: (0..slots)
-                .map(|_| ValueSlot(UnsafeCell::new(MaybeUninit::uninit())))
+                .map(|_| ValueSlot(Cell::new(MaybeUninit::uninit())))
                 .collect(),
             mask: slots as u64 - 1,
             cap: cap as u64,
@@ -238,7 +302,10 @@ impl<T> Ring<T> {
             // lap's sequence of this slot (consumers that left read nothing more), and the
             // stamp says a value was committed there and never moved out; the new stamp
             // stored by the caller marks it gone.
-            Some(unsafe { (*self.value_at(i).get()).assume_init_read() })
+            Some(
+                self.value_at(i)
+                    .with(|v| unsafe { (*v).assume_init_read() }),
+            )
         } else {
             None
         }
@@ -270,11 +337,10 @@ impl<T> Ring<T> {
         // SAFETY: the claim gives this publisher the slot exclusively (see the module
         // docs): its previous occupant was moved out (or is dropped here) and no consumer
         // reads it before the stamp below.
-        let previous = unsafe {
-            let previous = self.take_previous(i);
-            (*self.value_at(i).get()).write(make());
-            previous
-        };
+        let previous = unsafe { self.take_previous(i) };
+        let value = make();
+        // SAFETY: as above.
+        self.value_at(i).with_mut(|v| unsafe { (*v).write(value) });
         self.stamp_at(i)
             .store(seq.wrapping_add(1) << 1, Ordering::Release);
         previous
@@ -293,7 +359,8 @@ impl<T> Ring<T> {
         // drop (the caller's precondition): a single consumer moved it out, dropped it in
         // place, or leaked it when a lend panicked (overwriting it keeps it leaked, never
         // drops it twice); a broadcast ring's values need no drop.
-        unsafe { (*self.value_at(i).get()).write(make()) };
+        let value = make();
+        self.value_at(i).with_mut(|v| unsafe { (*v).write(value) });
         self.stamp_at(i)
             .store(seq.wrapping_add(1) << 1, Ordering::Release);
     }
@@ -358,12 +425,13 @@ impl<T> Ring<T> {
         // moves past it: a panicking `Clone` leaves it to be read again), and it is not
         // dropped before they all released it; a single consumer moves it out exactly
         // once (`next` moves past it right away).
-        let v = unsafe { &*self.value_at(i).get() };
-        let value = if self.shared {
-            unsafe { v.assume_init_ref() }.clone()
-        } else {
-            unsafe { v.assume_init_read() }
-        };
+        let value = self.value_at(i).with(|v| {
+            if self.shared {
+                unsafe { (*v).assume_init_ref() }.clone()
+            } else {
+                unsafe { (*v).assume_init_read() }
+            }
+        });
         me.next.store(n.wrapping_add(1), Ordering::Relaxed);
         Some(value)
     }
@@ -459,17 +527,17 @@ impl<T> Ring<T> {
                 continue;
             }
             lent += 1;
-            let slot = self.value_at(i).get();
+            let slot = self.value_at(i);
             // Moved past before `f` runs: the slot is not reused before this consumer
             // releases it, after this call (`release`).
             // SAFETY: committed (Acquire pairs with the publisher's Release), not moved out
             // nor dropped (see `visit`).
-            f(unsafe { (*slot).assume_init_ref() });
+            slot.with(|v| f(unsafe { (*v).assume_init_ref() }));
             if drop_each {
                 // SAFETY: lent and moved past; a single consumer is the only reader. If
                 // `f` panicked we are not here: the value is leaked rather than dropped
                 // during the unwind (where a panicking `Drop` would abort the process).
-                unsafe { (*slot).assume_init_drop() };
+                slot.with_mut(|v| unsafe { (*v).assume_init_drop() });
             }
             // After the value's drop: what its `Drop` did (say, publish a Critical event)
             // is seen before the next value is lent.
@@ -525,7 +593,7 @@ impl<T> Ring<T> {
         self.cons[c].present.store(false, Ordering::SeqCst);
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(bus_loom)))]
     fn tail(&self) -> u64 {
         self.prod.tail.load(Ordering::Relaxed)
     }
@@ -535,7 +603,7 @@ impl<T> Ring<T> {
         let t = self.prod.tail.load(Ordering::SeqCst);
         // SeqCst, like the consumer's store of `released`: a publisher that registered as
         // waiting for room and then finds none is sure to be notified.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let r = self.lowest_released();
         (t.wrapping_sub(r) as i64) < self.cap as i64
     }
@@ -551,27 +619,31 @@ impl<T> Drop for Ring<T> {
         if self.shared {
             // Values stay in their slots: drop every one still there.
             for (stamp, value) in self.stamps.iter_mut().zip(self.values.iter_mut()) {
-                if holds_value(*stamp.get_mut()) {
+                if holds_value(exclusive(stamp)) {
                     // SAFETY: committed, never moved out, not dropped yet.
-                    unsafe { value.0.get_mut().assume_init_drop() };
+                    value.0.with_mut(|v| unsafe { (*v).assume_init_drop() });
                 }
             }
             return;
         }
-        let tail = *self.prod.tail.get_mut();
-        let mut n = *self.cons[0].next.get_mut();
+        let tail = exclusive(&mut self.prod.tail);
+        let mut n = exclusive(&mut self.cons[0].next);
         while n != tail {
             let i = (n & self.mask) as usize;
-            if *self.stamps[i].get_mut() == n.wrapping_add(1) << 1 {
+            if exclusive(&mut self.stamps[i]) == n.wrapping_add(1) << 1 {
                 // SAFETY: committed and never read.
-                unsafe { self.values[i].0.get_mut().assume_init_drop() };
+                self.values[i]
+                    .0
+                    .with_mut(|v| unsafe { (*v).assume_init_drop() });
             }
             n = n.wrapping_add(1);
         }
     }
 }
 
+// Real threads and std's atomics; the loom build runs `loom_tests` instead.
 #[cfg(test)]
+#[cfg(not(bus_loom))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -1006,3 +1078,8 @@ mod tests {
         assert_eq!(drops.load(Ordering::SeqCst), 5);
     }
 }
+
+#[cfg(test)]
+#[cfg(bus_loom)]
+#[path = "ring_loom.rs"]
+mod loom_tests;
