@@ -2,7 +2,8 @@
 //! `cargo xtask` to this binary).
 //!
 //! - `cargo xtask test`: everything CI checks: formatting, clippy (warnings are errors),
-//!   docs, the whole test suite, every example run to completion, and a benchmark smoke
+//!   docs, the whole test suite, every example run to completion, the bus ring's loom
+//!   model tests, the bus's unit tests under valgrind's memcheck, and a benchmark smoke
 //!   run. This is the command README.md and `.ci/run` use.
 //! - `cargo xtask bench [bus|sip|routing|acd] [--quick]`: benchmarks that compare call-engine with the
 //!   field and print the figures with ratios. `bench bus`: the event bus against
@@ -180,6 +181,25 @@ fn loom_tests() -> Command {
     cmd
 }
 
+/// The bus's unit tests (its lock-free ring and envelope pool on real threads) under
+/// valgrind's memcheck: an invalid read or write, a double free or a use of uninitialised
+/// memory in the unsafe code fails the run. The same debug build as the tests above (a
+/// runner does not change it). `--fair-sched`: valgrind runs one thread at a time, and its
+/// default lock can starve a publisher between its claim and its commit for seconds.
+fn memcheck() -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "test",
+        "--locked",
+        "-p",
+        "call-engine-bus",
+        "--lib",
+        "--config",
+        "target.'cfg(all())'.runner=['valgrind','--error-exitcode=9','--fair-sched=yes','-q']",
+    ]);
+    cmd
+}
+
 fn test(args: &[String]) -> Result<(), String> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
@@ -213,6 +233,7 @@ fn test(args: &[String]) -> Result<(), String> {
     if args.is_empty() {
         run_examples()?;
         run("loom model tests", loom_tests())?;
+        run("memcheck of the bus's unit tests", memcheck())?;
     }
 
     // The benchmark harness must keep working: a short smoke run in release.
