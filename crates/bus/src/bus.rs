@@ -388,7 +388,7 @@ struct BusInner<T: Message + Clone> {
     routes: Swappable<RoutingTable<T>>,
     subs: Mutex<Vec<Arc<SubInner<T>>>>,
     next_sub: AtomicU64,
-    pool: Option<Arc<Pool<T>>>,
+    pool: Option<crate::sync::Arc<Pool<T>>>,
     clock: quanta::Clock,
     origin: u64,
     closed: AtomicBool,
@@ -862,7 +862,7 @@ impl<T: Message + Clone> BusInner<T> {
         let mut owned = Some(env);
         if shared {
             if let (Some(pool), Some(env)) = (&self.pool, owned.take()) {
-                handles = Some(pool.checkout(env, deliver));
+                handles = Some(Pool::checkout(pool, env, deliver));
             }
         }
         let mut remaining = deliver;
@@ -1113,7 +1113,7 @@ impl<T: Message + Clone> EventBus<T> {
             .collect();
         let pool = config.enable_zero_copy.then(|| {
             let p = Pool::new(config.pool_capacity);
-            p.prefill(config.pool_capacity.min(1024));
+            Pool::prefill(&p, config.pool_capacity.min(1024));
             p
         });
         let clock = quanta::Clock::new();

@@ -66,6 +66,7 @@ mod envelope;
 mod metrics;
 mod pool;
 mod ring;
+mod sync;
 mod types;
 
 pub use bus::{

@@ -7,17 +7,14 @@
 //! each), so a handle may outlive the bus that published it.
 
 use crate::envelope::Envelope;
-use crossbeam_queue::ArrayQueue;
-use std::cell::UnsafeCell;
+use crate::sync::{fence, Arc, AtomicU64, AtomicUsize, BoundedQueue, Cell, Ordering};
 use std::mem::MaybeUninit;
 use std::ops::Deref;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 struct Slot<T> {
     refs: AtomicUsize,
-    env: UnsafeCell<MaybeUninit<Envelope<T>>>,
+    env: Cell<MaybeUninit<Envelope<T>>>,
     pool: *const Pool<T>,
 }
 
@@ -30,7 +27,7 @@ unsafe impl<T: Send + Sync> Send for SlotPtr<T> {}
 unsafe impl<T: Send + Sync> Sync for SlotPtr<T> {}
 
 pub(crate) struct Pool<T> {
-    free: ArrayQueue<SlotPtr<T>>,
+    free: BoundedQueue<SlotPtr<T>>,
     allocated: AtomicU64,
     reused: AtomicU64,
 }
@@ -49,17 +46,17 @@ pub struct PoolMetrics {
 impl<T: Send + Sync> Pool<T> {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
-            free: ArrayQueue::new(capacity.max(1)),
+            free: BoundedQueue::new(capacity.max(1)),
             allocated: AtomicU64::new(0),
             reused: AtomicU64::new(0),
         })
     }
 
     /// Pre-allocates up to `n` slots onto the free list.
-    pub(crate) fn prefill(self: &Arc<Self>, n: usize) {
-        for _ in 0..n.min(self.free.capacity()) {
-            let ptr = self.alloc_slot();
-            if let Err(p) = self.free.push(ptr) {
+    pub(crate) fn prefill(pool: &Arc<Self>, n: usize) {
+        for _ in 0..n.min(pool.free.capacity()) {
+            let ptr = Self::alloc_slot(pool);
+            if let Err(p) = pool.free.push(ptr) {
                 // SAFETY: the slot was just allocated by Box and is empty.
                 unsafe { drop(Box::from_raw(p.0.as_ptr())) };
                 break;
@@ -67,36 +64,34 @@ impl<T: Send + Sync> Pool<T> {
         }
     }
 
-    fn alloc_slot(self: &Arc<Self>) -> SlotPtr<T> {
-        self.allocated.fetch_add(1, Ordering::Relaxed);
+    fn alloc_slot(pool: &Arc<Self>) -> SlotPtr<T> {
+        pool.allocated.fetch_add(1, Ordering::Relaxed);
         let b = Box::new(Slot {
             refs: AtomicUsize::new(0),
-            env: UnsafeCell::new(MaybeUninit::uninit()),
-            pool: Arc::as_ptr(self),
+            env: Cell::new(MaybeUninit::uninit()),
+            pool: Arc::as_ptr(pool),
         });
         SlotPtr(NonNull::from(Box::leak(b)))
     }
 
     /// Fills a slot with `env` and returns a factory for exactly `refs` handles.
-    pub(crate) fn checkout(self: &Arc<Self>, env: Envelope<T>, refs: usize) -> SlotHandles<T> {
+    pub(crate) fn checkout(pool: &Arc<Self>, env: Envelope<T>, refs: usize) -> SlotHandles<T> {
         debug_assert!(refs > 0);
-        let ptr = match self.free.pop() {
+        let ptr = match pool.free.pop() {
             Some(p) => {
-                self.reused.fetch_add(1, Ordering::Relaxed);
+                pool.reused.fetch_add(1, Ordering::Relaxed);
                 p
             }
-            None => self.alloc_slot(),
+            None => Self::alloc_slot(pool),
         };
         // The checked-out slot owns one strong count of the pool until it is returned.
-        // SAFETY: `self` is a live Arc, so its pointer is valid and the count is ≥ 1.
-        unsafe { Arc::increment_strong_count(Arc::as_ptr(self)) };
+        // SAFETY: `pool` is a live Arc, so its pointer is valid and the count is ≥ 1.
+        unsafe { Arc::increment_strong_count(Arc::as_ptr(pool)) };
         // SAFETY: the slot came off the free list (or was just allocated): nobody else
         // references it, and its envelope is uninitialised.
-        unsafe {
-            let slot = ptr.0.as_ref();
-            (*slot.env.get()).write(env);
-            slot.refs.store(refs, Ordering::Relaxed);
-        }
+        let slot = unsafe { ptr.0.as_ref() };
+        slot.env.with_mut(|e| unsafe { (*e).write(env) });
+        slot.refs.store(refs, Ordering::Relaxed);
         SlotHandles {
             ptr: ptr.0,
             remaining: refs,
@@ -168,7 +163,9 @@ impl<T> Deref for SharedRef<T> {
     fn deref(&self) -> &Envelope<T> {
         // SAFETY: while any handle exists the slot is checked out and its envelope is
         // initialised; it is only mutated after the last handle drops.
-        unsafe { (*self.0.as_ref().env.get()).assume_init_ref() }
+        unsafe { self.0.as_ref() }
+            .env
+            .with(|e| unsafe { (*e).assume_init_ref() })
     }
 }
 
@@ -183,9 +180,7 @@ impl<T> Drop for SharedRef<T> {
         let pool = slot.pool;
         // SAFETY: we were the last handle: nobody else reads the envelope, so it can be
         // dropped in place, and the slot is ours to return.
-        unsafe {
-            (*slot.env.get()).assume_init_drop();
-        }
+        slot.env.with_mut(|e| unsafe { (*e).assume_init_drop() });
         // SAFETY: the pool is alive because this checked-out slot owns a strong count;
         // after the push we touch only `pool`, never the slot.
         unsafe {
@@ -197,7 +192,9 @@ impl<T> Drop for SharedRef<T> {
     }
 }
 
+// Real threads and std's atomics; the loom build runs `loom_tests` instead.
 #[cfg(test)]
+#[cfg(not(bus_loom))]
 mod tests {
     use super::*;
     use crate::types::{CorrelationId, EventId, Priority, Timestamp};
@@ -217,10 +214,10 @@ mod tests {
     #[test]
     fn slots_are_recycled_and_payload_dropped_once() {
         let pool = Pool::<String>::new(4);
-        pool.prefill(2);
+        Pool::prefill(&pool, 2);
         assert_eq!(pool.metrics().allocated, 2);
         for i in 0..100 {
-            let mut h = pool.checkout(env(format!("v{i}")), 3);
+            let mut h = Pool::checkout(&pool, env(format!("v{i}")), 3);
             let a = h.take().unwrap();
             let b = h.take().unwrap();
             let c = h.take().unwrap();
@@ -239,7 +236,7 @@ mod tests {
     #[test]
     fn unused_handles_release_the_slot() {
         let pool = Pool::<String>::new(4);
-        let mut h = pool.checkout(env("x".into()), 5);
+        let mut h = Pool::checkout(&pool, env("x".into()), 5);
         let a = h.take().unwrap();
         drop(h); // 4 untaken handles released
         assert_eq!(a.payload, "x");
@@ -251,7 +248,7 @@ mod tests {
     #[test]
     fn handle_outlives_pool_owner() {
         let pool = Pool::<String>::new(1);
-        let mut h = pool.checkout(env("late".into()), 1);
+        let mut h = Pool::checkout(&pool, env("late".into()), 1);
         let a = h.take().unwrap();
         drop(h);
         drop(pool); // the slot keeps the pool alive
@@ -264,7 +261,7 @@ mod tests {
         let pool = Pool::<String>::new(1);
         let mut handles = Vec::new();
         for i in 0..3 {
-            let mut h = pool.checkout(env(i.to_string()), 1);
+            let mut h = Pool::checkout(&pool, env(i.to_string()), 1);
             handles.push(h.take().unwrap());
         }
         drop(handles);
@@ -278,7 +275,7 @@ mod tests {
     fn concurrent_release_returns_every_slot() {
         let pool = Pool::<String>::new(64);
         for round in 0..200 {
-            let mut h = pool.checkout(env(round.to_string()), 4);
+            let mut h = Pool::checkout(&pool, env(round.to_string()), 4);
             let refs: Vec<_> = (0..4).map(|_| h.take().unwrap()).collect();
             let threads: Vec<_> = refs
                 .into_iter()
@@ -292,3 +289,8 @@ mod tests {
         assert!(pool.metrics().allocated <= 2);
     }
 }
+
+#[cfg(test)]
+#[cfg(bus_loom)]
+#[path = "pool_loom.rs"]
+mod loom_tests;

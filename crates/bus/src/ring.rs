@@ -37,71 +37,8 @@
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
 
-// The ring's atomics and value cells. Under `--cfg bus_loom` they are loom's, so that the
-// loom model tests below explore every interleaving of publishers and consumers (and
-// check every access to a value cell for a data race); otherwise they are std's, and the
-// shim compiles to the plain accesses.
-#[cfg(bus_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-#[cfg(not(bus_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-
-/// An `UnsafeCell` accessed through closures, as loom's is (so its accesses can be
-/// tracked under loom; with std's cell the closures are inlined away).
-struct Cell<T>(
-    #[cfg(not(bus_loom))] std::cell::UnsafeCell<T>,
-    #[cfg(bus_loom)] loom::cell::UnsafeCell<T>,
-);
-
-impl<T> Cell<T> {
-    fn new(value: T) -> Self {
-        #[cfg(not(bus_loom))]
-        return Self(std::cell::UnsafeCell::new(value));
-        #[cfg(bus_loom)]
-        return Self(loom::cell::UnsafeCell::new(value));
-    }
-
-    /// Calls `f` with a pointer for reading.
-    #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        #[cfg(not(bus_loom))]
-        return f(self.0.get());
-        #[cfg(bus_loom)]
-        return self.0.with(f);
-    }
-
-    /// Calls `f` with a pointer for writing.
-    #[inline(always)]
-    fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-        #[cfg(not(bus_loom))]
-        return f(self.0.get());
-        #[cfg(bus_loom)]
-        return self.0.with_mut(f);
-    }
-}
-
-/// The value of an atomic the caller holds exclusively.
-#[inline]
-fn exclusive<A: Exclusive>(a: &mut A) -> A::Value {
-    a.exclusive()
-}
-
-/// [`exclusive`] for std's and loom's atomics.
-trait Exclusive {
-    type Value;
-    fn exclusive(&mut self) -> Self::Value;
-}
-
-impl Exclusive for AtomicU64 {
-    type Value = u64;
-    #[inline]
-    fn exclusive(&mut self) -> u64 {
-        #[cfg(not(bus_loom))]
-        return *self.get_mut();
-        #[cfg(bus_loom)]
-        return self.with_mut(|v| *v);
-    }
-}
+use crate::sync::{exclusive, fence, Cell};
+pub(crate) use crate::sync::{AtomicBool, AtomicU64, Ordering};
 
 /// One value slot, alone on its cache line(s).
 #[repr(align(64))]

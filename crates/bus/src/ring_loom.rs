@@ -13,33 +13,11 @@
 //! `tests/bus_behaviour.rs` exercise it on real threads.
 
 use super::{Ordering, Ring};
+use crate::sync::model;
 use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
-use parking_lot::Mutex;
 use std::collections::BTreeSet;
-
-/// A model with a preemption bound: every interleaving with at most `bound` preemptions
-/// (bugs in lock-free code of this size show up within two or three). `f` returns what
-/// the interleaving came to (say, how many claims succeeded); the distinct outcomes are
-/// returned, so that a test can check its races went every way (loom did explore them).
-///
-/// No thread here waits for another in a loop (a spinning thread multiplies the
-/// interleavings past what loom can explore): each makes a bounded number of attempts,
-/// and the main thread checks what was published against what was delivered after the
-/// others are joined.
-fn model(bound: usize, f: impl Fn() -> usize + Sync + Send + 'static) -> BTreeSet<usize> {
-    let outcomes = std::sync::Arc::new(Mutex::new(BTreeSet::new()));
-    let seen = outcomes.clone();
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(bound);
-    b.check(move || {
-        let outcome = f();
-        seen.lock().insert(outcome);
-    });
-    let outcomes = outcomes.lock().clone();
-    outcomes
-}
 
 /// A value that counts how many were made (also by `clone`) and how many dropped.
 #[derive(Debug)]
