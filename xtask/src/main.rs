@@ -2,9 +2,10 @@
 //! `cargo xtask` to this binary).
 //!
 //! - `cargo xtask test`: everything CI checks: formatting, clippy (warnings are errors),
-//!   docs, the whole test suite, every example run to completion, the bus ring's loom
-//!   model tests, the bus's unit tests under valgrind's memcheck, and a benchmark smoke
-//!   run. This is the command README.md and `.ci/run` use.
+//!   docs, the whole test suite, every example run to completion, the loom model tests of
+//!   the bus's ring and pool, the bus's unit and behaviour tests under valgrind's
+//!   memcheck, and a benchmark smoke run. This is the command README.md and `.ci/run`
+//!   use.
 //! - `cargo xtask bench [bus|sip|routing|acd] [--quick]`: benchmarks that compare call-engine with the
 //!   field and print the figures with ratios. `bench bus`: the event bus against
 //!   rvoip-infra-common, tokio and crossbeam. `bench sip`: the highest call rate the whole
@@ -154,10 +155,12 @@ fn wait_with_timeout(cmd: &mut Command, limit: Duration) -> Result<(), String> {
     outcome
 }
 
-/// The bus ring's loom model tests (`crates/bus/src/ring_loom.rs`): the bus built with
-/// loom's atomics (`--cfg bus_loom`, warnings denied), in release (loom explores thousands
-/// of interleavings), in a target directory of its own so that the flag does not
-/// invalidate the main build.
+/// The loom model tests of the bus's ring and envelope pool (`crates/bus/src/ring_loom.rs`,
+/// `pool_loom.rs`): the bus built with loom's atomics (`--cfg bus_loom`, warnings denied),
+/// in release (loom explores thousands of interleavings), in a target directory of its
+/// own so that the flag does not invalidate the main build. `CARGO_ENCODED_RUSTFLAGS`
+/// would override `RUSTFLAGS` (and, without the cfg, the filter would match no test and
+/// pass): it is removed.
 fn loom_tests() -> Command {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
@@ -177,15 +180,23 @@ fn loom_tests() -> Command {
         "loom_",
     ])
     .env("RUSTFLAGS", flags.trim())
+    .env_remove("CARGO_ENCODED_RUSTFLAGS")
     .env("CARGO_TARGET_DIR", target.join("loom"));
     cmd
 }
 
-/// The bus's unit tests (its lock-free ring and envelope pool on real threads) under
-/// valgrind's memcheck: an invalid read or write, a double free or a use of uninitialised
-/// memory in the unsafe code fails the run. The same debug build as the tests above (a
-/// runner does not change it). `--fair-sched`: valgrind runs one thread at a time, and its
-/// default lock can starve a publisher between its claim and its commit for seconds.
+/// How long the memcheck step may take (about 4 minutes here, plus a debug build of the
+/// bus alone: selecting one package can change which features its dependencies are
+/// built with).
+const MEMCHECK_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The bus's unit tests (its lock-free ring and envelope pool on real threads) and its
+/// behaviour tests (the whole bus: publishers, receivers, fan-out, pool, shedding, close)
+/// under valgrind's memcheck: an invalid read or write, a double free or a use of
+/// uninitialised memory in the unsafe code fails the run (leaks are not counted).
+/// `--fair-sched`: valgrind runs one thread at a time, and its default lock can starve a
+/// publisher between its claim and its commit for seconds; one test at a time, as
+/// valgrind would run them anyway.
 fn memcheck() -> Command {
     let mut cmd = cargo();
     cmd.args([
@@ -194,8 +205,13 @@ fn memcheck() -> Command {
         "-p",
         "call-engine-bus",
         "--lib",
+        "--test",
+        "bus_behaviour",
         "--config",
         "target.'cfg(all())'.runner=['valgrind','--error-exitcode=9','--fair-sched=yes','-q']",
+        "--",
+        "--test-threads",
+        "1",
     ]);
     cmd
 }
@@ -233,7 +249,10 @@ fn test(args: &[String]) -> Result<(), String> {
     if args.is_empty() {
         run_examples()?;
         run("loom model tests", loom_tests())?;
-        run("memcheck of the bus's unit tests", memcheck())?;
+        let step = "memcheck of the bus's unit tests";
+        let mut cmd = memcheck();
+        eprintln!("xtask: {step}: {cmd:?}");
+        wait_with_timeout(&mut cmd, MEMCHECK_TIMEOUT).map_err(|e| format!("{step}: {e}"))?;
     }
 
     // The benchmark harness must keep working: a short smoke run in release.

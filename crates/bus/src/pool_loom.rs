@@ -3,8 +3,8 @@
 //! pool's owner. Every interleaving up to a preemption bound, with loom's race checker on
 //! every access to an envelope and its leak check on the pool's `Arc`.
 //!
-//! Run with `RUSTFLAGS="--cfg bus_loom" cargo test -p call-engine-bus --lib --release
-//! loom_` (what `cargo xtask test` does). Under loom the free list is a mutex-guarded
+//! Run with `RUSTFLAGS="--cfg bus_loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//! call-engine-bus --lib --release loom_` (what `cargo xtask test` does). Under loom the free list is a mutex-guarded
 //! deque instead of crossbeam's `ArrayQueue` (see `sync::BoundedQueue`): what is checked
 //! is the pool's own protocol (reference counts, the last handle's drop, the pool kept
 //! alive by its slots), given a correct queue.
@@ -66,13 +66,16 @@ fn loom_last_handle_drops_the_envelope_once() {
         drop(handles);
         let other = thread::spawn(move || read_and_drop(a));
         assert_eq!(read_and_drop(b), 7);
+        // 1 if this thread's handle was the last, 0 if the other's is still alive.
+        let main_was_last = dropped.load(Ordering::SeqCst);
         assert_eq!(other.join().unwrap(), 7);
         assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped once");
         assert_eq!(pool.metrics().free, 1, "the slot is back on the free list");
         assert_eq!(Arc::strong_count(&pool), 1, "the slot gave its count back");
-        0
+        main_was_last
     });
-    assert_eq!(outcomes, BTreeSet::from([0]));
+    // Each thread was the last one in some interleavings.
+    assert_eq!(outcomes, BTreeSet::from([0, 1]));
 }
 
 /// A slot recycled on one thread (its last handle dropped) while another thread checks
@@ -118,11 +121,21 @@ fn loom_handle_outlives_the_pool_owner() {
         };
         drop(handles);
         let reader = thread::spawn(move || read_and_drop(a));
-        drop(pool);
+        // The owner on a thread of its own too (loom explores spawned threads'
+        // interleavings more thoroughly than the main thread's). It sees 2 while the
+        // reader's slot still holds the pool, 1 once the slot gave its count back.
+        let owner = thread::spawn(move || {
+            let count = Arc::strong_count(&pool);
+            drop(pool);
+            count
+        });
+        let count = owner.join().unwrap();
         assert_eq!(reader.join().unwrap(), 3);
-        dropped.load(Ordering::SeqCst)
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        count
     });
-    assert_eq!(outcomes, BTreeSet::from([1]));
+    // The owner went first (the reader freed the pool) and last.
+    assert_eq!(outcomes, BTreeSet::from([1, 2]));
 }
 
 /// Handles never taken (a target that disappeared mid-publish) are released when the
@@ -139,11 +152,13 @@ fn loom_untaken_handles_are_released() {
         };
         let reader = thread::spawn(move || read_and_drop(a));
         drop(handles);
+        // 1 if the untaken handles were the last, 0 if the reader's is still alive.
+        let factory_was_last = dropped.load(Ordering::SeqCst);
         assert_eq!(reader.join().unwrap(), 4);
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
         assert_eq!(pool.metrics().free, 1);
         assert_eq!(Arc::strong_count(&pool), 1);
-        0
+        factory_was_last
     });
-    assert_eq!(outcomes, BTreeSet::from([0]));
+    assert_eq!(outcomes, BTreeSet::from([0, 1]));
 }

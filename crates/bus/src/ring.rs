@@ -239,9 +239,10 @@ impl<T> Ring<T> {
             // lap's sequence of this slot (consumers that left read nothing more), and the
             // stamp says a value was committed there and never moved out; the new stamp
             // stored by the caller marks it gone.
+            // A write access for loom's race checker: the value is moved out.
             Some(
                 self.value_at(i)
-                    .with(|v| unsafe { (*v).assume_init_read() }),
+                    .with_mut(|v| unsafe { (*v).assume_init_read() }),
             )
         } else {
             None
@@ -275,9 +276,8 @@ impl<T> Ring<T> {
         // docs): its previous occupant was moved out (or is dropped here) and no consumer
         // reads it before the stamp below.
         let previous = unsafe { self.take_previous(i) };
-        let value = make();
-        // SAFETY: as above.
-        self.value_at(i).with_mut(|v| unsafe { (*v).write(value) });
+        // SAFETY: as above. Made where it is stored (`make` inside the closure).
+        self.value_at(i).with_mut(|v| unsafe { (*v).write(make()) });
         self.stamp_at(i)
             .store(seq.wrapping_add(1) << 1, Ordering::Release);
         previous
@@ -296,8 +296,7 @@ impl<T> Ring<T> {
         // drop (the caller's precondition): a single consumer moved it out, dropped it in
         // place, or leaked it when a lend panicked (overwriting it keeps it leaked, never
         // drops it twice); a broadcast ring's values need no drop.
-        let value = make();
-        self.value_at(i).with_mut(|v| unsafe { (*v).write(value) });
+        self.value_at(i).with_mut(|v| unsafe { (*v).write(make()) });
         self.stamp_at(i)
             .store(seq.wrapping_add(1) << 1, Ordering::Release);
     }

@@ -2,8 +2,8 @@
 //! preemption bound), with loom's weak-memory model for the atomics and its race checker
 //! on every access to a value cell.
 //!
-//! Run with `RUSTFLAGS="--cfg bus_loom" cargo test -p call-engine-bus --lib --release
-//! loom` (what `cargo xtask test` does, in a target directory of its own). Under
+//! Run with `RUSTFLAGS="--cfg bus_loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//! call-engine-bus --lib --release loom_` (what `cargo xtask test` does). Under
 //! `bus_loom` the ring's atomics are loom's, which only work inside `loom::model`: the
 //! crate's other tests are not run in that build.
 //!
@@ -71,17 +71,21 @@ impl Drop for Tracked {
     }
 }
 
-/// One attempt to publish `value`: whether it was committed. Drops the value a broadcast
-/// ring hands back, as the bus does after its bookkeeping.
+/// One attempt to publish `value`: whether it was committed. As the bus's publish path:
+/// `commit_with` where the ring may hand back a previous lap's value (dropped after the
+/// commit), `commit_fresh_with` otherwise.
 fn try_publish<T>(ring: &Ring<T>, value: T) -> bool {
-    match ring.claim() {
-        Some(seq) => {
-            // SAFETY: claimed just above, committed once.
-            drop(unsafe { ring.commit(seq, value) });
-            true
-        }
-        None => false,
+    let Some(seq) = ring.claim() else {
+        return false;
+    };
+    if ring.keeps_previous() {
+        // SAFETY: claimed just above, committed once.
+        drop(unsafe { ring.commit_with(seq, || value) });
+    } else {
+        // SAFETY: as above; the ring keeps no previous value.
+        unsafe { ring.commit_fresh_with(seq, || value) };
     }
+    true
 }
 
 /// Consumer `c` makes `attempts` attempts to pop, releasing after each value taken (the
@@ -271,7 +275,9 @@ fn loom_broadcast_every_consumer_gets_every_value() {
         counts.balanced();
         sent.len()
     });
-    // The racing claims found the slot released by both consumers, or not.
+    // The racing claims found the slot released by both consumers, or not. (Both claims
+    // winning needs three preemptions in the right places: not reached within the
+    // bound, and not required.)
     assert!(
         outcomes.contains(&1) && outcomes.contains(&2),
         "{outcomes:?}"
@@ -345,10 +351,9 @@ fn loom_abandoned_claim_is_skipped() {
         one_lap(&ring, 4, 1);
         let publisher = on_thread(&ring, move |ring| {
             assert!(try_publish(ring, 1));
-            if let Some(seq) = ring.claim() {
-                // SAFETY: claimed just above, committed once (as a tombstone).
-                unsafe { ring.abandon(seq) };
-            }
+            let seq = ring.claim().expect("room for a second claim");
+            // SAFETY: claimed just above, committed once (as a tombstone).
+            unsafe { ring.abandon(seq) };
             assert!(try_publish(ring, 3));
         });
         let mut got = pop_some(&ring, 0, 2);
@@ -360,5 +365,31 @@ fn loom_abandoned_claim_is_skipped() {
     });
     // The consumer's two attempts found nothing, the first value, or both (past the
     // tombstone).
+    assert_eq!(outcomes, BTreeSet::from([0, 1, 2]));
+}
+
+/// Two claims outstanding at once, committed in either order: the consumer never reads
+/// past an uncommitted claim (the second sequence waits for the first), and gets both
+/// values once each, whatever order they were claimed and committed in.
+#[test]
+fn loom_two_claims_outstanding_commit_out_of_order() {
+    let outcomes = model(2, || {
+        let ring = Arc::new(Ring::<u64>::new(2, 1));
+        one_lap(&ring, 2, 1);
+        let publishers: Vec<_> = [1u64, 2]
+            .into_iter()
+            .map(|v| on_thread(&ring, move |ring| assert!(try_publish(ring, v))))
+            .collect();
+        let mut got = pop_some(&ring, 0, 2);
+        let early = got.len();
+        for p in publishers {
+            p.join().unwrap();
+        }
+        got.extend(drain(&ring, 0));
+        got.sort_unstable();
+        assert_eq!(got, [1, 2]);
+        early
+    });
+    // Nothing committed yet, one, or both, when the consumer looked.
     assert_eq!(outcomes, BTreeSet::from([0, 1, 2]));
 }
