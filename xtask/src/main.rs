@@ -243,13 +243,13 @@ fn test(args: &[String]) -> Result<(), String> {
     tests.args(args);
     run("tests", tests)?;
 
-    // Every crate's example must run to completion (built by the tests above), and the
-    // bus ring's loom model tests run. Both skipped for a filtered run (`cargo xtask test
-    // <filter>`).
+    // Every crate's example must run to completion (built by the tests above), then the
+    // bus's loom model tests and memcheck run. All skipped for a filtered run (`cargo
+    // xtask test <filter>`).
     if args.is_empty() {
         run_examples()?;
         run("loom model tests", loom_tests())?;
-        let step = "memcheck of the bus's unit tests";
+        let step = "memcheck of the bus's unit and behaviour tests";
         let mut cmd = memcheck();
         eprintln!("xtask: {step}: {cmd:?}");
         wait_with_timeout(&mut cmd, MEMCHECK_TIMEOUT).map_err(|e| format!("{step}: {e}"))?;

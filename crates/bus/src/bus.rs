@@ -1612,7 +1612,7 @@ impl<T: Message + Clone> Publisher<T> {
 /// events of a batch.
 enum Watch<'a, T: Message> {
     /// A Block lane: the stamp of the receiver's next sequence, and its committed value.
-    Stamp(&'a crate::ring::AtomicU64, u64),
+    Stamp(&'a crate::sync::AtomicU64, u64),
     /// A Shed lane: the receiver's queue.
     Queue(&'a ArrayQueue<Event<T>>),
     Nothing,

@@ -37,8 +37,7 @@
 use crossbeam_utils::CachePadded;
 use std::mem::MaybeUninit;
 
-use crate::sync::{exclusive, fence, Cell};
-pub(crate) use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{exclusive, fence, AtomicBool, AtomicU64, Cell, Ordering};
 
 /// One value slot, alone on its cache line(s).
 #[repr(align(64))]

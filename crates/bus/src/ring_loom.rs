@@ -12,10 +12,8 @@
 //! `per_correlation_order_holds_with_concurrent_publishers` and the wake tests in
 //! `tests/bus_behaviour.rs` exercise it on real threads.
 
-use super::{Ordering, Ring};
-use crate::sync::model;
-use loom::sync::atomic::AtomicUsize;
-use loom::sync::Arc;
+use super::Ring;
+use crate::sync::{model, Arc, AtomicUsize, Ordering};
 use loom::thread;
 use std::collections::BTreeSet;
 
