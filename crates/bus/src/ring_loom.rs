@@ -150,6 +150,20 @@ fn publisher(
     })
 }
 
+/// Consumer `c` makes `attempts` attempts to take one value lent in place (`visit_run`,
+/// as `try_recv_with` does), releasing after each: the values lent.
+fn lend_some(ring: &Ring<Tracked>, c: usize, attempts: usize) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for _ in 0..attempts {
+        // SAFETY: only this thread consumes as `c` (until it is joined), and it is
+        // present.
+        if unsafe { ring.visit_run(c, 1, |t| seen.push(t.v), || false) } > 0 {
+            ring.release(c);
+        }
+    }
+    seen
+}
+
 fn values(v: &[Tracked]) -> Vec<u64> {
     v.iter().map(|t| t.v).collect()
 }
@@ -253,16 +267,18 @@ fn loom_unclaim_leaves_no_hole() {
 
 /// A broadcast ring (two consumers, capacity 1, its slot on its second lap): each
 /// consumer gets every committed value in order, a slot is reused only once both
-/// released it, and the publisher drops the previous lap's value exactly once.
+/// released it, and the publisher drops the previous lap's value exactly once. One
+/// consumer takes clones (`pop`), the other borrows in place (`visit_run`).
 #[test]
 fn loom_broadcast_every_consumer_gets_every_value() {
     let outcomes = model(2, || {
         let counts = Counts::new();
         let ring = Arc::new(Ring::<Tracked>::new(1, 2));
         assert!(try_publish(&ring, make(&counts, 0)));
-        let consumers: Vec<_> = (0..2)
-            .map(|c| on_thread(&ring, move |ring| values(&pop_some(ring, c, 2))))
-            .collect();
+        let consumers = [
+            on_thread(&ring, |ring| values(&pop_some(ring, 0, 2))),
+            on_thread(&ring, |ring| lend_some(ring, 1, 2)),
+        ];
         let sent = publisher(&ring, &counts, &[0], 1..=2).join().unwrap();
         for (c, consumer) in consumers.into_iter().enumerate() {
             let mut got = consumer.join().unwrap();
@@ -280,6 +296,41 @@ fn loom_broadcast_every_consumer_gets_every_value() {
         outcomes.contains(&1) && outcomes.contains(&2),
         "{outcomes:?}"
     );
+}
+
+/// A claim taken back on a broadcast ring whose slots still hold the previous lap's
+/// values: whether the tail moves back (the old value stays) or a tombstone is left (the
+/// old value is taken out and dropped), both consumers get the other publisher's value,
+/// and every value is dropped exactly once.
+#[test]
+fn loom_broadcast_take_back_over_a_previous_lap() {
+    let outcomes = model(2, || {
+        let counts = Counts::new();
+        let ring = Arc::new(Ring::<Tracked>::new(2, 2));
+        for v in [10, 11] {
+            assert!(try_publish(&ring, make(&counts, v)));
+            for c in 0..2 {
+                assert_eq!(values(&pop_some(&ring, c, 1)), [v]);
+            }
+        }
+        let taker = on_thread(&ring, |ring| {
+            let seq = ring.claim().expect("both consumers released");
+            // SAFETY: claimed just above, not committed.
+            unsafe { ring.unclaim(seq) }
+        });
+        let sent = publisher(&ring, &counts, &[], 5..=5);
+        let mut got = [pop_some(&ring, 0, 1), pop_some(&ring, 1, 1)].map(|g| values(&g));
+        let moved_back = taker.join().unwrap();
+        assert_eq!(sent.join().unwrap(), [5], "a second claim fits");
+        for (c, got) in got.iter_mut().enumerate() {
+            got.extend(values(&drain(&ring, c)));
+            assert_eq!(got, &[5], "consumer {c}");
+        }
+        drop(ring);
+        counts.balanced();
+        usize::from(moved_back)
+    });
+    assert_eq!(outcomes, BTreeSet::from([0, 1]));
 }
 
 /// A broadcast consumer that leaves no longer holds capacity back: the publisher goes
