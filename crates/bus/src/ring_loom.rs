@@ -49,8 +49,13 @@ fn make(counts: &Arc<Counts>, v: u64) -> Tracked {
 }
 
 impl Counts {
-    /// Every value made was dropped exactly once (none leaked, none twice).
-    fn balanced(&self) {
+    /// Drops `ring` (its last handle: every other thread is joined), then checks that
+    /// every value made was dropped exactly once (none leaked, none twice).
+    fn dropped_with(&self, ring: Arc<Ring<Tracked>>) {
+        let Ok(ring) = Arc::try_unwrap(ring) else {
+            panic!("a thread still holds the ring");
+        };
+        drop(ring);
         let made = self.made.load(Ordering::SeqCst);
         let dropped = self.dropped.load(Ordering::SeqCst);
         assert_eq!(made, dropped, "{made} values made, {dropped} dropped");
@@ -196,8 +201,7 @@ fn loom_two_publishers_one_consumer() {
         }
         let published = sent.iter().map(Vec::len).sum::<usize>();
         assert_eq!(got.len(), 1 + published);
-        drop(ring);
-        counts.balanced();
+        counts.dropped_with(ring);
         published
     });
     // None, one or two of the four claims found the slot released.
@@ -224,8 +228,7 @@ fn loom_lent_values_are_dropped_in_place_once() {
         // What was lent is what was sent, from the first, in order; the rest is left in
         // the ring, and dropped with it.
         assert_eq!(seen, sent[..seen.len()], "sent {sent:?}");
-        drop(ring);
-        counts.balanced();
+        counts.dropped_with(ring);
         sent.len() * 10 + seen.len()
     });
     // Two values always fit. Some runs lend none of them, some both; in some the
@@ -285,8 +288,7 @@ fn loom_broadcast_every_consumer_gets_every_value() {
             got.extend(values(&drain(&ring, c)));
             assert_eq!(got, sent, "consumer {c}");
         }
-        drop(ring);
-        counts.balanced();
+        counts.dropped_with(ring);
         sent.len()
     });
     // The racing claims found the slot released by both consumers, or not. (Both claims
@@ -326,8 +328,7 @@ fn loom_broadcast_take_back_over_a_previous_lap() {
             got.extend(values(&drain(&ring, c)));
             assert_eq!(got, &[5], "consumer {c}");
         }
-        drop(ring);
-        counts.balanced();
+        counts.dropped_with(ring);
         usize::from(moved_back)
     });
     assert_eq!(outcomes, BTreeSet::from([0, 1]));
@@ -356,8 +357,7 @@ fn loom_broadcast_consumer_leaving_frees_capacity() {
         // With the leaver gone, the stayer's release alone gives the room back.
         assert!(try_publish(&ring, make(&counts, 3)));
         assert_eq!(values(&drain(&ring, 0)), [3]);
-        drop(ring);
-        counts.balanced();
+        counts.dropped_with(ring);
         sent.len()
     });
     assert!(
