@@ -13,7 +13,10 @@
 //! `poll_take` does); the "try_recv_batch" row moves them into a buffer instead. Options:
 //! `--scenario i|ii|iii|iv|v|vi|async`, `--only NAME` (exact, or a prefix), `--reps N`
 //! (throughput rounds, default 5: each round runs every contender once), `--events N` (events
-//! per throughput run, default 2,000,000), `--quick`; environment:
+//! per throughput run, default 2,000,000), `--batch N` (the throughput publishers hand
+//! over N events per call, through each contender's batch call where it has one: our
+//! `try_publish_batch`, rvoip's `EventBus::publish_batch`, the disruptor's
+//! `try_batch_publish`; the others send them one by one), `--quick`; environment:
 //! `CE_PIN=1` pins the threads of a throughput run to cores (for A/B runs of one
 //! contender), `CE_CAP` and `CE_SHARDS` set our bus's queue capacity and shard count.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -141,6 +144,13 @@ struct Polled {
 trait Tx: Send {
     /// Sends one event; waits (spins) if the contender back-pressures.
     fn send(&mut self, ev: BenchEvent);
+    /// Sends every event of `evs` in order, emptying it, with the contender's batch call
+    /// where it has one; otherwise one by one.
+    fn send_batch(&mut self, evs: &mut Vec<BenchEvent>) {
+        for ev in evs.drain(..) {
+            self.send(ev);
+        }
+    }
 }
 
 trait Rx: Send {
@@ -184,7 +194,11 @@ struct Ours {
 }
 
 #[repr(align(128))]
-struct OursTx(ce::Publisher<BenchEvent>, u64);
+struct OursTx(
+    ce::Publisher<BenchEvent>,
+    u64,
+    std::collections::VecDeque<ce::Outgoing<BenchEvent>>,
+);
 impl Tx for OursTx {
     fn send(&mut self, ev: BenchEvent) {
         let c = ce::CorrelationId(self.1);
@@ -198,6 +212,24 @@ impl Tx for OursTx {
                     std::thread::yield_now();
                 }
                 Err(ce::PublishError::Closed(_)) => return,
+            }
+        }
+    }
+    fn send_batch(&mut self, evs: &mut Vec<BenchEvent>) {
+        for payload in evs.drain(..) {
+            let correlation = ce::CorrelationId(self.1);
+            self.1 = self.1.wrapping_add(1);
+            self.2.push_back(ce::Outgoing {
+                correlation,
+                causation: None,
+                payload,
+            });
+        }
+        while !self.2.is_empty() {
+            match self.0.try_publish_batch(&mut self.2) {
+                Ok(_) => {}
+                Err(ce::PublishError::Full(())) => std::thread::yield_now(),
+                Err(ce::PublishError::Closed(())) => return,
             }
         }
     }
@@ -265,7 +297,13 @@ impl Contender for Ours {
             .map(|rx| Box::new(OursRx(rx, Vec::with_capacity(64), self.lend)) as Box<dyn Rx>)
             .collect();
         let txs = (0..s.publishers)
-            .map(|i| Box::new(OursTx(bus.publisher("bench"), (i as u64) << 40)) as Box<dyn Tx>)
+            .map(|i| {
+                Box::new(OursTx(
+                    bus.publisher("bench"),
+                    (i as u64) << 40,
+                    std::collections::VecDeque::with_capacity(256),
+                )) as Box<dyn Tx>
+            })
             .collect();
         Setup {
             txs,
@@ -294,6 +332,12 @@ impl Tx for RvoipBusTx {
         } else {
             let _ = poll_now(self.0.publish(ev));
         }
+    }
+    fn send_batch(&mut self, evs: &mut Vec<BenchEvent>) {
+        // The call takes the batch by value; the harness's buffer is then rebuilt (one
+        // allocation per batch, on rvoip's side of the ledger).
+        let batch = std::mem::replace(evs, Vec::with_capacity(evs.capacity()));
+        let _ = poll_now(self.0.publish_batch(batch));
     }
 }
 impl rvoip_infra_common::events::types::StaticEvent for BenchEvent {}
@@ -510,6 +554,25 @@ impl<P: disruptor::Producer<BenchEvent> + Send> Tx for DisTx<P> {
         while self.0.try_publish(|e| *e = ev).is_err() {
             std::thread::yield_now();
         }
+    }
+    fn send_batch(&mut self, evs: &mut Vec<BenchEvent>) {
+        let n = evs.len();
+        if n == 0 {
+            return;
+        }
+        // All or nothing: the batch is claimed whole, or not at all.
+        while self
+            .0
+            .try_batch_publish(n, |slots| {
+                for (slot, ev) in slots.zip(evs.iter()) {
+                    *slot = *ev;
+                }
+            })
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        evs.clear();
     }
 }
 #[repr(align(128))]
@@ -769,7 +832,9 @@ fn warm_up(setup: &mut Setup, shape: Shape) {
     }
 }
 
-fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome {
+/// Throughput: `n` events per publisher, handed over `batch` at a time (see
+/// [`Tx::send_batch`]; 1: one `send` each).
+fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64, batch: u64) -> Outcome {
     let mut setup = c.setup(shape);
     warm_up(&mut setup, shape);
     let total = n * shape.publishers as u64;
@@ -801,8 +866,19 @@ fn throughput(c: &dyn Contender, shape: Shape, n: u64, work_ns: u64) -> Outcome 
                 // The run starts when the first publisher starts (not when the main thread
                 // gets to run again after the barrier).
                 let started = now_raw();
-                for i in 0..n {
-                    tx.send(BenchEvent::new(i, false));
+                if batch <= 1 {
+                    for i in 0..n {
+                        tx.send(BenchEvent::new(i, false));
+                    }
+                } else {
+                    let mut evs = Vec::with_capacity(batch as usize);
+                    let mut i = 0;
+                    while i < n {
+                        let k = batch.min(n - i);
+                        evs.extend((i..i + k).map(|j| BenchEvent::new(j, false)));
+                        tx.send_batch(&mut evs);
+                        i += k;
+                    }
                 }
                 started
             })
@@ -1366,6 +1442,8 @@ fn main() {
     let reps = count("--reps").map_or(if quick || smoke { 1 } else { 5 }, |r| r as usize);
     // `--events N`: events per throughput run (default 2,000,000).
     let n = count("--events").unwrap_or(2_000_000) / scale;
+    // `--batch N`: events per publish call in the throughput scenarios (default 1).
+    let batch = count("--batch").unwrap_or(1);
 
     let contenders: Vec<Box<dyn Contender>> = vec![
         Box::new(Ours {
@@ -1440,6 +1518,12 @@ fn main() {
             .unwrap_or(1),
         n
     );
+    if batch > 1 {
+        println!(
+            "  throughput publishers hand over {batch} events per call (the batch calls of our \
+             bus, rvoip's EventBus and the disruptor; the others one by one)"
+        );
+    }
 
     let settings: Vec<String> = ["CE_PIN", "CE_CAP", "CE_SHARDS"]
         .iter()
@@ -1449,6 +1533,9 @@ fn main() {
         println!("  environment: {}", settings.join(" "));
     }
 
+    // What must not happen (our bus losing a never-dropped event): reported, and the run
+    // fails at the end.
+    let mut failures: Vec<String> = Vec::new();
     let mut rates: HashMap<(&str, &str), f64> = HashMap::new();
     // Each contender's rate in every round, in round order.
     let mut rounds: HashMap<(&str, &str), Vec<f64>> = HashMap::new();
@@ -1497,7 +1584,7 @@ fn main() {
             for k in 0..contenders.len() {
                 // Rotated, so that no contender always runs first or last in a round.
                 let j = (k + round) % contenders.len();
-                runs[j].push(throughput(contenders[j].as_ref(), shape, per_pub, 0));
+                runs[j].push(throughput(contenders[j].as_ref(), shape, per_pub, 0, batch));
             }
         }
         println!(
@@ -1506,6 +1593,17 @@ fn main() {
             trips.join(", ")
         );
         for (c, outcomes) in contenders.iter().zip(&runs) {
+            // Our bus publishes Normal events here: never dropped. Any loss is a bug.
+            if c.name().starts_with("call-engine-bus") {
+                for o in outcomes.iter().filter(|o| o.received != o.sent) {
+                    failures.push(format!(
+                        "{title}: {} delivered {} of {} events",
+                        c.name(),
+                        o.received,
+                        o.sent
+                    ));
+                }
+            }
             rounds.insert(
                 (title, c.name()),
                 outcomes.iter().map(Outcome::rate).collect(),
@@ -1672,6 +1770,7 @@ fn main() {
         }
     }
     if !want("vi") {
+        fail_on(&failures);
         return;
     }
     println!("\n(vi) flood: 1 publisher at full speed, 1 subscriber doing ~1 µs of work per event, 500k events, capacity 4096");
@@ -1682,7 +1781,7 @@ fn main() {
         capacity: 4096,
     };
     for c in &contenders {
-        let o = throughput(c.as_ref(), shape, flood_n, 1_000);
+        let o = throughput(c.as_ref(), shape, flood_n, 1_000, 1);
         println!(
             "  {:width$} received {:>7}   loss: {}",
             c.name(),
@@ -1695,7 +1794,7 @@ fn main() {
         .iter()
         .filter(|c| c.name().starts_with("call-engine-bus"))
     {
-        let o = throughput(c.as_ref(), shape, flood_n, 1_000);
+        let o = throughput(c.as_ref(), shape, flood_n, 1_000, 1);
         println!(
             "  {:width$} received {:>7}   loss: {}",
             format!("{} [Low lane, shed-oldest]", c.name()),
@@ -1705,6 +1804,18 @@ fn main() {
     }
     LOW_PRIORITY.store(false, Ordering::Relaxed);
     println!("\n(call-engine-bus publishes Normal events in (i)-(iv) and (vi): never dropped, back-pressured. The Low-lane rows show the shed policy: every loss reported.)");
+    fail_on(&failures);
+}
+
+/// Ends the run with an error if anything in `failures` happened.
+fn fail_on(failures: &[String]) {
+    if failures.is_empty() {
+        return;
+    }
+    for f in failures {
+        eprintln!("bus-compare: FAILED: {f}");
+    }
+    std::process::exit(1);
 }
 
 #[cfg(test)]

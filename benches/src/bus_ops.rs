@@ -1,5 +1,5 @@
 //! Single-threaded publish + receive loop, for instruction counting
-//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-lend|ours-bcast|ours-bcast-lend|crossbeam N`). Measures the
+//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-lend|ours-pub-batch|ours-bcast|ours-bcast-lend|crossbeam N`). Measures the
 //! per-event instruction cost of the bus machinery without cross-core effects.
 //!
 //! To count only inside the bus calls (the clock calibration at start-up varies from run
@@ -35,6 +35,12 @@ fn publish(tx: &ce::Publisher<P64>, i: u64) {
     .unwrap();
 }
 
+#[inline(never)]
+fn publish_batch(tx: &ce::Publisher<P64>, out: &mut std::collections::VecDeque<ce::Outgoing<P64>>) {
+    let k = out.len();
+    assert_eq!(tx.try_publish_batch(out).unwrap(), k);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let who = args.get(1).map(String::as_str).unwrap_or("ours");
@@ -68,6 +74,28 @@ fn main() {
                     rx.try_recv_batch(&mut buf, max).unwrap();
                     sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
                 }
+            }
+        }
+        "ours-pub-batch" => {
+            // Published `batch` at a time with `try_publish_batch`, received lent in place.
+            let bus = ce::EventBus::<P64>::new(ce::EventBusConfig::default()).unwrap();
+            let mut rx = bus.subscribe(ce::Filter::all());
+            let tx = bus.publisher("ops");
+            let mut out = std::collections::VecDeque::with_capacity(max);
+            let mut i = 0;
+            while i < n {
+                let k = batch.min(n - i);
+                out.extend((i..i + k).map(|j| ce::Outgoing {
+                    correlation: ce::CorrelationId(j),
+                    causation: None,
+                    payload: P64 {
+                        seq: j,
+                        _pad: [0; 7],
+                    },
+                }));
+                publish_batch(&tx, &mut out);
+                rx.try_recv_with(max, |e| sum += e.payload.seq).unwrap();
+                i += k;
             }
         }
         "ours-bcast" | "ours-bcast-lend" => {

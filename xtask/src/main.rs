@@ -255,20 +255,29 @@ fn test(args: &[String]) -> Result<(), String> {
         wait_with_timeout(&mut cmd, MEMCHECK_TIMEOUT).map_err(|e| format!("{step}: {e}"))?;
     }
 
-    // The benchmark harness must keep working: a short smoke run in release.
-    let mut bench = cargo();
-    bench.args([
-        "run",
-        "--release",
-        "--locked",
-        "-p",
-        "call-engine-benches",
-        "--bin",
-        "bus-compare",
-        "--",
-        "--smoke",
-    ]);
-    run("benchmark smoke run", bench)
+    // The benchmark harness must keep working: a short smoke run in release, which fails
+    // if our bus loses an event; then the throughput publishers' batch calls.
+    let smoke = |extra: &[&str]| {
+        let mut cmd = cargo();
+        cmd.args([
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "call-engine-benches",
+            "--bin",
+            "bus-compare",
+            "--",
+            "--smoke",
+        ])
+        .args(extra);
+        cmd
+    };
+    run("benchmark smoke run", smoke(&[]))?;
+    run(
+        "benchmark smoke run, batch publish",
+        smoke(&["--scenario", "i", "--batch", "16"]),
+    )
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

@@ -523,6 +523,13 @@ struct WakeList<'a, T: Message> {
     len: usize,
 }
 
+/// What one batch publish shares across its events: the receivers to wake at its end, and
+/// its timestamp (the events of one call are published at the same instant).
+struct Batch<'a, T: Message> {
+    wakes: WakeList<'a, T>,
+    timestamp: Timestamp,
+}
+
 /// Whatever happens after an event was committed (a payload's `Clone` or `Drop` may
 /// panic), the receivers it was committed for are woken.
 impl<T: Message> Drop for WakeList<'_, T> {
@@ -637,9 +644,10 @@ impl<T: Message + Clone> BusInner<T> {
     }
 
     /// The one publish path. On `Full`, nothing was delivered and the blocked
-    /// subscription is returned so an async publisher can wait on it. `wakes` gathers the
-    /// receivers to wake across a batch; without it (a single publish) the fast path wakes
-    /// its receiver right after the commit and the general path gathers its own.
+    /// subscription is returned so an async publisher can wait on it. `batch` gathers the
+    /// receivers to wake across a batch and gives its timestamp; without it (a single
+    /// publish) the clock is read here, the fast path wakes its receiver right after the
+    /// commit and the general path gathers its own.
     #[allow(clippy::type_complexity)]
     #[inline(always)]
     fn route<'a>(
@@ -649,7 +657,7 @@ impl<T: Message + Clone> BusInner<T> {
         causation: Option<EventId>,
         source: &'static str,
         payload: T,
-        wakes: Option<&mut WakeList<'a, T>>,
+        batch: Option<&mut Batch<'a, T>>,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
         if self.closed.load(Ordering::Acquire) {
             return Err((PublishError::Closed(payload), None));
@@ -665,7 +673,10 @@ impl<T: Message + Clone> BusInner<T> {
             causation,
             source,
             priority: prio,
-            timestamp: self.now(),
+            timestamp: match &batch {
+                Some(b) => b.timestamp,
+                None => self.now(),
+            },
         };
 
         // Fast path: one subscription for the topic (one receiver, or a broadcast group), a
@@ -702,8 +713,8 @@ impl<T: Message + Clone> BusInner<T> {
                         // waits for every earlier store).
                         sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
                         let make = || Event(Repr::Owned(meta.envelope(id, payload)));
-                        let wake = || match wakes {
-                            Some(w) => w.add(sub, g),
+                        let wake = || match batch {
+                            Some(b) => b.wakes.add(sub, g),
                             None => group.wake(),
                         };
                         // Two branches, so that the common one moves no `Option` of a
@@ -726,7 +737,7 @@ impl<T: Message + Clone> BusInner<T> {
             }
         }
         let env = meta.envelope(EventId(0), payload);
-        self.route_general(subs, shard_idx, lane_idx, env, wakes)
+        self.route_general(subs, shard_idx, lane_idx, env, batch.map(|b| &mut b.wakes))
     }
 
     /// The publish path for everything the fast path in [`route`](Self::route) does not
@@ -1525,8 +1536,9 @@ impl<T: Message + Clone> Publisher<T> {
     }
 
     /// Publishes from the front of `batch` until it is empty or a Block lane is full;
-    /// published events are removed from `batch`. One routing-table read and one wake-up
-    /// per receiver for the whole batch. Returns how many were published.
+    /// published events are removed from `batch`. One routing-table read, one clock read
+    /// (the events of one call carry the same timestamp: the instant of the call) and one
+    /// wake-up per receiver for the whole batch. Returns how many were published.
     pub fn try_publish_batch(
         &self,
         batch: &mut VecDeque<Outgoing<T>>,
@@ -1541,7 +1553,10 @@ impl<T: Message + Clone> Publisher<T> {
         table: &RoutingTable<T>,
         batch: &mut VecDeque<Outgoing<T>>,
     ) -> Result<usize, PublishError<()>> {
-        let mut wakes = WakeList::new();
+        let mut shared = Batch {
+            wakes: WakeList::new(),
+            timestamp: self.bus.now(),
+        };
         let mut n = 0;
         let result = loop {
             let Some(o) = batch.pop_front() else {
@@ -1553,7 +1568,7 @@ impl<T: Message + Clone> Publisher<T> {
                 o.causation,
                 self.source,
                 o.payload,
-                Some(&mut wakes),
+                Some(&mut shared),
             ) {
                 Ok(_) => n += 1,
                 Err((e, _)) => {
@@ -1571,12 +1586,13 @@ impl<T: Message + Clone> Publisher<T> {
                 }
             }
         };
-        // `wakes` wakes the receivers once for the whole batch as it drops.
+        // `shared.wakes` wakes the receivers once for the whole batch as it drops.
         result
     }
 
     /// Publishes every event of `batch` in order, waiting for room as needed. Returns how
-    /// many were published; fails only if the bus is closed.
+    /// many were published; fails only if the bus is closed. Events published together
+    /// share a timestamp; those published after a wait carry the later instant.
     pub async fn publish_batch(
         &self,
         batch: impl IntoIterator<Item = Outgoing<T>>,

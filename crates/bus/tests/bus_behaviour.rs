@@ -1466,13 +1466,24 @@ fn try_publish_batch_publishes_and_removes_everything() {
     });
     let mut rx = bus.subscribe(Filter::all());
     let tx = bus.publisher("batch");
+    let before = bus.now();
     let mut batch = outgoing(Priority::Normal, 0..100);
     assert_eq!(tx.try_publish_batch(&mut batch), Ok(100));
     assert!(batch.is_empty());
+    let after = bus.now();
     let (events, _) = drain(&mut rx);
     assert_eq!(seqs(&events), (0..100).collect::<Vec<_>>());
     assert!(events.iter().all(|e| e.source == "batch"));
     assert_eq!(bus.metrics().total().published, 100);
+    // One call, one instant: every event of the batch carries the same timestamp, taken
+    // during the call.
+    let stamp = events[0].timestamp;
+    assert!(events.iter().all(|e| e.timestamp == stamp));
+    assert!(before <= stamp && stamp <= after);
+    // The next call is stamped at its own (later or equal) instant.
+    let mut more = outgoing(Priority::Normal, 100..101);
+    assert_eq!(tx.try_publish_batch(&mut more), Ok(1));
+    assert!(drain(&mut rx).0[0].timestamp >= stamp);
 }
 
 #[test]
