@@ -81,14 +81,23 @@ fn try_publish<T>(ring: &Ring<T>, value: T) -> bool {
     let Some(seq) = ring.claim() else {
         return false;
     };
+    // SAFETY: claimed just above.
+    unsafe { commit_one(ring, seq, value) };
+    true
+}
+
+/// Commits `value` for the claimed `seq` as the bus's publish paths do.
+///
+/// # Safety
+/// `seq` was claimed on `ring` and not committed yet.
+unsafe fn commit_one<T>(ring: &Ring<T>, seq: u64, value: T) {
     if ring.keeps_previous() {
-        // SAFETY: claimed just above, committed once.
+        // SAFETY: forwarded; committed once.
         drop(unsafe { ring.commit_with(seq, || value) });
     } else {
         // SAFETY: as above; the ring keeps no previous value.
         unsafe { ring.commit_fresh_with(seq, || value) };
     }
-    true
 }
 
 /// Consumer `c` makes `attempts` attempts to pop, releasing after each value taken (the
@@ -441,4 +450,55 @@ fn loom_two_claims_outstanding_commit_out_of_order() {
     });
     // Nothing committed yet, one, or both, when the consumer looked.
     assert_eq!(outcomes, BTreeSet::from([0, 1, 2]));
+}
+
+/// A publisher claiming a run of two (`claim_run`, as a batch publish does) races one
+/// claiming a single number, on a ring of capacity 2 on its second lap, while the
+/// consumer takes a value: the run gets what there is room for (both, or the one left by
+/// the single claim), every committed value is delivered once, each publisher's in its
+/// order, and every value is dropped exactly once.
+#[test]
+fn loom_a_run_races_a_single_claim() {
+    let outcomes = model(2, || {
+        let counts = Counts::new();
+        let ring = Arc::new(Ring::<Tracked>::new(2, 1));
+        for v in 0..2 {
+            assert!(try_publish(&ring, make(&counts, v)));
+        }
+        assert_eq!(values(&pop_some(&ring, 0, 2)), [0, 1]);
+        let runner = {
+            let counts = counts.clone();
+            on_thread(&ring, move |ring| {
+                let Some((first, n)) = ring.claim_run(2) else {
+                    return Vec::new();
+                };
+                let sent: Vec<u64> = (10..10 + n).collect();
+                for (k, v) in sent.iter().enumerate() {
+                    // SAFETY: claimed by the run, committed once each.
+                    unsafe { commit_one(ring, first + k as u64, make(&counts, *v)) };
+                }
+                sent
+            })
+        };
+        let single = publisher(&ring, &counts, &[], 20..=20);
+        let mut got = values(&pop_some(&ring, 0, 1));
+        let run = runner.join().unwrap();
+        let one = single.join().unwrap();
+        got.extend(values(&drain(&ring, 0)));
+        for sent in [&run, &one] {
+            let from: Vec<u64> = got
+                .iter()
+                .copied()
+                .filter(|v| sent.first().is_some_and(|f| v / 10 == f / 10))
+                .collect();
+            assert_eq!(&from, sent, "got {got:?}");
+        }
+        assert_eq!(got.len(), run.len() + one.len(), "got {got:?}");
+        counts.dropped_with(ring);
+        10 * run.len() + one.len()
+    });
+    // The run first: both numbers, the single claim then finds room only if the consumer
+    // released one meanwhile. The single claim first: the run gets the one number left,
+    // or both if the consumer released the first meanwhile.
+    assert_eq!(outcomes, BTreeSet::from([11, 20, 21]));
 }

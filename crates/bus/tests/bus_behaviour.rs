@@ -497,10 +497,21 @@ fn per_correlation_order_holds_with_concurrent_publishers() {
         })
         .collect();
 
-    let total = THREADS * CALLS * PER_CALL;
+    receive_in_call_order(&mut rx, publishers, THREADS * CALLS, PER_CALL);
+}
+
+/// Receives `calls × per_call` events as they come, each call's (correlation's) `seq`
+/// counting up from 0: in order, none lost, none twice; then joins the publishers and
+/// checks that nothing else arrives.
+fn receive_in_call_order(
+    rx: &mut Receiver<Ev>,
+    publishers: Vec<std::thread::JoinHandle<()>>,
+    calls: u64,
+    per_call: u64,
+) {
     let mut next: HashMap<CorrelationId, u64> = HashMap::new();
     rt().block_on(async {
-        for _ in 0..total {
+        for _ in 0..calls * per_call {
             let e = tokio::time::timeout(SAFETY, rx.recv())
                 .await
                 .expect("receiver stalled")
@@ -513,9 +524,54 @@ fn per_correlation_order_holds_with_concurrent_publishers() {
     for p in publishers {
         p.join().unwrap();
     }
-    assert_eq!(next.len() as u64, THREADS * CALLS);
-    assert!(next.values().all(|n| *n == PER_CALL));
+    assert_eq!(next.len() as u64, calls);
+    assert!(next.values().all(|n| *n == per_call));
     assert_pending_recv(rx.try_recv());
+}
+
+/// Batch publishers (runs of events claimed together) racing single publishers on small
+/// lanes, the receiver asleep between events: nothing lost, nothing twice, each call's
+/// events in order.
+#[test]
+fn batch_and_single_publishers_keep_each_calls_order() {
+    const CALLS: u64 = 40;
+    const PER_CALL: u64 = 250;
+    let bus = new_bus(EventBusConfig {
+        shard_count: 4,
+        broadcast_capacity: 32,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all());
+    let publishers: Vec<_> = (0..3u64)
+        .map(|t| {
+            let tx = bus.publisher("p");
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    for seq in 0..PER_CALL {
+                        // Thread 0 publishes one by one; the others in batches of every
+                        // call's next event (a run per receiver queue).
+                        let calls = (0..CALLS).map(|k| CorrelationId(t * 1_000 + k));
+                        if t == 0 {
+                            for c in calls {
+                                tx.publish(c, None, ev(Priority::Normal, seq))
+                                    .await
+                                    .unwrap();
+                            }
+                        } else {
+                            let batch = calls.map(|c| Outgoing {
+                                correlation: c,
+                                causation: None,
+                                payload: ev(Priority::Normal, seq),
+                            });
+                            assert_eq!(tx.publish_batch(batch).await, Ok(CALLS as usize));
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    receive_in_call_order(&mut rx, publishers, 3 * CALLS, PER_CALL);
+    assert_eq!(bus.metrics().total().depth, 0);
 }
 
 /// Several publishers, two subscribers with tiny Block lanes, one of them slow: a publish
@@ -1484,6 +1540,128 @@ fn try_publish_batch_publishes_and_removes_everything() {
     let mut more = outgoing(Priority::Normal, 100..101);
     assert_eq!(tx.try_publish_batch(&mut more), Ok(1));
     assert!(drain(&mut rx).0[0].timestamp >= stamp);
+}
+
+/// A batch publish claims room for a run of events bound for one queue at once. Runs end
+/// where the receiver group, the filter's verdict or the priority changes; every event
+/// still reaches exactly the receiver it should, in order, with its own id, correlation,
+/// causation and priority, and what the filter refuses is counted as unrouted.
+#[test]
+fn batch_runs_end_where_the_group_filter_or_priority_changes() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 4,
+        broadcast_capacity: 256,
+        ..cfg()
+    });
+    let shards = correlation_per_shard(&bus);
+    // One subscription of two receiver groups (shards 0, 2 and 1, 3), High and above.
+    let mut rxs = bus.subscribe_sharded(Filter::all().min_priority(Priority::High), 2);
+    let tx = bus.publisher("runs");
+    // Runs of the same correlation, then alternating groups, mixed priorities, and
+    // Normal events the filter refuses.
+    let plan: Vec<(usize, Priority)> = (0..120)
+        .map(|k| {
+            let shard = match k {
+                0..40 => 0,
+                40..80 => k % 4,
+                _ => (k / 3) % 4,
+            };
+            let prio = match k % 13 {
+                5 => Priority::Normal,
+                7 | 8 => Priority::Critical,
+                _ => Priority::High,
+            };
+            (shard, prio)
+        })
+        .collect();
+    let mut batch: VecDeque<Outgoing<Ev>> = plan
+        .iter()
+        .enumerate()
+        .map(|(k, &(shard, prio))| Outgoing {
+            correlation: shards[shard],
+            causation: (k % 2 == 1).then_some(EventId(k as u64)),
+            payload: ev(prio, k as u64),
+        })
+        .collect();
+    assert_eq!(tx.try_publish_batch(&mut batch), Ok(120));
+    let refused = plan.iter().filter(|(_, p)| *p == Priority::Normal).count();
+    let mut ids = HashSet::new();
+    let mut got = 0;
+    for (g, rx) in rxs.iter_mut().enumerate() {
+        let (events, missed) = drain(rx);
+        assert_eq!(missed, 0);
+        // Each group gets its shards' admitted events: Critical before High, each
+        // priority in publish order.
+        let want = |p: Priority| -> Vec<u64> {
+            (0..120u64)
+                .filter(|&k| {
+                    let (shard, prio) = plan[k as usize];
+                    shard % 2 == g && prio == p
+                })
+                .collect()
+        };
+        let (critical, high): (Vec<_>, Vec<_>) = events
+            .iter()
+            .partition(|e| e.priority == Priority::Critical);
+        assert_eq!(seqs_of(&critical), want(Priority::Critical), "group {g}");
+        assert_eq!(seqs_of(&high), want(Priority::High), "group {g}");
+        assert!(events
+            .iter()
+            .take(critical.len())
+            .all(|e| e.priority == Priority::Critical));
+        for e in &events {
+            let k = e.payload.seq as usize;
+            assert_eq!(e.correlation, shards[plan[k].0]);
+            assert_eq!(e.causation, (k % 2 == 1).then_some(EventId(k as u64)));
+            assert_eq!(e.priority, plan[k].1);
+            assert_eq!(e.source, "runs");
+            assert!(ids.insert(e.id), "duplicate id {}", e.id);
+        }
+        got += events.len();
+    }
+    assert_eq!(got, 120 - refused);
+    let m = bus.metrics();
+    assert_eq!(m.unrouted, refused as u64);
+    assert_eq!(m.total().published, 120);
+    assert_eq!(m.total().delivered, (120 - refused) as u64);
+    assert_eq!(m.total().depth, 0);
+}
+
+fn seqs_of(events: &[&Event<Ev>]) -> Vec<u64> {
+    events.iter().map(|e| e.payload.seq).collect()
+}
+
+/// A batch whose events a subscription's correlation filter admits only in part: the
+/// admitted ones arrive, in order; the rest count as unrouted.
+#[test]
+fn batch_runs_respect_a_correlation_filter() {
+    let bus = new_bus(EventBusConfig {
+        shard_count: 1,
+        ..cfg()
+    });
+    let mut rx = bus.subscribe(Filter::all().correlation(CorrelationId(1)));
+    let tx = bus.publisher("runs");
+    // 1 1 1 2 2 1 1 3 1 ...: runs of the admitted correlation between refused ones.
+    let corr = |k: u64| {
+        if k % 5 == 3 || k % 7 == 4 {
+            2 + k % 2
+        } else {
+            1
+        }
+    };
+    let mut batch: VecDeque<Outgoing<Ev>> = (0..100)
+        .map(|k| Outgoing {
+            correlation: CorrelationId(corr(k)),
+            causation: None,
+            payload: ev(Priority::Normal, k),
+        })
+        .collect();
+    assert_eq!(tx.try_publish_batch(&mut batch), Ok(100));
+    let want: Vec<u64> = (0..100).filter(|&k| corr(k) == 1).collect();
+    let (events, _) = drain(&mut rx);
+    assert_eq!(seqs(&events), want);
+    assert!(events.iter().all(|e| e.correlation == CorrelationId(1)));
+    assert_eq!(bus.metrics().unrouted, 100 - want.len() as u64);
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Property tests: random interleavings of publish / try_recv / try_recv_batch against a
+//! Property tests: random interleavings of publish / try_publish_batch / try_recv /
+//! try_recv_batch against a
 //! small bus (capacity 1..=8, 1..=3 shards, 1..=2 subscribers, as separate subscriptions
 //! or as one broadcast subscription, random overflow policies for Normal and Low, random
 //! `enable_priority`, `enable_zero_copy` and starvation limit),
@@ -36,6 +37,10 @@ enum Op {
         prio: Priority,
         corr: u64,
     },
+    /// `try_publish_batch` of these (priority, correlation) events.
+    PublishBatch {
+        events: Vec<(Priority, u64)>,
+    },
     TryRecv {
         sub: usize,
     },
@@ -58,6 +63,14 @@ fn policy() -> impl Strategy<Value = OverflowPolicy> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (priority(), 0u64..4).prop_map(|(prio, corr)| Op::Publish { prio, corr }),
+        // Batches of one priority (runs for one queue) and mixed ones.
+        1 => (priority(), prop::collection::vec(0u64..4, 1..=9)).prop_map(|(prio, corrs)| {
+            Op::PublishBatch {
+                events: corrs.into_iter().map(|c| (prio, c)).collect(),
+            }
+        }),
+        1 => prop::collection::vec((priority(), 0u64..4), 1..=6)
+            .prop_map(|events| Op::PublishBatch { events }),
         2 => (0usize..2).prop_map(|sub| Op::TryRecv { sub }),
         1 => (0usize..2, 1usize..6, any::<bool>())
             .prop_map(|(sub, k, lend)| Op::RecvBatch { sub, k, lend }),
@@ -210,10 +223,85 @@ impl Harness {
         }
     }
 
+    /// Every shard's depth per priority, as the bus's metrics give it, is what the model
+    /// holds queued for that shard and priority, over all subscribers.
+    fn check_depth(&self) -> Result<(), TestCaseError> {
+        let m = self.bus.metrics();
+        for (si, shard) in m.shards.iter().enumerate() {
+            for p in Priority::ALL {
+                let queued = self
+                    .models
+                    .iter()
+                    .flat_map(|sm| sm.lanes.iter().flatten().flatten())
+                    .filter(|(c, e, _)| self.bus.shard_of(*c) == si && e.prio == p)
+                    .count() as u64;
+                prop_assert_eq!(shard.lane(p).depth, queued, "shard {} {}", si, p);
+            }
+        }
+        Ok(())
+    }
+
+    /// A new event (a new sequence number).
+    fn next_event(&mut self, prio: Priority) -> Ev {
+        self.next_seq += 1;
+        Ev {
+            prio,
+            seq: self.next_seq - 1,
+        }
+    }
+
     fn publish(&mut self, prio: Priority, corr: u64) -> Result<(), TestCaseError> {
         let c = CorrelationId(corr);
-        let shard = self.bus.shard_of(c);
-        prop_assert!(shard < self.cfg.shard_count);
+        prop_assert!(self.bus.shard_of(c) < self.cfg.shard_count);
+        let e = self.next_event(prio);
+        let r = self.tx.try_publish(c, None, e.clone());
+        if !self.model_publish(c, &e) {
+            prop_assert_eq!(r, Err(PublishError::Full(e)));
+            return Ok(());
+        }
+        prop_assert!(r.is_ok(), "unexpected {:?}", r);
+        Ok(())
+    }
+
+    /// A batch is published in order up to the first event refused as Full, which stays
+    /// at the front of the batch with those after it.
+    fn publish_batch(&mut self, events: &[(Priority, u64)]) -> Result<(), TestCaseError> {
+        let sent: Vec<(CorrelationId, Ev)> = events
+            .iter()
+            .map(|&(prio, corr)| (CorrelationId(corr), self.next_event(prio)))
+            .collect();
+        let mut batch: VecDeque<Outgoing<Ev>> = sent
+            .iter()
+            .map(|(c, e)| Outgoing {
+                correlation: *c,
+                causation: None,
+                payload: e.clone(),
+            })
+            .collect();
+        let r = self.tx.try_publish_batch(&mut batch);
+        let mut admitted = 0;
+        for (c, e) in &sent {
+            if !self.model_publish(*c, e) {
+                break;
+            }
+            admitted += 1;
+        }
+        if admitted == sent.len() {
+            prop_assert_eq!(r, Ok(admitted));
+            prop_assert!(batch.is_empty());
+        } else {
+            prop_assert_eq!(r, Err(PublishError::Full(())));
+            prop_assert_eq!(batch.len(), sent.len() - admitted);
+            let front = batch.front().map(|o| (o.correlation, o.payload.clone()));
+            prop_assert_eq!(front, Some(sent[admitted].clone()));
+        }
+        Ok(())
+    }
+
+    /// The model's side of publishing `e` for `c`: false if it is refused (a Block lane
+    /// of a subscriber is full), otherwise what each subscriber's lane does with it.
+    fn model_publish(&mut self, c: CorrelationId, e: &Ev) -> bool {
+        let prio = e.prio;
         let lane = self.lane_of(prio);
         let policy = self.cfg.overflow.get(prio);
         let cap = self.cfg.broadcast_capacity;
@@ -221,17 +309,9 @@ impl Harness {
             .models
             .iter()
             .any(|m| policy == OverflowPolicy::Block && m.lanes[0][lane].len() >= cap);
-        let e = Ev {
-            prio,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        let r = self.tx.try_publish(c, None, e.clone());
         if full {
-            prop_assert_eq!(r, Err(PublishError::Full(e)));
-            return Ok(());
+            return false;
         }
-        prop_assert!(r.is_ok(), "unexpected {:?}", r);
         self.published[prio.index()] += 1;
         // Subscribers that get the event (zero-copy shares a slot only among several).
         let takers = self
@@ -265,7 +345,7 @@ impl Harness {
                 m.missed += 1;
             }
         }
-        Ok(())
+        true
     }
 
     /// Checks one received event against the model (it must be the front of its lane);
@@ -457,7 +537,14 @@ proptest! {
         let mut h = Harness::new(&s);
         for op in ops {
             match op {
-                Op::Publish { prio, corr } => h.publish(prio, corr)?,
+                Op::Publish { prio, corr } => {
+                    h.publish(prio, corr)?;
+                    h.check_depth()?;
+                }
+                Op::PublishBatch { events } => {
+                    h.publish_batch(&events)?;
+                    h.check_depth()?;
+                }
                 Op::TryRecv { sub } => {
                     h.try_recv(sub)?;
                 }
