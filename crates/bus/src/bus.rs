@@ -26,6 +26,17 @@ const SHARD_BITS: u32 = 10;
 /// The most events a batch publish claims in one run (see `BusInner::publish_run`).
 const MAX_RUN: usize = 64;
 
+/// What [`BusInner::publish_run`] did with the front of a batch.
+enum Run {
+    /// Published this many (taken from the batch).
+    Published(usize),
+    /// The front does not start a run: it is routed on its own.
+    None,
+    /// A run of this many found no room in its ring: they are routed one by one (which
+    /// decides on the full lane), without scanning them again.
+    NoRoom(usize),
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------
@@ -370,6 +381,15 @@ impl<T: Message> RoutingTable<T> {
 struct HistoryRing<T> {
     buf: Vec<Option<Envelope<T>>>,
     next: usize,
+}
+
+impl<T> HistoryRing<T> {
+    /// The envelopes kept, oldest first (as recorded: one publisher's in its publish
+    /// order, also where several share a timestamp, as a batch's events do).
+    fn oldest_first(&self) -> impl Iterator<Item = &Envelope<T>> {
+        let (newer, older) = self.buf.split_at(self.next);
+        older.iter().chain(newer).flatten()
+    }
 }
 
 struct BusShard<T> {
@@ -746,10 +766,10 @@ impl<T: Message + Clone> BusInner<T> {
     /// The fast path of a batch publish: the run of events at the front of `batch` (up to
     /// [`MAX_RUN`]) that go to one Block ring (one subscription for their topic, one
     /// receiver group, one priority, all admitted by its filter; no history kept) takes its
-    /// sequence numbers with one claim and is committed in order. Returns how many it
-    /// published (taken from `batch`); 0 if the front does not start such a run of at
-    /// least two, or the ring has no room: the caller then routes the front event on its
-    /// own (which decides on a full lane).
+    /// sequence numbers with one claim and is committed in order. Anything else (the
+    /// front does not start such a run of at least two, the ring has no room, the
+    /// subscription closed meanwhile) leaves the batch as it was, for the caller to route
+    /// event by event.
     #[inline]
     fn publish_run<'a>(
         &'a self,
@@ -757,22 +777,22 @@ impl<T: Message + Clone> BusInner<T> {
         batch: &mut VecDeque<Outgoing<T>>,
         source: &'static str,
         shared: &mut Batch<'a, T>,
-    ) -> usize {
+    ) -> Run {
         if self.closed.load(Ordering::Acquire) {
-            return 0;
+            return Run::None;
         }
         let Some(front) = batch.front() else {
-            return 0;
+            return Run::None;
         };
         let (prio, topic) = (front.payload.priority(), front.payload.topic());
         let [sub] = &table.by_topic[topic.get() as usize][..] else {
-            return 0;
+            return Run::None;
         };
         let g = sub.group_of(self.shard_of(front.correlation));
         let group = &sub.groups[g];
         let lane_idx = self.lane_index(prio);
         let Lane::Block(ring) = &group.lanes[lane_idx] else {
-            return 0;
+            return Run::None;
         };
         // A ring that hands back previous values (dropped after each commit), and a bus
         // keeping a history, take the event-by-event path.
@@ -780,7 +800,7 @@ impl<T: Message + Clone> BusInner<T> {
             || self.config.history_capacity > 0
             || sub.closed.load(Ordering::Relaxed)
         {
-            return 0;
+            return Run::None;
         }
         // User code (`priority`, `topic`) runs here, before any claim.
         let mut len = 0;
@@ -796,11 +816,11 @@ impl<T: Message + Clone> BusInner<T> {
             len += 1;
         }
         if len < 2 {
-            return 0;
+            return Run::None;
         }
         group.mark_used(lane_idx);
         let Some((first, got)) = ring.claim_run(len as u64) else {
-            return 0;
+            return Run::NoRoom(len);
         };
         if sub.closed.load(Ordering::SeqCst) {
             // Closed since the check above (see `route`): the claims are taken back, last
@@ -809,7 +829,7 @@ impl<T: Message + Clone> BusInner<T> {
                 // SAFETY: claimed by the run just above, not committed.
                 unsafe { give_back(sub, group, ring, first.wrapping_add(k)) };
             }
-            return 0;
+            return Run::None;
         }
         // Nothing from here to the last commit can fail or panic (no user code).
         let mut published = 0;
@@ -841,7 +861,11 @@ impl<T: Message + Clone> BusInner<T> {
             published += 1;
         }
         shared.wakes.add(sub, g);
-        published
+        if published == 0 {
+            // Not reached (see above).
+            return Run::None;
+        }
+        Run::Published(published)
     }
 
     /// The publish path for everything the fast path in [`route`](Self::route) does not
@@ -1500,29 +1524,28 @@ impl<T: Message + Clone> EventBus<T> {
         let mut out: Vec<Envelope<T>> = Vec::new();
         for s in self.inner.shards.iter() {
             if let Some(h) = &s.history {
-                out.extend(h.lock().buf.iter().flatten().cloned());
+                out.extend(h.lock().oldest_first().cloned());
             }
         }
-        out.sort_by_key(|e| (e.timestamp, e.id));
+        // Stable: each shard's envelopes keep their recorded order among equal timestamps
+        // (ids give no order across priorities).
+        out.sort_by_key(|e| e.timestamp);
         out
     }
 
     /// The recent envelopes of one correlation id (one call), oldest first.
     pub fn history_of(&self, c: CorrelationId) -> Vec<Envelope<T>> {
         let shard = &self.inner.shards[self.inner.shard_of(c)];
-        let mut out: Vec<Envelope<T>> = match &shard.history {
+        // One call's envelopes are all in its shard's ring, in their recorded order.
+        match &shard.history {
             Some(h) => h
                 .lock()
-                .buf
-                .iter()
-                .flatten()
+                .oldest_first()
                 .filter(|e| e.correlation == c)
                 .cloned()
                 .collect(),
             None => Vec::new(),
-        };
-        out.sort_by_key(|e| (e.timestamp, e.id));
-        out
+        }
     }
 
     /// Publishes recorded envelopes again, in order, keeping their correlation and source
@@ -1664,12 +1687,20 @@ impl<T: Message + Clone> Publisher<T> {
             timestamp: self.bus.now(),
         };
         let mut n = 0;
+        // Events still to route one by one before a run is tried again.
+        let mut singles = 0usize;
         let result = loop {
-            let run = self.bus.publish_run(table, batch, self.source, &mut shared);
-            if run > 0 {
-                n += run;
-                continue;
+            if singles == 0 {
+                match self.bus.publish_run(table, batch, self.source, &mut shared) {
+                    Run::Published(k) => {
+                        n += k;
+                        continue;
+                    }
+                    Run::NoRoom(len) => singles = len,
+                    Run::None => singles = 1,
+                }
             }
+            singles -= 1;
             let Some(o) = batch.pop_front() else {
                 break Ok(n);
             };

@@ -717,6 +717,28 @@ mod tests {
     }
 
     #[test]
+    fn a_run_taken_back_last_first_behind_a_later_claim_leaves_tombstones() {
+        let r = Ring::new(8, 1);
+        assert_eq!(r.claim_run(3), Some((0, 3)));
+        let later = r.claim().unwrap();
+        // As a batch publish takes a run back (last first): a later claim is outstanding,
+        // so the tail cannot move back, and each becomes a tombstone.
+        for s in (0..3).rev() {
+            assert!(!unsafe { r.unclaim(s) });
+        }
+        assert_eq!(r.tail(), 4);
+        assert!(unsafe { r.commit(later, 'x') }.is_none());
+        assert_eq!(unsafe { r.pop(0) }, Some('x'), "the tombstones are skipped");
+        assert_eq!(unsafe { r.pop(0) }, None);
+        // Nothing outstanding after a run: it is taken back whole, the tail moves back.
+        r.release(0);
+        assert_eq!(r.claim_run(2), Some((4, 2)));
+        assert!(unsafe { r.unclaim(5) });
+        assert!(unsafe { r.unclaim(4) });
+        assert_eq!(r.tail(), 4);
+    }
+
+    #[test]
     fn runs_and_single_claims_from_several_threads_lose_nothing() {
         let r = Arc::new(Ring::new(16, 1));
         let per = 30_000u64;

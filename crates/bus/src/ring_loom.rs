@@ -452,6 +452,23 @@ fn loom_two_claims_outstanding_commit_out_of_order() {
     assert_eq!(outcomes, BTreeSet::from([0, 1, 2]));
 }
 
+/// A publisher on its own thread making one attempt to claim a run of two (`claim_run`,
+/// as a batch publish does) and committing values from 10 on: the values it committed.
+fn run_publisher(ring: &Arc<Ring<Tracked>>, counts: &Arc<Counts>) -> thread::JoinHandle<Vec<u64>> {
+    let counts = counts.clone();
+    on_thread(ring, move |ring| {
+        let Some((first, n)) = ring.claim_run(2) else {
+            return Vec::new();
+        };
+        let sent: Vec<u64> = (10..10 + n).collect();
+        for (k, v) in sent.iter().enumerate() {
+            // SAFETY: claimed by the run, committed once each.
+            unsafe { commit_one(ring, first + k as u64, make(&counts, *v)) };
+        }
+        sent
+    })
+}
+
 /// A publisher claiming a run of two (`claim_run`, as a batch publish does) races one
 /// claiming a single number, on a ring of capacity 2 on its second lap, while the
 /// consumer takes a value: the run gets what there is room for (both, or the one left by
@@ -466,20 +483,7 @@ fn loom_a_run_races_a_single_claim() {
             assert!(try_publish(&ring, make(&counts, v)));
         }
         assert_eq!(values(&pop_some(&ring, 0, 2)), [0, 1]);
-        let runner = {
-            let counts = counts.clone();
-            on_thread(&ring, move |ring| {
-                let Some((first, n)) = ring.claim_run(2) else {
-                    return Vec::new();
-                };
-                let sent: Vec<u64> = (10..10 + n).collect();
-                for (k, v) in sent.iter().enumerate() {
-                    // SAFETY: claimed by the run, committed once each.
-                    unsafe { commit_one(ring, first + k as u64, make(&counts, *v)) };
-                }
-                sent
-            })
-        };
+        let runner = run_publisher(&ring, &counts);
         let single = publisher(&ring, &counts, &[], 20..=20);
         let mut got = values(&pop_some(&ring, 0, 1));
         let run = runner.join().unwrap();
@@ -501,4 +505,37 @@ fn loom_a_run_races_a_single_claim() {
     // released one meanwhile. The single claim first: the run gets the one number left,
     // or both if the consumer released the first meanwhile.
     assert_eq!(outcomes, BTreeSet::from([11, 20, 21]));
+}
+
+/// A run claimed on a broadcast ring (two consumers) while the slower consumer is still
+/// reading the previous lap: the run gets only the room that consumer released (one
+/// number, or both if it released the second meanwhile); each consumer reads every value
+/// once, in order; the previous lap's values are dropped once, when their slots are
+/// reused or with the ring.
+#[test]
+fn loom_a_run_on_a_broadcast_ring_waits_for_the_slowest() {
+    let outcomes = model(2, || {
+        let counts = Counts::new();
+        let ring = Arc::new(Ring::<Tracked>::new(2, 2));
+        for v in 0..2 {
+            assert!(try_publish(&ring, make(&counts, v)));
+        }
+        assert_eq!(values(&pop_some(&ring, 0, 2)), [0, 1]);
+        assert_eq!(values(&pop_some(&ring, 1, 1)), [0]);
+        let runner = run_publisher(&ring, &counts);
+        let slow = on_thread(&ring, |ring| values(&pop_some(ring, 1, 1)));
+        let early = values(&pop_some(&ring, 0, 1));
+        let run = runner.join().unwrap();
+        let mut slow_got = slow.join().unwrap();
+        let mut fast_got = early;
+        fast_got.extend(values(&drain(&ring, 0)));
+        slow_got.extend(values(&drain(&ring, 1)));
+        assert_eq!(fast_got, run, "the fast consumer");
+        let mut want_slow = vec![1];
+        want_slow.extend(&run);
+        assert_eq!(slow_got, want_slow, "the slow consumer");
+        counts.dropped_with(ring);
+        run.len()
+    });
+    assert_eq!(outcomes, BTreeSet::from([1, 2]));
 }
