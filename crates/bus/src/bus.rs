@@ -666,6 +666,17 @@ impl<T: Message + Clone> BusInner<T> {
         )
     }
 
+    /// The id of an event claimed in `sub`'s Block ring, counted as enqueued there. Called
+    /// before the commit: no atomic read-modify-write follows the slot writes, so their
+    /// cache-line transfers overlap with the next publish instead of stalling this one (a
+    /// locked instruction waits for every earlier store).
+    #[inline(always)]
+    fn admit_one(&self, sub: &Arc<SubInner<T>>, shard_idx: usize, prio: Priority) -> EventId {
+        let id = self.next_id(shard_idx, prio);
+        sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+        id
+    }
+
     /// The one publish path. On `Full`, nothing was delivered and the blocked
     /// subscription is returned so an async publisher can wait on it. `batch` gathers the
     /// receivers to wake across a batch and gives its timestamp; without it (a single
@@ -729,12 +740,7 @@ impl<T: Message + Clone> BusInner<T> {
                             self.unrouted.fetch_add(1, Ordering::Relaxed);
                             return Ok(self.next_id(shard_idx, prio));
                         }
-                        let id = self.next_id(shard_idx, prio);
-                        // Counted before the commit: no atomic read-modify-write follows
-                        // the slot writes, so their cache-line transfers overlap with the
-                        // next publish instead of stalling this one (a locked instruction
-                        // waits for every earlier store).
-                        sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+                        let id = self.admit_one(sub, shard_idx, prio);
                         let make = || Event(Repr::Owned(meta.envelope(id, payload)));
                         let wake = || match batch {
                             Some(b) => b.wakes.add(sub, g),
@@ -842,10 +848,7 @@ impl<T: Message + Clone> BusInner<T> {
                 unsafe { ring.abandon(seq) };
                 continue;
             };
-            let shard = self.shard_of(o.correlation);
-            let id = self.next_id(shard, prio);
-            // Counted before the commit, as in `route`.
-            sub.enqueued[shard][prio.index()].fetch_add(1, Ordering::Relaxed);
+            let id = self.admit_one(sub, self.shard_of(o.correlation), prio);
             let meta = Meta {
                 correlation: o.correlation,
                 causation: o.causation,
