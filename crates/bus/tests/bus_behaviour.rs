@@ -1705,7 +1705,8 @@ fn history_keeps_a_batchs_order_across_priorities() {
             .collect::<Vec<_>>(),
         (0..18).collect::<Vec<_>>()
     );
-    // Replayed into another bus in the same order.
+    // Replayed into another bus: every event, each priority's in history order (the
+    // receiver drains by lane, so that is the order it can show).
     let other = new_bus(cfg());
     let mut replayed = other.subscribe(Filter::all());
     rt().block_on(other.replay(history)).unwrap();
@@ -1714,8 +1715,6 @@ fn history_keeps_a_batchs_order_across_priorities() {
         .iter()
         .map(|e| e.payload.seq)
         .collect();
-    // Delivered by lane; the replay published them in history order: per priority, the
-    // seqs ascend.
     for p in Priority::ALL {
         let of_p: Vec<u64> = (0..18)
             .filter(|&s| {
