@@ -1521,7 +1521,8 @@ impl<T: Message + Clone> EventBus<T> {
         }
     }
 
-    /// The recent envelopes kept by the history ring, oldest first (by timestamp). Empty
+    /// The recent envelopes kept by the history ring, oldest first (by timestamp; those of
+    /// one shard with equal timestamps, such as a batch's, in the order recorded). Empty
     /// when `history_capacity` is 0.
     pub fn history(&self) -> Vec<Envelope<T>> {
         let mut out: Vec<Envelope<T>> = Vec::new();
