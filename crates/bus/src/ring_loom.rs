@@ -178,6 +178,13 @@ fn lend_some(ring: &Ring<Tracked>, c: usize, attempts: usize) -> Vec<u64> {
     seen
 }
 
+/// What consumer `c` took while racing (`got`), then everything left for it once the
+/// other threads are joined.
+fn and_the_rest(ring: &Ring<Tracked>, c: usize, mut got: Vec<u64>) -> Vec<u64> {
+    got.extend(values(&drain(ring, c)));
+    got
+}
+
 fn values(v: &[Tracked]) -> Vec<u64> {
     v.iter().map(|t| t.v).collect()
 }
@@ -196,9 +203,9 @@ fn loom_two_publishers_one_consumer() {
             .into_iter()
             .map(|base| publisher(&ring, &counts, &[], base..=base + 1))
             .collect();
-        let mut got = values(&pop_some(&ring, 0, 2));
+        let early = values(&pop_some(&ring, 0, 2));
         let sent: Vec<Vec<u64>> = publishers.into_iter().map(|p| p.join().unwrap()).collect();
-        got.extend(values(&drain(&ring, 0)));
+        let got = and_the_rest(&ring, 0, early);
         assert_eq!(got.first(), Some(&0), "got {got:?}");
         for (base, sent) in [10u64, 20].into_iter().zip(&sent) {
             let from: Vec<u64> = got
@@ -293,8 +300,7 @@ fn loom_broadcast_every_consumer_gets_every_value() {
         ];
         let sent = publisher(&ring, &counts, &[0], 1..=2).join().unwrap();
         for (c, consumer) in consumers.into_iter().enumerate() {
-            let mut got = consumer.join().unwrap();
-            got.extend(values(&drain(&ring, c)));
+            let got = and_the_rest(&ring, c, consumer.join().unwrap());
             assert_eq!(got, sent, "consumer {c}");
         }
         counts.dropped_with(ring);
@@ -330,12 +336,11 @@ fn loom_broadcast_take_back_over_a_previous_lap() {
             unsafe { ring.unclaim(seq) }
         });
         let sent = publisher(&ring, &counts, &[], 5..=5);
-        let mut got = [pop_some(&ring, 0, 1), pop_some(&ring, 1, 1)].map(|g| values(&g));
+        let early = [pop_some(&ring, 0, 1), pop_some(&ring, 1, 1)].map(|g| values(&g));
         let moved_back = taker.join().unwrap();
         assert_eq!(sent.join().unwrap(), [5], "a second claim fits");
-        for (c, got) in got.iter_mut().enumerate() {
-            got.extend(values(&drain(&ring, c)));
-            assert_eq!(got, &[5], "consumer {c}");
+        for (c, early) in early.into_iter().enumerate() {
+            assert_eq!(and_the_rest(&ring, c, early), [5], "consumer {c}");
         }
         counts.dropped_with(ring);
         usize::from(moved_back)
@@ -360,8 +365,7 @@ fn loom_broadcast_consumer_leaving_frees_capacity() {
         let stayer = on_thread(&ring, move |ring| values(&pop_some(ring, 0, 2)));
         let sent = publisher(&ring, &counts, &[0], 1..=2).join().unwrap();
         leaver.join().unwrap();
-        let mut got = stayer.join().unwrap();
-        got.extend(values(&drain(&ring, 0)));
+        let got = and_the_rest(&ring, 0, stayer.join().unwrap());
         assert_eq!(got, sent);
         // With the leaver gone, the stayer's release alone gives the room back.
         assert!(try_publish(&ring, make(&counts, 3)));
@@ -485,10 +489,10 @@ fn loom_a_run_races_a_single_claim() {
         assert_eq!(values(&pop_some(&ring, 0, 2)), [0, 1]);
         let runner = run_publisher(&ring, &counts);
         let single = publisher(&ring, &counts, &[], 20..=20);
-        let mut got = values(&pop_some(&ring, 0, 1));
+        let early = values(&pop_some(&ring, 0, 1));
         let run = runner.join().unwrap();
         let one = single.join().unwrap();
-        got.extend(values(&drain(&ring, 0)));
+        let got = and_the_rest(&ring, 0, early);
         for sent in [&run, &one] {
             let from: Vec<u64> = got
                 .iter()
@@ -526,10 +530,8 @@ fn loom_a_run_on_a_broadcast_ring_waits_for_the_slowest() {
         let slow = on_thread(&ring, |ring| values(&pop_some(ring, 1, 1)));
         let early = values(&pop_some(&ring, 0, 1));
         let run = runner.join().unwrap();
-        let mut slow_got = slow.join().unwrap();
-        let mut fast_got = early;
-        fast_got.extend(values(&drain(&ring, 0)));
-        slow_got.extend(values(&drain(&ring, 1)));
+        let slow_got = and_the_rest(&ring, 1, slow.join().unwrap());
+        let fast_got = and_the_rest(&ring, 0, early);
         assert_eq!(fast_got, run, "the fast consumer");
         let mut want_slow = vec![1];
         want_slow.extend(&run);

@@ -738,7 +738,9 @@ fn every_acknowledged_publish_is_received_across_close() {
             let mut acked = Vec::new();
             let mut seq = 0;
             loop {
-                let result = if batched {
+                // Whether the publish was refused because the bus is closed (rather than
+                // full); `Ok` if it went through.
+                let refused: Result<(), bool> = if batched {
                     let size = 10 + seq % 51;
                     let mut batch: VecDeque<Outgoing<Ev>> = (seq..seq + size)
                         .map(|s| Outgoing {
@@ -747,27 +749,27 @@ fn every_acknowledged_publish_is_received_across_close() {
                             payload: ev(prio, s),
                         })
                         .collect();
-                    let r = tx.try_publish_batch(&mut batch).map(|_| ());
+                    let r = tx.try_publish_batch(&mut batch);
                     // Published: the front of the batch (the rest is tried again).
                     let published = size - batch.len() as u64;
                     acked.extend(seq..seq + published);
                     seq += published;
-                    r
+                    r.map(drop)
+                        .map_err(|e| matches!(e, PublishError::Closed(())))
                 } else {
-                    let r = tx.try_publish(CorrelationId(seq % 7), None, ev(prio, seq));
-                    if r.is_ok() {
-                        acked.push(seq);
-                        seq += 1;
+                    match tx.try_publish(CorrelationId(seq % 7), None, ev(prio, seq)) {
+                        Ok(_) => {
+                            acked.push(seq);
+                            seq += 1;
+                            Ok(())
+                        }
+                        Err(e) => Err(matches!(e, PublishError::Closed(_))),
                     }
-                    r.map(|_| ()).map_err(|e| match e {
-                        PublishError::Full(_) => PublishError::Full(()),
-                        PublishError::Closed(_) => PublishError::Closed(()),
-                    })
                 };
-                match result {
+                match refused {
                     Ok(()) => {}
-                    Err(PublishError::Full(())) => std::thread::yield_now(),
-                    Err(PublishError::Closed(())) => break,
+                    Err(false) => std::thread::yield_now(),
+                    Err(true) => break,
                 }
             }
             acked
