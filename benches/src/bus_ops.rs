@@ -1,5 +1,5 @@
 //! Single-threaded publish + receive loop, for instruction counting
-//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-lend|ours-pub-batch|ours-bcast|ours-bcast-lend|crossbeam N`). Measures the
+//! (`valgrind --tool=callgrind target/release/bus-ops ours|ours-batch|ours-lend|ours-pub-batch|ours-bcast|ours-bcast-lend|ours-plain4|ours-plain4-copy|crossbeam N`). Measures the
 //! per-event instruction cost of the bus machinery without cross-core effects.
 //!
 //! To count only inside the bus calls (the clock calibration at start-up varies from run
@@ -114,6 +114,26 @@ fn main() {
                         }
                         rx.try_recv_batch(&mut buf, max).unwrap();
                         sum += buf.drain(..).map(|e| e.payload.seq).sum::<u64>();
+                    }
+                }
+            }
+        }
+        "ours-plain4" | "ours-plain4-copy" => {
+            // 1 -> 4 through four independent subscriptions (the general publish path),
+            // received lent in place; "-copy": `enable_zero_copy` off (a clone per receiver
+            // instead of a pooled, shared envelope).
+            let bus = ce::EventBus::<P64>::new(ce::EventBusConfig {
+                enable_zero_copy: who == "ours-plain4",
+                ..Default::default()
+            })
+            .unwrap();
+            let mut rxs: Vec<_> = (0..4).map(|_| bus.subscribe(ce::Filter::all())).collect();
+            let tx = bus.publisher("ops");
+            for i in 0..n {
+                publish(&tx, i);
+                if i % batch == batch - 1 {
+                    for rx in rxs.iter_mut() {
+                        rx.try_recv_with(max, |e| sum += e.payload.seq).unwrap();
                     }
                 }
             }

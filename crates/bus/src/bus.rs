@@ -37,6 +37,47 @@ enum Run {
     NoRoom(usize),
 }
 
+/// Most subscriptions of one topic that a publish fans out to on the fan-out fast path
+/// ([`BusInner::route_fanout`]); more take the general path.
+const FANOUT_MAX: usize = 8;
+
+/// One target of a fan-out publish: a single-receiver subscription, its receiver group,
+/// and that group's Block ring for the event's lane.
+type Target<'a, T> = (&'a SubInner<T>, usize, &'a Ring<Event<T>>);
+
+/// The claims of a fan-out publish ([`BusInner::route_fanout`]), in target order. Whatever
+/// happens (a payload's `Clone` is user code and may panic), the claims not committed
+/// are taken back, last first, and the targets committed to are woken.
+struct FanoutClaims<'a, 'w, T: Message> {
+    targets: [Option<Target<'a, T>>; FANOUT_MAX],
+    seqs: [u64; FANOUT_MAX],
+    /// Targets claimed (`targets[..claimed]`).
+    claimed: usize,
+    /// Targets committed (`targets[..committed]`, `committed <= claimed`).
+    committed: usize,
+    /// A batch publish's wake list; without one, the targets are woken on drop.
+    wakes: Option<&'w mut WakeList<'a, T>>,
+}
+
+impl<T: Message> Drop for FanoutClaims<'_, '_, T> {
+    fn drop(&mut self) {
+        for k in (self.committed..self.claimed).rev() {
+            if let Some((sub, g, ring)) = self.targets[k] {
+                // SAFETY: claimed by this publish (`k < claimed`) and not committed
+                // (`k >= committed`).
+                unsafe { give_back(sub, &sub.groups[g], ring, self.seqs[k]) };
+            }
+        }
+        self.claimed = self.committed;
+        for (sub, g, _) in self.targets[..self.committed].iter().flatten() {
+            match &mut self.wakes {
+                Some(w) => w.add(sub, *g),
+                None => sub.groups[*g].wake(),
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------
@@ -765,8 +806,151 @@ impl<T: Message + Clone> BusInner<T> {
                 }
             }
         }
+        self.route_slow(subs, shard_idx, lane_idx, meta, payload, batch)
+    }
+
+    /// Everything the single-subscription fast path of [`route`](Self::route) does not
+    /// take: a fan-out through [`route_fanout`](Self::route_fanout) if it can, else the
+    /// general path. Out of line, to keep the fast path short.
+    #[allow(clippy::type_complexity)]
+    #[inline(never)]
+    fn route_slow<'a>(
+        &'a self,
+        subs: &'a [Arc<SubInner<T>>],
+        shard_idx: usize,
+        lane_idx: usize,
+        meta: Meta,
+        payload: T,
+        mut batch: Option<&mut Batch<'a, T>>,
+    ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
+        let payload = if subs.len() > 1 {
+            match self.route_fanout(subs, shard_idx, lane_idx, meta, payload, &mut batch) {
+                Ok(id) => return Ok(id),
+                Err(payload) => payload,
+            }
+        } else {
+            payload
+        };
         let env = meta.envelope(EventId(0), payload);
         self.route_general(subs, shard_idx, lane_idx, env, batch.map(|b| &mut b.wakes))
+    }
+
+    /// The fast path of a fan-out: every subscription of the topic that takes the event
+    /// (its filter admits it, it is open) has one receiver and a Block lane with room, there
+    /// are at most [`FANOUT_MAX`] of them, and no history is kept. The event is claimed in
+    /// every target's ring (or in none), then committed to each, built in its slot: a
+    /// clone of the payload for every target but the last, which gets the payload itself;
+    /// or, with `enable_zero_copy`, a handle each on one pooled envelope. Anything else
+    /// (a broadcast subscription, a Shed lane, a full lane, a subscription or the bus
+    /// closing meanwhile, no target at all) hands the payload back, nothing delivered,
+    /// for the general path to decide.
+    #[inline(never)]
+    fn route_fanout<'a>(
+        &'a self,
+        subs: &'a [Arc<SubInner<T>>],
+        shard_idx: usize,
+        lane_idx: usize,
+        meta: Meta,
+        payload: T,
+        batch: &mut Option<&mut Batch<'a, T>>,
+    ) -> Result<EventId, T> {
+        if subs.len() > FANOUT_MAX || self.shards[shard_idx].history.is_some() {
+            return Err(payload);
+        }
+        let prio = meta.priority;
+        // 1. The targets, before any claim.
+        let mut claims = FanoutClaims {
+            targets: [None; FANOUT_MAX],
+            seqs: [0; FANOUT_MAX],
+            claimed: 0,
+            committed: 0,
+            wakes: None,
+        };
+        let mut n = 0;
+        for sub in subs {
+            if !sub.filter.admits(meta.correlation, prio) || sub.closed.load(Ordering::Relaxed) {
+                continue;
+            }
+            let g = sub.group_of(shard_idx);
+            let (1, Lane::Block(ring)) = (sub.members, &sub.groups[g].lanes[lane_idx]) else {
+                return Err(payload);
+            };
+            if ring.keeps_previous() {
+                return Err(payload);
+            }
+            claims.targets[n] = Some((&**sub, g, ring));
+            n += 1;
+        }
+        if n == 0 {
+            return Err(payload);
+        }
+        // 2. Room in every target's ring, or in none.
+        for k in 0..n {
+            let Some((sub, g, ring)) = claims.targets[k] else {
+                return Err(payload);
+            };
+            sub.groups[g].mark_used(lane_idx);
+            let Some(seq) = ring.claim() else {
+                // Full: `claims` takes back the others; the general path decides (shed
+                // or back-pressure).
+                return Err(payload);
+            };
+            claims.seqs[k] = seq;
+            claims.claimed = k + 1;
+        }
+        // Closed since the checks above (see `route`): nothing delivered, the claims
+        // taken back, and the general path meets the close.
+        if self.closed.load(Ordering::SeqCst)
+            || claims.targets[..n]
+                .iter()
+                .flatten()
+                .any(|(sub, _, _)| sub.closed.load(Ordering::SeqCst))
+        {
+            return Err(payload);
+        }
+        // 3. Admitted: the id, then one commit per target.
+        let id = self.next_id(shard_idx, prio);
+        claims.wakes = batch.as_mut().map(|b| &mut b.wakes);
+        let pool = self
+            .pool
+            .as_ref()
+            .filter(|_| self.config.enable_zero_copy && n > 1);
+        if let Some(pool) = pool {
+            let mut handles = Pool::checkout(pool, meta.envelope(id, payload), n);
+            for k in 0..n {
+                let (Some((sub, _, ring)), Some(r)) = (claims.targets[k], handles.take()) else {
+                    // Not reached (`n` handles); `claims` takes back what is left.
+                    break;
+                };
+                sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+                // SAFETY: claimed on this ring by this publish, committed once; the ring
+                // keeps no previous value (checked above).
+                unsafe { ring.commit_fresh_with(claims.seqs[k], || Event(Repr::Shared(r))) };
+                claims.committed = k + 1;
+            }
+            return Ok(id);
+        }
+        // A clone, made in its slot, for every target but the last. User code: if it
+        // panics, that claim is still open and `claims` takes it back with the rest.
+        for k in 0..n - 1 {
+            let Some((sub, _, ring)) = claims.targets[k] else {
+                break;
+            };
+            let make = || Event(Repr::Owned(meta.envelope(id, payload.clone())));
+            // SAFETY: as above.
+            unsafe { ring.commit_fresh_with(claims.seqs[k], make) };
+            claims.committed = k + 1;
+            // Counted once committed: a clone that panics leaves no count behind.
+            sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((sub, _, ring)) = claims.targets[n - 1] {
+            sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+            let make = || Event(Repr::Owned(meta.envelope(id, payload)));
+            // SAFETY: as above.
+            unsafe { ring.commit_fresh_with(claims.seqs[n - 1], make) };
+            claims.committed = n;
+        }
+        Ok(id)
     }
 
     /// The fast path of a batch publish: the run of events at the front of `batch` (up to
@@ -871,8 +1055,9 @@ impl<T: Message + Clone> BusInner<T> {
         Run::Published(published)
     }
 
-    /// The publish path for everything the fast path in [`route`](Self::route) does not
-    /// take: several subscriptions, Shed lanes, full lanes, history.
+    /// The publish path for everything the fast paths ([`route`](Self::route),
+    /// [`route_fanout`](Self::route_fanout)) do not take: broadcast subscriptions among
+    /// several, more than [`FANOUT_MAX`] subscriptions, Shed lanes, full lanes, history.
     #[allow(clippy::type_complexity)]
     #[inline(never)]
     fn route_general<'a>(

@@ -715,24 +715,30 @@ fn room_given_back_by_a_failed_publish_wakes_waiting_publishers() {
 
 /// Closing the bus while a publisher is busy: every publish that returned `Ok` is
 /// received before the receiver sees `Closed` (a publish that claimed before the close
-/// and commits after it is still delivered).
+/// and commits after it is still delivered). With one subscription, and with two (a
+/// fan-out: every acknowledged publish reaches both).
 #[test]
 fn every_acknowledged_publish_is_received_across_close() {
     // High: a Block lane (claims). Low: a Shed lane (may shed, and says so). Published one
     // by one, or in batches (runs of claims, some taken back at the close).
-    let rounds = (0..20u64).flat_map(|r| {
+    let rounds = (0..40u64).flat_map(|r| {
         [Priority::High, Priority::Low]
             .into_iter()
-            .flat_map(move |p| [(r, p, false), (r, p, true)])
+            .flat_map(move |p| {
+                [(false, 1), (true, 1), (false, 2), (true, 2)]
+                    .map(|(batched, subscriptions)| (r, p, batched, subscriptions))
+            })
     });
-    for (round, prio, batched) in rounds {
+    for (round, prio, batched, subscriptions) in rounds {
         let bus = new_bus(EventBusConfig {
             shard_count: 2,
             broadcast_capacity: 64,
             history_capacity: 0,
             ..cfg()
         });
-        let mut rx = bus.subscribe(Filter::all());
+        let rxs: Vec<Receiver<Ev>> = (0..subscriptions)
+            .map(|_| bus.subscribe(Filter::all()))
+            .collect();
         let tx = bus.publisher("p");
         let publisher = std::thread::spawn(move || {
             let mut acked = Vec::new();
@@ -781,39 +787,52 @@ fn every_acknowledged_publish_is_received_across_close() {
                 bus.close();
             })
         };
-        let mut got = Vec::new();
-        let mut missed = 0;
-        rt().block_on(async {
-            loop {
-                match tokio::time::timeout(SAFETY, rx.recv())
-                    .await
-                    .expect("stalled")
-                {
-                    Ok(e) => got.push(e.payload.seq),
-                    Err(RecvError::Closed) => break,
-                    Err(RecvError::Lagged(n)) => missed += n,
-                }
-            }
-        });
+        // Each receiver on its own thread, to its end.
+        let receiving: Vec<_> = rxs
+            .into_iter()
+            .map(|mut rx| {
+                std::thread::spawn(move || {
+                    let (mut got, mut missed) = (Vec::new(), 0);
+                    rt().block_on(async {
+                        loop {
+                            match tokio::time::timeout(SAFETY, rx.recv())
+                                .await
+                                .expect("stalled")
+                            {
+                                Ok(e) => got.push(e.payload.seq),
+                                Err(RecvError::Closed) => break,
+                                Err(RecvError::Lagged(n)) => missed += n,
+                            }
+                        }
+                    });
+                    (got, missed)
+                })
+            })
+            .collect();
+        let received: Vec<(Vec<u64>, u64)> =
+            receiving.into_iter().map(|r| r.join().unwrap()).collect();
         closer.join().unwrap();
         let acked = publisher.join().unwrap();
-        got.sort_unstable();
-        let missing: Vec<_> = acked
-            .iter()
-            .filter(|a| got.binary_search(a).is_err())
-            .collect();
-        let extra: Vec<_> = got
-            .iter()
-            .filter(|g| acked.binary_search(g).is_err())
-            .collect();
-        // Shed events (Low only) are reported: received + missed = acknowledged.
-        assert!(
-            missing.len() as u64 == missed && extra.is_empty(),
-            "round {round} {prio} batched {batched}: {} acked, {} received, {missed} reported \
-             missed; missing {missing:?}, extra {extra:?}",
-            acked.len(),
-            got.len()
-        );
+        for (i, (mut got, missed)) in received.into_iter().enumerate() {
+            got.sort_unstable();
+            let missing: Vec<_> = acked
+                .iter()
+                .filter(|a| got.binary_search(a).is_err())
+                .collect();
+            let extra: Vec<_> = got
+                .iter()
+                .filter(|g| acked.binary_search(g).is_err())
+                .collect();
+            // Shed events (Low only) are reported: received + missed = acknowledged.
+            assert!(
+                missing.len() as u64 == missed && extra.is_empty(),
+                "round {round} {prio} batched {batched}, receiver {i} of {subscriptions}: {} \
+                 acked, {} received, {missed} reported missed; missing {missing:?}, extra \
+                 {extra:?}",
+                acked.len(),
+                got.len()
+            );
+        }
     }
 }
 
@@ -1392,6 +1411,191 @@ fn each_subscriber_gets_exactly_what_its_filter_admits() {
     }
     assert_eq!(bus.metrics().unrouted, unrouted);
     assert!(unrouted > 0);
+}
+
+/// Several plain subscriptions of one topic, up to the fan-out fast path's limit of eight
+/// and past it, with a filter that leaves out some events for one of them, with and
+/// without `enable_zero_copy`: each receiver gets what its filter admits, in order, with
+/// the same id, correlation, causation and source as the others; shared or copied as
+/// configured; and the metrics count one publish and one delivery per receiver.
+#[test]
+fn a_fan_out_reaches_every_plain_subscription_whatever_their_number() {
+    for (n, zero_copy) in [2, 3, 8, 9, 12]
+        .into_iter()
+        .flat_map(|n| [(n, true), (n, false)])
+    {
+        let bus = new_bus(EventBusConfig {
+            shard_count: 2,
+            broadcast_capacity: 64,
+            enable_zero_copy: zero_copy,
+            history_capacity: 0,
+            ..cfg()
+        });
+        // The last subscription takes call 7 only: a fan-out to n - 1 receivers for the
+        // other calls (to one receiver, when n is 2).
+        let mut rxs: Vec<Receiver<Ev>> = (0..n - 1)
+            .map(|_| bus.subscribe(Filter::all()))
+            .chain([bus.subscribe(Filter::all().correlation(CorrelationId(7)))])
+            .collect();
+        let tx = bus.publisher("fan");
+        let mut ids = Vec::new();
+        for seq in 0..40u64 {
+            let prio = Priority::ALL[(seq % 4) as usize];
+            let c = CorrelationId(6 + seq % 3);
+            let cause = (seq > 0).then(|| ids[ids.len() - 1]);
+            ids.push(tx.try_publish(c, cause, ev(prio, seq)).unwrap());
+        }
+        let got: Vec<Vec<Event<Ev>>> = rxs
+            .iter_mut()
+            .map(|rx| {
+                let (events, missed) = drain(rx);
+                assert_eq!(missed, 0);
+                events
+            })
+            .collect();
+        let label = format!("{n} subscriptions, zero copy {zero_copy}");
+        for (i, events) in got.iter().enumerate() {
+            let last = i == n - 1;
+            let mut mine: Vec<_> = events.iter().collect();
+            mine.sort_by_key(|e| e.payload.seq);
+            let want: Vec<u64> = (0..40).filter(|s| !last || 6 + s % 3 == 7).collect();
+            assert_eq!(seqs_of(&mine), want, "{label}: receiver {i}");
+            for e in mine {
+                let seq = e.payload.seq as usize;
+                assert_eq!(e.id, ids[seq], "{label}");
+                assert_eq!(e.correlation, CorrelationId(6 + seq as u64 % 3), "{label}");
+                assert_eq!(e.causation, (seq > 0).then(|| ids[seq - 1]), "{label}");
+                assert_eq!(e.source, "fan", "{label}");
+                assert_eq!(e.priority, Priority::ALL[seq % 4], "{label}");
+                // Shared by every receiver when several get it and zero copy is on.
+                let receivers = if 6 + seq as u64 % 3 == 7 { n } else { n - 1 };
+                assert_eq!(e.is_shared(), zero_copy && receivers > 1, "{label}: {seq}");
+            }
+        }
+        // Each receiver got its events lane by lane, in publish order within a lane.
+        for events in &got {
+            for p in Priority::ALL {
+                let lane: Vec<u64> = events
+                    .iter()
+                    .filter(|e| e.priority == p)
+                    .map(|e| e.payload.seq)
+                    .collect();
+                assert!(lane.windows(2).all(|w| w[0] < w[1]), "{label}: {lane:?}");
+            }
+        }
+        let m = bus.metrics().total();
+        let to_seven = (0..40u64).filter(|s| 6 + s % 3 == 7).count() as u64;
+        assert_eq!(m.published, 40, "{label}");
+        assert_eq!(m.delivered, 40 * (n as u64 - 1) + to_seven, "{label}");
+        assert_eq!((m.depth, m.shed), (0, 0), "{label}");
+    }
+}
+
+/// A batch published to several subscriptions whose receivers all wait: every receiver
+/// is woken and gets the whole batch in order.
+#[test]
+fn a_batch_fanned_out_wakes_every_waiting_receiver() {
+    for zero_copy in [true, false] {
+        let bus = new_bus(EventBusConfig {
+            broadcast_capacity: 256,
+            enable_zero_copy: zero_copy,
+            history_capacity: 0,
+            ..cfg()
+        });
+        let rxs: Vec<Receiver<Ev>> = (0..3).map(|_| bus.subscribe(Filter::all())).collect();
+        let waiting: Vec<_> = rxs
+            .into_iter()
+            .map(|mut rx| {
+                std::thread::spawn(move || {
+                    rt().block_on(async {
+                        let mut got = Vec::new();
+                        while got.len() < 100 {
+                            let e = tokio::time::timeout(SAFETY, rx.recv())
+                                .await
+                                .expect("receiver never woken")
+                                .unwrap();
+                            got.push(e.payload.seq);
+                        }
+                        got
+                    })
+                })
+            })
+            .collect();
+        // The receivers are asleep (nothing to take) before the batch is published.
+        std::thread::sleep(Duration::from_millis(50));
+        let mut batch = outgoing(Priority::High, 0..100);
+        assert_eq!(
+            bus.publisher("b").try_publish_batch(&mut batch).unwrap(),
+            100
+        );
+        for w in waiting {
+            assert_eq!(
+                w.join().unwrap(),
+                (0..100).collect::<Vec<_>>(),
+                "zero copy {zero_copy}"
+            );
+        }
+        assert_eq!(bus.metrics().total().delivered, 300);
+    }
+}
+
+/// A fan-out racing the end of one of its subscriptions: the receiver that stays gets
+/// every acknowledged event, in order, and nothing is wedged (a claim taken in the
+/// subscription that ended is given back, not left open).
+#[test]
+fn a_fan_out_racing_a_receivers_drop_loses_nothing_for_the_others() {
+    for round in 0..20u64 {
+        let bus = new_bus(EventBusConfig {
+            shard_count: 1,
+            broadcast_capacity: 16,
+            history_capacity: 0,
+            ..cfg()
+        });
+        let mut stays = bus.subscribe(Filter::all());
+        let others: Vec<Receiver<Ev>> = (0..2).map(|_| bus.subscribe(Filter::all())).collect();
+        let tx = bus.publisher("p");
+        const N: u64 = 20_000;
+        let publisher = std::thread::spawn(move || {
+            for seq in 0..N {
+                let mut e = ev(Priority::High, seq);
+                loop {
+                    match tx.try_publish(CorrelationId(1), None, e) {
+                        Ok(_) => break,
+                        Err(PublishError::Full(back)) => {
+                            e = back;
+                            std::thread::yield_now();
+                        }
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+            }
+        });
+        // The other two take a while, then leave, one after the other.
+        let leaving = std::thread::spawn(move || {
+            for mut rx in others {
+                let until = Instant::now() + Duration::from_micros(100 + 40 * round);
+                while Instant::now() < until {
+                    let _ = rx.try_recv_with(8, |_| {});
+                }
+                drop(rx);
+            }
+        });
+        let got = rt().block_on(async {
+            let mut got = Vec::new();
+            while (got.len() as u64) < N {
+                let e = tokio::time::timeout(SAFETY, stays.recv())
+                    .await
+                    .expect("stalled")
+                    .unwrap();
+                got.push(e.payload.seq);
+            }
+            got
+        });
+        publisher.join().unwrap();
+        leaving.join().unwrap();
+        assert_eq!(got, (0..N).collect::<Vec<_>>(), "round {round}");
+        assert_pending_recv(stays.try_recv());
+    }
 }
 
 /// Counts the wake-ups of a waiting receiver: filtered-out events (by topic, by
