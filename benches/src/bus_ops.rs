@@ -119,7 +119,7 @@ fn main() {
             }
         }
         "ours-plain4" | "ours-plain4-copy" => {
-            // 1 -> 4 through four independent subscriptions (the general publish path),
+            // 1 -> 4 through four independent subscriptions (the fan-out publish path),
             // received lent in place; "-copy": `enable_zero_copy` off (a clone per receiver
             // instead of a pooled, shared envelope).
             let bus = ce::EventBus::<P64>::new(ce::EventBusConfig {

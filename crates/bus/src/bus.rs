@@ -37,29 +37,28 @@ enum Run {
     NoRoom(usize),
 }
 
-/// Most subscriptions of one topic that a publish fans out to on the fan-out fast path
-/// ([`BusInner::route_fanout`]); more take the general path.
+/// Most subscriptions a topic may have for its publishes to take the fan-out fast path
+/// ([`BusInner::route_fanout`]), counting those whose filter turns the event away; a topic
+/// with more takes the general path.
 const FANOUT_MAX: usize = 8;
 
 /// One target of a fan-out publish: a single-receiver subscription, its receiver group,
 /// and that group's Block ring for the event's lane.
 type Target<'a, T> = (&'a SubInner<T>, usize, &'a Ring<Event<T>>);
 
-/// The claims of a fan-out publish ([`BusInner::route_fanout`]), in target order. Whatever
-/// happens (a payload's `Clone` is user code and may panic), the claims not committed
-/// are taken back, last first, and the targets committed to are woken.
-struct FanoutClaims<'a, 'w, T: Message> {
+/// The claims of a fan-out publish ([`BusInner::route_fanout`]), in target order: if the
+/// publish gives up or unwinds (a payload's `Clone` is user code and may panic), the
+/// claims not committed are taken back, last first.
+struct FanoutClaims<'a, T: Message> {
     targets: [Option<Target<'a, T>>; FANOUT_MAX],
     seqs: [u64; FANOUT_MAX],
     /// Targets claimed (`targets[..claimed]`).
     claimed: usize,
     /// Targets committed (`targets[..committed]`, `committed <= claimed`).
     committed: usize,
-    /// A batch publish's wake list; without one, the targets are woken on drop.
-    wakes: Option<&'w mut WakeList<'a, T>>,
 }
 
-impl<T: Message> Drop for FanoutClaims<'_, '_, T> {
+impl<T: Message> Drop for FanoutClaims<'_, T> {
     fn drop(&mut self) {
         for k in (self.committed..self.claimed).rev() {
             if let Some((sub, g, ring)) = self.targets[k] {
@@ -69,12 +68,6 @@ impl<T: Message> Drop for FanoutClaims<'_, '_, T> {
             }
         }
         self.claimed = self.committed;
-        for (sub, g, _) in self.targets[..self.committed].iter().flatten() {
-            match &mut self.wakes {
-                Some(w) => w.add(sub, *g),
-                None => sub.groups[*g].wake(),
-            }
-        }
     }
 }
 
@@ -826,7 +819,10 @@ impl<T: Message + Clone> BusInner<T> {
         let payload = if subs.len() > 1 {
             match self.route_fanout(subs, shard_idx, lane_idx, meta, payload, &mut batch) {
                 Ok(id) => return Ok(id),
-                Err(payload) => payload,
+                Err((payload, Some(full))) => {
+                    return Err((PublishError::Full(payload), Some(full)))
+                }
+                Err((payload, None)) => payload,
             }
         } else {
             payload
@@ -835,14 +831,16 @@ impl<T: Message + Clone> BusInner<T> {
         self.route_general(subs, shard_idx, lane_idx, env, batch.map(|b| &mut b.wakes))
     }
 
-    /// The fast path of a fan-out: every subscription of the topic that takes the event
-    /// (its filter admits it, it is open) has one receiver and a Block lane with room, there
-    /// are at most [`FANOUT_MAX`] of them, and no history is kept. The event is claimed in
-    /// every target's ring (or in none), then committed to each, built in its slot: a
-    /// clone of the payload for every target but the last, which gets the payload itself;
-    /// or, with `enable_zero_copy`, a handle each on one pooled envelope. Anything else
-    /// (a broadcast subscription, a Shed lane, a full lane, a subscription or the bus
-    /// closing meanwhile, no target at all) hands the payload back, nothing delivered,
+    /// The fast path of a fan-out: the topic has at most [`FANOUT_MAX`] subscriptions, each
+    /// with one receiver (no broadcast), no history is kept, and every subscription that
+    /// takes the event (its filter admits it, it is open) has a Block lane with room. The
+    /// event is claimed in every target's ring (or in none), then committed to each, built
+    /// in its slot: a clone of the payload for every target but the last, which gets the
+    /// payload itself; or, with `enable_zero_copy`, a handle each on one pooled envelope.
+    /// A full lane under the Block policy returns the payload with where to wait for room
+    /// (nothing delivered, as the general path would). Anything else (a broadcast
+    /// subscription, a Shed lane, a full lane under a shed policy, a subscription or the
+    /// bus closing meanwhile, no target at all) hands the payload back, nothing delivered,
     /// for the general path to decide.
     #[inline(never)]
     fn route_fanout<'a>(
@@ -853,64 +851,71 @@ impl<T: Message + Clone> BusInner<T> {
         meta: Meta,
         payload: T,
         batch: &mut Option<&mut Batch<'a, T>>,
-    ) -> Result<EventId, T> {
-        if subs.len() > FANOUT_MAX || self.shards[shard_idx].history.is_some() {
-            return Err(payload);
+    ) -> Result<EventId, (T, Option<Blocked<T>>)> {
+        if subs.len() > FANOUT_MAX
+            || self.shards[shard_idx].history.is_some()
+            || subs.iter().any(|s| s.members != 1)
+        {
+            return Err((payload, None));
         }
         let prio = meta.priority;
-        // 1. The targets, before any claim.
+        // 1. Room in every target's ring, or in none.
         let mut claims = FanoutClaims {
             targets: [None; FANOUT_MAX],
             seqs: [0; FANOUT_MAX],
             claimed: 0,
             committed: 0,
-            wakes: None,
         };
-        let mut n = 0;
         for sub in subs {
             if !sub.filter.admits(meta.correlation, prio) || sub.closed.load(Ordering::Relaxed) {
                 continue;
             }
             let g = sub.group_of(shard_idx);
-            let (1, Lane::Block(ring)) = (sub.members, &sub.groups[g].lanes[lane_idx]) else {
-                return Err(payload);
+            let group = &sub.groups[g];
+            // Every subscription's lane of a priority is of the same kind (the bus's
+            // overflow policy): a Shed lane turns the publish away at its first target,
+            // before any claim.
+            let Lane::Block(ring) = &group.lanes[lane_idx] else {
+                return Err((payload, None));
             };
-            if ring.keeps_previous() {
-                return Err(payload);
-            }
-            claims.targets[n] = Some((&**sub, g, ring));
-            n += 1;
-        }
-        if n == 0 {
-            return Err(payload);
-        }
-        // 2. Room in every target's ring, or in none.
-        for k in 0..n {
-            let Some((sub, g, ring)) = claims.targets[k] else {
-                return Err(payload);
-            };
-            sub.groups[g].mark_used(lane_idx);
+            group.mark_used(lane_idx);
             let Some(seq) = ring.claim() else {
-                // Full: `claims` takes back the others; the general path decides (shed
-                // or back-pressure).
-                return Err(payload);
+                // Full: `claims` takes back the others. Under the Block policy that is
+                // the answer (nothing delivered, and where to wait for room); a shed
+                // policy (a lane shared by all priorities) is the general path's to apply.
+                let full =
+                    (self.config.overflow.get(prio) == OverflowPolicy::Block).then(|| Blocked {
+                        sub: sub.clone(),
+                        group: g,
+                        lane: lane_idx,
+                    });
+                return Err((payload, full));
             };
+            let k = claims.claimed;
+            claims.targets[k] = Some((&**sub, g, ring));
             claims.seqs[k] = seq;
             claims.claimed = k + 1;
         }
+        let n = claims.claimed;
         // Closed since the checks above (see `route`): nothing delivered, the claims
-        // taken back, and the general path meets the close.
-        if self.closed.load(Ordering::SeqCst)
+        // taken back, and the general path meets the close. (No target at all: the
+        // general path counts the event as unrouted.)
+        if n == 0
+            || self.closed.load(Ordering::SeqCst)
             || claims.targets[..n]
                 .iter()
                 .flatten()
                 .any(|(sub, _, _)| sub.closed.load(Ordering::SeqCst))
         {
-            return Err(payload);
+            return Err((payload, None));
         }
-        // 3. Admitted: the id, then one commit per target.
+        // 2. Admitted: the id, then one commit per target, each woken right after (or
+        // gathered for the end of a batch).
         let id = self.next_id(shard_idx, prio);
-        claims.wakes = batch.as_mut().map(|b| &mut b.wakes);
+        let mut wake = |sub: &'a SubInner<T>, g: usize| match batch {
+            Some(b) => b.wakes.add(sub, g),
+            None => sub.groups[g].wake(),
+        };
         let pool = self
             .pool
             .as_ref()
@@ -918,22 +923,23 @@ impl<T: Message + Clone> BusInner<T> {
         if let Some(pool) = pool {
             let mut handles = Pool::checkout(pool, meta.envelope(id, payload), n);
             for k in 0..n {
-                let (Some((sub, _, ring)), Some(r)) = (claims.targets[k], handles.take()) else {
+                let (Some((sub, g, ring)), Some(r)) = (claims.targets[k], handles.take()) else {
                     // Not reached (`n` handles); `claims` takes back what is left.
                     break;
                 };
                 sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
-                // SAFETY: claimed on this ring by this publish, committed once; the ring
-                // keeps no previous value (checked above).
+                // SAFETY: claimed on this ring by this publish, committed once; a
+                // single-receiver ring keeps no previous value.
                 unsafe { ring.commit_fresh_with(claims.seqs[k], || Event(Repr::Shared(r))) };
                 claims.committed = k + 1;
+                wake(sub, g);
             }
             return Ok(id);
         }
         // A clone, made in its slot, for every target but the last. User code: if it
         // panics, that claim is still open and `claims` takes it back with the rest.
         for k in 0..n - 1 {
-            let Some((sub, _, ring)) = claims.targets[k] else {
+            let Some((sub, g, ring)) = claims.targets[k] else {
                 break;
             };
             let make = || Event(Repr::Owned(meta.envelope(id, payload.clone())));
@@ -942,13 +948,15 @@ impl<T: Message + Clone> BusInner<T> {
             claims.committed = k + 1;
             // Counted once committed: a clone that panics leaves no count behind.
             sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+            wake(sub, g);
         }
-        if let Some((sub, _, ring)) = claims.targets[n - 1] {
+        if let Some((sub, g, ring)) = claims.targets[n - 1] {
             sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
             let make = || Event(Repr::Owned(meta.envelope(id, payload)));
             // SAFETY: as above.
             unsafe { ring.commit_fresh_with(claims.seqs[n - 1], make) };
             claims.committed = n;
+            wake(sub, g);
         }
         Ok(id)
     }
@@ -2684,5 +2692,134 @@ impl<T: Message + Clone> Receiver<T> {
     /// The configured batch size.
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+}
+
+/// Which publishes the fan-out fast path takes, asked of it directly (through the public
+/// API both paths deliver the same).
+#[cfg(all(test, not(bus_loom)))]
+mod fanout_tests {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct M(Priority);
+
+    impl Message for M {
+        fn priority(&self) -> Priority {
+            self.0
+        }
+    }
+
+    /// What `route_fanout` makes of one event of priority `p` for call 1: taken (`Ok`),
+    /// full under the Block policy (`Err(true)`), or left to the general path
+    /// (`Err(false)`).
+    fn attempt(bus: &EventBus<M>, p: Priority) -> Result<EventId, bool> {
+        let inner = &bus.inner;
+        let cache = LocalCache::default();
+        let table = cache.get(&inner.routes);
+        let subs = &table.by_topic[0];
+        let c = CorrelationId(1);
+        let meta = Meta {
+            correlation: c,
+            causation: None,
+            source: "t",
+            priority: p,
+            timestamp: inner.now(),
+        };
+        let shard = inner.shard_of(c);
+        inner
+            .route_fanout(subs, shard, inner.lane_index(p), meta, M(p), &mut None)
+            .map_err(|(_, full)| full.is_some())
+    }
+
+    #[allow(clippy::unwrap_used)]
+    fn bus(config: EventBusConfig) -> EventBus<M> {
+        EventBus::new(config).unwrap()
+    }
+
+    #[test]
+    fn two_to_eight_plain_subscriptions_take_the_fast_path_and_nine_do_not() {
+        for n in 2..=9 {
+            let bus = bus(EventBusConfig::default());
+            let mut rxs: Vec<_> = (0..n).map(|_| bus.subscribe(Filter::all())).collect();
+            let r = attempt(&bus, Priority::Normal);
+            assert_eq!(r.is_ok(), n <= FANOUT_MAX, "{n} subscriptions: {r:?}");
+            if let Ok(id) = r {
+                for rx in rxs.iter_mut() {
+                    assert_eq!(rx.try_recv().unwrap().id, id);
+                }
+            }
+            // Left to the general path: nothing delivered, nothing counted.
+            let m = bus.metrics().total();
+            let taken = u64::from(n <= FANOUT_MAX);
+            assert_eq!((m.published, m.depth), (taken, 0), "{n} subscriptions");
+        }
+    }
+
+    #[test]
+    fn filtered_out_subscriptions_are_skipped_and_none_left_is_the_general_paths() {
+        let bus = bus(EventBusConfig::default());
+        let mut taken = bus.subscribe(Filter::all());
+        let _other_call = bus.subscribe(Filter::all().correlation(CorrelationId(2)));
+        let _high_only = bus.subscribe(Filter::all().min_priority(Priority::High));
+        assert!(attempt(&bus, Priority::Normal).is_ok());
+        assert!(taken.try_recv().is_ok());
+        drop(taken);
+        // No subscription takes a Normal event of call 1 now: unrouted, counted by the
+        // general path.
+        assert_eq!(attempt(&bus, Priority::Normal), Err(false));
+    }
+
+    #[test]
+    fn broadcast_shed_lanes_and_history_are_the_general_paths() {
+        let plain = bus(EventBusConfig::default());
+        let _rxs: Vec<_> = (0..2).map(|_| plain.subscribe(Filter::all())).collect();
+        // Low sheds by default: a Shed lane.
+        assert_eq!(attempt(&plain, Priority::Low), Err(false));
+        let _bcast = plain.subscribe_broadcast(Filter::all(), 2);
+        assert_eq!(attempt(&plain, Priority::Normal), Err(false));
+
+        let history = bus(EventBusConfig {
+            history_capacity: 16,
+            ..Default::default()
+        });
+        let _rxs: Vec<_> = (0..2).map(|_| history.subscribe(Filter::all())).collect();
+        assert_eq!(attempt(&history, Priority::Normal), Err(false));
+        for b in [&plain, &history] {
+            assert_eq!(b.metrics().total().published, 0);
+        }
+    }
+
+    #[test]
+    fn a_full_lane_turns_the_fan_out_away_and_gives_the_other_claims_back() {
+        for enable_priority in [true, false] {
+            let bus = bus(EventBusConfig {
+                broadcast_capacity: 1,
+                enable_priority,
+                ..Default::default()
+            });
+            let mut first = bus.subscribe(Filter::all());
+            let mut second = bus.subscribe(Filter::all());
+            assert!(attempt(&bus, Priority::Normal).is_ok());
+            assert!(first.try_recv().is_ok());
+            // The second is full, the first has room: claimed there, then given back.
+            // Normal blocks: the answer is Full (and where to wait).
+            assert_eq!(attempt(&bus, Priority::Normal), Err(true));
+            if !enable_priority {
+                // One lane for all: a Low event's shed policy is the general path's.
+                assert_eq!(attempt(&bus, Priority::Low), Err(false));
+            }
+            assert!(matches!(first.try_recv(), Err(TryRecvError::Empty)));
+            assert!(second.try_recv().is_ok());
+            // Room everywhere again: the first's slot was not left behind.
+            assert!(attempt(&bus, Priority::Normal).is_ok());
+            assert!(first.try_recv().is_ok() && second.try_recv().is_ok());
+            let m = bus.metrics().total();
+            assert_eq!(
+                (m.published, m.depth),
+                (2, 0),
+                "priority lanes {enable_priority}"
+            );
+        }
     }
 }

@@ -301,8 +301,10 @@ impl<T> Ring<T> {
     }
 
     /// [`commit`](Self::commit), with the value made by `make` where it is stored (a
-    /// large value made first and then passed in is copied on the way). `make` must not
-    /// panic: the claim would stay open, holding up the consumers.
+    /// large value made first and then passed in is copied on the way). If `make` panics,
+    /// nothing is written and the claim stays open, holding up the consumers: a caller
+    /// whose `make` may panic must give the claim back (`unclaim` or `abandon`) as it
+    /// unwinds.
     ///
     /// # Safety
     /// As for [`commit`](Self::commit).

@@ -1414,10 +1414,12 @@ fn each_subscriber_gets_exactly_what_its_filter_admits() {
 }
 
 /// Several plain subscriptions of one topic, up to the fan-out fast path's limit of eight
-/// and past it, with a filter that leaves out some events for one of them, with and
-/// without `enable_zero_copy`: each receiver gets what its filter admits, in order, with
-/// the same id, correlation, causation and source as the others; shared or copied as
-/// configured; and the metrics count one publish and one delivery per receiver.
+/// and past it, with a filter that leaves out some events for one of them, one split
+/// over two receivers by shard (from three subscriptions on), with and without
+/// `enable_zero_copy`: each subscription gets what its filter admits, in order, with the
+/// same id, correlation, causation and source as the others; shared or copied as
+/// configured; and the metrics count one publish, one queued event and one delivery per
+/// subscription.
 #[test]
 fn a_fan_out_reaches_every_plain_subscription_whatever_their_number() {
     for (n, zero_copy) in [2, 3, 8, 9, 12]
@@ -1431,11 +1433,17 @@ fn a_fan_out_reaches_every_plain_subscription_whatever_their_number() {
             history_capacity: 0,
             ..cfg()
         });
-        // The last subscription takes call 7 only: a fan-out to n - 1 receivers for the
-        // other calls (to one receiver, when n is 2).
-        let mut rxs: Vec<Receiver<Ev>> = (0..n - 1)
-            .map(|_| bus.subscribe(Filter::all()))
-            .chain([bus.subscribe(Filter::all().correlation(CorrelationId(7)))])
+        // The last subscription takes call 7 only: a fan-out to n - 1 subscriptions for
+        // the other calls (to one, when n is 2). From three on, the first is sharded.
+        let sharded = n >= 3;
+        let mut subs: Vec<Vec<Receiver<Ev>>> = (0..n - 1)
+            .map(|i| match i {
+                0 if sharded => bus.subscribe_sharded(Filter::all(), 2),
+                _ => vec![bus.subscribe(Filter::all())],
+            })
+            .chain([vec![
+                bus.subscribe(Filter::all().correlation(CorrelationId(7)))
+            ]])
             .collect();
         let tx = bus.publisher("fan");
         let mut ids = Vec::new();
@@ -1445,15 +1453,27 @@ fn a_fan_out_reaches_every_plain_subscription_whatever_their_number() {
             let cause = (seq > 0).then(|| ids[ids.len() - 1]);
             ids.push(tx.try_publish(c, cause, ev(prio, seq)).unwrap());
         }
-        let got: Vec<Vec<Event<Ev>>> = rxs
+        let label = format!("{n} subscriptions, zero copy {zero_copy}");
+        let to_seven = (0..40u64).filter(|s| 6 + s % 3 == 7).count() as u64;
+        let m = bus.metrics().total();
+        assert_eq!(m.depth, 40 * (n as u64 - 1) + to_seven, "{label}: queued");
+        // A sharded subscription's receivers together.
+        let got: Vec<Vec<Event<Ev>>> = subs
             .iter_mut()
-            .map(|rx| {
-                let (events, missed) = drain(rx);
-                assert_eq!(missed, 0);
+            .map(|rxs| {
+                let mut events = Vec::new();
+                for rx in rxs.iter_mut() {
+                    let (mine, missed) = drain(rx);
+                    assert_eq!(missed, 0);
+                    let shards = rx.shards();
+                    assert!(mine
+                        .iter()
+                        .all(|e| shards.contains(&bus.shard_of(e.correlation))));
+                    events.extend(mine);
+                }
                 events
             })
             .collect();
-        let label = format!("{n} subscriptions, zero copy {zero_copy}");
         for (i, events) in got.iter().enumerate() {
             let last = i == n - 1;
             let mut mine: Vec<_> = events.iter().collect();
@@ -1472,19 +1492,21 @@ fn a_fan_out_reaches_every_plain_subscription_whatever_their_number() {
                 assert_eq!(e.is_shared(), zero_copy && receivers > 1, "{label}: {seq}");
             }
         }
-        // Each receiver got its events lane by lane, in publish order within a lane.
+        // Each call's events of one priority came in publish order.
         for events in &got {
-            for p in Priority::ALL {
+            for (p, c) in Priority::ALL
+                .into_iter()
+                .flat_map(|p| (6..9).map(move |c| (p, c)))
+            {
                 let lane: Vec<u64> = events
                     .iter()
-                    .filter(|e| e.priority == p)
+                    .filter(|e| e.priority == p && e.correlation == CorrelationId(c))
                     .map(|e| e.payload.seq)
                     .collect();
                 assert!(lane.windows(2).all(|w| w[0] < w[1]), "{label}: {lane:?}");
             }
         }
         let m = bus.metrics().total();
-        let to_seven = (0..40u64).filter(|s| 6 + s % 3 == 7).count() as u64;
         assert_eq!(m.published, 40, "{label}");
         assert_eq!(m.delivered, 40 * (n as u64 - 1) + to_seven, "{label}");
         assert_eq!((m.depth, m.shed), (0, 0), "{label}");
@@ -1495,14 +1517,17 @@ fn a_fan_out_reaches_every_plain_subscription_whatever_their_number() {
 /// is woken and gets the whole batch in order.
 #[test]
 fn a_batch_fanned_out_wakes_every_waiting_receiver() {
-    for zero_copy in [true, false] {
+    // Up to four receivers to wake are gathered for the batch's end; more are woken at
+    // once.
+    let cases = [3, 5, 8].into_iter().flat_map(|n| [(n, true), (n, false)]);
+    for (n, zero_copy) in cases {
         let bus = new_bus(EventBusConfig {
             broadcast_capacity: 256,
             enable_zero_copy: zero_copy,
             history_capacity: 0,
             ..cfg()
         });
-        let rxs: Vec<Receiver<Ev>> = (0..3).map(|_| bus.subscribe(Filter::all())).collect();
+        let rxs: Vec<Receiver<Ev>> = (0..n).map(|_| bus.subscribe(Filter::all())).collect();
         let waiting: Vec<_> = rxs
             .into_iter()
             .map(|mut rx| {
@@ -1532,10 +1557,10 @@ fn a_batch_fanned_out_wakes_every_waiting_receiver() {
             assert_eq!(
                 w.join().unwrap(),
                 (0..100).collect::<Vec<_>>(),
-                "zero copy {zero_copy}"
+                "{n} receivers, zero copy {zero_copy}"
             );
         }
-        assert_eq!(bus.metrics().total().delivered, 300);
+        assert_eq!(bus.metrics().total().delivered, 100 * n as u64);
     }
 }
 
@@ -3593,7 +3618,7 @@ fn a_panicking_clone_mid_batch_keeps_the_counts_of_what_was_taken() {
 
 /// A publish whose payload's `Clone` panics partway through a copy fan-out: the
 /// subscriptions it was already committed to have it, the others never see it (their
-/// claims become tombstones), the publish panics (its caller knows it failed), and
+/// claims are given back), the publish panics (its caller knows it failed), and
 /// nothing is wedged: every lane's room comes back, later events reach everyone, and
 /// depth returns to zero.
 #[test]
@@ -3634,8 +3659,8 @@ fn a_payload_clone_panicking_mid_fan_out_wedges_nothing() {
         tx.try_publish(CorrelationId(1), None, Brittle(1))
     }));
     assert!(r.is_err(), "the publish panics with the clone");
-    // The tombstones hold their slots until passed, like the event the first queue
-    // has: two more fill every queue, and no slot is lost.
+    // The claims given back leave no hole and hold no room: two more fill the first
+    // queue (the one that has event 1), the others keep one slot free.
     for seq in 2..capacity as u64 {
         tx.try_publish(CorrelationId(1), None, Brittle(seq))
             .unwrap();
@@ -3644,6 +3669,10 @@ fn a_payload_clone_panicking_mid_fan_out_wedges_nothing() {
         tx.try_publish(CorrelationId(1), None, Brittle(99)),
         Err(PublishError::Full(_))
     ));
+    // Counted as queued where committed: 4 + 3 + 3. (The id of event 1 was taken before
+    // its clones, so it counts as published, as through any path.)
+    let m = bus.metrics().total();
+    assert_eq!((m.depth, m.published), (10, 4));
     let seen: Vec<Vec<u64>> = rxs
         .iter_mut()
         .map(|rx| {
@@ -3671,8 +3700,130 @@ fn a_payload_clone_panicking_mid_fan_out_wedges_nothing() {
     }
     let m = bus.metrics().total();
     assert_eq!(m.depth, 0);
+    assert_eq!(m.published, 8);
     assert_eq!(m.delivered, 4 + 3 + 3 + 3 * 4);
     assert_eq!(m.shed, 0);
+}
+
+/// A batch publish whose payload's `Clone` panics in the fan-out of its second event:
+/// the receivers waiting on the subscriptions it committed to are woken as the publish
+/// unwinds (the batch gathers its wake-ups for its end, and the end comes early).
+#[test]
+fn a_batch_unwinding_from_a_panicking_clone_still_wakes_its_receivers() {
+    #[derive(Debug)]
+    struct Brittle(u64);
+    impl Clone for Brittle {
+        fn clone(&self) -> Self {
+            // The second event's second clone.
+            if self.0 == 2 && SECOND_CLONE.fetch_add(1, Ordering::SeqCst) == 1 {
+                panic!("clone of {}", self.0);
+            }
+            Brittle(self.0)
+        }
+    }
+    static SECOND_CLONE: AtomicU64 = AtomicU64::new(0);
+    impl Message for Brittle {
+        fn priority(&self) -> Priority {
+            Priority::High
+        }
+    }
+    let bus = EventBus::<Brittle>::new(EventBusConfig {
+        enable_zero_copy: false,
+        ..cfg()
+    })
+    .expect("valid config");
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let mut rx = bus.subscribe(Filter::all());
+            std::thread::spawn(move || {
+                rt().block_on(async {
+                    let first = tokio::time::timeout(SAFETY, rx.recv())
+                        .await
+                        .expect("receiver never woken")
+                        .unwrap();
+                    let mut got = vec![first.payload.0];
+                    // Whatever else was committed by then is there already.
+                    while let Ok(e) = rx.try_recv() {
+                        got.push(e.payload.0);
+                    }
+                    got
+                })
+            })
+        })
+        .collect();
+    // The receivers are asleep before the batch is published.
+    std::thread::sleep(Duration::from_millis(50));
+    let tx = bus.publisher("b");
+    let mut batch: VecDeque<Outgoing<Brittle>> = [1, 2, 3]
+        .map(|seq| Outgoing {
+            correlation: CorrelationId(seq % 2),
+            causation: None,
+            payload: Brittle(seq),
+        })
+        .into();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tx.try_publish_batch(&mut batch)
+    }));
+    assert!(r.is_err(), "the batch panics with the clone");
+    let got: Vec<Vec<u64>> = waiting.into_iter().map(|w| w.join().unwrap()).collect();
+    // Event 1 everywhere; event 2 where its clone was committed before the panic: the
+    // first subscription only.
+    assert_eq!(got, [vec![1, 2], vec![1], vec![1]]);
+    assert_eq!(bus.metrics().total().depth, 0);
+}
+
+/// A payload whose `Clone` closes the bus, in the middle of a fan-out that claimed before
+/// the close: the publish is acknowledged, so every receiver gets the event before it
+/// sees `Closed`.
+#[test]
+fn a_fan_out_acknowledged_across_a_close_reaches_every_receiver() {
+    type Armed = Arc<Mutex<Option<EventBus<Closer>>>>;
+    #[derive(Debug)]
+    struct Closer(u64, Armed);
+    impl Clone for Closer {
+        fn clone(&self) -> Self {
+            if let Some(bus) = self.1.lock().unwrap().take() {
+                bus.close();
+            }
+            Closer(self.0, self.1.clone())
+        }
+    }
+    impl Message for Closer {
+        fn priority(&self) -> Priority {
+            Priority::High
+        }
+    }
+    let bus = EventBus::<Closer>::new(EventBusConfig {
+        // Copies: the publish clones the payload for every subscription but the last.
+        enable_zero_copy: false,
+        ..cfg()
+    })
+    .expect("valid config");
+    let mut rxs: Vec<Receiver<Closer>> = (0..3).map(|_| bus.subscribe(Filter::all())).collect();
+    let tx = bus.publisher("c");
+    let armed: Armed = Arc::new(Mutex::new(None));
+    tx.try_publish(CorrelationId(1), None, Closer(0, armed.clone()))
+        .unwrap();
+    // Armed: the next clone closes the bus, after the publish claimed its slots.
+    *armed.lock().unwrap() = Some(bus.clone());
+    let r = tx.try_publish(CorrelationId(1), None, Closer(1, armed.clone()));
+    assert!(r.is_ok(), "{r:?}");
+    assert!(bus.is_closed());
+    assert!(matches!(
+        tx.try_publish(CorrelationId(1), None, Closer(2, armed.clone())),
+        Err(PublishError::Closed(_))
+    ));
+    for rx in rxs.iter_mut() {
+        let mut got = Vec::new();
+        loop {
+            match rx.try_recv() {
+                Ok(e) => got.push(e.payload.0),
+                Err(TryRecvError::Closed) => break,
+                Err(e) => panic!("{e:?} after {got:?}"),
+            }
+        }
+        assert_eq!(got, [0, 1]);
+    }
 }
 
 /// A payload whose `Drop` publishes a Critical event (once): a single receiver drops each
