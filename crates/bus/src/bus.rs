@@ -58,6 +58,27 @@ struct FanoutClaims<'a, T: Message> {
     committed: usize,
 }
 
+impl<'a, T: Message> FanoutClaims<'a, T> {
+    /// Commits the next target not committed yet, with the event `make` builds in its
+    /// slot, and returns that target's subscription and receiver group; `None` once every
+    /// claimed target is committed. `make` may panic (a payload's `Clone`): nothing is
+    /// written then, and the claim stays with the others for `drop` to give back.
+    #[inline(always)]
+    fn commit_next(&mut self, make: impl FnOnce() -> Event<T>) -> Option<(&'a SubInner<T>, usize)> {
+        let k = self.committed;
+        if k >= self.claimed {
+            return None;
+        }
+        let (sub, g, ring) = self.targets[k]?;
+        // SAFETY: claimed on this ring by this publish (`k < claimed`) and not committed
+        // (`k == committed`); the ring has a single receiver, so it keeps no previous
+        // value.
+        unsafe { ring.commit_fresh_with(self.seqs[k], make) };
+        self.committed = k + 1;
+        Some((sub, g))
+    }
+}
+
 impl<T: Message> Drop for FanoutClaims<'_, T> {
     fn drop(&mut self) {
         for k in (self.committed..self.claimed).rev() {
@@ -67,7 +88,6 @@ impl<T: Message> Drop for FanoutClaims<'_, T> {
                 unsafe { give_back(sub, &sub.groups[g], ring, self.seqs[k]) };
             }
         }
-        self.claimed = self.committed;
     }
 }
 
@@ -909,12 +929,15 @@ impl<T: Message + Clone> BusInner<T> {
         {
             return Err((payload, None));
         }
-        // 2. Admitted: the id, then one commit per target, each woken right after (or
-        // gathered for the end of a batch).
+        // 2. Admitted: the id, then one commit per target, each counted and woken right
+        // after (or gathered for the end of a batch).
         let id = self.next_id(shard_idx, prio);
-        let mut wake = |sub: &'a SubInner<T>, g: usize| match batch {
-            Some(b) => b.wakes.add(sub, g),
-            None => sub.groups[g].wake(),
+        let mut delivered = |(sub, g): (&'a SubInner<T>, usize)| {
+            sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
+            match batch {
+                Some(b) => b.wakes.add(sub, g),
+                None => sub.groups[g].wake(),
+            }
         };
         let pool = self
             .pool
@@ -922,41 +945,26 @@ impl<T: Message + Clone> BusInner<T> {
             .filter(|_| self.config.enable_zero_copy && n > 1);
         if let Some(pool) = pool {
             let mut handles = Pool::checkout(pool, meta.envelope(id, payload), n);
-            for k in 0..n {
-                let (Some((sub, g, ring)), Some(r)) = (claims.targets[k], handles.take()) else {
-                    // Not reached (`n` handles); `claims` takes back what is left.
+            while let Some(r) = handles.take() {
+                let Some(target) = claims.commit_next(|| Event(Repr::Shared(r))) else {
                     break;
                 };
-                sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
-                // SAFETY: claimed on this ring by this publish, committed once; a
-                // single-receiver ring keeps no previous value.
-                unsafe { ring.commit_fresh_with(claims.seqs[k], || Event(Repr::Shared(r))) };
-                claims.committed = k + 1;
-                wake(sub, g);
+                delivered(target);
             }
             return Ok(id);
         }
-        // A clone, made in its slot, for every target but the last. User code: if it
-        // panics, that claim is still open and `claims` takes it back with the rest.
-        for k in 0..n - 1 {
-            let Some((sub, g, ring)) = claims.targets[k] else {
+        // A clone, made in its slot, for every target but the last, which gets the
+        // payload.
+        for _ in 1..n {
+            let make = || Event(Repr::Owned(meta.envelope(id, payload.clone())));
+            let Some(target) = claims.commit_next(make) else {
                 break;
             };
-            let make = || Event(Repr::Owned(meta.envelope(id, payload.clone())));
-            // SAFETY: as above.
-            unsafe { ring.commit_fresh_with(claims.seqs[k], make) };
-            claims.committed = k + 1;
-            // Counted once committed: a clone that panics leaves no count behind.
-            sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
-            wake(sub, g);
+            delivered(target);
         }
-        if let Some((sub, g, ring)) = claims.targets[n - 1] {
-            sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
-            let make = || Event(Repr::Owned(meta.envelope(id, payload)));
-            // SAFETY: as above.
-            unsafe { ring.commit_fresh_with(claims.seqs[n - 1], make) };
-            claims.committed = n;
-            wake(sub, g);
+        if let Some(target) = claims.commit_next(|| Event(Repr::Owned(meta.envelope(id, payload))))
+        {
+            delivered(target);
         }
         Ok(id)
     }
