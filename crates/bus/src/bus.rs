@@ -819,34 +819,6 @@ impl<T: Message + Clone> BusInner<T> {
                 }
             }
         }
-        self.route_slow(subs, shard_idx, lane_idx, meta, payload, batch)
-    }
-
-    /// Everything the single-subscription fast path of [`route`](Self::route) does not
-    /// take: a fan-out through [`route_fanout`](Self::route_fanout) if it can, else the
-    /// general path. Out of line, to keep the fast path short.
-    #[allow(clippy::type_complexity)]
-    #[inline(never)]
-    fn route_slow<'a>(
-        &'a self,
-        subs: &'a [Arc<SubInner<T>>],
-        shard_idx: usize,
-        lane_idx: usize,
-        meta: Meta,
-        payload: T,
-        mut batch: Option<&mut Batch<'a, T>>,
-    ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
-        let payload = if subs.len() > 1 {
-            match self.route_fanout(subs, shard_idx, lane_idx, meta, payload, &mut batch) {
-                Ok(id) => return Ok(id),
-                Err((payload, Some(full))) => {
-                    return Err((PublishError::Full(payload), Some(full)))
-                }
-                Err((payload, None)) => payload,
-            }
-        } else {
-            payload
-        };
         let env = meta.envelope(EventId(0), payload);
         self.route_general(subs, shard_idx, lane_idx, env, batch.map(|b| &mut b.wakes))
     }
@@ -855,30 +827,30 @@ impl<T: Message + Clone> BusInner<T> {
     /// with one receiver (no broadcast), no history is kept, and every subscription that
     /// takes the event (its filter admits it, it is open) has a Block lane with room. The
     /// event is claimed in every target's ring (or in none), then committed to each, built
-    /// in its slot: a clone of the payload for every target but the last, which gets the
-    /// payload itself; or, with `enable_zero_copy`, a handle each on one pooled envelope.
-    /// A full lane under the Block policy returns the payload with where to wait for room
-    /// (nothing delivered, as the general path would). Anything else (a broadcast
-    /// subscription, a Shed lane, a full lane under a shed policy, a subscription or the
-    /// bus closing meanwhile, no target at all) hands the payload back, nothing delivered,
-    /// for the general path to decide.
-    #[inline(never)]
+    /// in its slot: a clone of the envelope for every target but the last, which gets the
+    /// envelope itself; or, with `enable_zero_copy`, a handle each on one pooled envelope.
+    /// Each target is counted and woken (or, for a batch, registered in `wakes`) once
+    /// committed. A full lane
+    /// under the Block policy returns the envelope with where to wait for room (nothing
+    /// delivered). Anything else (a broadcast subscription, a Shed lane, a full lane under
+    /// a shed policy, a subscription or the bus closing meanwhile, no target at all) hands
+    /// the envelope back, nothing delivered, for the rest of the general path to decide.
+    #[inline(always)]
     fn route_fanout<'a>(
         &'a self,
         subs: &'a [Arc<SubInner<T>>],
         shard_idx: usize,
         lane_idx: usize,
-        meta: Meta,
-        payload: T,
-        batch: &mut Option<&mut Batch<'a, T>>,
-    ) -> Result<EventId, (T, Option<Blocked<T>>)> {
+        mut env: Envelope<T>,
+        mut wakes: Option<&mut WakeList<'a, T>>,
+    ) -> Result<EventId, (Envelope<T>, Option<Blocked<T>>)> {
         if subs.len() > FANOUT_MAX
             || self.shards[shard_idx].history.is_some()
             || subs.iter().any(|s| s.members != 1)
         {
-            return Err((payload, None));
+            return Err((env, None));
         }
-        let prio = meta.priority;
+        let (correlation, prio) = (env.correlation, env.priority);
         // 1. Room in every target's ring, or in none.
         let mut claims = FanoutClaims {
             targets: [None; FANOUT_MAX],
@@ -887,7 +859,7 @@ impl<T: Message + Clone> BusInner<T> {
             committed: 0,
         };
         for sub in subs {
-            if !sub.filter.admits(meta.correlation, prio) || sub.closed.load(Ordering::Relaxed) {
+            if !sub.filter.admits(correlation, prio) || sub.closed.load(Ordering::Relaxed) {
                 continue;
             }
             let g = sub.group_of(shard_idx);
@@ -896,7 +868,7 @@ impl<T: Message + Clone> BusInner<T> {
             // overflow policy): a Shed lane turns the publish away at its first target,
             // before any claim.
             let Lane::Block(ring) = &group.lanes[lane_idx] else {
-                return Err((payload, None));
+                return Err((env, None));
             };
             group.mark_used(lane_idx);
             let Some(seq) = ring.claim() else {
@@ -909,7 +881,7 @@ impl<T: Message + Clone> BusInner<T> {
                         group: g,
                         lane: lane_idx,
                     });
-                return Err((payload, full));
+                return Err((env, full));
             };
             let k = claims.claimed;
             claims.targets[k] = Some((&**sub, g, ring));
@@ -927,15 +899,16 @@ impl<T: Message + Clone> BusInner<T> {
                 .flatten()
                 .any(|(sub, _, _)| sub.closed.load(Ordering::SeqCst))
         {
-            return Err((payload, None));
+            return Err((env, None));
         }
-        // 2. Admitted: the id, then one commit per target, each counted and woken right
-        // after (or gathered for the end of a batch).
+        // 2. Admitted: the id, then one commit per target, each counted and registered
+        // for its wake-up right after.
         let id = self.next_id(shard_idx, prio);
+        env.id = id;
         let mut delivered = |(sub, g): (&'a SubInner<T>, usize)| {
             sub.enqueued[shard_idx][prio.index()].fetch_add(1, Ordering::Relaxed);
-            match batch {
-                Some(b) => b.wakes.add(sub, g),
+            match &mut wakes {
+                Some(w) => w.add(sub, g),
                 None => sub.groups[g].wake(),
             }
         };
@@ -944,7 +917,7 @@ impl<T: Message + Clone> BusInner<T> {
             .as_ref()
             .filter(|_| self.config.enable_zero_copy && n > 1);
         if let Some(pool) = pool {
-            let mut handles = Pool::checkout(pool, meta.envelope(id, payload), n);
+            let mut handles = Pool::checkout(pool, env, n);
             while let Some(r) = handles.take() {
                 let Some(target) = claims.commit_next(|| Event(Repr::Shared(r))) else {
                     break;
@@ -954,16 +927,14 @@ impl<T: Message + Clone> BusInner<T> {
             return Ok(id);
         }
         // A clone, made in its slot, for every target but the last, which gets the
-        // payload.
+        // envelope.
         for _ in 1..n {
-            let make = || Event(Repr::Owned(meta.envelope(id, payload.clone())));
-            let Some(target) = claims.commit_next(make) else {
+            let Some(target) = claims.commit_next(|| Event(Repr::Owned(env.clone()))) else {
                 break;
             };
             delivered(target);
         }
-        if let Some(target) = claims.commit_next(|| Event(Repr::Owned(meta.envelope(id, payload))))
-        {
+        if let Some(target) = claims.commit_next(|| Event(Repr::Owned(env))) {
             delivered(target);
         }
         Ok(id)
@@ -1071,9 +1042,11 @@ impl<T: Message + Clone> BusInner<T> {
         Run::Published(published)
     }
 
-    /// The publish path for everything the fast paths ([`route`](Self::route),
-    /// [`route_fanout`](Self::route_fanout)) do not take: broadcast subscriptions among
-    /// several, more than [`FANOUT_MAX`] subscriptions, Shed lanes, full lanes, history.
+    /// The publish path for everything the fast path in [`route`](Self::route) does not
+    /// take. A fan-out goes through [`route_fanout`](Self::route_fanout) first; what that
+    /// leaves (broadcast subscriptions among several, more than [`FANOUT_MAX`]
+    /// subscriptions, Shed lanes, a full lane under a shed policy, history) is handled
+    /// here.
     #[allow(clippy::type_complexity)]
     #[inline(never)]
     fn route_general<'a>(
@@ -1084,6 +1057,16 @@ impl<T: Message + Clone> BusInner<T> {
         mut env: Envelope<T>,
         wakes: Option<&mut WakeList<'a, T>>,
     ) -> Result<EventId, (PublishError<T>, Option<Blocked<T>>)> {
+        let mut wakes = wakes;
+        if subs.len() > 1 {
+            env = match self.route_fanout(subs, shard_idx, lane_idx, env, wakes.as_deref_mut()) {
+                Ok(id) => return Ok(id),
+                Err((env, Some(full))) => {
+                    return Err((PublishError::Full(env.payload), Some(full)))
+                }
+                Err((env, None)) => env,
+            };
+        }
         let mut own = WakeList::new();
         let wakes = wakes.unwrap_or(&mut own);
         let (correlation, prio) = (env.correlation, env.priority);
@@ -2736,7 +2719,13 @@ mod fanout_tests {
         };
         let shard = inner.shard_of(c);
         inner
-            .route_fanout(subs, shard, inner.lane_index(p), meta, M(p), &mut None)
+            .route_fanout(
+                subs,
+                shard,
+                inner.lane_index(p),
+                meta.envelope(EventId(0), M(p)),
+                None,
+            )
             .map_err(|(_, full)| full.is_some())
     }
 
