@@ -26,6 +26,43 @@ const SHARD_BITS: u32 = 10;
 /// The most events a batch publish claims in one run (see `BusInner::publish_run`).
 const MAX_RUN: usize = 64;
 
+/// Called by a publish right after each claim of room in a ring, before it checks
+/// whether the bus or the subscription closed meanwhile: the window where another
+/// thread's close can land, which a test cannot otherwise place. Does nothing outside
+/// this crate's unit tests (see `claim_hook`).
+#[inline(always)]
+fn claimed() {
+    #[cfg(all(test, not(bus_loom)))]
+    claim_hook::fire();
+}
+
+/// A unit test's hook into the claim-to-check window (see [`claimed`]).
+#[cfg(all(test, not(bus_loom)))]
+mod claim_hook {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `f` once, at this thread's next claim.
+    pub(super) fn at_next_claim(f: impl FnOnce() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    /// Whether a hook is still waiting for its claim.
+    pub(super) fn pending() -> bool {
+        HOOK.with(|h| h.borrow().is_some())
+    }
+
+    pub(super) fn fire() {
+        // Taken out before it runs: a publish inside it claims without it.
+        if let Some(f) = HOOK.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+}
+
 /// What [`BusInner::publish_run`] did with the front of a batch.
 enum Run {
     /// Published this many (taken from the batch).
@@ -781,6 +818,7 @@ impl<T: Message + Clone> BusInner<T> {
                 if let Lane::Block(ring) = &group.lanes[lane_idx] {
                     group.mark_used(lane_idx);
                     if let Some(seq) = ring.claim() {
+                        claimed();
                         // Closed since the check above? Then the receiver may already
                         // have reported `Closed`: take the claim back. (SeqCst: pairs with
                         // the receiver's pending check after it saw the close.)
@@ -871,7 +909,7 @@ impl<T: Message + Clone> BusInner<T> {
                 return Err((env, None));
             };
             group.mark_used(lane_idx);
-            let Some(seq) = ring.claim() else {
+            let Some(seq) = ring.claim().inspect(|_| claimed()) else {
                 // Full: `claims` takes back the others. Under the Block policy that is
                 // the answer (nothing delivered, and where to wait for room); a shed
                 // policy (a lane shared by all priorities) is the general path's to apply.
@@ -999,6 +1037,7 @@ impl<T: Message + Clone> BusInner<T> {
         let Some((first, got)) = ring.claim_run(len as u64) else {
             return Run::NoRoom(len);
         };
+        claimed();
         if sub.closed.load(Ordering::SeqCst) {
             // Closed since the check above (see `route`): the claims are taken back, last
             // first, and the front event, routed on its own, meets the close.
@@ -1115,7 +1154,7 @@ impl<T: Message + Clone> BusInner<T> {
                     guard.out.push(Admit::Skip);
                     continue;
                 }
-                Lane::Block(ring) => match ring.claim() {
+                Lane::Block(ring) => match ring.claim().inspect(|_| claimed()) {
                     // Closed since the check above (see the fast path): take it back.
                     Some(seq) if sub.closed.load(Ordering::SeqCst) => {
                         let group = &sub.groups[sub.group_of(shard_idx)];
@@ -2818,5 +2857,189 @@ mod fanout_tests {
                 "priority lanes {enable_priority}"
             );
         }
+    }
+}
+
+/// A close landing between a publish's claim and its check for it (the window
+/// [`claimed`] marks), placed there by a hook, on every path that claims: the single
+/// subscription's, the fan-out's, a batch run's and the general one. The stress tests
+/// reach that window only by chance.
+#[cfg(all(test, not(bus_loom)))]
+mod close_after_claim_tests {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct M(u32);
+
+    impl Message for M {
+        fn priority(&self) -> Priority {
+            Priority::Normal
+        }
+    }
+
+    /// 1: the single path; 2 and 8: the fan-out; 9 (more than [`FANOUT_MAX`]): the general
+    /// path.
+    const SUBSCRIPTIONS: [usize; 4] = [1, 2, 8, FANOUT_MAX + 1];
+
+    /// A bus with `n` subscriptions to everything (their receivers, and their insides,
+    /// kept past the receivers' drop), and a publisher.
+    #[allow(clippy::unwrap_used)]
+    fn setup(n: usize) -> Setup {
+        let bus = EventBus::new(EventBusConfig::default()).unwrap();
+        let rxs = (0..n).map(|_| bus.subscribe(Filter::all())).collect();
+        let subs = LocalCache::default().get(&bus.inner.routes).by_topic[0].to_vec();
+        let tx = bus.publisher("t");
+        (bus, rxs, subs, tx)
+    }
+
+    type Setup = (
+        EventBus<M>,
+        Vec<Receiver<M>>,
+        Vec<Arc<SubInner<M>>>,
+        Publisher<M>,
+    );
+
+    /// Whether anything (committed or not) is claimed in `sub`'s Normal ring past what its
+    /// receiver read.
+    fn claimed_ahead(bus: &EventBus<M>, sub: &SubInner<M>) -> bool {
+        let lane = bus.inner.lane_index(Priority::Normal);
+        sub.groups.iter().any(|g| match &g.lanes[lane] {
+            Lane::Block(ring) => ring.claimed_ahead(0),
+            Lane::Shed(_) => false,
+        })
+    }
+
+    fn batch(n: u32) -> VecDeque<Outgoing<M>> {
+        (0..n)
+            .map(|k| Outgoing {
+                correlation: CorrelationId(1),
+                causation: None,
+                payload: M(k),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bus_closed_after_the_claim_delivers_nothing_and_hands_the_event_back() {
+        for n in SUBSCRIPTIONS {
+            let (bus, mut rxs, subs, tx) = setup(n);
+            let closer = bus.clone();
+            claim_hook::at_next_claim(move || closer.close());
+            match tx.try_publish(CorrelationId(1), None, M(7)) {
+                Err(PublishError::Closed(M(7))) => {}
+                other => panic!("{n} subscriptions: {other:?}"),
+            }
+            assert!(!claim_hook::pending(), "{n} subscriptions: no claim made");
+            for rx in rxs.iter_mut() {
+                assert!(
+                    matches!(rx.try_recv(), Err(TryRecvError::Closed)),
+                    "{n} subscriptions"
+                );
+            }
+            for sub in &subs {
+                assert!(!claimed_ahead(&bus, sub), "{n} subscriptions: a claim left");
+            }
+            let m = bus.metrics();
+            assert_eq!((m.total().published, m.unrouted), (0, 0), "{n}");
+        }
+    }
+
+    #[test]
+    fn a_subscription_ended_after_the_claim_gets_nothing_and_the_others_get_the_event() {
+        for n in SUBSCRIPTIONS {
+            let (bus, mut rxs, subs, tx) = setup(n);
+            // The first subscription's receiver leaves right after the publish claimed
+            // its slot (the first claim of every path).
+            let first = rxs.remove(0);
+            claim_hook::at_next_claim(move || drop(first));
+            let id = match tx.try_publish(CorrelationId(1), None, M(7)) {
+                Ok(id) => id,
+                Err(e) => panic!("{n} subscriptions: {e:?}"),
+            };
+            assert!(!claim_hook::pending(), "{n} subscriptions: no claim made");
+            assert!(subs[0].closed.load(Ordering::SeqCst));
+            assert!(
+                !claimed_ahead(&bus, &subs[0]),
+                "{n} subscriptions: an event committed to the ended subscription"
+            );
+            for rx in rxs.iter_mut() {
+                match rx.try_recv() {
+                    Ok(e) => assert_eq!((e.id, e.payload.0), (id, 7), "{n}"),
+                    Err(e) => panic!("{n} subscriptions: {e:?}"),
+                }
+            }
+            let m = bus.metrics();
+            assert_eq!(m.total().published, 1, "{n} subscriptions");
+            // Nobody left to take it: counted as unrouted.
+            assert_eq!(m.unrouted, u64::from(n == 1), "{n} subscriptions");
+        }
+    }
+
+    #[test]
+    fn a_close_half_done_after_the_claim_loses_nothing_and_tells_no_lie() {
+        // `close` flags the bus, then closes its subscriptions one by one: the hook lands
+        // between the two. Whatever the publish answers holds for every receiver.
+        for n in SUBSCRIPTIONS {
+            let (bus, mut rxs, subs, tx) = setup(n);
+            let inner = bus.inner.clone();
+            claim_hook::at_next_claim(move || inner.closed.store(true, Ordering::SeqCst));
+            let outcome = tx.try_publish(CorrelationId(1), None, M(7));
+            assert!(!claim_hook::pending(), "{n} subscriptions: no claim made");
+            bus.close();
+            for rx in rxs.iter_mut() {
+                match &outcome {
+                    Ok(id) => match rx.try_recv() {
+                        Ok(e) => assert_eq!(e.id, *id, "{n}"),
+                        Err(e) => panic!("{n} subscriptions: Ok, yet {e:?}"),
+                    },
+                    Err(PublishError::Closed(M(7))) => {}
+                    Err(e) => panic!("{n} subscriptions: {e:?}"),
+                }
+                assert!(
+                    matches!(rx.try_recv(), Err(TryRecvError::Closed)),
+                    "{n} subscriptions"
+                );
+            }
+            for sub in &subs {
+                assert!(!claimed_ahead(&bus, sub), "{n} subscriptions: a claim left");
+            }
+            let published = bus.metrics().total().published;
+            assert_eq!(published, u64::from(outcome.is_ok()), "{n} subscriptions");
+        }
+    }
+
+    #[test]
+    fn a_close_after_a_batch_runs_claim_keeps_the_whole_batch() {
+        let (bus, mut rxs, subs, tx) = setup(1);
+        let mut rx = rxs.remove(0);
+        let closer = bus.clone();
+        claim_hook::at_next_claim(move || closer.close());
+        let mut events = batch(4);
+        assert!(matches!(
+            tx.try_publish_batch(&mut events),
+            Err(PublishError::Closed(()))
+        ));
+        assert!(!claim_hook::pending(), "no claim made");
+        // Nothing published, nothing lost: every event is still the caller's, in order.
+        let left: Vec<u32> = events.iter().map(|o| o.payload.0).collect();
+        assert_eq!(left, [0, 1, 2, 3]);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Closed)));
+        assert!(!claimed_ahead(&bus, &subs[0]), "a claim left");
+        assert_eq!(bus.metrics().total().published, 0);
+    }
+
+    #[test]
+    fn a_subscription_ended_after_a_batch_runs_claim_gets_none_of_it() {
+        let (bus, mut rxs, subs, tx) = setup(1);
+        let rx = rxs.remove(0);
+        claim_hook::at_next_claim(move || drop(rx));
+        let mut events = batch(4);
+        // Each event, routed on its own, finds its only subscription ended: unrouted.
+        assert_eq!(tx.try_publish_batch(&mut events).ok(), Some(4));
+        assert!(!claim_hook::pending(), "no claim made");
+        assert!(events.is_empty());
+        assert!(!claimed_ahead(&bus, &subs[0]), "committed to the ended one");
+        let m = bus.metrics();
+        assert_eq!((m.total().published, m.unrouted), (4, 4));
     }
 }
