@@ -357,7 +357,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n\n  test [cargo test args]     fmt check, clippy -D warnings, docs, all tests, examples, bench smoke run\n  bench [bus|sip] [--quick]  benchmarks against the field (release build; bench sip --help)"
+                "usage: cargo xtask <command>\n\n  test [cargo test args]     fmt check, clippy -D warnings, docs, all tests, examples, bench smoke run\n  bench [bus|sip|routing|acd] [--quick]  benchmarks against the field (release build; bench sip --help)"
             );
             return ExitCode::from(2);
         }

@@ -12,7 +12,7 @@
 //! url = "sqlite://data/call-engine.db"
 //! [[queue]]
 //! name = "support"
-//! strategy = "longest-idle-agent"   # | "round-robin" | "ring-all"
+//! strategy = "longest-idle-agent"   # or any of the ten in the README's "Configuration"
 //! moh = "builtin"                   # or a path to an 8 kHz WAV
 //! ring_timeout_secs = 15
 //! wrap_up_secs = 0                  # after-call work before the next offer (0-3600)

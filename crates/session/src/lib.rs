@@ -4,7 +4,7 @@
 //! phones and trunks do (REGISTER, INVITE, CANCEL, BYE, re-INVITE, INFO, REFER) into
 //! [`SessionEvent`](call_engine_events::SessionEvent)s on the bus, and executes the
 //! [`SessionCommand`](call_engine_events::SessionCommand)s other components publish
-//! (answer, reject, call an agent, cancel, hang up, probe a contact).
+//! (answer, reject, call an agent, cancel, hang up, probe a contact or a dialog).
 //!
 //! It is built on **rvoip-sip-core 0.4.0** (the parser, the stream framing and the SDP
 //! types of the rvoip project) with its own small stack on tokio: UDP and TCP
