@@ -39,6 +39,47 @@ impl SipTimers {
     }
 }
 
+/// Limits on TCP connections: what one peer, or a flood of them, can hold of the adapter.
+/// A peer above a limit is disconnected (a message too large is first answered 513);
+/// nothing else is affected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// TCP connections open at once, accepted or opened by us (default 4096). An
+    /// accepted connection above it is closed at once.
+    pub max_connections: usize,
+    /// TCP connections open at once with one IP address (default 256: an office of
+    /// phones behind one NAT). An accepted connection above it is closed at once.
+    pub max_per_ip: usize,
+    /// Largest message accepted over TCP, headers and body (default 64 KiB). A larger one
+    /// is answered `513 Message Too Large` as soon as its size is known, and the
+    /// connection is closed.
+    pub max_message_bytes: usize,
+    /// A message begun must be complete within this (default 32 s), and an accepted
+    /// connection must carry its first complete message within it (keep-alive pings do
+    /// not count); otherwise the connection is closed. A connection idle between
+    /// messages stays open (a phone registered over it is reached through it).
+    pub message_timeout: Duration,
+    /// Bytes queued for a peer that does not read them (default 1 MiB): above it the
+    /// connection is closed instead of the queue growing.
+    pub max_queued_bytes: usize,
+    /// A write to a peer that makes no progress for this long closes the connection
+    /// (default 32 s).
+    pub write_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_ip: 256,
+            max_message_bytes: 64 * 1024,
+            message_timeout: Duration::from_secs(32),
+            max_queued_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(32),
+        }
+    }
+}
+
 /// Configuration of the session adapter. Build it with [`SessionConfig::new`] and adjust
 /// the public fields.
 ///
@@ -83,6 +124,8 @@ pub struct SessionConfig {
     pub ring_timeout: Duration,
     /// `User-Agent` (requests) and `Server` (responses) header value.
     pub user_agent: String,
+    /// Limits on TCP connections.
+    pub tcp_limits: TcpLimits,
 }
 
 impl Default for SessionConfig {
@@ -111,6 +154,7 @@ impl SessionConfig {
             timers: SipTimers::default(),
             ring_timeout: Duration::from_secs(180),
             user_agent: concat!("call-engine/", env!("CARGO_PKG_VERSION")).to_string(),
+            tcp_limits: TcpLimits::default(),
         }
     }
 
@@ -152,6 +196,28 @@ impl SessionConfig {
         if self.nonce_lifetime.is_zero() {
             return bad("nonce_lifetime", "must be positive");
         }
+        let l = &self.tcp_limits;
+        if l.max_connections == 0 {
+            return bad("tcp_limits.max_connections", "must be at least 1");
+        }
+        if l.max_per_ip == 0 {
+            return bad("tcp_limits.max_per_ip", "must be at least 1");
+        }
+        if l.max_message_bytes < 1024 {
+            return bad("tcp_limits.max_message_bytes", "must be at least 1024");
+        }
+        if l.message_timeout.is_zero() {
+            return bad("tcp_limits.message_timeout", "must be positive");
+        }
+        if l.max_queued_bytes < l.max_message_bytes {
+            return bad(
+                "tcp_limits.max_queued_bytes",
+                "must be >= max_message_bytes",
+            );
+        }
+        if l.write_timeout.is_zero() {
+            return bad("tcp_limits.write_timeout", "must be positive");
+        }
         if self.user_agent.contains(['\r', '\n']) {
             return bad("user_agent", "must be one line");
         }
@@ -185,9 +251,36 @@ mod tests {
             Err(SessionError::Config { field, .. }) => assert_eq!(field, "max_expires_secs"),
             other => panic!("unexpected {other:?}"),
         }
-        let mut c3 = c;
+        let mut c3 = c.clone();
         c3.udp = None;
         c3.tcp = None;
         assert!(c3.validate().is_err());
+
+        type Bad = fn(&mut TcpLimits);
+        let bad: [(Bad, &str); 6] = [
+            (|l| l.max_connections = 0, "tcp_limits.max_connections"),
+            (|l| l.max_per_ip = 0, "tcp_limits.max_per_ip"),
+            (
+                |l| l.max_message_bytes = 100,
+                "tcp_limits.max_message_bytes",
+            ),
+            (
+                |l| l.message_timeout = Duration::ZERO,
+                "tcp_limits.message_timeout",
+            ),
+            (|l| l.max_queued_bytes = 2048, "tcp_limits.max_queued_bytes"),
+            (
+                |l| l.write_timeout = Duration::ZERO,
+                "tcp_limits.write_timeout",
+            ),
+        ];
+        for (spoil, name) in bad {
+            let mut c4 = c.clone();
+            spoil(&mut c4.tcp_limits);
+            match c4.validate() {
+                Err(SessionError::Config { field, .. }) => assert_eq!(field, name),
+                other => panic!("{name}: unexpected {other:?}"),
+            }
+        }
     }
 }

@@ -59,7 +59,7 @@ mod stats;
 mod timer;
 mod transport;
 
-pub use config::{SessionConfig, SipTimers};
+pub use config::{SessionConfig, SipTimers, TcpLimits};
 pub use error::SessionError;
 pub use registrar::{Binding, Bindings};
 pub use stats::SessionStats;
@@ -121,6 +121,7 @@ impl SessionAdapter {
             stats.clone(),
             cfg.timers.timeout().min(Duration::from_secs(10)),
             cfg.user_agent.clone(),
+            cfg.tcp_limits.clone(),
         )
         .await?;
         let (emitter, publisher) = publish::start(bus.publisher("session"), stats.clone());

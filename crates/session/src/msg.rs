@@ -364,13 +364,25 @@ pub(crate) fn response_from_raw(
 /// Best-effort 400 to a request that failed parsing or validation, copying whichever
 /// of Via/From/To/Call-ID/CSeq it has (the caller checked there is a Via).
 pub(crate) fn bad_request(raw: &RawMessage, src: SocketAddr, reason: &str, server: &str) -> Bytes {
+    refusal(raw, src, 400, reason, server)
+}
+
+/// A `status` response (e.g. 400, 513) to a request that is not processed further, with
+/// `reason` in a Warning header.
+pub(crate) fn refusal(
+    raw: &RawMessage,
+    src: SocketAddr,
+    status: u16,
+    reason: &str,
+    server: &str,
+) -> Bytes {
     let tag = crate::core::new_tag();
     let reason: String = reason
         .chars()
         .filter(|c| !c.is_control())
         .take(120)
         .collect();
-    response_from_raw(raw, src, 400, Some(&tag), server)
+    response_from_raw(raw, src, status, Some(&tag), server)
         .header(
             "Warning",
             format!("399 call-engine {}", crate::raw::quote(&reason)),

@@ -12,6 +12,7 @@ pub(crate) struct Stats {
     pub retransmissions: AtomicU64,
     pub published: AtomicU64,
     pub publish_failures: AtomicU64,
+    pub tcp_limited: AtomicU64,
 }
 
 /// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
@@ -32,6 +33,9 @@ pub struct SessionStats {
     pub published: u64,
     /// Session events that could not be published (the bus was closed).
     pub publish_failures: u64,
+    /// TCP connections closed by a [`TcpLimits`](crate::TcpLimits) limit: refused (too
+    /// many open), a message too large or not complete in time, a peer not reading.
+    pub tcp_limited: u64,
 }
 
 impl Stats {
@@ -45,6 +49,7 @@ impl Stats {
             retransmissions: l(&self.retransmissions),
             published: l(&self.published),
             publish_failures: l(&self.publish_failures),
+            tcp_limited: l(&self.tcp_limited),
         }
     }
 }

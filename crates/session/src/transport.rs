@@ -4,6 +4,7 @@
 //! core through a channel; sending never blocks the core (TCP writes are queued to a
 //! per-connection writer task, new connections are opened in the background).
 
+use crate::config::TcpLimits;
 use crate::error::SessionError;
 use crate::raw::RawMessage;
 use crate::stats::Stats;
@@ -14,7 +15,7 @@ use parking_lot::Mutex;
 use rvoip_sip_core::framing::{inspect_sip_frame_with_policy, SipFrameStatus, SipFramingPolicy};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,8 +92,65 @@ pub(crate) enum Resolve {
 struct Conn {
     id: u64,
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes handed to the writer and not yet written (bounded by
+    /// [`TcpLimits::max_queued_bytes`]).
+    queued: Arc<AtomicUsize>,
     reader: Option<tokio::task::AbortHandle>,
     writer: Option<JoinHandle<()>>,
+}
+
+impl Conn {
+    fn new(id: u64, tx: mpsc::UnboundedSender<Bytes>) -> Self {
+        Self {
+            id,
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            reader: None,
+            writer: None,
+        }
+    }
+
+    /// Stops both tasks: the socket closes.
+    fn abort(&self) {
+        if let Some(r) = &self.reader {
+            r.abort();
+        }
+        if let Some(w) = &self.writer {
+            w.abort();
+        }
+    }
+}
+
+/// Why a message could not be handed to a connection's writer.
+enum Queue {
+    /// The connection is gone (its writer ended).
+    Gone(Bytes),
+    /// The peer does not read what it is sent: the connection was closed.
+    Overflow,
+}
+
+/// Where the framing of a connection's stream stands, so that each byte is scanned
+/// about once however the stream is cut (a message trickled a byte at a time must not
+/// be re-scanned from its start on every read).
+#[derive(Default)]
+struct Framer {
+    /// The buffer's first `scanned` bytes hold no end of headers (CRLFCRLF).
+    scanned: usize,
+    /// The whole message's size, once its headers are in.
+    need: Option<usize>,
+}
+
+impl Framer {
+    /// Whether the headers of the message at the front of `buf` may be complete, so
+    /// that the framing parser (which reads from the start) is worth running. Scans only
+    /// the bytes not scanned before, and the three before them (a CRLFCRLF cut in two).
+    /// Past the framing's header limit it says yes, for the parser to refuse the message.
+    fn headers_may_end(&mut self, buf: &[u8]) -> bool {
+        let from = self.scanned.saturating_sub(3);
+        let ends = buf[from..].windows(4).any(|w| w == b"\r\n\r\n");
+        self.scanned = buf.len();
+        ends || buf.len() > rvoip_sip_core::framing::MAX_SIP_HEADER_BYTES
+    }
 }
 
 /// The sockets and the TCP connection registry.
@@ -106,6 +164,7 @@ pub(crate) struct Transports {
     stats: Arc<Stats>,
     connect_timeout: Duration,
     server: String,
+    limits: TcpLimits,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -118,6 +177,7 @@ impl Transports {
         stats: Arc<Stats>,
         connect_timeout: Duration,
         server: String,
+        limits: TcpLimits,
     ) -> Result<Arc<Transports>, SessionError> {
         let udp_sock = match udp {
             Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await.map_err(|source| {
@@ -168,6 +228,7 @@ impl Transports {
             stats,
             connect_timeout,
             server,
+            limits,
             tasks: Mutex::new(Vec::new()),
         });
         if let Some(sock) = udp_sock {
@@ -221,36 +282,24 @@ impl Transports {
 
     fn send_tcp(self: &Arc<Self>, addr: SocketAddr, data: Bytes) {
         let mut conns = self.conns.lock();
-        let data = match conns.get(&addr) {
-            Some(c) => match c.tx.send(data) {
-                Ok(()) => return,
-                Err(mpsc::error::SendError(d)) => {
-                    conns.remove(&addr);
-                    d
-                }
-            },
-            None => data,
+        let data = match self.queue(&mut conns, addr, data) {
+            Ok(()) | Err(Queue::Overflow) => return,
+            Err(Queue::Gone(d)) => d,
         };
         // Open a new connection in the background; queue the message meanwhile.
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(data); // the receiver is alive: it is moved into the task below
-        conns.insert(
-            addr,
-            Conn {
-                id,
-                tx,
-                reader: None,
-                writer: None,
-            },
-        );
+        let conn = Conn::new(id, tx);
+        conn.queued.fetch_add(data.len(), Ordering::Relaxed);
+        let _ = conn.tx.send(data); // the receiver is alive: it is moved into the task below
+        conns.insert(addr, conn);
         drop(conns);
         let me = self.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(me.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     debug!(%addr, "TCP connection opened");
-                    me.run_conn(stream, addr, id, rx);
+                    me.run_conn(stream, addr, id, rx, false);
                 }
                 Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()),
                 Err(_) => me.connect_failed(addr, id, "connect timed out"),
@@ -276,25 +325,94 @@ impl Transports {
         }
     }
 
+    /// Removes the connection and stops its tasks (the socket closes at once).
+    fn close_conn(&self, addr: SocketAddr, id: u64) {
+        let gone = {
+            let mut conns = self.conns.lock();
+            match conns.get(&addr) {
+                Some(c) if c.id == id => conns.remove(&addr),
+                _ => None,
+            }
+        };
+        if let Some(c) = gone {
+            c.abort();
+        }
+    }
+
+    /// Hands `data` to the writer of the connection to `addr`. A peer that leaves more
+    /// than [`TcpLimits::max_queued_bytes`] unread is disconnected.
+    fn queue(
+        &self,
+        conns: &mut HashMap<SocketAddr, Conn>,
+        addr: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), Queue> {
+        let Some(c) = conns.get(&addr) else {
+            return Err(Queue::Gone(data));
+        };
+        let len = data.len();
+        if c.queued.fetch_add(len, Ordering::Relaxed) + len > self.limits.max_queued_bytes {
+            self.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+            warn!(%addr, queued = c.queued.load(Ordering::Relaxed), "TCP peer does not read what it is sent; closing the connection");
+            if let Some(c) = conns.remove(&addr) {
+                c.abort();
+            }
+            return Err(Queue::Overflow);
+        }
+        match c.tx.send(data) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(d)) => {
+                conns.remove(&addr);
+                Err(Queue::Gone(d))
+            }
+        }
+    }
+
     /// Runs an open connection: a writer task draining `rx`, and a reader task framing
     /// the stream.
+    ///
+    /// An `accepted` connection must carry its first complete message within
+    /// [`TcpLimits::message_timeout`]; on any connection, a message begun must be
+    /// complete within it.
     fn run_conn(
         self: &Arc<Self>,
         stream: TcpStream,
         addr: SocketAddr,
         id: u64,
         mut rx: mpsc::UnboundedReceiver<Bytes>,
+        accepted: bool,
     ) {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
+        let queued = self
+            .conns
+            .lock()
+            .get(&addr)
+            .filter(|c| c.id == id)
+            .map(|c| c.queued.clone())
+            .unwrap_or_default();
+        let me = self.clone();
         let writer = tokio::spawn(async move {
+            let write_timeout = me.limits.write_timeout;
             while let Some(data) = rx.recv().await {
-                if let Err(e) = wr.write_all(&data).await {
-                    debug!(%addr, error = %e, "TCP write failed");
-                    break;
+                match tokio::time::timeout(write_timeout, wr.write_all(&data)).await {
+                    Ok(Ok(())) => {
+                        queued.fetch_sub(data.len(), Ordering::Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        debug!(%addr, error = %e, "TCP write failed");
+                        me.close_conn(addr, id);
+                        return;
+                    }
+                    Err(_) => {
+                        me.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+                        warn!(%addr, "TCP write made no progress; closing the connection");
+                        me.close_conn(addr, id);
+                        return;
+                    }
                 }
             }
-            let _ = wr.shutdown().await;
+            let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
         });
         let me = self.clone();
         let reader = tokio::spawn(async move {
@@ -302,12 +420,36 @@ impl Transports {
                 transport: Transport::Tcp,
                 addr,
             };
+            let timeout = me.limits.message_timeout;
             let mut buf = BytesMut::with_capacity(8 * 1024);
-            loop {
-                if !me.drain_frames(&mut buf, peer) {
-                    break;
+            let mut framer = Framer::default();
+            // An accepted connection that has not carried a complete message yet.
+            let mut first_pending = accepted;
+            // Until when the message under way (or that first one) may take to arrive.
+            let mut deadline = None;
+            while let Some(frames) = me.drain_frames(&mut buf, &mut framer, peer) {
+                if frames > 0 {
+                    first_pending = false;
+                    deadline = None;
                 }
-                match rd.read_buf(&mut buf).await {
+                if !first_pending && buf.is_empty() {
+                    deadline = None;
+                } else if deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + timeout);
+                }
+                let read = rd.read_buf(&mut buf);
+                let read = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, read).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            me.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+                            warn!(%addr, pending = buf.len(), "TCP message not complete in time; closing the connection");
+                            break;
+                        }
+                    },
+                    None => read.await,
+                };
+                match read {
                     Ok(0) => {
                         if !buf.iter().all(|b| b.is_ascii_whitespace()) {
                             debug!(%addr, pending = buf.len(), "TCP connection closed mid-message");
@@ -338,81 +480,125 @@ impl Transports {
         }
     }
 
-    /// Hands every complete frame in `buf` to the core. Returns false when the stream
-    /// is unusable (framing error), after answering 400 when possible.
-    fn drain_frames(&self, buf: &mut BytesMut, peer: Peer) -> bool {
+    /// Hands every complete frame in `buf` to the core and returns how many. `None` when
+    /// the stream is unusable (a framing error, or a message larger than
+    /// [`TcpLimits::max_message_bytes`]), after answering 400 or 513 when possible.
+    fn drain_frames(&self, buf: &mut BytesMut, framer: &mut Framer, peer: Peer) -> Option<usize> {
+        let max = self.limits.max_message_bytes;
+        let mut frames = 0;
         loop {
-            let lead = buf
-                .iter()
-                .take_while(|b| **b == b'\r' || **b == b'\n')
-                .count();
-            if lead > 0 {
-                // RFC 5626 keep-alive: a CRLFCRLF ping gets a CRLF pong.
-                if buf[..lead].windows(4).any(|w| w == b"\r\n\r\n") {
-                    self.reply_on(peer.addr, Bytes::from_static(b"\r\n"));
+            if framer.need.is_none() && framer.scanned == 0 {
+                let lead = buf
+                    .iter()
+                    .take_while(|b| **b == b'\r' || **b == b'\n')
+                    .count();
+                if lead > 0 {
+                    // RFC 5626 keep-alive: a CRLFCRLF ping gets a CRLF pong.
+                    if buf[..lead].windows(4).any(|w| w == b"\r\n\r\n") {
+                        self.reply_on(peer.addr, Bytes::from_static(b"\r\n"));
+                    }
+                    buf.advance(lead);
                 }
-                buf.advance(lead);
             }
             if buf.is_empty() {
-                return true;
+                return Some(frames);
+            }
+            // (The headers alone are bounded by the framing's own limit, 64 KiB.)
+            if let Some(size) = framer.need.filter(|n| *n > max) {
+                self.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, size, max, "TCP message too large; closing the connection");
+                self.refuse_stream(buf, peer, 513, &format!("message over {max} bytes"));
+                return None;
+            }
+            match framer.need {
+                // The body is still arriving.
+                Some(need) if buf.len() < need => return Some(frames),
+                Some(_) => {}
+                None => {
+                    if !framer.headers_may_end(buf) {
+                        return Some(frames);
+                    }
+                }
             }
             match inspect_sip_frame_with_policy(buf, SipFramingPolicy::Stream) {
+                Ok(SipFrameStatus::Complete(frame)) if frame.total_bytes > max => {
+                    framer.need = Some(frame.total_bytes);
+                }
                 Ok(SipFrameStatus::Complete(frame)) => {
                     let data = buf.split_to(frame.total_bytes).freeze();
+                    *framer = Framer::default();
+                    frames += 1;
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
                     let _ = self.inbound.send(Inbound::Data { data, peer });
                 }
-                Ok(SipFrameStatus::Incomplete { .. }) => return true,
+                Ok(SipFrameStatus::Incomplete {
+                    required_total: Some(need),
+                }) => framer.need = Some(need),
+                Ok(SipFrameStatus::Incomplete {
+                    required_total: None,
+                }) => {
+                    // Not reached (no end of headers was seen), but stay correct.
+                    framer.scanned = buf.len();
+                    return Some(frames);
+                }
                 Err(e) => {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, error = e.class(), "TCP framing error; closing the connection");
-                    if let Some(raw) = RawMessage::scan(buf) {
-                        if raw
-                            .request_method()
-                            .is_some_and(|m| !m.eq_ignore_ascii_case("ACK"))
-                            && raw.get("Via").is_some()
-                        {
-                            let resp = crate::msg::bad_request(
-                                &raw,
-                                peer.addr,
-                                &format!("framing: {}", e.class()),
-                                &self.server,
-                            );
-                            self.reply_on(peer.addr, resp);
-                        }
-                    }
-                    buf.clear();
-                    return false;
+                    self.refuse_stream(buf, peer, 400, &format!("framing: {}", e.class()));
+                    return None;
                 }
             }
         }
     }
 
-    fn reply_on(&self, addr: SocketAddr, data: Bytes) {
-        if let Some(c) = self.conns.lock().get(&addr) {
-            let _ = c.tx.send(data);
+    /// Answers the request at the front of an unusable stream (not an ACK, and only if
+    /// it has a Via) with `status`, and drops what is buffered.
+    fn refuse_stream(&self, buf: &mut BytesMut, peer: Peer, status: u16, why: &str) {
+        if let Some(raw) = RawMessage::scan(buf) {
+            if raw
+                .request_method()
+                .is_some_and(|m| !m.eq_ignore_ascii_case("ACK"))
+                && raw.get("Via").is_some()
+            {
+                let resp = crate::msg::refusal(&raw, peer.addr, status, why, &self.server);
+                self.reply_on(peer.addr, resp);
+            }
         }
+        buf.clear();
+    }
+
+    fn reply_on(&self, addr: SocketAddr, data: Bytes) {
+        let mut conns = self.conns.lock();
+        let _ = self.queue(&mut conns, addr, data);
     }
 
     fn accept(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        let old = self.conns.lock().insert(
-            addr,
-            Conn {
-                id,
-                tx,
-                reader: None,
-                writer: None,
-            },
-        );
+        let old = {
+            let mut conns = self.conns.lock();
+            let limits = &self.limits;
+            // A connection from the same address replaces the old one (below).
+            let others = conns.len() - usize::from(conns.contains_key(&addr));
+            let same_ip = conns
+                .keys()
+                .filter(|a| a.ip() == addr.ip() && **a != addr)
+                .count();
+            if others >= limits.max_connections || same_ip >= limits.max_per_ip {
+                drop(conns);
+                self.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+                warn!(%addr, open = others, from_ip = same_ip, "TCP connection refused: too many open");
+                return; // dropping the stream closes it
+            }
+            conns.insert(addr, Conn::new(id, tx))
+        };
         if let Some(old) = old {
             if let Some(r) = old.reader {
                 r.abort();
             }
         }
         debug!(%addr, "TCP connection accepted");
-        self.run_conn(stream, addr, id, rx);
+        self.run_conn(stream, addr, id, rx, true);
     }
 
     /// Stops every task and closes every connection, letting queued TCP writes flush
@@ -477,5 +663,36 @@ async fn tcp_acceptor(t: Arc<Transports>, listener: TcpListener) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Framer;
+
+    #[test]
+    fn a_trickled_message_is_handed_to_the_parser_once_its_headers_end() {
+        let msg = b"OPTIONS sip:q@example.test SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
+        for chunk in [1, 2, 3, 5, 7] {
+            let mut framer = Framer::default();
+            let mut parses = 0;
+            let mut at = 0;
+            while at < msg.len() {
+                at = (at + chunk).min(msg.len());
+                if framer.headers_may_end(&msg[..at]) {
+                    parses += 1;
+                    assert_eq!(at, msg.len(), "chunks of {chunk}: too early");
+                }
+            }
+            assert_eq!(parses, 1, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn headers_over_the_limit_go_to_the_parser_to_be_refused() {
+        let mut framer = Framer::default();
+        let long = vec![b'a'; rvoip_sip_core::framing::MAX_SIP_HEADER_BYTES + 1];
+        assert!(!framer.headers_may_end(&long[..1000]));
+        assert!(framer.headers_may_end(&long));
     }
 }
