@@ -11,7 +11,7 @@ use call_engine_events::AgentId;
 use md5::{Digest, Md5};
 use parking_lot::RwLock;
 use smol_str::SmolStr;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +120,8 @@ pub(crate) struct Registrar {
     epoch: Instant,
     bindings: HashMap<AgentId, Vec<BindingState>>,
     view: Bindings,
+    /// The nonces of credentials accepted, against replays.
+    used: UsedNonces,
 }
 
 impl Default for Registrar {
@@ -130,6 +132,50 @@ impl Default for Registrar {
             epoch: Instant::now(),
             bindings: HashMap::new(),
             view: Bindings::default(),
+            used: UsedNonces::default(),
+        }
+    }
+}
+
+/// Most nonces remembered at once (the oldest are forgotten first; a forgotten nonce is
+/// refused as stale anyway once its lifetime is over).
+const MAX_USED_NONCES: usize = 65_536;
+
+/// The nonces of accepted credentials, each with the highest nonce count (`nc`) accepted
+/// with it (0 for a digest without qop, whose nonce is good for one request only). Only
+/// requests that proved the password add to it, so it cannot be grown by anyone else;
+/// an entry is forgotten once its nonce has expired.
+#[derive(Default)]
+struct UsedNonces {
+    last_nc: HashMap<String, u64>,
+    /// Insertion order, for expiry.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl UsedNonces {
+    /// Accepts `nc` for `nonce` if it was not accepted before: a digest without qop
+    /// (`nc` None) uses its nonce once; with qop each count above the last once.
+    fn accept(&mut self, nonce: &str, nc: Option<u64>, lifetime: Duration, now: Instant) -> bool {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= lifetime && self.order.len() < MAX_USED_NONCES
+            {
+                break;
+            }
+            if let Some((_, n)) = self.order.pop_front() {
+                self.last_nc.remove(&n);
+            }
+        }
+        match (self.last_nc.get_mut(nonce), nc) {
+            (Some(last), Some(nc)) if nc > *last => {
+                *last = nc;
+                true
+            }
+            (Some(_), _) => false,
+            (None, nc) => {
+                self.last_nc.insert(nonce.to_string(), nc.unwrap_or(0));
+                self.order.push_back((now, nonce.to_string()));
+                true
+            }
         }
     }
 }
@@ -201,7 +247,7 @@ impl Registrar {
 
     /// Checks the Authorization of a REGISTER from `agent`.
     pub fn check_auth(
-        &self,
+        &mut self,
         cfg: &SessionConfig,
         req: &InRequest,
         agent: &str,
@@ -255,13 +301,19 @@ impl Registrar {
         }
         let ha1 = md5_hex(&format!("{username}:{realm}:{password}"));
         let ha2 = md5_hex(&format!("{}:{uri}", req.method_name()));
-        let expected = match a.get("qop") {
-            None => md5_hex(&format!("{ha1}:{nonce}:{ha2}")),
+        let (expected, count) = match a.get("qop") {
+            None => (md5_hex(&format!("{ha1}:{nonce}:{ha2}")), None),
             Some(q) if q.eq_ignore_ascii_case("auth") => {
                 let (Some(nc), Some(cnonce)) = (a.get("nc"), a.get("cnonce")) else {
                     return AuthOutcome::BadRequest("qop=auth without nc/cnonce");
                 };
-                md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{q}:{ha2}"))
+                let Some(count) = u64::from_str_radix(nc, 16).ok().filter(|_| nc.len() == 8) else {
+                    return AuthOutcome::BadRequest("nc is not 8 hex digits");
+                };
+                (
+                    md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{q}:{ha2}")),
+                    Some(count),
+                )
             }
             Some(_) => return AuthOutcome::BadRequest("Unsupported qop"),
         };
@@ -271,6 +323,11 @@ impl Registrar {
             };
         }
         match self.nonce_age(nonce, cfg.nonce_lifetime, now) {
+            // A nonce count seen before (or a qop-less nonce used before) is a replay:
+            // the request is not the phone's own, or the phone must take a new nonce.
+            NonceAge::Fresh if !self.used.accept(nonce, count, cfg.nonce_lifetime, now) => {
+                AuthOutcome::Challenge { stale: true }
+            }
             NonceAge::Fresh => AuthOutcome::Ok,
             // Right password, old or foreign nonce: challenge again without alarming
             // the user (RFC 2617 `stale`).
@@ -411,6 +468,31 @@ impl Registrar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nonce_count_is_accepted_once_and_the_memory_stays_bounded() {
+        let life = Duration::from_secs(300);
+        let t0 = Instant::now();
+        let mut used = UsedNonces::default();
+        assert!(used.accept("n1", Some(1), life, t0));
+        assert!(!used.accept("n1", Some(1), life, t0), "replayed count");
+        assert!(used.accept("n1", Some(3), life, t0), "a higher count");
+        assert!(!used.accept("n1", Some(2), life, t0), "a lower count");
+        assert!(used.accept("n2", None, life, t0));
+        assert!(!used.accept("n2", None, life, t0), "no qop: once");
+        // Forgotten once expired (the nonce itself is refused as stale by then).
+        let later = t0 + life + Duration::from_secs(1);
+        assert!(used.accept("n3", None, life, later));
+        assert_eq!(used.last_nc.len(), 1);
+        // Never more than the bound, the oldest forgotten first.
+        for k in 0..MAX_USED_NONCES + 10 {
+            assert!(used.accept(&format!("m{k}"), Some(1), life, later));
+        }
+        assert!(used.last_nc.len() <= MAX_USED_NONCES);
+        assert_eq!(used.last_nc.len(), used.order.len());
+        assert!(!used.last_nc.contains_key("m0"));
+        assert!(!used.accept(&format!("m{}", MAX_USED_NONCES + 9), Some(1), life, later));
+    }
 
     #[test]
     fn md5_matches_rfc_2617_example() {

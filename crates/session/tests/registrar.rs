@@ -136,6 +136,66 @@ async fn rfc2069_digest_without_qop_is_accepted() {
 }
 
 #[tokio::test]
+async fn replayed_credentials_are_refused_as_stale() {
+    let mut env = Env::start().await;
+    let mut ua = Ua::udp(env.udp).await;
+    let uri = format!("sip:{DOMAIN}");
+    let call_id = rand_token();
+    // A REGISTER of `agent` for `contact` with `auth`, in a transaction of its own.
+    let register = |ua: &Ua, agent: &str, cseq: u32, contact: &str, auth: Option<&str>| {
+        let r = register_req(ua, agent, cseq, &call_id, &format!("<{contact}>"), "120");
+        match auth {
+            Some(a) => r.h("Authorization", a).build(),
+            None => r.build(),
+        }
+    };
+    let attacker = "sip:attacker@192.0.2.66:5060";
+    // Each agent's challenge; alice answers with qop (nonce counts), bob without.
+    for (agent, password, qop) in [("alice", "secret", true), ("bob", "hunter2", false)] {
+        let contact = ua.contact(agent);
+        ua.send(&register(&ua, agent, 1, &contact, None)).await;
+        let ch = ua.recv().await;
+        let www = ch.h("WWW-Authenticate").to_string();
+        let auth = authorization_nc(&www, agent, password, "REGISTER", &uri, qop.then_some(1));
+        ua.send(&register(&ua, agent, 2, &contact, Some(&auth)))
+            .await;
+        assert_eq!(ua.recv().await.status(), Some(200), "{agent}");
+        assert!(matches!(
+            env.event().await.event,
+            SessionEvent::Registered { .. }
+        ));
+        // The same credentials again, as someone who saw them would send them: refused
+        // as stale (the phone itself would take the new nonce).
+        ua.send(&register(&ua, agent, 3, attacker, Some(&auth)))
+            .await;
+        let r = ua.recv().await;
+        assert_eq!(r.status(), Some(401), "{agent}: {}", r.text);
+        assert!(r.h("WWW-Authenticate").contains("stale=true"), "{}", r.text);
+        if qop {
+            // A higher count on the same nonce is the phone's own next request.
+            let next = authorization_nc(&www, agent, password, "REGISTER", &uri, Some(2));
+            ua.send(&register(&ua, agent, 4, &contact, Some(&next)))
+                .await;
+            assert_eq!(ua.recv().await.status(), Some(200), "{agent}");
+            assert!(matches!(
+                env.event().await.event,
+                SessionEvent::Registered { .. }
+            ));
+            // ... and that count is spent too.
+            ua.send(&register(&ua, agent, 5, attacker, Some(&next)))
+                .await;
+            assert_eq!(ua.recv().await.status(), Some(401), "{agent}");
+        }
+        // Only the phone's own contact was ever bound.
+        let b = env.sip().bindings().of(&AgentId::new(agent));
+        assert_eq!(b.len(), 1, "{agent}");
+        assert_eq!(b[0].contact, contact, "{agent}");
+    }
+    assert!(env.event_within(Duration::from_millis(50)).await.is_none());
+    env.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrong_password_is_forbidden_and_reported() {
     let mut env = Env::start().await;
     let mut ua = Ua::udp(env.udp).await;

@@ -399,6 +399,18 @@ pub fn authorization(
     uri: &str,
     use_qop: bool,
 ) -> String {
+    authorization_nc(challenge, user, password, method, uri, use_qop.then_some(1))
+}
+
+/// [`authorization`] with qop=auth and nonce count `nc` (`None`: without qop).
+pub fn authorization_nc(
+    challenge: &str,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: Option<u32>,
+) -> String {
     let get = |k: &str| {
         challenge
             .trim_start_matches("Digest")
@@ -412,9 +424,9 @@ pub fn authorization(
     let nonce = get("nonce").unwrap();
     let ha1 = md5_hex(&format!("{user}:{realm}:{password}"));
     let ha2 = md5_hex(&format!("{method}:{uri}"));
-    if use_qop {
+    if let Some(nc) = nc {
         let cnonce = rand_token();
-        let nc = "00000001";
+        let nc = format!("{nc:08x}");
         let resp = md5_hex(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"));
         format!(
             "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, cnonce=\"{cnonce}\", qop=auth, nc={nc}"
