@@ -126,6 +126,10 @@ pub struct SessionConfig {
     pub user_agent: String,
     /// Limits on TCP connections.
     pub tcp_limits: TcpLimits,
+    /// Memory the server transactions may hold (their cached responses, kept to answer
+    /// retransmissions for up to `64 * T1`), default 128 MiB. Above it, a new request
+    /// out of a dialog is answered 503 with Retry-After and remembered nowhere.
+    pub max_server_transaction_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -155,6 +159,7 @@ impl SessionConfig {
             ring_timeout: Duration::from_secs(180),
             user_agent: concat!("call-engine/", env!("CARGO_PKG_VERSION")).to_string(),
             tcp_limits: TcpLimits::default(),
+            max_server_transaction_bytes: 128 * 1024 * 1024,
         }
     }
 
@@ -218,6 +223,9 @@ impl SessionConfig {
         if l.write_timeout.is_zero() {
             return bad("tcp_limits.write_timeout", "must be positive");
         }
+        if self.max_server_transaction_bytes < 64 * 1024 {
+            return bad("max_server_transaction_bytes", "must be at least 65536");
+        }
         if self.user_agent.contains(['\r', '\n']) {
             return bad("user_agent", "must be one line");
         }
@@ -255,6 +263,15 @@ mod tests {
         c3.udp = None;
         c3.tcp = None;
         assert!(c3.validate().is_err());
+
+        let mut c5 = c.clone();
+        c5.max_server_transaction_bytes = 1000;
+        match c5.validate() {
+            Err(SessionError::Config { field, .. }) => {
+                assert_eq!(field, "max_server_transaction_bytes")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
 
         type Bad = fn(&mut TcpLimits);
         let bad: [(Bad, &str); 6] = [

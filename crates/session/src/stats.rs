@@ -13,6 +13,7 @@ pub(crate) struct Stats {
     pub published: AtomicU64,
     pub publish_failures: AtomicU64,
     pub tcp_limited: AtomicU64,
+    pub overloaded: AtomicU64,
 }
 
 /// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
@@ -36,6 +37,9 @@ pub struct SessionStats {
     /// TCP connections closed by a [`TcpLimits`](crate::TcpLimits) limit: refused (too
     /// many open), a message too large or not complete in time, a peer not reading.
     pub tcp_limited: u64,
+    /// Requests answered 503 because the server transactions were over their budget
+    /// ([`SessionConfig::max_server_transaction_bytes`](crate::SessionConfig)).
+    pub overloaded: u64,
 }
 
 impl Stats {
@@ -50,6 +54,7 @@ impl Stats {
             published: l(&self.published),
             publish_failures: l(&self.publish_failures),
             tcp_limited: l(&self.tcp_limited),
+            overloaded: l(&self.overloaded),
         }
     }
 }

@@ -390,3 +390,52 @@ async fn tcp_framing_keepalive_and_truncation() {
     assert!(env.event_within(Duration::from_millis(50)).await.is_none());
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_new_requests_gets_503_once_the_transaction_budget_is_spent() {
+    let mut env = Env::start_with(|c| c.max_server_transaction_bytes = 64 * 1024).await;
+    // Requests whose answers (which copy the Via) are about 2 KB each.
+    let pad = "p".repeat(2000);
+    let padded = |ua: &Ua| {
+        let b = branch();
+        let via = ua.via(&b);
+        let text = simple(ua, "OPTIONS", &b)
+            .build()
+            .replacen(&via, &format!("{via};pad={pad}"), 1);
+        (b, text)
+    };
+    // Over TCP a non-INVITE transaction ends with its answer (Timer J is zero): no
+    // budget is held, however many.
+    let mut tcp = Ua::tcp(env.tcp).await;
+    for _ in 0..60 {
+        let (b, text) = padded(&tcp);
+        tcp.send(&text).await;
+        let r = tcp
+            .recv_where(|m| m.status().is_some() && m.branch() == b)
+            .await;
+        assert_eq!(r.status(), Some(200), "{}", r.text);
+    }
+    // Over UDP each is kept 64*T1 for retransmissions: past the budget, 503.
+    let mut udp = Ua::udp(env.udp).await;
+    let mut codes = Vec::new();
+    for _ in 0..60 {
+        let (b, text) = padded(&udp);
+        udp.send(&text).await;
+        let r = udp
+            .recv_where(|m| m.status().is_some() && m.branch() == b)
+            .await;
+        if r.status() == Some(503) {
+            assert_eq!(r.header("Retry-After"), Some("5"), "{}", r.text);
+        }
+        codes.push(r.status().unwrap());
+    }
+    let ok = codes.iter().take_while(|c| **c == 200).count();
+    assert!((10..60).contains(&ok), "{codes:?}");
+    assert!(codes[ok..].iter().all(|c| *c == 503), "{codes:?}");
+    assert_eq!(env.sip().stats().overloaded, (60 - ok) as u64);
+    // Once those transactions end, requests are served again.
+    tokio::time::sleep(Duration::from_millis(20 * 64 + 300)).await;
+    options_ok(&mut udp).await;
+    assert!(env.event_within(Duration::from_millis(50)).await.is_none());
+    env.shutdown().await;
+}

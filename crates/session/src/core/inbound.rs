@@ -13,6 +13,9 @@ use smol_str::SmolStr;
 use std::sync::atomic::Ordering;
 use tracing::{debug, info, warn};
 
+/// The Retry-After of a 503 sent when the server transactions are over budget.
+const OVERLOAD_RETRY_AFTER_SECS: u32 = 5;
+
 impl Core {
     pub(super) fn on_request(&mut self, req: InRequest) {
         debug!(
@@ -48,6 +51,20 @@ impl Core {
                 }
                 return;
             }
+        }
+        // Overloaded (a flood of new requests keeps more server transactions than the
+        // budget allows): 503 with Retry-After, nothing kept. An ACK creates nothing, and
+        // a request in one of our dialogs goes on (it may end a call).
+        if req.method != Method::Ack && self.server_full() && self.dialog_of(&req).is_none() {
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            debug!(method = %req.method, sip_call_id = %req.call_id, peer = %req.peer, "server transactions over budget: 503");
+            let tag = req.to_tag.is_none().then(new_tag);
+            let resp = self
+                .response(&req, 503, tag.as_deref())
+                .header("Retry-After", OVERLOAD_RETRY_AFTER_SECS.to_string())
+                .finish(None);
+            self.tp.send(req.response_peer(), resp);
+            return;
         }
         // We support no SIP extension: a required one gets 420 (RFC 3261 8.2.2.3).
         if !matches!(req.method, Method::Ack | Method::Cancel) {

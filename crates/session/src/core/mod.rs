@@ -87,6 +87,10 @@ enum ServerState {
     Accepted,
 }
 
+/// What a server transaction costs besides its key and cached response (the map entry,
+/// the timers that name it), in bytes, for the budget.
+const SERVER_TXN_OVERHEAD: usize = 160;
+
 struct ServerTxn {
     invite: bool,
     peer: Peer,
@@ -253,6 +257,9 @@ pub(crate) struct Core {
     timers: Timers,
     reg: Registrar,
     server: HashMap<String, ServerTxn>,
+    /// What `server` holds, in bytes (keys, cached responses and a fixed overhead per
+    /// entry), bounded by [`SessionConfig::max_server_transaction_bytes`].
+    server_bytes: usize,
     client: HashMap<String, ClientTxn>,
     legs: HashMap<SessionId, Leg>,
     /// (SIP Call-ID, our tag) → leg.
@@ -281,6 +288,7 @@ impl Core {
             timers: Timers::default(),
             reg,
             server: HashMap::new(),
+            server_bytes: 0,
             client: HashMap::new(),
             legs: HashMap::new(),
             dialogs: HashMap::new(),
@@ -520,14 +528,23 @@ impl Core {
         self.tp.send(peer, resp.clone());
         let t1 = self.cfg.timers.t1;
         let timeout = self.cfg.timers.timeout();
-        let txn = self.server.entry(key.clone()).or_insert(ServerTxn {
-            invite,
-            peer,
-            last: None,
-            state: ServerState::Proceeding,
-            interval: t1,
-        });
-        txn.last = Some(resp);
+        let txn = match self.server.entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.server_bytes += key.len() + SERVER_TXN_OVERHEAD;
+                e.insert(ServerTxn {
+                    invite,
+                    peer,
+                    last: None,
+                    state: ServerState::Proceeding,
+                    interval: t1,
+                })
+            }
+        };
+        self.server_bytes += resp.len();
+        if let Some(old) = txn.last.replace(resp) {
+            self.server_bytes -= old.len();
+        }
         txn.peer = peer;
         if code < 200 {
             txn.state = ServerState::Proceeding;
@@ -544,10 +561,19 @@ impl Core {
                     .after(t1, TimerKind::ServerRetransmit(key.clone()));
             }
             self.timers.after(timeout, TimerKind::ServerExpire(key));
+        } else if peer.transport == Transport::Tcp {
+            // Timer J is zero on a reliable transport (RFC 3261 17.2.2).
+            self.server_expire(&key);
         } else {
             txn.state = ServerState::Completed;
             self.timers.after(timeout, TimerKind::ServerExpire(key));
         }
+    }
+
+    /// Whether a new server transaction would take more than the configured budget:
+    /// the request is then answered 503 with Retry-After and remembered nowhere.
+    pub(super) fn server_full(&self) -> bool {
+        self.server_bytes >= self.cfg.max_server_transaction_bytes
     }
 
     /// A response without body, with a fresh To tag when the request had none.
@@ -581,6 +607,8 @@ impl Core {
 
     fn server_expire(&mut self, key: &str) {
         if let Some(txn) = self.server.remove(key) {
+            self.server_bytes -=
+                key.len() + SERVER_TXN_OVERHEAD + txn.last.as_ref().map_or(0, Bytes::len);
             if txn.invite && txn.state == ServerState::Completed {
                 debug!(key, "no ACK for a final response (Timer H)");
             }
