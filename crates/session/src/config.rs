@@ -130,6 +130,10 @@ pub struct SessionConfig {
     /// retransmissions for up to `64 * T1`), default 128 MiB. Above it, a new request
     /// out of a dialog is answered 503 with Retry-After and remembered nowhere.
     pub max_server_transaction_bytes: usize,
+    /// Inbound calls that may wait at once for the engine's `Answer` or `Reject`
+    /// (default 1000; the engine normally answers within milliseconds). Above it, a new
+    /// INVITE is answered 503 with Retry-After before any event is published.
+    pub max_offered_calls: usize,
 }
 
 impl Default for SessionConfig {
@@ -160,6 +164,7 @@ impl SessionConfig {
             user_agent: concat!("call-engine/", env!("CARGO_PKG_VERSION")).to_string(),
             tcp_limits: TcpLimits::default(),
             max_server_transaction_bytes: 128 * 1024 * 1024,
+            max_offered_calls: 1000,
         }
     }
 
@@ -223,6 +228,9 @@ impl SessionConfig {
         if l.write_timeout.is_zero() {
             return bad("tcp_limits.write_timeout", "must be positive");
         }
+        if self.max_offered_calls == 0 {
+            return bad("max_offered_calls", "must be at least 1");
+        }
         if self.max_server_transaction_bytes < 64 * 1024 {
             return bad("max_server_transaction_bytes", "must be at least 65536");
         }
@@ -264,6 +272,15 @@ mod tests {
         c3.tcp = None;
         assert!(c3.validate().is_err());
 
+        let mut c6 = c.clone();
+        c6.max_offered_calls = 0;
+        assert!(matches!(
+            c6.validate(),
+            Err(SessionError::Config {
+                field: "max_offered_calls",
+                ..
+            })
+        ));
         let mut c5 = c.clone();
         c5.max_server_transaction_bytes = 1000;
         match c5.validate() {

@@ -38,7 +38,9 @@ pub struct SessionStats {
     /// many open), a message too large or not complete in time, a peer not reading.
     pub tcp_limited: u64,
     /// Requests answered 503 because the server transactions were over their budget
-    /// ([`SessionConfig::max_server_transaction_bytes`](crate::SessionConfig)).
+    /// ([`SessionConfig::max_server_transaction_bytes`](crate::SessionConfig)), or
+    /// INVITEs because too many calls waited for the engine's answer
+    /// (`max_offered_calls`).
     pub overloaded: u64,
 }
 

@@ -652,3 +652,45 @@ async fn dialog_probe_alive_then_lost() {
         .is_none());
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn calls_beyond_those_the_engine_has_not_answered_yet_get_503() {
+    let mut env = Env::start_with(|c| c.max_offered_calls = 2).await;
+    let mut first = Caller::new(&env).await;
+    let (call1, session1) = offer_call(&mut env, &mut first).await;
+    let mut second = Caller::new(&env).await;
+    let (call2, session2) = offer_call(&mut env, &mut second).await;
+    // Two wait for the engine: a third is refused before any event.
+    let refused = async |env: &mut Env| {
+        let mut c = Caller::new(env).await;
+        c.invite(SDP_OFFER).await;
+        let r = c.ua.recv().await;
+        assert_eq!(r.status(), Some(503), "{}", r.text);
+        assert_eq!(r.h("Retry-After"), "5");
+        assert!(env.event_within(Duration::from_millis(100)).await.is_none());
+    };
+    refused(&mut env).await;
+    assert_eq!(env.sip().stats().overloaded, 1);
+    // The engine rejects one: room for one more.
+    env.command(SessionCommand::Reject {
+        call: call1,
+        session: session1,
+        status: 486,
+        retry_after_secs: None,
+    })
+    .await;
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::Terminated { .. }
+    ));
+    let mut third = Caller::new(&env).await;
+    offer_call(&mut env, &mut third).await;
+    refused(&mut env).await;
+    // The engine answers one: it no longer waits, room for one more.
+    answer(&mut env, &mut second, call2, session2).await;
+    let mut fourth = Caller::new(&env).await;
+    offer_call(&mut env, &mut fourth).await;
+    refused(&mut env).await;
+    assert_eq!(env.sip().stats().overloaded, 3);
+    env.shutdown().await;
+}

@@ -103,6 +103,16 @@ impl Core {
     }
 
     fn on_invite(&mut self, req: InRequest) {
+        // The engine is behind: more calls wait for its answer than allowed. Refused
+        // here, before any leg or event exists (the transaction absorbs retransmissions
+        // and the ACK).
+        if self.offered >= self.cfg.max_offered_calls {
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            warn!(sip_call_id = %req.call_id, peer = %req.peer, waiting = self.offered, "too many calls wait for the engine: 503");
+            return self.reply_with(&req, 503, |b| {
+                b.header("Retry-After", OVERLOAD_RETRY_AFTER_SECS.to_string())
+            });
+        }
         let trying = self.response(&req, 100, None).finish(None);
         self.respond(&req, 100, trying);
 
@@ -189,6 +199,7 @@ impl Core {
             "incoming call"
         );
         self.legs.insert(session, leg);
+        self.offered += 1;
         self.dialogs
             .insert((req.call_id.clone(), local_tag), session);
         self.emit(
@@ -252,6 +263,9 @@ impl Core {
             .finish(Some(("application/sdp", sdp.as_bytes())));
         self.respond(&req, 200, ok.clone());
         if let Some(leg) = self.legs.get_mut(&session) {
+            if leg.state == LegState::Offered {
+                self.offered -= 1;
+            }
             leg.state = LegState::Accepted;
             leg.local_sdp = Some(sdp);
             leg.cause = Some(id);

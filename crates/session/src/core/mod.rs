@@ -262,6 +262,9 @@ pub(crate) struct Core {
     server_bytes: usize,
     client: HashMap<String, ClientTxn>,
     legs: HashMap<SessionId, Leg>,
+    /// Inbound legs waiting for the engine's Answer or Reject (state `Offered`), bounded
+    /// by [`SessionConfig::max_offered_calls`].
+    offered: usize,
     /// (SIP Call-ID, our tag) → leg.
     dialogs: HashMap<(String, String), SessionId>,
     /// ACKs of 2xx we received, by Call-ID|CSeq|To-tag, to re-ACK retransmissions.
@@ -291,6 +294,7 @@ impl Core {
             server_bytes: 0,
             client: HashMap::new(),
             legs: HashMap::new(),
+            offered: 0,
             dialogs: HashMap::new(),
             acks: HashMap::new(),
             local_ips: HashMap::new(),
@@ -440,6 +444,9 @@ impl Core {
         let Some(leg) = self.legs.remove(&sid) else {
             return;
         };
+        if leg.state == LegState::Offered {
+            self.offered -= 1;
+        }
         self.dialogs
             .remove(&(leg.sip_call_id.clone(), leg.local_tag.clone()));
         let (call, session) = (leg.call, leg.session);
