@@ -74,6 +74,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+/// Messages received and not yet taken by the core, at most: past it the readers wait.
+const INBOUND_QUEUE: usize = 4096;
+
 /// The running session adapter: its sockets, its tasks and a read view of the
 /// registrations. Stop it with [`SessionAdapter::shutdown`]; dropping it stops the
 /// tasks abruptly.
@@ -113,7 +116,9 @@ impl SessionAdapter {
         let stats = Arc::new(stats::Stats::default());
         // Subscribe first: no command published after `start` returns is missed.
         let mut commands_rx = bus.subscribe(Filter::topic(topics::SESSION_COMMANDS));
-        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        // Bounded: a reader waits while the core is this far behind (TCP flow control
+        // engages, UDP datagrams wait in the socket's buffer, the kernel drops the rest).
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let transports = transport::Transports::start(
             cfg.udp,
             cfg.tcp,

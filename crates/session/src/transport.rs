@@ -160,7 +160,7 @@ pub(crate) struct Transports {
     pub tcp_addr: Option<SocketAddr>,
     conns: Mutex<HashMap<SocketAddr, Conn>>,
     next_conn: AtomicU64,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: mpsc::Sender<Inbound>,
     stats: Arc<Stats>,
     connect_timeout: Duration,
     server: String,
@@ -173,7 +173,7 @@ impl Transports {
     pub async fn start(
         udp: Option<SocketAddr>,
         tcp: Option<SocketAddr>,
-        inbound: mpsc::UnboundedSender<Inbound>,
+        inbound: mpsc::Sender<Inbound>,
         stats: Arc<Stats>,
         connect_timeout: Duration,
         server: String,
@@ -244,7 +244,7 @@ impl Transports {
     }
 
     /// A sender into the core's inbound channel (for background lookups).
-    pub fn inbound(&self) -> mpsc::UnboundedSender<Inbound> {
+    pub fn inbound(&self) -> mpsc::Sender<Inbound> {
         self.inbound.clone()
     }
 
@@ -301,21 +301,24 @@ impl Transports {
                     debug!(%addr, "TCP connection opened");
                     me.run_conn(stream, addr, id, rx, false);
                 }
-                Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()),
-                Err(_) => me.connect_failed(addr, id, "connect timed out"),
+                Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()).await,
+                Err(_) => me.connect_failed(addr, id, "connect timed out").await,
             }
         });
     }
 
-    fn connect_failed(&self, addr: SocketAddr, id: u64, why: &str) {
+    async fn connect_failed(&self, addr: SocketAddr, id: u64, why: &str) {
         warn!(%addr, error = why, "TCP connect failed");
         self.remove_conn(addr, id);
-        let _ = self.inbound.send(Inbound::ConnectFailed {
-            peer: Peer {
-                transport: Transport::Tcp,
-                addr,
-            },
-        });
+        let _ = self
+            .inbound
+            .send(Inbound::ConnectFailed {
+                peer: Peer {
+                    transport: Transport::Tcp,
+                    addr,
+                },
+            })
+            .await;
     }
 
     fn remove_conn(&self, addr: SocketAddr, id: u64) {
@@ -427,10 +430,22 @@ impl Transports {
             let mut first_pending = accepted;
             // Until when the message under way (or that first one) may take to arrive.
             let mut deadline = None;
-            while let Some(frames) = me.drain_frames(&mut buf, &mut framer, peer) {
-                if frames > 0 {
+            let mut frames = Vec::new();
+            'read: loop {
+                let usable = me.drain_frames(&mut buf, &mut framer, peer, &mut frames);
+                if !frames.is_empty() {
                     first_pending = false;
                     deadline = None;
+                }
+                // Handed to the core, waiting while it is behind (the peer's writes then
+                // wait for this connection's reads: TCP flow control).
+                for data in frames.drain(..) {
+                    if me.inbound.send(Inbound::Data { data, peer }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                if !usable {
+                    break;
                 }
                 if !first_pending && buf.is_empty() {
                     deadline = None;
@@ -480,12 +495,17 @@ impl Transports {
         }
     }
 
-    /// Hands every complete frame in `buf` to the core and returns how many. `None` when
-    /// the stream is unusable (a framing error, or a message larger than
+    /// Moves every complete frame in `buf` to `frames`. False when the stream is
+    /// unusable (a framing error, or a message larger than
     /// [`TcpLimits::max_message_bytes`]), after answering 400 or 513 when possible.
-    fn drain_frames(&self, buf: &mut BytesMut, framer: &mut Framer, peer: Peer) -> Option<usize> {
+    fn drain_frames(
+        &self,
+        buf: &mut BytesMut,
+        framer: &mut Framer,
+        peer: Peer,
+        frames: &mut Vec<Bytes>,
+    ) -> bool {
         let max = self.limits.max_message_bytes;
-        let mut frames = 0;
         loop {
             if framer.need.is_none() && framer.scanned == 0 {
                 let lead = buf
@@ -501,22 +521,22 @@ impl Transports {
                 }
             }
             if buf.is_empty() {
-                return Some(frames);
+                return true;
             }
             // (The headers alone are bounded by the framing's own limit, 64 KiB.)
             if let Some(size) = framer.need.filter(|n| *n > max) {
                 self.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
                 warn!(%peer, size, max, "TCP message too large; closing the connection");
                 self.refuse_stream(buf, peer, 513, &format!("message over {max} bytes"));
-                return None;
+                return false;
             }
             match framer.need {
                 // The body is still arriving.
-                Some(need) if buf.len() < need => return Some(frames),
+                Some(need) if buf.len() < need => return true,
                 Some(_) => {}
                 None => {
                     if !framer.headers_may_end(buf) {
-                        return Some(frames);
+                        return true;
                     }
                 }
             }
@@ -525,11 +545,9 @@ impl Transports {
                     framer.need = Some(frame.total_bytes);
                 }
                 Ok(SipFrameStatus::Complete(frame)) => {
-                    let data = buf.split_to(frame.total_bytes).freeze();
+                    frames.push(buf.split_to(frame.total_bytes).freeze());
                     *framer = Framer::default();
-                    frames += 1;
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.inbound.send(Inbound::Data { data, peer });
                 }
                 Ok(SipFrameStatus::Incomplete {
                     required_total: Some(need),
@@ -539,13 +557,13 @@ impl Transports {
                 }) => {
                     // Not reached (no end of headers was seen), but stay correct.
                     framer.scanned = buf.len();
-                    return Some(frames);
+                    return true;
                 }
                 Err(e) => {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, error = e.class(), "TCP framing error; closing the connection");
                     self.refuse_stream(buf, peer, 400, &format!("framing: {}", e.class()));
-                    return None;
+                    return false;
                 }
             }
         }
@@ -641,7 +659,9 @@ async fn udp_reader(t: Arc<Transports>, sock: Arc<UdpSocket>) {
                     transport: Transport::Udp,
                     addr,
                 };
-                if t.inbound.send(Inbound::Data { data, peer }).is_err() {
+                // A core that is behind stops this reader: the socket's buffer fills and
+                // the kernel drops what does not fit, instead of a queue here growing.
+                if t.inbound.send(Inbound::Data { data, peer }).await.is_err() {
                     return;
                 }
             }

@@ -243,7 +243,7 @@ struct CachedAck {
 
 /// The channels the core listens on.
 pub(crate) struct CoreInputs {
-    pub inbound: mpsc::UnboundedReceiver<Inbound>,
+    pub inbound: mpsc::Receiver<Inbound>,
     pub commands: mpsc::UnboundedReceiver<(SessionCommand, EventId)>,
     pub shutdown: oneshot::Receiver<()>,
 }

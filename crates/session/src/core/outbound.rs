@@ -113,7 +113,7 @@ impl Core {
                 Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{host} has no address")),
                 Err(e) => Err(format!("cannot resolve {host}: {e}")),
             };
-            let _ = tx.send(Inbound::Resolved { purpose, result });
+            let _ = tx.send(Inbound::Resolved { purpose, result }).await;
         });
     }
 
