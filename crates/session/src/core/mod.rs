@@ -87,6 +87,9 @@ enum ServerState {
     Accepted,
 }
 
+/// Peers whose route to us is remembered, at most (see `Core::local_ips`).
+const MAX_LOCAL_IPS: usize = 4096;
+
 /// What a server transaction costs besides its key and cached response (the map entry,
 /// the timers that name it), in bytes, for the budget.
 const SERVER_TXN_OVERHEAD: usize = 160;
@@ -269,6 +272,8 @@ pub(crate) struct Core {
     dialogs: HashMap<(String, String), SessionId>,
     /// ACKs of 2xx we received, by Call-ID|CSeq|To-tag, to re-ACK retransmissions.
     acks: HashMap<String, CachedAck>,
+    /// Our address towards a peer's (when bound to an unspecified address), at most
+    /// [`MAX_LOCAL_IPS`].
     local_ips: HashMap<IpAddr, IpAddr>,
     gen: u64,
 }
@@ -484,6 +489,11 @@ impl Core {
             Some(ip) if !ip.is_unspecified() => ip,
             _ => {
                 let dest = peer.addr.ip();
+                if self.local_ips.len() >= MAX_LOCAL_IPS && !self.local_ips.contains_key(&dest) {
+                    // Every caller's address is remembered: forget them all now and then
+                    // rather than grow without end (each is asked of the OS again).
+                    self.local_ips.clear();
+                }
                 *self.local_ips.entry(dest).or_insert_with(|| route_ip(dest))
             }
         };
