@@ -14,6 +14,7 @@ pub(crate) struct Stats {
     pub publish_failures: AtomicU64,
     pub tcp_limited: AtomicU64,
     pub overloaded: AtomicU64,
+    pub auth_failures_unreported: AtomicU64,
 }
 
 /// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
@@ -42,6 +43,9 @@ pub struct SessionStats {
     /// INVITEs because too many calls waited for the engine's answer
     /// (`max_offered_calls`).
     pub overloaded: u64,
+    /// Failed authentications answered 403 without an `AuthenticationFailed` event: the
+    /// same source address had one reported less than a second before.
+    pub auth_failures_unreported: u64,
 }
 
 impl Stats {
@@ -57,6 +61,7 @@ impl Stats {
             publish_failures: l(&self.publish_failures),
             tcp_limited: l(&self.tcp_limited),
             overloaded: l(&self.overloaded),
+            auth_failures_unreported: l(&self.auth_failures_unreported),
         }
     }
 }

@@ -216,6 +216,35 @@ async fn wrong_password_is_forbidden_and_reported() {
 }
 
 #[tokio::test]
+async fn a_password_guesser_is_reported_once_a_second_not_per_guess() {
+    let mut env = Env::start().await;
+    let mut ua = Ua::udp(env.udp).await;
+    let contact = ua.contact("alice");
+    for guess in ["a", "b", "c", "d", "e"] {
+        let r = ua.register("alice", guess, &contact, 60).await;
+        assert_eq!(r.status(), Some(403), "every guess is refused");
+    }
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::AuthenticationFailed { .. }
+    ));
+    assert!(env.event_within(Duration::from_millis(100)).await.is_none());
+    assert_eq!(env.sip().stats().auth_failures_unreported, 4);
+    // A second later the same source is reported again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        ua.register("alice", "f", &contact, 60).await.status(),
+        Some(403)
+    );
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::AuthenticationFailed { .. }
+    ));
+    assert!(env.sip().bindings().all().is_empty());
+    env.shutdown().await;
+}
+
+#[tokio::test]
 async fn unknown_user_is_forbidden() {
     let mut env = Env::start().await;
     let mut ua = Ua::udp(env.udp).await;

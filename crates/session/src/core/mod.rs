@@ -87,6 +87,31 @@ enum ServerState {
     Accepted,
 }
 
+/// At most one report per source address per [`PerSource::WINDOW`].
+#[derive(Default)]
+pub(super) struct PerSource {
+    last: HashMap<IpAddr, Instant>,
+}
+
+impl PerSource {
+    const WINDOW: Duration = Duration::from_secs(1);
+    /// Sources remembered at most (then forgotten at once: the next of each is reported).
+    const MAX: usize = 4096;
+
+    /// Whether something from `ip` at `now` is reported.
+    pub(super) fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if let Some(at) = self.last.get(&ip) {
+            if now.saturating_duration_since(*at) < Self::WINDOW {
+                return false;
+            }
+        } else if self.last.len() >= Self::MAX {
+            self.last.clear();
+        }
+        self.last.insert(ip, now);
+        true
+    }
+}
+
 /// Peers whose route to us is remembered, at most (see `Core::local_ips`).
 const MAX_LOCAL_IPS: usize = 4096;
 
@@ -275,6 +300,8 @@ pub(crate) struct Core {
     /// Our address towards a peer's (when bound to an unspecified address), at most
     /// [`MAX_LOCAL_IPS`].
     local_ips: HashMap<IpAddr, IpAddr>,
+    /// When each source last had an authentication failure reported.
+    auth_failures: PerSource,
     gen: u64,
 }
 
@@ -303,6 +330,7 @@ impl Core {
             dialogs: HashMap::new(),
             acks: HashMap::new(),
             local_ips: HashMap::new(),
+            auth_failures: PerSource::default(),
             gen: 0,
         }
     }

@@ -51,14 +51,22 @@ impl Core {
                 return self.reply_with(&req, 401, |b| b.header("WWW-Authenticate", challenge));
             }
             AuthOutcome::Forbidden { username } => {
-                warn!(agent = %agent_name, %username, source = %req.peer.addr, "REGISTER authentication failed");
-                self.emit(
-                    SessionEvent::AuthenticationFailed {
-                        username: SmolStr::new(username),
-                        source: SmolStr::new(req.peer.addr.to_string()),
-                    },
-                    None,
-                );
+                // One event (and one warning) per source address and second: a password
+                // guesser is reported, not echoed onto the bus at its own rate.
+                if self.auth_failures.admit(req.peer.addr.ip(), now) {
+                    warn!(agent = %agent_name, %username, source = %req.peer.addr, "REGISTER authentication failed");
+                    self.emit(
+                        SessionEvent::AuthenticationFailed {
+                            username: SmolStr::new(username),
+                            source: SmolStr::new(req.peer.addr.to_string()),
+                        },
+                        None,
+                    );
+                } else {
+                    self.stats
+                        .auth_failures_unreported
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 return self.reply(&req, 403);
             }
             AuthOutcome::BadRequest(why) => {
