@@ -65,6 +65,12 @@ pub struct TcpLimits {
     /// A write to a peer that makes no progress for this long closes the connection
     /// (default 32 s).
     pub write_timeout: Duration,
+    /// A connection that carries nothing between messages for this long, not even a
+    /// keep-alive ping, is closed (default 65 min). It must be longer than
+    /// `max_expires_secs`: a phone registered over a connection refreshes its
+    /// registration through it before then. (The kernel's keep-alive probes, after a
+    /// minute of silence, find a peer that vanished much sooner.)
+    pub idle_timeout: Duration,
 }
 
 impl Default for TcpLimits {
@@ -76,6 +82,7 @@ impl Default for TcpLimits {
             message_timeout: Duration::from_secs(32),
             max_queued_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(32),
+            idle_timeout: Duration::from_secs(65 * 60),
         }
     }
 }
@@ -228,6 +235,12 @@ impl SessionConfig {
         if l.write_timeout.is_zero() {
             return bad("tcp_limits.write_timeout", "must be positive");
         }
+        if l.idle_timeout <= Duration::from_secs(u64::from(self.max_expires_secs)) {
+            return bad(
+                "tcp_limits.idle_timeout",
+                "must be longer than max_expires_secs",
+            );
+        }
         if self.max_offered_calls == 0 {
             return bad("max_offered_calls", "must be at least 1");
         }
@@ -291,7 +304,11 @@ mod tests {
         }
 
         type Bad = fn(&mut TcpLimits);
-        let bad: [(Bad, &str); 6] = [
+        let bad: [(Bad, &str); 7] = [
+            (
+                |l| l.idle_timeout = Duration::from_secs(3600),
+                "tcp_limits.idle_timeout",
+            ),
             (|l| l.max_connections = 0, "tcp_limits.max_connections"),
             (|l| l.max_per_ip = 0, "tcp_limits.max_per_ip"),
             (

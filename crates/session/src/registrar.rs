@@ -144,26 +144,44 @@ const MAX_USED_NONCES: usize = 65_536;
 /// The nonces of accepted credentials, each with the highest nonce count (`nc`) accepted
 /// with it (0 for a digest without qop, whose nonce is good for one request only). Only
 /// requests that proved the password add to it, so it cannot be grown by anyone else;
-/// an entry is forgotten once its nonce has expired.
+/// an entry is forgotten once its nonce has expired, or, past [`MAX_USED_NONCES`], the
+/// oldest first, and then every nonce issued no later than a forgotten one is refused.
 #[derive(Default)]
 struct UsedNonces {
     last_nc: HashMap<String, u64>,
-    /// Insertion order, for expiry.
-    order: VecDeque<(Instant, String)>,
+    /// First use, issue time (the nonce's milliseconds) and nonce, in order of first use.
+    order: VecDeque<(Instant, u64, String)>,
+    /// The latest issue time among nonces forgotten while still valid.
+    forgotten_through: Option<u64>,
 }
 
 impl UsedNonces {
-    /// Accepts `nc` for `nonce` if it was not accepted before: a digest without qop
-    /// (`nc` None) uses its nonce once; with qop each count above the last once.
-    fn accept(&mut self, nonce: &str, nc: Option<u64>, lifetime: Duration, now: Instant) -> bool {
-        while let Some((at, _)) = self.order.front() {
-            if now.saturating_duration_since(*at) <= lifetime && self.order.len() < MAX_USED_NONCES
-            {
+    /// Accepts `nc` for `nonce` (issued at `issued` ms) if it was not accepted before: a
+    /// digest without qop (`nc` None) uses its nonce once; with qop each count above the
+    /// last once.
+    fn accept(
+        &mut self,
+        nonce: &str,
+        issued: u64,
+        nc: Option<u64>,
+        lifetime: Duration,
+        now: Instant,
+    ) -> bool {
+        while let Some((at, issued_at, _)) = self.order.front() {
+            let expired = now.saturating_duration_since(*at) > lifetime;
+            if !expired && self.order.len() < MAX_USED_NONCES {
                 break;
             }
-            if let Some((_, n)) = self.order.pop_front() {
+            if !expired {
+                // Still valid: from now on nonces this old are refused.
+                self.forgotten_through = self.forgotten_through.max(Some(*issued_at));
+            }
+            if let Some((_, _, n)) = self.order.pop_front() {
                 self.last_nc.remove(&n);
             }
+        }
+        if !self.last_nc.contains_key(nonce) && self.forgotten_through >= Some(issued) {
+            return false;
         }
         match (self.last_nc.get_mut(nonce), nc) {
             (Some(last), Some(nc)) if nc > *last => {
@@ -173,7 +191,7 @@ impl UsedNonces {
             (Some(_), _) => false,
             (None, nc) => {
                 self.last_nc.insert(nonce.to_string(), nc.unwrap_or(0));
-                self.order.push_back((now, nonce.to_string()));
+                self.order.push_back((now, issued, nonce.to_string()));
                 true
             }
         }
@@ -183,7 +201,8 @@ impl UsedNonces {
 /// What we know about a nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NonceAge {
-    Fresh,
+    /// Valid; issued at this many milliseconds.
+    Fresh(u64),
     /// Ours, but older than the lifetime.
     Expired,
     /// Not one we issued (forged, or from before a restart).
@@ -240,7 +259,7 @@ impl Registrar {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         match now_ms.checked_sub(ms) {
             None => NonceAge::Unknown,
-            Some(age) if u128::from(age) <= lifetime.as_millis() => NonceAge::Fresh,
+            Some(age) if u128::from(age) <= lifetime.as_millis() => NonceAge::Fresh(ms),
             Some(_) => NonceAge::Expired,
         }
     }
@@ -325,10 +344,14 @@ impl Registrar {
         match self.nonce_age(nonce, cfg.nonce_lifetime, now) {
             // A nonce count seen before (or a qop-less nonce used before) is a replay:
             // the request is not the phone's own, or the phone must take a new nonce.
-            NonceAge::Fresh if !self.used.accept(nonce, count, cfg.nonce_lifetime, now) => {
+            NonceAge::Fresh(issued)
+                if !self
+                    .used
+                    .accept(nonce, issued, count, cfg.nonce_lifetime, now) =>
+            {
                 AuthOutcome::Challenge { stale: true }
             }
-            NonceAge::Fresh => AuthOutcome::Ok,
+            NonceAge::Fresh(_) => AuthOutcome::Ok,
             // Right password, old or foreign nonce: challenge again without alarming
             // the user (RFC 2617 `stale`).
             NonceAge::Expired | NonceAge::Unknown => AuthOutcome::Challenge { stale: true },
@@ -474,24 +497,45 @@ mod tests {
         let life = Duration::from_secs(300);
         let t0 = Instant::now();
         let mut used = UsedNonces::default();
-        assert!(used.accept("n1", Some(1), life, t0));
-        assert!(!used.accept("n1", Some(1), life, t0), "replayed count");
-        assert!(used.accept("n1", Some(3), life, t0), "a higher count");
-        assert!(!used.accept("n1", Some(2), life, t0), "a lower count");
-        assert!(used.accept("n2", None, life, t0));
-        assert!(!used.accept("n2", None, life, t0), "no qop: once");
+        assert!(used.accept("n1", 1, Some(1), life, t0));
+        assert!(!used.accept("n1", 1, Some(1), life, t0), "replayed count");
+        assert!(used.accept("n1", 1, Some(3), life, t0), "a higher count");
+        assert!(!used.accept("n1", 1, Some(2), life, t0), "a lower count");
+        assert!(used.accept("n2", 2, None, life, t0));
+        assert!(!used.accept("n2", 2, None, life, t0), "no qop: once");
         // Forgotten once expired (the nonce itself is refused as stale by then).
         let later = t0 + life + Duration::from_secs(1);
-        assert!(used.accept("n3", None, life, later));
+        assert!(used.accept("n3", 3, None, life, later));
         assert_eq!(used.last_nc.len(), 1);
-        // Never more than the bound, the oldest forgotten first.
+        assert_eq!(used.forgotten_through, None, "expired ones leave no mark");
+        // Never more than the bound, the oldest forgotten first; a nonce forgotten while
+        // still valid (and any issued before it) is refused from then on.
+        let m = |k: usize| (format!("m{k}"), 1000 + k as u64);
         for k in 0..MAX_USED_NONCES + 10 {
-            assert!(used.accept(&format!("m{k}"), Some(1), life, later));
+            let (n, issued) = m(k);
+            assert!(used.accept(&n, issued, Some(1), life, later));
         }
         assert!(used.last_nc.len() <= MAX_USED_NONCES);
         assert_eq!(used.last_nc.len(), used.order.len());
-        assert!(!used.last_nc.contains_key("m0"));
-        assert!(!used.accept(&format!("m{}", MAX_USED_NONCES + 9), Some(1), life, later));
+        let (first, first_issued) = m(0);
+        assert!(!used.last_nc.contains_key(&first));
+        assert!(
+            !used.accept(&first, first_issued, Some(1), life, later),
+            "replay of a forgotten one"
+        );
+        assert!(
+            !used.accept("early", 5, Some(1), life, later),
+            "issued before a forgotten one"
+        );
+        let (last, last_issued) = m(MAX_USED_NONCES + 9);
+        assert!(
+            !used.accept(&last, last_issued, Some(1), life, later),
+            "replay of a kept one"
+        );
+        assert!(
+            used.accept("new", 1_000_000, Some(1), life, later),
+            "a newer nonce"
+        );
     }
 
     #[test]
@@ -514,7 +558,7 @@ mod tests {
         let n = r.issue_nonce(t0);
         let life = Duration::from_secs(300);
         assert_ne!(n, r.issue_nonce(t0), "unique");
-        assert_eq!(r.nonce_age(&n, life, t0), NonceAge::Fresh);
+        assert!(matches!(r.nonce_age(&n, life, t0), NonceAge::Fresh(_)));
         assert_eq!(
             r.nonce_age(&n, life, t0 + Duration::from_secs(301)),
             NonceAge::Expired

@@ -12,9 +12,11 @@ use bytes::{Buf, Bytes, BytesMut};
 use call_engine_bus::EventId;
 use call_engine_events::{AgentId, SessionId};
 use parking_lot::Mutex;
-use rvoip_sip_core::framing::{inspect_sip_frame_with_policy, SipFrameStatus, SipFramingPolicy};
+use rvoip_sip_core::framing::{
+    inspect_sip_frame_with_policy, SipFrameStatus, SipFramingError, SipFramingPolicy,
+};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,6 +388,14 @@ impl Transports {
         accepted: bool,
     ) {
         let _ = stream.set_nodelay(true);
+        // A peer that vanished (a NAT reboot, a phone unplugged) leaves no FIN: the
+        // kernel's probes find it within about two and a half minutes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(10));
+        if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            debug!(%addr, error = %e, "TCP keep-alive not set");
+        }
         let (mut rd, mut wr) = stream.into_split();
         let queued = self
             .conns
@@ -423,7 +433,7 @@ impl Transports {
                 transport: Transport::Tcp,
                 addr,
             };
-            let timeout = me.limits.message_timeout;
+            let (timeout, idle) = (me.limits.message_timeout, me.limits.idle_timeout);
             let mut buf = BytesMut::with_capacity(8 * 1024);
             let mut framer = Framer::default();
             // An accepted connection that has not carried a complete message yet.
@@ -445,6 +455,20 @@ impl Transports {
                     }
                 }
                 if !usable {
+                    // Let the refusal reach the peer: what it still sends is read and
+                    // dropped for a while, so that closing does not reset the connection
+                    // under the answer.
+                    let mut scratch = vec![0u8; 16 * 1024];
+                    let mut left = LINGER_BYTES;
+                    let _ = tokio::time::timeout(LINGER, async {
+                        while let Ok(n @ 1..) = rd.read(&mut scratch).await {
+                            left = left.saturating_sub(n);
+                            if left == 0 {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                     break;
                 }
                 if !first_pending && buf.is_empty() {
@@ -452,17 +476,21 @@ impl Transports {
                 } else if deadline.is_none() {
                     deadline = Some(tokio::time::Instant::now() + timeout);
                 }
-                let read = rd.read_buf(&mut buf);
-                let read = match deadline {
-                    Some(d) => match tokio::time::timeout_at(d, read).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            me.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
-                            warn!(%addr, pending = buf.len(), "TCP message not complete in time; closing the connection");
-                            break;
+                // Between messages, a connection carrying nothing (not even a keep-alive
+                // ping) for the idle timeout is closed.
+                let until = deadline.unwrap_or_else(|| tokio::time::Instant::now() + idle);
+                let read = match tokio::time::timeout_at(until, rd.read_buf(&mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        me.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+                        match deadline {
+                            Some(_) => {
+                                warn!(%addr, pending = buf.len(), "TCP message not complete in time; closing the connection")
+                            }
+                            None => debug!(%addr, "TCP connection idle; closing it"),
                         }
-                    },
-                    None => read.await,
+                        break;
+                    }
                 };
                 match read {
                     Ok(0) => {
@@ -559,6 +587,17 @@ impl Transports {
                     framer.scanned = buf.len();
                     return true;
                 }
+                // Larger than the framing itself allows (over 16 MiB): too large, as above.
+                Err(
+                    e @ (SipFramingError::BodyTooLarge
+                    | SipFramingError::MessageTooLarge
+                    | SipFramingError::ContentLengthOverflow),
+                ) => {
+                    self.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
+                    warn!(%peer, error = e.class(), max, "TCP message too large; closing the connection");
+                    self.refuse_stream(buf, peer, 513, &format!("message over {max} bytes"));
+                    return false;
+                }
                 Err(e) => {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, error = e.class(), "TCP framing error; closing the connection");
@@ -598,9 +637,10 @@ impl Transports {
             let limits = &self.limits;
             // A connection from the same address replaces the old one (below).
             let others = conns.len() - usize::from(conns.contains_key(&addr));
+            let group = ip_group(addr.ip());
             let same_ip = conns
                 .keys()
-                .filter(|a| a.ip() == addr.ip() && **a != addr)
+                .filter(|a| ip_group(a.ip()) == group && **a != addr)
                 .count();
             if others >= limits.max_connections || same_ip >= limits.max_per_ip {
                 drop(conns);
@@ -642,6 +682,23 @@ impl Transports {
                 abort.abort();
             }
         }
+    }
+}
+
+/// How long a refused stream is still read (and dropped) so that its answer arrives.
+const LINGER: Duration = Duration::from_secs(2);
+/// ... and how much of it at most.
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// The address a connection counts against for [`TcpLimits::max_per_ip`]: an IPv4
+/// address, or an IPv6 address's /64 (one host may hold a whole /64).
+fn ip_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & (u128::MAX << 64))),
+        },
     }
 }
 
@@ -688,7 +745,24 @@ async fn tcp_acceptor(t: Arc<Transports>, listener: TcpListener) {
 
 #[cfg(test)]
 mod tests {
-    use super::Framer;
+    use super::{ip_group, Framer};
+    use std::net::IpAddr;
+
+    #[test]
+    fn connections_count_per_ipv4_address_and_per_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ip_group(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(ip_group(ip("192.0.2.7")), ip_group(ip("192.0.2.8")));
+        assert_eq!(
+            ip_group(ip("2001:db8:1:2::1")),
+            ip_group(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+        );
+        assert_ne!(
+            ip_group(ip("2001:db8:1:2::1")),
+            ip_group(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(ip_group(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    }
 
     #[test]
     fn a_trickled_message_is_handed_to_the_parser_once_its_headers_end() {

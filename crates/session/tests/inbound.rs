@@ -38,13 +38,8 @@ impl Caller {
 
     async fn invite(&mut self, sdp: &str) {
         let contact = self.ua.contact("jane");
-        self.invite = Req::new("INVITE", &format!("sip:support@{DOMAIN}"))
-            .h("Via", self.ua.via(&self.invite_branch))
-            .h("Max-Forwards", 70)
-            .h("From", &self.from)
-            .h("To", &self.to)
-            .h("Call-ID", &self.call_id)
-            .h("CSeq", "1 INVITE")
+        self.invite = self
+            .invite_transaction("INVITE")
             .h("Contact", format!("<{contact}>"))
             .h("X-Skills", "billing, fr")
             .h("X-Priority", "7")
@@ -80,6 +75,23 @@ impl Caller {
         let text = r.build();
         self.ua.send(&text).await;
         b
+    }
+
+    /// CANCELs the INVITE.
+    async fn cancel(&mut self) {
+        let cancel = self.invite_transaction("CANCEL").build();
+        self.ua.send(&cancel).await;
+    }
+
+    /// A request of the INVITE's transaction (the INVITE itself, its CANCEL).
+    fn invite_transaction(&self, method: &str) -> Req {
+        Req::new(method, &format!("sip:support@{DOMAIN}"))
+            .h("Via", self.ua.via(&self.invite_branch))
+            .h("Max-Forwards", 70)
+            .h("From", &self.from)
+            .h("To", &self.to)
+            .h("Call-ID", &self.call_id)
+            .h("CSeq", format!("1 {method}"))
     }
 
     /// Round trip through the adapter (OPTIONS): everything sent before is processed.
@@ -351,15 +363,7 @@ async fn caller_cancels_before_the_answer() {
     let mut env = Env::start().await;
     let mut caller = Caller::new(&env).await;
     let (call, session) = offer_call(&mut env, &mut caller).await;
-    let cancel = Req::new("CANCEL", &format!("sip:support@{DOMAIN}"))
-        .h("Via", caller.ua.via(&caller.invite_branch))
-        .h("Max-Forwards", 70)
-        .h("From", &caller.from)
-        .h("To", &caller.to)
-        .h("Call-ID", &caller.call_id)
-        .h("CSeq", "1 CANCEL")
-        .build();
-    caller.ua.send(&cancel).await;
+    caller.cancel().await;
     let a = caller.ua.recv().await;
     let b = caller.ua.recv().await;
     let (cancel_ok, terminated) = if a.cseq().1 == "CANCEL" {
@@ -692,5 +696,53 @@ async fn calls_beyond_those_the_engine_has_not_answered_yet_get_503() {
     offer_call(&mut env, &mut fourth).await;
     refused(&mut env).await;
     assert_eq!(env.sip().stats().overloaded, 3);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancel_goes_through_when_new_requests_are_refused_for_overload() {
+    let mut env = Env::start_with(|c| c.max_server_transaction_bytes = 64 * 1024).await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut caller).await;
+    // Another peer spends the transaction budget (answers that copy a 2 KB Via).
+    let mut flood = Ua::udp(env.udp).await;
+    let pad = "p".repeat(2000);
+    let mut refused = false;
+    for _ in 0..100 {
+        let b = branch();
+        let via = flood.via(&b);
+        let options = Req::new("OPTIONS", &format!("sip:support@{DOMAIN}"))
+            .h("Via", format!("{via};pad={pad}"))
+            .h("From", format!("<sip:flood@{DOMAIN}>;tag=f"))
+            .h("To", format!("<sip:support@{DOMAIN}>"))
+            .h("Call-ID", rand_token())
+            .h("CSeq", "1 OPTIONS")
+            .build();
+        flood.send(&options).await;
+        let r = flood
+            .recv_where(|m| m.status().is_some() && m.branch() == b)
+            .await;
+        if r.status() == Some(503) {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the budget is spent");
+    // The caller gives up: its CANCEL is answered, and so is the INVITE (487).
+    caller.cancel().await;
+    let mut codes = [caller.ua.recv().await, caller.ua.recv().await]
+        .map(|m| (m.cseq().1, m.status().unwrap_or(0)));
+    codes.sort();
+    assert_eq!(
+        codes,
+        [("CANCEL".to_string(), 200), ("INVITE".to_string(), 487)]
+    );
+    let ended = env.event().await.event;
+    let cancelled = SessionEvent::Terminated {
+        call,
+        session,
+        cause: HangupCause::Cancelled,
+    };
+    assert_eq!(ended, cancelled);
     env.shutdown().await;
 }

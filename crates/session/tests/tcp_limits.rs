@@ -155,7 +155,32 @@ async fn a_message_too_large_gets_513_as_soon_as_its_size_is_known() {
     s.write_all(big.as_bytes()).await.unwrap();
     let got = closed_within(&mut s, WAIT).await.expect("closed");
     assert!(got.starts_with(b"SIP/2.0 513 "));
-    limited(&env, 2).await;
+    // Headers and a body streamed right behind them: the answer still arrives (the
+    // connection is not reset under it).
+    let mut s = TcpStream::connect(env.tcp).await.unwrap();
+    let local = s.local_addr().unwrap();
+    let head = options(&tcp_via(local)).replace("Content-Length: 0", "Content-Length: 70000");
+    let mut stream = head.into_bytes();
+    stream.extend(std::iter::repeat_n(b'x', 70_000));
+    let _ = s.write_all(&stream).await;
+    let got = closed_within(&mut s, WAIT).await.expect("closed");
+    assert!(
+        got.starts_with(b"SIP/2.0 513 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Beyond what the framing itself accepts (16 MiB): 513 as well, not 400.
+    let mut s = TcpStream::connect(env.tcp).await.unwrap();
+    let local = s.local_addr().unwrap();
+    let head = options(&tcp_via(local)).replace("Content-Length: 0", "Content-Length: 20000000");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let got = closed_within(&mut s, WAIT).await.expect("closed");
+    assert!(
+        got.starts_with(b"SIP/2.0 513 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    limited(&env, 4).await;
     // A message within the limit is served.
     served_and_quiet(&mut env).await;
 }
@@ -246,4 +271,45 @@ async fn a_peer_that_does_not_read_is_disconnected_not_buffered_without_end() {
         );
         served_and_quiet(&mut env).await;
     }
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_idle_timeout_is_closed_but_keep_alives_keep_it() {
+    let idle = Duration::from_millis(1500);
+    let mut env = Env::start_with(|c| {
+        // Registrations shorter than the idle timeout (it must be longer).
+        c.max_expires_secs = 1;
+        c.default_expires_secs = 1;
+        c.tcp_limits.idle_timeout = idle;
+    })
+    .await;
+    let mut quiet = served_from("127.0.0.1", env.tcp).await;
+    let mut pinging = served_from("127.0.0.1", env.tcp).await;
+    // Pings every half of the timeout, for twice the timeout.
+    for _ in 0..4 {
+        tokio::time::sleep(idle / 2).await;
+        pinging.write_all(b"\r\n\r\n").await.unwrap();
+    }
+    // The quiet one was closed after the timeout; the other is open and served.
+    assert!(closed_within(&mut quiet, Duration::from_millis(10))
+        .await
+        .is_some());
+    let local = pinging.local_addr().unwrap();
+    pinging
+        .write_all(options(&tcp_via(local)).as_bytes())
+        .await
+        .unwrap();
+    // (After the pongs of the pings.)
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("SIP/2.0 200 ") {
+        let n = tokio::time::timeout(WAIT, pinging.read(&mut chunk))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    limited(&env, 1).await;
+    served_and_quiet(&mut env).await;
 }

@@ -55,7 +55,13 @@ impl Core {
         // Overloaded (a flood of new requests keeps more server transactions than the
         // budget allows): 503 with Retry-After, nothing kept. An ACK creates nothing, and
         // a request in one of our dialogs goes on (it may end a call).
-        if req.method != Method::Ack && self.server_full() && self.dialog_of(&req).is_none() {
+        // A CANCEL of an INVITE we hold goes on too (answering it frees state).
+        if req.method != Method::Ack
+            && self.server_full()
+            && self.dialog_of(&req).is_none()
+            && !(req.method == Method::Cancel
+                && self.server.contains_key(&req.server_key_for("INVITE")))
+        {
             self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
             debug!(method = %req.method, sip_call_id = %req.call_id, peer = %req.peer, "server transactions over budget: 503");
             let tag = req.to_tag.is_none().then(new_tag);
