@@ -323,23 +323,24 @@ impl Transports {
             .await;
     }
 
-    fn remove_conn(&self, addr: SocketAddr, id: u64) {
+    /// Takes connection `id` to `addr` out of the registry (if it is still there: a
+    /// newer connection from the same address may have replaced it).
+    fn take_conn(&self, addr: SocketAddr, id: u64) -> Option<Conn> {
         let mut conns = self.conns.lock();
-        if conns.get(&addr).is_some_and(|c| c.id == id) {
-            conns.remove(&addr);
+        match conns.get(&addr) {
+            Some(c) if c.id == id => conns.remove(&addr),
+            _ => None,
         }
+    }
+
+    /// Forgets the connection; its writer sends what is queued, then closes.
+    fn remove_conn(&self, addr: SocketAddr, id: u64) {
+        drop(self.take_conn(addr, id));
     }
 
     /// Removes the connection and stops its tasks (the socket closes at once).
     fn close_conn(&self, addr: SocketAddr, id: u64) {
-        let gone = {
-            let mut conns = self.conns.lock();
-            match conns.get(&addr) {
-                Some(c) if c.id == id => conns.remove(&addr),
-                _ => None,
-            }
-        };
-        if let Some(c) = gone {
+        if let Some(c) = self.take_conn(addr, id) {
             c.abort();
         }
     }

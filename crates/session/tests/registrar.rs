@@ -135,6 +135,17 @@ async fn rfc2069_digest_without_qop_is_accepted() {
     env.shutdown().await;
 }
 
+/// Sends a REGISTER that must be accepted: 200, and a `Registered` event.
+async fn registered(env: &mut Env, ua: &mut Ua, register: &str) {
+    ua.send(register).await;
+    let r = ua.recv().await;
+    assert_eq!(r.status(), Some(200), "{}", r.text);
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::Registered { .. }
+    ));
+}
+
 #[tokio::test]
 async fn replayed_credentials_are_refused_as_stale() {
     let mut env = Env::start().await;
@@ -157,13 +168,8 @@ async fn replayed_credentials_are_refused_as_stale() {
         let ch = ua.recv().await;
         let www = ch.h("WWW-Authenticate").to_string();
         let auth = authorization_nc(&www, agent, password, "REGISTER", &uri, qop.then_some(1));
-        ua.send(&register(&ua, agent, 2, &contact, Some(&auth)))
-            .await;
-        assert_eq!(ua.recv().await.status(), Some(200), "{agent}");
-        assert!(matches!(
-            env.event().await.event,
-            SessionEvent::Registered { .. }
-        ));
+        let text = register(&ua, agent, 2, &contact, Some(&auth));
+        registered(&mut env, &mut ua, &text).await;
         // The same credentials again, as someone who saw them would send them: refused
         // as stale (the phone itself would take the new nonce).
         ua.send(&register(&ua, agent, 3, attacker, Some(&auth)))
@@ -174,13 +180,8 @@ async fn replayed_credentials_are_refused_as_stale() {
         if qop {
             // A higher count on the same nonce is the phone's own next request.
             let next = authorization_nc(&www, agent, password, "REGISTER", &uri, Some(2));
-            ua.send(&register(&ua, agent, 4, &contact, Some(&next)))
-                .await;
-            assert_eq!(ua.recv().await.status(), Some(200), "{agent}");
-            assert!(matches!(
-                env.event().await.event,
-                SessionEvent::Registered { .. }
-            ));
+            let text = register(&ua, agent, 4, &contact, Some(&next));
+            registered(&mut env, &mut ua, &text).await;
             // ... and that count is spent too.
             ua.send(&register(&ua, agent, 5, attacker, Some(&next)))
                 .await;

@@ -22,21 +22,11 @@ fn simple(ua: &Ua, method: &str, b: &str) -> Req {
         .h("CSeq", format!("7 {method}"))
 }
 
-async fn options_ok(ua: &mut Ua) -> Msg {
-    let b = branch();
-    ua.send(&simple(ua, "OPTIONS", &b).build()).await;
-    let r = ua
-        .recv_where(|m| m.status().is_some() && m.branch() == b)
-        .await;
-    assert_eq!(r.status(), Some(200), "{}", r.text);
-    r
-}
-
 #[tokio::test]
 async fn options_gets_200_with_allow() {
     let mut env = Env::start().await;
     let mut ua = Ua::udp(env.udp).await;
-    let r = options_ok(&mut ua).await;
+    let r = ua.options_ok().await;
     let allow = r.h("Allow");
     for m in [
         "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "REFER",
@@ -163,7 +153,7 @@ async fn broken_requests_get_400() {
     .await;
     assert!(ua.recv_within(Duration::from_millis(200)).await.is_none());
     assert!(env.sip().stats().bad_requests >= 4);
-    options_ok(&mut ua).await;
+    ua.options_ok().await;
     env.shutdown().await;
 }
 
@@ -307,7 +297,7 @@ async fn a_thousand_garbage_datagrams_do_not_take_it_down() {
     ua.drain(Duration::from_millis(100)).await;
     // Still alive and answering.
     let mut fresh = Ua::udp(env.udp).await;
-    options_ok(&mut fresh).await;
+    fresh.options_ok().await;
     let stats = env.sip().stats();
     assert!(stats.received >= 900, "{stats:?}");
     assert!(stats.malformed > 100, "{stats:?}");
@@ -384,9 +374,9 @@ async fn tcp_framing_keepalive_and_truncation() {
 
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut fresh = Ua::tcp(env.tcp).await;
-    options_ok(&mut fresh).await;
+    fresh.options_ok().await;
     let mut fresh_udp = Ua::udp(env.udp).await;
-    options_ok(&mut fresh_udp).await;
+    fresh_udp.options_ok().await;
     assert!(env.event_within(Duration::from_millis(50)).await.is_none());
     env.shutdown().await;
 }
@@ -409,10 +399,7 @@ async fn a_flood_of_new_requests_gets_503_once_the_transaction_budget_is_spent()
     let mut tcp = Ua::tcp(env.tcp).await;
     for _ in 0..60 {
         let (b, text) = padded(&tcp);
-        tcp.send(&text).await;
-        let r = tcp
-            .recv_where(|m| m.status().is_some() && m.branch() == b)
-            .await;
+        let r = tcp.ask(&text, &b).await;
         assert_eq!(r.status(), Some(200), "{}", r.text);
     }
     // Over UDP each is kept 64*T1 for retransmissions: past the budget, 503.
@@ -420,10 +407,7 @@ async fn a_flood_of_new_requests_gets_503_once_the_transaction_budget_is_spent()
     let mut codes = Vec::new();
     for _ in 0..60 {
         let (b, text) = padded(&udp);
-        udp.send(&text).await;
-        let r = udp
-            .recv_where(|m| m.status().is_some() && m.branch() == b)
-            .await;
+        let r = udp.ask(&text, &b).await;
         if r.status() == Some(503) {
             assert_eq!(r.header("Retry-After"), Some("5"), "{}", r.text);
         }
@@ -435,7 +419,7 @@ async fn a_flood_of_new_requests_gets_503_once_the_transaction_budget_is_spent()
     assert_eq!(env.sip().stats().overloaded, (60 - ok) as u64);
     // Once those transactions end, requests are served again.
     tokio::time::sleep(Duration::from_millis(20 * 64 + 300)).await;
-    options_ok(&mut udp).await;
+    udp.options_ok().await;
     assert!(env.event_within(Duration::from_millis(50)).await.is_none());
     env.shutdown().await;
 }

@@ -13,16 +13,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-fn options_req(via: &str) -> Req {
-    Req::new("OPTIONS", &format!("sip:queue@{DOMAIN}"))
-        .h("Via", via)
-        .h("Max-Forwards", 70)
-        .h("From", format!("<sip:probe@{DOMAIN}>;tag=p1"))
-        .h("To", format!("<sip:queue@{DOMAIN}>"))
-        .h("Call-ID", rand_token())
-        .h("CSeq", "7 OPTIONS")
-}
-
 fn options(via: &str) -> String {
     options_req(via).build()
 }
@@ -31,19 +21,9 @@ fn tcp_via(local: SocketAddr) -> String {
     format!("SIP/2.0/TCP {local};branch={}", branch())
 }
 
-async fn options_ok(ua: &mut Ua) {
-    let b = branch();
-    ua.send(&options(&ua.via(&b))).await;
-    let r = ua
-        .recv_where(|m| m.status().is_some() && m.branch() == b)
-        .await;
-    assert_eq!(r.status(), Some(200), "{}", r.text);
-}
-
 /// A connection from `ip`, answered 200 to an OPTIONS (so the adapter holds it).
 async fn served_from(ip: &str, server: SocketAddr) -> TcpStream {
-    let s = connect_from(ip, server).await;
-    let mut s = s;
+    let mut s = connect_from(ip, server).await;
     let local = s.local_addr().unwrap();
     s.write_all(options(&tcp_via(local)).as_bytes())
         .await
@@ -93,7 +73,7 @@ async fn limited(env: &Env, at_least: u64) {
 /// shuts down.
 async fn served_and_quiet(env: &mut Env) {
     let mut ua = Ua::tcp(env.tcp).await;
-    options_ok(&mut ua).await;
+    ua.options_ok().await;
     assert!(env.event_within(Duration::from_millis(50)).await.is_none());
     env.shutdown().await;
 }
@@ -126,7 +106,7 @@ async fn connections_above_the_caps_are_closed_at_once_and_room_comes_back() {
     let _a4 = served_from("127.0.0.1", env.tcp).await;
     // UDP is not affected (TCP is full again: four open).
     let mut udp = Ua::udp(env.udp).await;
-    options_ok(&mut udp).await;
+    udp.options_ok().await;
     assert!(env.event_within(Duration::from_millis(50)).await.is_none());
     env.shutdown().await;
 }
@@ -194,7 +174,7 @@ async fn silent_and_stalled_connections_are_closed_but_idle_served_ones_stay() {
     .await;
     // Served, then idle for longer than the timeout: still open and served.
     let mut served = Ua::tcp(env.tcp).await;
-    options_ok(&mut served).await;
+    served.options_ok().await;
     // Connected, then silent (keep-alive pings do not count).
     let mut silent = TcpStream::connect(env.tcp).await.unwrap();
     silent.write_all(b"\r\n\r\n").await.unwrap();
@@ -227,7 +207,7 @@ async fn silent_and_stalled_connections_are_closed_but_idle_served_ones_stay() {
     }
     limited(&env, 2).await;
     tokio::time::sleep(timeout * 2).await;
-    options_ok(&mut served).await;
+    served.options_ok().await;
     assert!(closed_within(&mut slow, Duration::from_millis(50))
         .await
         .is_none());

@@ -460,7 +460,34 @@ pub struct Ua {
     pub peer: SocketAddr,
 }
 
+/// An OPTIONS to the adapter's `queue` user with the given top Via.
+pub fn options_req(via: &str) -> Req {
+    Req::new("OPTIONS", &format!("sip:queue@{DOMAIN}"))
+        .h("Via", via)
+        .h("Max-Forwards", 70)
+        .h("From", format!("<sip:probe@{DOMAIN}>;tag=p1"))
+        .h("To", format!("<sip:queue@{DOMAIN}>"))
+        .h("Call-ID", rand_token())
+        .h("CSeq", "7 OPTIONS")
+}
+
 impl Ua {
+    /// Sends `text` and returns the response of its transaction (`branch`).
+    pub async fn ask(&mut self, text: &str, branch: &str) -> Msg {
+        self.send(text).await;
+        self.recv_where(|m| m.status().is_some() && m.branch() == branch)
+            .await
+    }
+
+    /// An OPTIONS, answered 200.
+    pub async fn options_ok(&mut self) -> Msg {
+        let b = branch();
+        let text = options_req(&self.via(&b)).build();
+        let r = self.ask(&text, &b).await;
+        assert_eq!(r.status(), Some(200), "{}", r.text);
+        r
+    }
+
     pub async fn udp(server: SocketAddr) -> Ua {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = sock.local_addr().unwrap();
