@@ -60,6 +60,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         ),
         (
+            // The caller ACKed our 200 OK: the call joins its queue.
+            &session,
+            EngineEvent::Session(SessionEvent::Confirmed {
+                call: call_id,
+                session: customer,
+            }),
+        ),
+        (
             &orchestrator,
             EngineEvent::CallCommand(CallCommand::OfferTo {
                 call: call_id,
@@ -110,6 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ];
 
     let mut call: Option<Call> = None;
+    // The dialed queue, joined once the caller's ACK confirms the call.
+    let mut queue: Option<QueueId> = None;
     let mut last: Option<EventId> = None;
     for (publisher, event) in script {
         // A little time passes between steps, so wait and talk time are visible.
@@ -121,10 +131,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let inputs: Vec<CallInput> = match &env.payload {
             EngineEvent::Session(SessionEvent::IncomingCall { to, .. }) => {
                 call = Some(Call::new(call_id, CallConfig::default(), now));
-                vec![CallInput::Enqueue {
-                    queue: QueueId::new(to),
-                }]
+                queue = Some(QueueId::new(to));
+                vec![]
             }
+            EngineEvent::Session(SessionEvent::Confirmed { .. }) => queue
+                .take()
+                .map(|queue| CallInput::Enqueue { queue })
+                .into_iter()
+                .collect(),
             EngineEvent::CallCommand(CallCommand::OfferTo { agent, .. }) => {
                 vec![CallInput::Offer {
                     agent: agent.clone(),

@@ -5,6 +5,8 @@
 //! udp = "127.0.0.1:5060"        # listen addresses; either may be omitted
 //! tcp = "127.0.0.1:5060"
 //! domain = "example.test"       # SIP domain and digest realm
+//! t1_ms = 500                   # SIP timer T1 (1-4000): retransmissions start at T1;
+//!                               # an unanswered transaction or unACKed 200 ends at 64·T1
 //! [media]
 //! address = "127.0.0.1"         # bound for RTP and advertised in SDP
 //! rtp_ports = "20000-29999"
@@ -75,6 +77,15 @@ pub struct SipConfig {
     pub tcp: Option<SocketAddr>,
     /// SIP domain and digest realm.
     pub domain: String,
+    /// SIP timer T1 in milliseconds (RFC 3261's round-trip estimate, 500 by default):
+    /// retransmissions over UDP start at T1, and a transaction without an answer, or a
+    /// 200 OK without its ACK, is given up after 64·T1. T2 stays 4 s.
+    pub t1_ms: u32,
+}
+
+impl SipConfig {
+    /// RFC 3261's T1.
+    pub const DEFAULT_T1_MS: u32 = 500;
 }
 
 /// The media section.
@@ -289,6 +300,8 @@ struct RawSip {
     udp: Option<Spanned<String>>,
     tcp: Option<Spanned<String>>,
     domain: Spanned<String>,
+    #[serde(default)]
+    t1_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -596,6 +609,11 @@ impl Config {
                 "must be a non-empty domain name",
             ));
         }
+        // At most T2 (4 s), which the RFC caps retransmission intervals at.
+        let t1_ms = match &raw.sip.t1_ms {
+            Some(t) => cx.int("sip.t1_ms", t, 1..=4000)?,
+            None => SipConfig::DEFAULT_T1_MS,
+        };
 
         let address: IpAddr = raw.media.address.get_ref().parse().map_err(|_| {
             cx.err(
@@ -1252,7 +1270,12 @@ impl Config {
         };
 
         Ok(Config {
-            sip: SipConfig { udp, tcp, domain },
+            sip: SipConfig {
+                udp,
+                tcp,
+                domain,
+                t1_ms,
+            },
             media: MediaConfig { address, rtp_ports },
             store_url: url,
             queues,
@@ -1346,6 +1369,23 @@ mod tests {
         assert_eq!(e.line, Some(line), "{e}");
         assert!(e.to_string().contains(key), "{e}");
         assert!(e.to_string().contains(&format!("line {line}")), "{e}");
+    }
+
+    #[test]
+    fn sip_t1_is_checked_and_optional() {
+        assert_eq!(parse(DEMO).unwrap().sip.t1_ms, 500);
+        let with = DEMO.replacen("[sip]\n", "[sip]\nt1_ms = 250\n", 1);
+        assert_ne!(with, DEMO, "the demo config has a [sip] section");
+        assert_eq!(parse(&with).unwrap().sip.t1_ms, 250);
+        let line = DEMO
+            .lines()
+            .position(|l| l.trim() == "[sip]")
+            .map(|i| i + 2)
+            .unwrap();
+        for bad in ["0", "4001", "-5"] {
+            let src = DEMO.replacen("[sip]\n", &format!("[sip]\nt1_ms = {bad}\n"), 1);
+            expect_err(&src, "sip.t1_ms", line);
+        }
     }
 
     #[test]

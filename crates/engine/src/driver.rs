@@ -145,6 +145,9 @@ struct CallCtx {
     reserved: Option<AgentId>,
     /// The caller asked for a callback their number already has: they leave for it.
     duplicate_callback: bool,
+    /// Answered, waiting for the caller's ACK (`Confirmed`): until it proves the INVITE
+    /// came from the caller, no media goes to their address and the call is not queued.
+    awaiting_ack: bool,
 }
 
 impl CallCtx {
@@ -1556,6 +1559,9 @@ impl Driver {
                     self.answered(cause, call, session, sdp).await
                 }
             }
+            SessionEvent::Confirmed { call, session } => {
+                self.customer_confirmed(cause, call, session).await
+            }
             SessionEvent::DtmfReceived { call, digit, .. } => {
                 self.on_digit(cause, call, digit).await
             }
@@ -1870,6 +1876,7 @@ impl Driver {
                 playing_prompt: false,
                 reserved: None,
                 duplicate_callback: false,
+                awaiting_ack: false,
             },
         );
         if let Some(c) = self.calls.get_mut(&call) {
@@ -2056,18 +2063,36 @@ impl Driver {
             return;
         }
         let session = c.customer;
-        let queue = c.queue.clone();
-        let announce_only = c.announce_only;
-        let routing = c.routing.clone();
+        c.awaiting_ack = true;
         self.send(
             cause,
             EngineEvent::SessionCommand(SessionCommand::Answer { call, session, sdp }),
         )
         .await;
-        // The music (or the announcement) starts at once.
-        if let Some(c) = self.calls.get_mut(&call) {
-            c.moh = Some(self.ids.playback());
+    }
+
+    /// The caller's ACK of our 200 arrived: the music (or the announcement) starts, and
+    /// the call joins its queue. Not before: an INVITE with a forged source never ACKs,
+    /// and must not get our music aimed at its SDP address nor an agent rung for it (if
+    /// no ACK comes, the session adapter ends the leg after 64·T1).
+    async fn customer_confirmed(
+        &mut self,
+        cause: Option<EventId>,
+        call: CallId,
+        session: SessionId,
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if !c.awaiting_ack || c.customer != session || c.ending {
+            debug!(%call, %session, "Confirmed for no answer we are waiting on; ignored");
+            return;
         }
+        c.awaiting_ack = false;
+        let queue = c.queue.clone();
+        let announce_only = c.announce_only;
+        let routing = c.routing.clone();
+        c.moh = Some(self.ids.playback());
         self.play_next_prompt(cause, call).await;
         if announce_only {
             return;

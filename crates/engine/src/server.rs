@@ -8,7 +8,7 @@ use call_engine_events::{
 };
 use call_engine_media::{MediaAdapter, MediaConfig, MohSource};
 use call_engine_orchestrator as orch;
-use call_engine_session::{SessionAdapter, SessionConfig};
+use call_engine_session::{SessionAdapter, SessionConfig, SipTimers};
 use call_engine_store::{hangup_cause_label, AgentRecord, Cdr, QueueRecord, Store, UnixMillis};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -164,6 +164,10 @@ impl Engine {
                 tcp: config.sip.tcp,
                 domain: config.sip.domain.clone(),
                 credentials,
+                timers: SipTimers {
+                    t1: Duration::from_millis(u64::from(config.sip.t1_ms)),
+                    ..SipTimers::default()
+                },
                 ..SessionConfig::default()
             },
             bus.clone(),

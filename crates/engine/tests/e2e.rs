@@ -120,6 +120,100 @@ async fn a_call_reaches_an_agent_audio_flows_and_bye_ends_both_legs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_callers_ack_no_media_goes_to_them_and_no_agent_is_rung() {
+    // An INVITE's source is unproven until the caller ACKs our 200 (a forged source
+    // never does): our music must not be aimed at its SDP address, nor an agent rung.
+    let db = temp_db("ack");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let mut cust = customer(&engine, "5551234").await;
+    let mut c_dialog = cust.invite("support", 0).await.expect("answered");
+    let (early_rtp, early_invite) = tokio::join!(
+        cust.recv_rtp(Duration::from_millis(800)),
+        alice.next_invite(Duration::from_millis(800))
+    );
+    assert_eq!(early_rtp.len(), 0, "RTP reached the caller before the ACK");
+    assert!(early_invite.is_none(), "an agent was rung before the ACK");
+
+    // The ACK: the music starts and alice is rung.
+    cust.ack(&c_dialog).await;
+    let (music, invite) = tokio::join!(
+        cust.recv_rtp(Duration::from_millis(800)),
+        alice.next_invite(WAIT)
+    );
+    assert!(
+        music.len() >= 10,
+        "music on hold after the ACK: {} packets",
+        music.len()
+    );
+    let (invite, from) = invite.expect("alice is rung after the ACK");
+    let a_dialog = alice
+        .answer_invite(invite, from, 0)
+        .await
+        .expect("alice answers");
+    assert_eq!(cust.bye(&mut c_dialog).await, 200);
+    assert!(alice
+        .expect_request(&a_dialog.call_id, "BYE", WAIT)
+        .await
+        .is_some());
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs[0].disposition, Disposition::Answered);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_never_acks_is_hung_up_unqueued_and_recorded_as_failed() {
+    let db = temp_db("noack");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    // 64·T1 = 1.28 s instead of 32 s.
+    cfg.sip.t1_ms = 20;
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let mut ghost = customer(&engine, "5550000").await;
+    let d = ghost.invite("support", 0).await.expect("answered");
+    // Never ACKed: the engine gives up after 64·T1 with a BYE; nothing was played to the
+    // caller's address and no agent was rung meanwhile.
+    let (rtp, rung) = tokio::join!(
+        ghost.recv_rtp(Duration::from_millis(1000)),
+        alice.next_invite(Duration::from_millis(1000))
+    );
+    assert_eq!(rtp.len(), 0, "RTP reached a caller who never ACKed");
+    assert!(
+        rung.is_none(),
+        "an agent was rung for a caller who never ACKed"
+    );
+    let bye = ghost.expect_request(&d.call_id, "BYE", WAIT).await;
+    assert!(bye.is_some(), "BYE after 64·T1 without an ACK");
+    let cdrs = wait_cdrs(&engine, 1).await;
+    assert_eq!(cdrs[0].caller_user, "5550000");
+    assert_eq!(cdrs[0].disposition, Disposition::Failed);
+    assert!(cdrs[0].entered_queue_at.is_none(), "{:?}", cdrs[0]);
+    assert_eq!(cdrs[0].agent, None);
+
+    // Alice is free for the next (real) caller.
+    let mut cust = customer(&engine, "5551234").await;
+    let call = tokio::spawn(async move {
+        let d = cust.call("support", 0).await;
+        (cust, d)
+    });
+    let a_dialog = alice
+        .answer(0, WAIT)
+        .await
+        .expect("alice takes the next call");
+    let (mut cust, c_dialog) = call.await.unwrap();
+    let mut c_dialog = c_dialog.expect("the next caller is answered");
+    assert_eq!(cust.bye(&mut c_dialog).await, 200);
+    assert!(alice
+        .expect_request(&a_dialog.call_id, "BYE", WAIT)
+        .await
+        .is_some());
+    assert_eq!(wait_cdrs(&engine, 2).await.len(), 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_bye_ends_the_customer_leg_and_the_agent_is_free_again() {
     let db = temp_db("agentbye");
     let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))

@@ -185,6 +185,7 @@ impl EngineEvent {
                 SessionEvent::IncomingCall { call, .. }
                 | SessionEvent::Ringing { call, .. }
                 | SessionEvent::Answered { call, .. }
+                | SessionEvent::Confirmed { call, .. }
                 | SessionEvent::Rejected { call, .. }
                 | SessionEvent::Terminated { call, .. }
                 | SessionEvent::HoldChanged { call, .. }

@@ -46,6 +46,16 @@ pub enum SessionEvent {
         /// The far end's SDP.
         sdp: Option<Sdp>,
     },
+    /// The caller acknowledged our 200 OK to their INVITE (the ACK arrived): the inbound
+    /// dialog is confirmed. Until then the caller's address is unproven (a spoofed
+    /// INVITE's source never ACKs), so nothing is sent to their media address and the
+    /// call is not queued.
+    Confirmed {
+        /// The call.
+        call: CallId,
+        /// The confirmed inbound dialog.
+        session: SessionId,
+    },
     /// An outbound INVITE failed with a final non-2xx response, or timed out.
     Rejected {
         /// The call.
@@ -158,6 +168,7 @@ impl SessionEvent {
         match self {
             IncomingCall { .. }
             | Answered { .. }
+            | Confirmed { .. }
             | Rejected { .. }
             | Terminated { .. }
             | Registered { .. }

@@ -40,6 +40,7 @@ fn every_variant() -> Vec<EngineEvent> {
             session,
             sdp: Some(sdp.clone()),
         }),
+        E::Session(SessionEvent::Confirmed { call, session }),
         E::Session(SessionEvent::Rejected {
             call,
             session,
@@ -460,6 +461,7 @@ fn rule(e: &EngineEvent) -> Rule {
             SessionEvent::IncomingCall { .. } => SetupTeardown,
             SessionEvent::Ringing { .. } => Progress,
             SessionEvent::Answered { .. } => SetupTeardown,
+            SessionEvent::Confirmed { .. } => SetupTeardown,
             SessionEvent::Rejected { .. } => SetupTeardown,
             SessionEvent::Terminated { .. } => SetupTeardown,
             SessionEvent::HoldChanged { .. } => MidCallChange,

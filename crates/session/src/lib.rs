@@ -18,8 +18,9 @@
 //! terminal event: `Rejected` for an outbound INVITE that failed (non-2xx final,
 //! Timer B, transport error), `Terminated` for everything else (BYE either way,
 //! CANCEL, an inbound call the engine rejected or hung up before answering, no ACK,
-//! shutdown). `Answered` reports the far end answering one of *our* INVITEs (an inbound
-//! leg is answered by the engine's `Answer`; its ACK emits nothing). Events that result
+//! shutdown). `Answered` reports the far end answering one of *our* INVITEs; an inbound
+//! leg is answered by the engine's `Answer`, and the caller's ACK of it emits
+//! `Confirmed` (the first proof that the INVITE's source is the caller). Events that result
 //! from a command carry its event id as causation; the correlation id is the call's
 //! (`EngineEvent::correlation`), or the agent's for registrations.
 //!

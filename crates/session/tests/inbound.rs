@@ -159,6 +159,25 @@ async fn answer(
     (ok, id)
 }
 
+/// A caller whose call was answered, ACKed and confirmed to the engine.
+async fn established(env: &mut Env) -> (Caller, CallId, SessionId) {
+    let mut caller = Caller::new(env).await;
+    let (call, session) = offer_call(env, &mut caller).await;
+    answer(env, &mut caller, call, session).await;
+    ack_confirmed(env, &mut caller, call, session).await;
+    caller.sync().await;
+    (caller, call, session)
+}
+
+/// ACKs the 200 to the INVITE (CSeq 1) and expects the dialog confirmed.
+async fn ack_confirmed(env: &mut Env, caller: &mut Caller, call: CallId, session: SessionId) {
+    caller.ack(1).await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Confirmed { call, session }
+    );
+}
+
 #[tokio::test]
 async fn inbound_call_answer_ack_bye() {
     let mut env = Env::start().await;
@@ -208,13 +227,17 @@ async fn inbound_call_answer_ack_bye() {
     assert!(ok.h("Allow").contains("INVITE"));
 
     caller.ack(1).await;
-    caller.sync().await;
-    // `Answered` is for outbound legs: the engine answered this one itself.
-    assert!(env.event_within(Duration::from_millis(50)).await.is_none());
+    // The ACK confirms the dialog (not `Answered`: that is for outbound legs, and the
+    // engine answered this one itself).
+    let got = env.event().await;
+    assert_eq!(got.event, SessionEvent::Confirmed { call, session });
+    assert_eq!(got.correlation, call.0);
     assert!(answer_id.0 > 0);
 
-    // A duplicate ACK is absorbed silently.
+    // A duplicate ACK is absorbed silently: no second `Confirmed`.
     caller.ack(1).await;
+    caller.sync().await;
+    assert!(env.event_within(Duration::from_millis(100)).await.is_none());
 
     let bye_branch = caller.in_dialog("BYE", &[], None).await;
     let bye_ok = caller
@@ -260,7 +283,7 @@ async fn ok_is_retransmitted_until_the_ack() {
         assert_eq!(again.status(), Some(200));
         assert_eq!(again.text, first.text);
     }
-    caller.ack(1).await;
+    ack_confirmed(&mut env, &mut caller, call, session).await;
     caller.sync().await;
     // Let any retransmission already in flight land, then expect silence.
     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -412,11 +435,7 @@ async fn caller_cancels_before_the_answer() {
 #[tokio::test]
 async fn reinvite_hold_and_resume_answers_with_our_sdp() {
     let mut env = Env::start().await;
-    let mut caller = Caller::new(&env).await;
-    let (call, session) = offer_call(&mut env, &mut caller).await;
-    answer(&mut env, &mut caller, call, session).await;
-    caller.ack(1).await;
-    caller.sync().await;
+    let (mut caller, call, session) = established(&mut env).await;
 
     let hold = SDP_OFFER
         .replace("a=sendrecv", "a=sendonly")
@@ -478,11 +497,7 @@ async fn reinvite_hold_and_resume_answers_with_our_sdp() {
 #[tokio::test]
 async fn info_dtmf_and_refer() {
     let mut env = Env::start().await;
-    let mut caller = Caller::new(&env).await;
-    let (call, session) = offer_call(&mut env, &mut caller).await;
-    answer(&mut env, &mut caller, call, session).await;
-    caller.ack(1).await;
-    caller.sync().await;
+    let (mut caller, call, session) = established(&mut env).await;
 
     caller
         .in_dialog(
@@ -517,26 +532,44 @@ async fn info_dtmf_and_refer() {
 }
 
 #[tokio::test]
-async fn engine_hangs_up_an_inbound_call() {
+async fn a_hangup_before_the_ack_sends_the_bye_on_the_ack_without_confirming() {
     let mut env = Env::start().await;
     let mut caller = Caller::new(&env).await;
     let (call, session) = offer_call(&mut env, &mut caller).await;
     answer(&mut env, &mut caller, call, session).await;
-    caller.ack(1).await;
-    caller.sync().await;
+    // The engine hangs up while our 200 is not ACKed yet: the BYE waits for the ACK.
     let id = env.command(SessionCommand::Hangup { call, session }).await;
+    caller.sync().await;
+    // 100 ms (the 200 keeps coming, every 80 ms at most): no BYE among it.
+    let until = tokio::time::Instant::now() + Duration::from_millis(100);
+    while let Some(m) = caller
+        .ua
+        .recv_within(until.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        assert_ne!(m.method(), Some("BYE"), "a BYE before the ACK");
+    }
+    caller.ack(1).await;
     let bye = caller.ua.recv_where(|m| m.method() == Some("BYE")).await;
-    // The BYE goes to the caller's Contact, in its dialog.
-    assert_eq!(bye.request_uri(), caller.ua.contact("jane"));
     assert_eq!(bye.h("Call-ID"), caller.call_id);
-    assert_eq!(bye.h("To"), caller.from);
-    assert_eq!(
-        bye.from_tag(),
-        param_of(caller.remote_to.as_deref().unwrap(), "tag")
-    );
+    // The leg ends; it was never confirmed to the engine.
+    bye_answered(&mut env, &mut caller, &bye, call, session, id).await;
+    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    env.shutdown().await;
+}
+
+/// Answers our BYE with 200 and expects the leg's end, caused by the `Hangup` command `id`.
+async fn bye_answered(
+    env: &mut Env,
+    caller: &mut Caller,
+    bye: &Msg,
+    call: CallId,
+    session: SessionId,
+    id: call_engine_bus::EventId,
+) {
     caller
         .ua
-        .send(&response_to(&bye, 200, "OK", None).build())
+        .send(&response_to(bye, 200, "OK", None).build())
         .await;
     let got = env.event().await;
     assert_eq!(
@@ -548,17 +581,30 @@ async fn engine_hangs_up_an_inbound_call() {
         }
     );
     assert_eq!(got.causation, Some(id));
+}
+
+#[tokio::test]
+async fn engine_hangs_up_an_inbound_call() {
+    let mut env = Env::start().await;
+    let (mut caller, call, session) = established(&mut env).await;
+    let id = env.command(SessionCommand::Hangup { call, session }).await;
+    let bye = caller.ua.recv_where(|m| m.method() == Some("BYE")).await;
+    // The BYE goes to the caller's Contact, in its dialog.
+    assert_eq!(bye.request_uri(), caller.ua.contact("jane"));
+    assert_eq!(bye.h("Call-ID"), caller.call_id);
+    assert_eq!(bye.h("To"), caller.from);
+    assert_eq!(
+        bye.from_tag(),
+        param_of(caller.remote_to.as_deref().unwrap(), "tag")
+    );
+    bye_answered(&mut env, &mut caller, &bye, call, session, id).await;
     env.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_ends_live_calls() {
     let mut env = Env::start().await;
-    let mut caller = Caller::new(&env).await;
-    let (call, session) = offer_call(&mut env, &mut caller).await;
-    answer(&mut env, &mut caller, call, session).await;
-    caller.ack(1).await;
-    caller.sync().await;
+    let (mut caller, call, session) = established(&mut env).await;
     env.shutdown().await;
     let bye = caller.ua.recv_where(|m| m.method() == Some("BYE")).await;
     assert_eq!(bye.h("Call-ID"), caller.call_id);
@@ -575,11 +621,7 @@ async fn shutdown_ends_live_calls() {
 #[tokio::test]
 async fn dialog_probe_alive_then_lost() {
     let mut env = Env::start().await;
-    let mut caller = Caller::new(&env).await;
-    let (call, session) = offer_call(&mut env, &mut caller).await;
-    answer(&mut env, &mut caller, call, session).await;
-    caller.ack(1).await;
-    caller.sync().await;
+    let (mut caller, call, session) = established(&mut env).await;
 
     // The phone still has the dialog: 200 to the in-dialog OPTIONS.
     let id = env

@@ -491,6 +491,14 @@ impl Phone {
     /// Calls `target` (a queue) offering `pt` first. Returns the dialog once answered (ACK
     /// sent), or the final error status.
     pub async fn call(&mut self, target: &str, pt: u8) -> Result<Dialog, u16> {
+        let d = self.invite(target, pt).await?;
+        self.ack(&d).await;
+        Ok(d)
+    }
+
+    /// [`call`](Self::call) without the ACK of the 2xx: the dialog once answered, for the
+    /// caller to [`ack`](Self::ack) (or not), or the final error status (ACKed).
+    pub async fn invite(&mut self, target: &str, pt: u8) -> Result<Dialog, u16> {
         let call_id = format!("call-{}", rand_token());
         let tag = rand_token();
         let cseq = self.next_cseq();
@@ -539,7 +547,6 @@ impl Phone {
             message: resp,
             cseq,
         };
-        self.ack(&d).await;
         Ok(d)
     }
 

@@ -407,10 +407,14 @@ impl Core {
             leg.state = LegState::Confirmed;
         }
         let (call, hangup) = (leg.call, leg.hangup_pending);
-        // No event: `Answered` reports the far end answering our INVITE; an inbound
-        // leg is established by the engine's own `Answer`.
+        // The ACK of our 2xx to the initial INVITE proves the caller's address (it
+        // carries our To-tag, which only the 200 OK told): the engine waits for it before
+        // sending media there. Not for a re-INVITE's ACK, nor for a leg being hung up.
         if initial {
             info!(%call, session = %sid, "ACK received: session established");
+            if !hangup {
+                self.emit(SessionEvent::Confirmed { call, session: sid }, None);
+            }
         }
         if hangup {
             self.send_bye(sid, Owner::Leg(sid));
