@@ -69,8 +69,11 @@ impl std::fmt::Display for Peer {
 pub(crate) enum Inbound {
     /// A datagram or a complete stream frame.
     Data { data: Bytes, peer: Peer },
-    /// A TCP connection could not be opened (or died before carrying anything).
-    ConnectFailed { peer: Peer },
+    /// TCP connection `conn` to `peer` could not be opened, or it closed (the peer
+    /// closed it, it failed, or a limit closed it): no response to a request sent over
+    /// it can come back on it. Not sent when a newer connection from the same address
+    /// replaced it (responses come over that one), nor at shutdown.
+    ConnectionLost { peer: Peer, conn: u64 },
     /// A host name of an outbound request's target was resolved.
     Resolved {
         purpose: Resolve,
@@ -127,8 +130,8 @@ impl Conn {
 enum Queue {
     /// The connection is gone (its writer ended).
     Gone(Bytes),
-    /// The peer does not read what it is sent: the connection was closed.
-    Overflow,
+    /// The peer does not read what it is sent: connection `.0` was closed.
+    Overflow(u64),
 }
 
 /// Where the framing of a connection's stream stands, so that each byte is scanned
@@ -256,14 +259,15 @@ impl Transports {
     }
 
     /// Sends a message; never waits. Failures are logged (UDP) or reported as
-    /// [`Inbound::ConnectFailed`] (TCP).
-    pub fn send(self: &Arc<Self>, peer: Peer, data: Bytes) {
+    /// [`Inbound::ConnectionLost`] (TCP). Over TCP, returns the connection the message
+    /// was handed to: a client transaction waits for its response on that one only.
+    pub fn send(self: &Arc<Self>, peer: Peer, data: Bytes) -> Option<u64> {
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
         match peer.transport {
             Transport::Udp => {
                 let Some(sock) = &self.udp else {
                     warn!(%peer, "no UDP socket configured; message not sent");
-                    return;
+                    return None;
                 };
                 match sock.try_send_to(&data, peer.addr) {
                     Ok(_) => {}
@@ -277,15 +281,18 @@ impl Transports {
                     }
                     Err(e) => debug!(%peer, error = %e, "UDP send failed"),
                 }
+                None
             }
-            Transport::Tcp => self.send_tcp(peer.addr, data),
+            Transport::Tcp => Some(self.send_tcp(peer.addr, data)),
         }
     }
 
-    fn send_tcp(self: &Arc<Self>, addr: SocketAddr, data: Bytes) {
+    /// The connection the message was handed to (perhaps one just closed for overflow,
+    /// or being opened).
+    fn send_tcp(self: &Arc<Self>, addr: SocketAddr, data: Bytes) -> u64 {
         let mut conns = self.conns.lock();
         let data = match self.queue(&mut conns, addr, data) {
-            Ok(()) | Err(Queue::Overflow) => return,
+            Ok(id) | Err(Queue::Overflow(id)) => return id,
             Err(Queue::Gone(d)) => d,
         };
         // Open a new connection in the background; queue the message meanwhile.
@@ -303,34 +310,56 @@ impl Transports {
                     debug!(%addr, "TCP connection opened");
                     me.run_conn(stream, addr, id, rx, false);
                 }
-                Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()).await,
-                Err(_) => me.connect_failed(addr, id, "connect timed out").await,
+                Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()),
+                Err(_) => me.connect_failed(addr, id, "connect timed out"),
             }
         });
+        id
     }
 
-    async fn connect_failed(&self, addr: SocketAddr, id: u64, why: &str) {
+    fn connect_failed(&self, addr: SocketAddr, id: u64, why: &str) {
         warn!(%addr, error = why, "TCP connect failed");
-        self.remove_conn(addr, id);
-        let _ = self
-            .inbound
-            .send(Inbound::ConnectFailed {
-                peer: Peer {
-                    transport: Transport::Tcp,
-                    addr,
-                },
-            })
-            .await;
+        // Lost even if a connection from that address replaced it meanwhile: what was
+        // sent went nowhere.
+        if self.take_conn(addr, id).is_none() {
+            self.lost(addr, id);
+        }
+    }
+
+    /// Tells the core that connection `id` to `addr` is gone (see
+    /// [`Inbound::ConnectionLost`]). Never waits: if the core's queue is full, a task
+    /// waits for room.
+    fn lost(&self, addr: SocketAddr, id: u64) {
+        let msg = Inbound::ConnectionLost {
+            peer: Peer {
+                transport: Transport::Tcp,
+                addr,
+            },
+            conn: id,
+        };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = self.inbound.try_send(msg) {
+            let inbound = self.inbound.clone();
+            tokio::spawn(async move {
+                let _ = inbound.send(msg).await;
+            });
+        }
     }
 
     /// Takes connection `id` to `addr` out of the registry (if it is still there: a
-    /// newer connection from the same address may have replaced it).
+    /// newer connection from the same address may have replaced it), and tells the core
+    /// it is lost.
     fn take_conn(&self, addr: SocketAddr, id: u64) -> Option<Conn> {
-        let mut conns = self.conns.lock();
-        match conns.get(&addr) {
-            Some(c) if c.id == id => conns.remove(&addr),
-            _ => None,
+        let taken = {
+            let mut conns = self.conns.lock();
+            match conns.get(&addr) {
+                Some(c) if c.id == id => conns.remove(&addr),
+                _ => None,
+            }
+        };
+        if taken.is_some() {
+            self.lost(addr, id);
         }
+        taken
     }
 
     /// Forgets the connection; its writer sends what is queued, then closes.
@@ -345,30 +374,32 @@ impl Transports {
         }
     }
 
-    /// Hands `data` to the writer of the connection to `addr`. A peer that leaves more
-    /// than [`TcpLimits::max_queued_bytes`] unread is disconnected.
+    /// Hands `data` to the writer of the connection to `addr` (returned). A peer that
+    /// leaves more than [`TcpLimits::max_queued_bytes`] unread is disconnected.
     fn queue(
         &self,
         conns: &mut HashMap<SocketAddr, Conn>,
         addr: SocketAddr,
         data: Bytes,
-    ) -> Result<(), Queue> {
+    ) -> Result<u64, Queue> {
         let Some(c) = conns.get(&addr) else {
             return Err(Queue::Gone(data));
         };
-        let len = data.len();
+        let (id, len) = (c.id, data.len());
         if c.queued.fetch_add(len, Ordering::Relaxed) + len > self.limits.max_queued_bytes {
             self.stats.tcp_limited.fetch_add(1, Ordering::Relaxed);
             warn!(%addr, queued = c.queued.load(Ordering::Relaxed), "TCP peer does not read what it is sent; closing the connection");
             if let Some(c) = conns.remove(&addr) {
                 c.abort();
             }
-            return Err(Queue::Overflow);
+            self.lost(addr, id);
+            return Err(Queue::Overflow(id));
         }
         match c.tx.send(data) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(id),
             Err(mpsc::error::SendError(d)) => {
                 conns.remove(&addr);
+                self.lost(addr, id);
                 Err(Queue::Gone(d))
             }
         }

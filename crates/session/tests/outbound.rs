@@ -20,6 +20,25 @@ fn caller() -> Party {
     }
 }
 
+/// A phone registered over TCP with a contact nobody could connect to (like a phone
+/// behind NAT): requests reach it only over the registration's connection.
+async fn registered_over_tcp(env: &mut Env) -> (Ua, &'static str) {
+    let mut phone = Ua::tcp(env.tcp).await;
+    let contact = "sip:alice@127.0.0.1:9;transport=tcp";
+    assert_eq!(
+        phone
+            .register("alice", "secret", contact, 60)
+            .await
+            .status(),
+        Some(200)
+    );
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::Registered { .. }
+    ));
+    (phone, contact)
+}
+
 async fn invite(env: &Env, target: &str) -> (CallId, SessionId, call_engine_bus::EventId) {
     let call = env.ids.call();
     let session = env.ids.session();
@@ -33,6 +52,21 @@ async fn invite(env: &Env, target: &str) -> (CallId, SessionId, call_engine_bus:
         })
         .await;
     (call, session, id)
+}
+
+/// A `;transport=tcp` target at `listener`.
+fn tcp_target(listener: &TcpListener) -> String {
+    format!("sip:alice@{};transport=tcp", listener.local_addr().unwrap())
+}
+
+/// An INVITE to `listener`'s address over a TCP connection we open: the phone's end of
+/// that connection and the INVITE it got.
+async fn tcp_invite(env: &Env, listener: &TcpListener) -> (CallId, SessionId, Ua, Msg) {
+    let (call, session, _) = invite(env, &tcp_target(listener)).await;
+    let mut phone = Ua::accept(listener).await;
+    let inv = phone.recv().await;
+    assert_eq!(inv.method(), Some("INVITE"));
+    (call, session, phone, inv)
 }
 
 /// The agent phone answers: a tagged response to the INVITE.
@@ -386,10 +420,8 @@ async fn unanswered_invite_times_out() {
 async fn outbound_call_over_tcp() {
     let mut env = Env::start().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = format!("sip:alice@{};transport=tcp", listener.local_addr().unwrap());
-    let (call, session, _) = invite(&env, &target).await;
-    let mut phone = Ua::accept(&listener).await;
-    let inv = phone.recv().await;
+    let target = tcp_target(&listener);
+    let (call, session, mut phone, inv) = tcp_invite(&env, &listener).await;
     assert_eq!(inv.method(), Some("INVITE"));
     assert!(inv.h("Via").starts_with("SIP/2.0/TCP "), "{}", inv.h("Via"));
     assert!(inv.uri_of("Contact").ends_with(";transport=tcp"));
@@ -430,19 +462,7 @@ async fn tcp_contact_reuses_the_registration_connection() {
     let mut env = Env::start().await;
     // The phone registers over TCP a contact nobody could connect to (like a phone
     // behind NAT): requests must come back over the registration's connection.
-    let mut phone = Ua::tcp(env.tcp).await;
-    let contact = "sip:alice@127.0.0.1:9;transport=tcp";
-    assert_eq!(
-        phone
-            .register("alice", "secret", contact, 60)
-            .await
-            .status(),
-        Some(200)
-    );
-    assert!(matches!(
-        env.event().await.event,
-        SessionEvent::Registered { .. }
-    ));
+    let (mut phone, contact) = registered_over_tcp(&mut env).await;
     let (call, session, _) = invite(&env, contact).await;
     let inv = phone.recv().await;
     assert_eq!(inv.method(), Some("INVITE"));
@@ -491,6 +511,14 @@ async fn tcp_connect_failure_rejects_at_once() {
     };
     let (call, session, _) =
         invite(&env, &format!("sip:alice@127.0.0.1:{port};transport=tcp")).await;
+    given_up_for_transport(&mut env, call, session).await;
+    env.shutdown().await;
+}
+
+/// How an INVITE ends when its TCP connection goes: `TransactionTimedOut` and then
+/// `Rejected{Failure}` at once (Timer B, 1.28 s here, or the 180 s ring timeout would
+/// say `NoAnswer` instead).
+async fn given_up_for_transport(env: &mut Env, call: CallId, session: SessionId) {
     assert!(matches!(
         env.event().await.event,
         SessionEvent::TransactionTimedOut { method, .. } if method == "INVITE"
@@ -499,12 +527,72 @@ async fn tcp_connect_failure_rejects_at_once() {
         SessionEvent::Rejected {
             call: c,
             session: s,
-            cause: HangupCause::Failure { .. },
+            cause: HangupCause::Failure { detail },
         } => {
-            assert_eq!((c, s), (call, session))
+            assert_eq!((c, s), (call, session));
+            assert_eq!(detail, "transport error");
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_ringing_phone_whose_tcp_connection_drops_is_given_up_at_once() {
+    let mut env = Env::start().await;
+    // The phone's connection carries its registration and our INVITE.
+    let (mut phone, contact) = registered_over_tcp(&mut env).await;
+    let (call, session, _) = invite(&env, contact).await;
+    let inv = phone.recv().await;
+    phone
+        .send(&reply(&inv, 180, "Ringing", &rand_token()).build())
+        .await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Ringing { call, session }
+    );
+    // The softphone quits: its connection closes while it rings. Its final response
+    // can no longer come back, so the leg ends now, not at the ring timeout.
+    drop(phone);
+    given_up_for_transport(&mut env, call, session).await;
+    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invite_whose_tcp_connection_closes_unanswered_fails_at_once() {
+    let mut env = Env::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (call, session, phone, _) = tcp_invite(&env, &listener).await;
+    drop(phone);
+    given_up_for_transport(&mut env, call, session).await;
+
+    // The next INVITE to that address opens a new connection, and the old one's loss
+    // does not touch it.
+    let (call, session, mut phone, inv) = tcp_invite(&env, &listener).await;
+    phone
+        .send(&reply(&inv, 180, "Ringing", &rand_token()).build())
+        .await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Ringing { call, session }
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invite_whose_tcp_connection_a_limit_closes_fails_at_once() {
+    let mut env = Env::start_with(|c| {
+        c.tcp_limits.message_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (call, session, mut phone, inv) = tcp_invite(&env, &listener).await;
+    // A response begun and never finished: the message deadline closes the connection.
+    let partial = reply(&inv, 180, "Ringing", &rand_token()).build();
+    phone.send(&partial[..partial.len() / 2]).await;
+    given_up_for_transport(&mut env, call, session).await;
+    assert!(env.sip().stats().tcp_limited >= 1);
+    drop(phone);
     env.shutdown().await;
 }
 

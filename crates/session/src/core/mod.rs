@@ -160,6 +160,8 @@ struct ClientTxn {
     method: Method,
     request: Bytes,
     peer: Peer,
+    /// The TCP connection the request went out on: its response can come on it only.
+    conn: Option<u64>,
     state: ClientState,
     interval: Duration,
     owner: Owner,
@@ -368,7 +370,7 @@ impl Core {
     fn on_inbound(&mut self, m: Inbound) {
         match m {
             Inbound::Data { data, peer } => self.on_data(data, peer),
-            Inbound::ConnectFailed { peer } => self.on_connect_failed(peer),
+            Inbound::ConnectionLost { peer, conn } => self.on_connection_lost(peer, conn),
             Inbound::Resolved { purpose, result } => self.on_resolved(purpose, result),
         }
     }

@@ -308,7 +308,7 @@ impl Core {
     /// Sends a request in a new client transaction, arming Timer A/E (UDP) and B/F.
     fn start_client(&mut self, branch: &str, method: Method, req: Bytes, peer: Peer, owner: Owner) {
         let key = format!("{branch}|{method}");
-        self.tp.send(peer, req.clone());
+        let conn = self.tp.send(peer, req.clone());
         let t1 = self.cfg.timers.t1;
         if peer.transport == Transport::Udp {
             self.timers
@@ -324,6 +324,7 @@ impl Core {
                 method,
                 request: req,
                 peer,
+                conn,
                 state: ClientState::Trying,
                 interval: t1,
                 owner,
@@ -356,11 +357,16 @@ impl Core {
     }
 
     /// Timer B/F, or a transport failure: the transaction got no final response.
+    /// Timer B or F fired, or (`transport_failed`) the request's connection was lost:
+    /// the transaction ends without its final response. A lost connection also ends an
+    /// INVITE already ringing (its final response cannot come back).
     pub(super) fn client_timeout(&mut self, key: &str, transport_failed: bool) {
         let Some(txn) = self.client.get(key) else {
             return;
         };
-        if !txn.awaiting_final() {
+        let ringing = txn.method == Method::Invite && txn.state == ClientState::Proceeding;
+        let ends = txn.awaiting_final() || (transport_failed && ringing);
+        if !ends {
             return;
         }
         let Some(txn) = self.client.remove(key) else {
@@ -378,7 +384,11 @@ impl Core {
                     .as_ref()
                     .filter(|u| u.cancel_requested)
                     .map(|u| u.cancelled_end(cause));
-                warn!(%call, session = %sid, transport_failed, "INVITE got no final response (Timer B)");
+                if transport_failed {
+                    warn!(%call, session = %sid, "INVITE's connection lost before its final response");
+                } else {
+                    warn!(%call, session = %sid, "INVITE got no final response (Timer B)");
+                }
                 self.emit(
                     SessionEvent::TransactionTimedOut {
                         call: Some(call),
@@ -430,13 +440,19 @@ impl Core {
         }
     }
 
-    pub(super) fn on_connect_failed(&mut self, peer: Peer) {
+    /// TCP connection `conn` to `peer` failed or closed: the transactions whose request
+    /// went out on it end now instead of at their timeout (not those on a newer
+    /// connection to the same address).
+    pub(super) fn on_connection_lost(&mut self, peer: Peer, conn: u64) {
         let keys: Vec<String> = self
             .client
             .iter()
-            .filter(|(_, t)| t.peer == peer)
+            .filter(|(_, t)| t.peer == peer && t.conn == Some(conn))
             .map(|(k, _)| k.clone())
             .collect();
+        if !keys.is_empty() {
+            info!(%peer, conn, transactions = keys.len(), "TCP connection lost: its transactions fail");
+        }
         for k in keys {
             self.client_timeout(&k, true);
         }
