@@ -5,7 +5,7 @@
 //! udp = "127.0.0.1:5060"        # listen addresses; either may be omitted
 //! tcp = "127.0.0.1:5060"
 //! domain = "example.test"       # SIP domain and digest realm
-//! t1_ms = 500                   # SIP timer T1 (1-4000): retransmissions start at T1;
+//! t1_ms = 500                   # SIP timer T1 (10-4000): retransmissions start at T1;
 //!                               # an unanswered transaction or unACKed 200 ends at 64·T1
 //! [media]
 //! address = "127.0.0.1"         # bound for RTP and advertised in SDP
@@ -77,9 +77,11 @@ pub struct SipConfig {
     pub tcp: Option<SocketAddr>,
     /// SIP domain and digest realm.
     pub domain: String,
-    /// SIP timer T1 in milliseconds (RFC 3261's round-trip estimate, 500 by default):
-    /// retransmissions over UDP start at T1, and a transaction without an answer, or a
-    /// 200 OK without its ACK, is given up after 64·T1. T2 stays 4 s.
+    /// SIP timer T1 in milliseconds (RFC 3261's round-trip estimate, 500 by default,
+    /// 10 to 4000): retransmissions over UDP start at T1, and a transaction without an
+    /// answer, or a 200 OK without its ACK, is given up after 64·T1. T2 stays 4 s. Below
+    /// 100 ms the engine warns at start: a caller or phone further away than 64·T1
+    /// could never complete a call.
     pub t1_ms: u32,
 }
 
@@ -611,7 +613,7 @@ impl Config {
         }
         // At most T2 (4 s), which the RFC caps retransmission intervals at.
         let t1_ms = match &raw.sip.t1_ms {
-            Some(t) => cx.int("sip.t1_ms", t, 1..=4000)?,
+            Some(t) => cx.int("sip.t1_ms", t, 10..=4000)?,
             None => SipConfig::DEFAULT_T1_MS,
         };
 
@@ -1382,7 +1384,7 @@ mod tests {
             .position(|l| l.trim() == "[sip]")
             .map(|i| i + 2)
             .unwrap();
-        for bad in ["0", "4001", "-5"] {
+        for bad in ["0", "9", "4001", "-5"] {
             let src = DEMO.replacen("[sip]\n", &format!("[sip]\nt1_ms = {bad}\n"), 1);
             expect_err(&src, "sip.t1_ms", line);
         }

@@ -148,6 +148,9 @@ struct CallCtx {
     /// Answered, waiting for the caller's ACK (`Confirmed`): until it proves the INVITE
     /// came from the caller, no media goes to their address and the call is not queued.
     awaiting_ack: bool,
+    /// The caller came back within `abandoned_resume` and takes their kept place (the
+    /// entry is used up when the call is confirmed).
+    resumes_place: bool,
 }
 
 impl CallCtx {
@@ -1801,7 +1804,21 @@ impl Driver {
         }
         let now = self.now();
         if announce_only.is_none() {
-            match self.orch.admit(&queue, now) {
+            // Calls answered but not queued yet (waiting for their ACK) count as
+            // waiting: a burst of callers cannot answer its way past `max_len`.
+            let calls = &self.calls;
+            let arriving = |q: &QueueId| {
+                calls
+                    .values()
+                    .filter(|c| {
+                        c.queue == *q
+                            && matches!(c.sm.state(), CallState::Incoming)
+                            && !c.announce_only
+                            && !c.ending
+                    })
+                    .count()
+            };
+            match self.orch.admit_with(&queue, now, arriving) {
                 orch::Admission::Join => {}
                 orch::Admission::Overflow { queue: to } => {
                     info!(%call, from = %queue, %to, "queue refuses callers: overflow");
@@ -1828,11 +1845,14 @@ impl Driver {
                 .unwrap_or(0);
             now.saturating_sub(*at) <= keep
         });
+        // The kept place is given up (the entry removed) only once the caller's ACK
+        // proves the call is theirs: a forged INVITE in their name must not take it.
+        let mut resumes_place = false;
         if let Some((q, entered, _)) = self.abandoned.get(&from.user) {
             if *q == queue {
                 info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept");
                 routing = routing.with_entered_at(*entered);
-                self.abandoned.remove(&from.user);
+                resumes_place = true;
             }
         }
         let ring_timeout_ms = self
@@ -1877,6 +1897,7 @@ impl Driver {
                 reserved: None,
                 duplicate_callback: false,
                 awaiting_ack: false,
+                resumes_place,
             },
         );
         if let Some(c) = self.calls.get_mut(&call) {
@@ -2089,6 +2110,9 @@ impl Driver {
             return;
         }
         c.awaiting_ack = false;
+        if c.resumes_place {
+            self.abandoned.remove(&c.caller.user);
+        }
         let queue = c.queue.clone();
         let announce_only = c.announce_only;
         let routing = c.routing.clone();
@@ -2302,6 +2326,10 @@ impl Driver {
         let ours = c.hanging_up.remove(&session);
         // A shutdown ends legs on the engine's initiative, not the caller's or agent's.
         let by_engine = why == HangupCause::Shutdown;
+        // So does the session adapter's BYE to a caller who never ACKed our 200 (the
+        // call is recorded as failed by the engine, not as hung up by the caller).
+        let unconfirmed =
+            session == c.customer && c.awaiting_ack && matches!(why, HangupCause::Failure { .. });
         // Which leg ended, and the other leg that must be ended with it (a BYE is never
         // left unpropagated).
         let side = if session == c.customer {
@@ -2325,7 +2353,11 @@ impl Driver {
             if !ours {
                 c.ending = true;
                 if c.hung_up_by.is_none() {
-                    c.hung_up_by = Some(if by_engine { Side::Engine } else { side });
+                    c.hung_up_by = Some(if by_engine || unconfirmed {
+                        Side::Engine
+                    } else {
+                        side
+                    });
                     c.cause = why.clone();
                 }
             }

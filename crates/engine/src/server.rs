@@ -158,6 +158,13 @@ impl Engine {
             .iter()
             .map(|a| (a.id.clone(), a.password.clone()))
             .collect();
+        if config.sip.t1_ms < 100 {
+            warn!(
+                key = "sip.t1_ms",
+                t1_ms = config.sip.t1_ms,
+                "SIP timer T1 below 100 ms: transactions and unACKed answers are given up after 64·T1, too soon for distant phones"
+            );
+        }
         let session = SessionAdapter::start(
             SessionConfig {
                 udp: config.sip.udp,

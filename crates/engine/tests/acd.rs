@@ -147,6 +147,29 @@ async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
     engine.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_answered_but_not_acked_yet_counts_against_max_len() {
+    let db = temp_db("admit-ack");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues[0].routing = cfg.queues[0]
+        .routing
+        .clone()
+        .with_max_len(1, FullAction::Reject);
+    let engine = Engine::start(cfg).await.unwrap();
+    // The first caller is answered; their ACK is slow to come.
+    let mut first = customer(&engine, "9211").await;
+    let d = first.invite("support", 0).await.expect("answered");
+    // Meanwhile the queue is full already: a clean 486, not an answer and a hang-up.
+    let mut second = customer(&engine, "9212").await;
+    assert_eq!(second.call("support", 0).await.err(), Some(486));
+    // The ACK: the first caller waits (music), and the queue is still full.
+    first.ack(&d).await;
+    assert!(first.recv_rtp(Duration::from_millis(500)).await.len() >= 5);
+    let mut third = customer(&engine, "9213").await;
+    assert_eq!(third.call("support", 0).await.err(), Some(486));
+    engine.shutdown().await;
+}
+
 /// Decoded 20 ms frames of a prompt WAV.
 fn prompt_frames(name: &str) -> Vec<Vec<i32>> {
     let path =
@@ -411,12 +434,15 @@ async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
     engine.shutdown().await;
 }
 
-/// Caller 9601 waits, then 9602; 9601 hangs up and calls again at once. Returns the
-/// caller the agent is offered first once she logs in.
-async fn first_offered(resume_secs: u32, name: &str) -> String {
+/// Caller 9601 waits, then 9602; 9601 hangs up and calls again at once (after a forged
+/// INVITE in 9601's name, never ACKed, if `forged`). Returns the caller the agent is
+/// offered first once she logs in.
+async fn first_offered(resume_secs: u32, forged: bool, name: &str) -> String {
     let db = temp_db(name);
     let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
     cfg.queues[0].abandoned_resume_secs = resume_secs;
+    // An unACKed call ends after 64·T1 = 1.28 s.
+    cfg.sip.t1_ms = 20;
     let engine = Engine::start(cfg).await.unwrap();
     let mut a = customer(&engine, "9601").await;
     let mut da = a.call("support", 0).await.expect("9601 answered (music)");
@@ -424,6 +450,14 @@ async fn first_offered(resume_secs: u32, name: &str) -> String {
     let b = place(customer(&engine, "9602").await).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(a.bye(&mut da).await, 200);
+    if forged {
+        let mut fake = customer(&engine, "9601").await;
+        let d = fake.invite("support", 0).await.expect("answered");
+        assert!(
+            fake.expect_request(&d.call_id, "BYE", WAIT).await.is_some(),
+            "the unACKed call ends"
+        );
+    }
     let a = place(a).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut alice = agent(&engine, "alice").await;
@@ -438,10 +472,16 @@ async fn first_offered(resume_secs: u32, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_who_hangs_up_and_calls_back_soon_keeps_the_place() {
     // With abandoned_resume_secs, 9601 is ahead of 9602 again…
-    let with = first_offered(60, "resume").await;
+    let with = first_offered(60, false, "resume").await;
     assert!(with.contains("9601"), "the returning caller first: {with}");
+    // …also after a forged INVITE in their name, which never proved itself with an ACK…
+    let forged = first_offered(60, true, "forged").await;
+    assert!(
+        forged.contains("9601"),
+        "a forged call does not use up the place: {forged}"
+    );
     // …without it, 9601 is behind.
-    let without = first_offered(0, "noresume").await;
+    let without = first_offered(0, false, "noresume").await;
     assert!(
         without.contains("9602"),
         "the returning caller last: {without}"

@@ -189,6 +189,11 @@ async fn a_caller_who_never_acks_is_hung_up_unqueued_and_recorded_as_failed() {
     let cdrs = wait_cdrs(&engine, 1).await;
     assert_eq!(cdrs[0].caller_user, "5550000");
     assert_eq!(cdrs[0].disposition, Disposition::Failed);
+    assert_eq!(
+        cdrs[0].hung_up_by,
+        Side::Engine,
+        "our BYE, not the caller's"
+    );
     assert!(cdrs[0].entered_queue_at.is_none(), "{:?}", cdrs[0]);
     assert_eq!(cdrs[0].agent, None);
 

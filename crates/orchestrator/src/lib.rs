@@ -1298,6 +1298,18 @@ impl Orchestrator {
     /// (486 for [`RejectCause::Full`], 480 for [`RejectCause::Empty`]). An unknown
     /// queue gives [`RejectCause::UnknownQueue`] (queueing into one is ignored).
     pub fn admit(&self, queue: &QueueId, now: Millis) -> Admission {
+        self.admit_with(queue, now, |_| 0)
+    }
+
+    /// [`admit`](Self::admit), counting `arriving(q)` calls already admitted to queue
+    /// `q` but not queued yet (answered, waiting for the caller's ACK) as if they were
+    /// waiting there: a burst of callers cannot answer its way past `max_len`.
+    pub fn admit_with(
+        &self,
+        queue: &QueueId,
+        now: Millis,
+        arriving: impl Fn(&QueueId) -> usize,
+    ) -> Admission {
         let Some(&first) = self.queue_index.get(queue) else {
             return Admission::Reject {
                 reason: RejectCause::UnknownQueue,
@@ -1306,7 +1318,7 @@ impl Orchestrator {
         let mut qi = first;
         let mut visited = Vec::new();
         loop {
-            let Some((cause, act)) = self.admission(qi, now) else {
+            let Some((cause, act)) = self.admission(qi, now, arriving(&self.queue_name(qi))) else {
                 return if qi == first {
                     Admission::Join
                 } else {
@@ -1837,7 +1849,9 @@ impl Orchestrator {
 
     /// The rules a call joining queue `qi` now meets: `None` to join, else why it is
     /// refused and what happens to it.
-    fn admission(&self, qi: u32, now: Millis) -> Option<(RejectCause, Act)> {
+    /// Why queue `qi` would refuse one more call now, with `arriving` calls on their way
+    /// to it counted as waiting.
+    fn admission(&self, qi: u32, now: Millis, arriving: usize) -> Option<(RejectCause, Act)> {
         let q = self.queues.get(qi as usize)?;
         let c = &q.config;
         let empty = |cond: EmptyCondition| match cond {
@@ -1853,9 +1867,9 @@ impl Orchestrator {
                 return Some((RejectCause::NoAgent, Act::of(&c.empty_action)));
             }
         }
-        if c.max_len
-            .is_some_and(|m| q.waiting.len() >= usize::try_from(m).unwrap_or(usize::MAX))
-        {
+        if c.max_len.is_some_and(|m| {
+            q.waiting.len().saturating_add(arriving) >= usize::try_from(m).unwrap_or(usize::MAX)
+        }) {
             let act = match &c.full_action {
                 FullAction::Reject => Act::Hangup(None),
                 FullAction::Overflow { queue } => Act::Overflow(queue.clone()),
@@ -1897,7 +1911,7 @@ impl Orchestrator {
                 merge_req(&mut w.call_reqs, id, s.min_level);
             }
         }
-        let verdict = self.admission(qi, now);
+        let verdict = self.admission(qi, now, 0);
         self.place(call, w, qi, verdict, now, out);
     }
 
@@ -1938,7 +1952,7 @@ impl Orchestrator {
                         });
                         qi = t;
                         w.since = now;
-                        verdict = self.admission(t, now);
+                        verdict = self.admission(t, now, 0);
                         continue;
                     }
                 },

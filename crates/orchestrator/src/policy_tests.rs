@@ -700,6 +700,19 @@ fn a_full_queue_rejects_or_overflows() {
     // Room again once the caller leaves.
     end(&mut o, 1, 2);
     assert_eq!(o.admit(&q("support"), 3), Admission::Join);
+    // ...unless a call admitted a moment ago is on its way (answered, not queued yet).
+    let arriving = |queue: &QueueId| usize::from(*queue == q("support"));
+    assert_eq!(
+        o.admit_with(&q("support"), 3, arriving),
+        Admission::Reject {
+            reason: RejectCause::Full
+        }
+    );
+    assert_eq!(
+        o.admit_with(&q("support"), 3, |_| 0),
+        Admission::Join,
+        "arriving calls of other queues do not count"
+    );
 
     // Overflow.
     let mut o = orch(
@@ -710,6 +723,13 @@ fn a_full_queue_rejects_or_overflows() {
         vec![AgentProfile::new(a("bob")).with_queue(q("backup"))],
     );
     online(&mut o, "bob", 0);
+    assert_eq!(
+        o.admit_with(&q("support"), 1, |queue| usize::from(
+            *queue == q("support")
+        )),
+        Admission::Overflow { queue: q("backup") },
+        "a call on its way fills the queue too: the next overflows"
+    );
     queued(&mut o, 1, "support", 0);
     assert_eq!(
         o.admit(&q("support"), 1),
