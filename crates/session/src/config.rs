@@ -141,6 +141,13 @@ pub struct SessionConfig {
     /// (default 1000; the engine normally answers within milliseconds). Above it, a new
     /// INVITE is answered 503 with Retry-After before any event is published.
     pub max_offered_calls: usize,
+    /// Session events that may wait for the bus at once (default 4096: a subscriber
+    /// that falls behind back-pressures their publishing). At that many the adapter
+    /// stops reading SIP messages (timers and the engine's commands go on) until the
+    /// engine catches up: the readers then wait, TCP flow control engages and UDP
+    /// datagrams wait in the socket's buffer, so neither the events nor anything else
+    /// grow without bound. Events are never dropped.
+    pub max_pending_events: usize,
 }
 
 impl Default for SessionConfig {
@@ -172,6 +179,7 @@ impl SessionConfig {
             tcp_limits: TcpLimits::default(),
             max_server_transaction_bytes: 128 * 1024 * 1024,
             max_offered_calls: 1000,
+            max_pending_events: 4096,
         }
     }
 
@@ -244,6 +252,9 @@ impl SessionConfig {
         if self.max_offered_calls == 0 {
             return bad("max_offered_calls", "must be at least 1");
         }
+        if self.max_pending_events == 0 {
+            return bad("max_pending_events", "must be at least 1");
+        }
         if self.max_server_transaction_bytes < 64 * 1024 {
             return bad("max_server_transaction_bytes", "must be at least 65536");
         }
@@ -285,6 +296,15 @@ mod tests {
         c3.tcp = None;
         assert!(c3.validate().is_err());
 
+        let mut c7 = c.clone();
+        c7.max_pending_events = 0;
+        assert!(matches!(
+            c7.validate(),
+            Err(SessionError::Config {
+                field: "max_pending_events",
+                ..
+            })
+        ));
         let mut c6 = c.clone();
         c6.max_offered_calls = 0;
         assert!(matches!(

@@ -130,7 +130,11 @@ impl SessionAdapter {
             cfg.tcp_limits.clone(),
         )
         .await?;
-        let (emitter, publisher) = publish::start(bus.publisher("session"), stats.clone());
+        let (emitter, publisher) = publish::start(
+            bus.publisher("session"),
+            stats.clone(),
+            cfg.max_pending_events,
+        );
 
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let forwarder = tokio::spawn(async move {

@@ -2,13 +2,17 @@
 //! publisher task, which publishes them in order with back-pressure
 //! ([`Publisher::publish`] waits while a subscriber's lane is full). A failed publish
 //! (the bus is closed) is counted and logged, at `error` for Critical events.
+//!
+//! The queue is bounded by the core, not here: events are never dropped, so at
+//! [`SessionConfig::max_pending_events`](crate::SessionConfig) waiting the core stops
+//! reading SIP (see [`Emitter::backlogged`]) until the publisher gets through.
 
 use crate::stats::Stats;
 use call_engine_bus::{EventId, Message, Priority, Publisher};
 use call_engine_events::{EngineEvent, SessionEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
@@ -16,13 +20,19 @@ use tracing::{error, warn};
 pub(crate) struct Emitter {
     tx: mpsc::UnboundedSender<(SessionEvent, Option<EventId>)>,
     stats: Arc<Stats>,
+    /// `max_pending_events`.
+    limit: u64,
+    /// Notified when the events waiting fall below `limit`.
+    room: Arc<Notify>,
 }
 
 impl Emitter {
     /// Queues an event caused by `causation` (the command it results from).
     pub fn emit(&self, event: SessionEvent, causation: Option<EventId>) {
+        self.stats.pending_events.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError((event, _))) = self.tx.send((event, causation)) {
             // Only after the publisher task died: the event cannot reach the bus.
+            self.stats.pending_events.fetch_sub(1, Ordering::Relaxed);
             self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
             let ev = EngineEvent::Session(event);
             if ev.priority() == Priority::Critical {
@@ -32,21 +42,43 @@ impl Emitter {
             }
         }
     }
+
+    /// Whether `max_pending_events` events wait for the bus: the core then reads no more
+    /// SIP until [`room`](Self::room) is notified.
+    pub fn backlogged(&self) -> bool {
+        self.stats.pending_events.load(Ordering::Relaxed) >= self.limit
+    }
+
+    /// Notified when the events waiting fall below `max_pending_events` (perhaps
+    /// spuriously: check [`backlogged`](Self::backlogged) again).
+    pub fn room(&self) -> Arc<Notify> {
+        self.room.clone()
+    }
 }
 
-/// Starts the publisher task.
+/// Starts the publisher task; the core reads no SIP while `limit` events wait.
 pub(crate) fn start(
     publisher: Publisher<EngineEvent>,
     stats: Arc<Stats>,
+    limit: usize,
 ) -> (Emitter, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(SessionEvent, Option<EventId>)>();
     let task_stats = stats.clone();
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    let room = Arc::new(Notify::new());
+    let task_room = room.clone();
     let handle = tokio::spawn(async move {
         while let Some((event, causation)) = rx.recv().await {
             let ev = EngineEvent::Session(event);
             let correlation = ev.correlation();
             let priority = ev.priority();
-            match publisher.publish(correlation, causation, ev).await {
+            let published = publisher.publish(correlation, causation, ev).await;
+            // On the way down the count passes `limit` exactly once: the core waits
+            // for that.
+            if task_stats.pending_events.fetch_sub(1, Ordering::Relaxed) == limit {
+                task_room.notify_one();
+            }
+            match published {
                 Ok(_) => {
                     task_stats.published.fetch_add(1, Ordering::Relaxed);
                 }
@@ -67,5 +99,13 @@ pub(crate) fn start(
             }
         }
     });
-    (Emitter { tx, stats }, handle)
+    (
+        Emitter {
+            tx,
+            stats,
+            limit,
+            room,
+        },
+        handle,
+    )
 }

@@ -15,6 +15,8 @@ pub(crate) struct Stats {
     pub tcp_limited: AtomicU64,
     pub overloaded: AtomicU64,
     pub auth_failures_unreported: AtomicU64,
+    pub pending_events: AtomicU64,
+    pub reading_paused: AtomicU64,
 }
 
 /// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
@@ -46,6 +48,12 @@ pub struct SessionStats {
     /// Failed authentications answered 403 without an `AuthenticationFailed` event: the
     /// same source address had one reported less than a second before.
     pub auth_failures_unreported: u64,
+    /// Session events waiting for the bus now (at most
+    /// [`SessionConfig::max_pending_events`](crate::SessionConfig)).
+    pub pending_events: u64,
+    /// Times the adapter stopped reading SIP because `max_pending_events` events were
+    /// waiting for the bus (the engine behind).
+    pub reading_paused: u64,
 }
 
 impl Stats {
@@ -62,6 +70,8 @@ impl Stats {
             tcp_limited: l(&self.tcp_limited),
             overloaded: l(&self.overloaded),
             auth_failures_unreported: l(&self.auth_failures_unreported),
+            pending_events: l(&self.pending_events),
+            reading_paused: l(&self.reading_paused),
         }
     }
 }

@@ -23,7 +23,10 @@ struct Caller {
 
 impl Caller {
     async fn new(env: &Env) -> Caller {
-        let ua = Ua::udp(env.udp).await;
+        Caller::over(Ua::udp(env.udp).await)
+    }
+
+    fn over(ua: Ua) -> Caller {
         Caller {
             call_id: rand_token(),
             from: format!("\"Jane Doe\" <sip:+15551234@{DOMAIN}>;tag={}", rand_token()),
@@ -161,7 +164,12 @@ async fn answer(
 
 /// A caller whose call was answered, ACKed and confirmed to the engine.
 async fn established(env: &mut Env) -> (Caller, CallId, SessionId) {
-    let mut caller = Caller::new(env).await;
+    let caller = Caller::new(env).await;
+    established_by(env, caller).await
+}
+
+/// [`established`], for `caller`.
+async fn established_by(env: &mut Env, mut caller: Caller) -> (Caller, CallId, SessionId) {
     let (call, session) = offer_call(env, &mut caller).await;
     answer(env, &mut caller, call, session).await;
     ack_confirmed(env, &mut caller, call, session).await;
@@ -786,5 +794,73 @@ async fn a_cancel_goes_through_when_new_requests_are_refused_for_overload() {
         cause: HangupCause::Cancelled,
     };
     assert_eq!(ended, cancelled);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_engine_that_falls_behind_pauses_sip_reading_and_loses_no_event() {
+    const LIMIT: usize = 32;
+    const N: usize = 600;
+    let mut env = Env::start_with_bus(
+        |c| c.max_pending_events = LIMIT,
+        call_engine_bus::EventBusConfig {
+            broadcast_capacity: 8,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Over TCP: nothing lost on the way (a UDP flood may overrun the socket's buffer).
+    let caller = Caller::over(Ua::tcp(env.tcp).await);
+    let (mut caller, call, session) = established_by(&mut env, caller).await;
+    // The engine (this test) stops taking events while the caller sends a flood of
+    // DTMF INFOs, each an event.
+    let digit = |i: usize| char::from(b'0' + (i % 10) as u8);
+    for i in 0..N {
+        let body = format!("Signal={}\r\nDuration=100\r\n", digit(i));
+        caller
+            .in_dialog("INFO", &[], Some(("application/dtmf-relay", &body)))
+            .await;
+    }
+    // The adapter stops reading SIP once LIMIT events wait for the bus...
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.sip().stats().reading_paused == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reading never paused"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stats = env.sip().stats();
+    assert!(stats.pending_events <= LIMIT as u64, "{stats:?}");
+    // ...so it answered only the INFOs whose events fit the bus's lane (8), the
+    // publisher's hands (1) and the pending ones.
+    let mut answered = 0;
+    while let Some(m) = caller.ua.recv_within(Duration::from_millis(100)).await {
+        answered += usize::from(m.status() == Some(200));
+    }
+    assert!(
+        answered <= LIMIT + 9,
+        "answered {answered} of {N} while paused"
+    );
+    // The engine catches up: every event arrives, in order, and every INFO is answered.
+    for i in 0..N {
+        assert_eq!(
+            env.event().await.event,
+            SessionEvent::DtmfReceived {
+                call,
+                session,
+                digit: digit(i)
+            },
+            "event {i}"
+        );
+    }
+    while answered < N {
+        let m = caller.ua.recv().await;
+        answered += usize::from(m.status() == Some(200));
+    }
+    let stats = env.sip().stats();
+    assert_eq!(stats.pending_events, 0, "{stats:?}");
+    assert_eq!(stats.publish_failures, 0);
     env.shutdown().await;
 }

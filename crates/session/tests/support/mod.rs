@@ -67,9 +67,14 @@ impl Env {
     }
 
     pub async fn start_with(f: impl FnOnce(&mut SessionConfig)) -> Env {
+        Env::start_with_bus(f, EventBusConfig::default()).await
+    }
+
+    /// [`start_with`](Self::start_with) on a bus configured with `bus`.
+    pub async fn start_with_bus(f: impl FnOnce(&mut SessionConfig), bus: EventBusConfig) -> Env {
         let mut cfg = test_config();
         f(&mut cfg);
-        let bus = EventBus::<EngineEvent>::new(EventBusConfig::default()).unwrap();
+        let bus = EventBus::<EngineEvent>::new(bus).unwrap();
         let events = bus.subscribe(Filter::topic(topics::SESSION_EVENTS));
         let commands = bus.publisher("test");
         let ids = Arc::new(IdAllocator::new());
