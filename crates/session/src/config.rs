@@ -142,11 +142,11 @@ pub struct SessionConfig {
     /// INVITE is answered 503 with Retry-After before any event is published.
     pub max_offered_calls: usize,
     /// Session events that may wait for the bus at once (default 4096: a subscriber
-    /// that falls behind back-pressures their publishing). At that many the adapter
-    /// stops reading SIP messages (timers and the engine's commands go on) until the
-    /// engine catches up: the readers then wait, TCP flow control engages and UDP
-    /// datagrams wait in the socket's buffer, so neither the events nor anything else
-    /// grow without bound. Events are never dropped.
+    /// that falls behind back-pressures their publishing). At that many, requests that
+    /// would add events (INVITE, REGISTER, INFO, REFER, re-INVITE…) are answered 503
+    /// with Retry-After until the engine catches up; responses, ACK, CANCEL, BYE and
+    /// OPTIONS are still handled, so calls in progress go on. Events are never
+    /// dropped.
     pub max_pending_events: usize,
 }
 

@@ -4,15 +4,16 @@
 //! (the bus is closed) is counted and logged, at `error` for Critical events.
 //!
 //! The queue is bounded by the core, not here: events are never dropped, so at
-//! [`SessionConfig::max_pending_events`](crate::SessionConfig) waiting the core stops
-//! reading SIP (see [`Emitter::backlogged`]) until the publisher gets through.
+//! [`SessionConfig::max_pending_events`](crate::SessionConfig) waiting the core
+//! answers 503 to the requests that would add more (see [`Emitter::backlogged`]) until
+//! the publisher gets through.
 
 use crate::stats::Stats;
 use call_engine_bus::{EventId, Message, Priority, Publisher};
 use call_engine_events::{EngineEvent, SessionEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
@@ -22,8 +23,6 @@ pub(crate) struct Emitter {
     stats: Arc<Stats>,
     /// `max_pending_events`.
     limit: u64,
-    /// Notified when the events waiting fall below `limit`.
-    room: Arc<Notify>,
 }
 
 impl Emitter {
@@ -43,20 +42,14 @@ impl Emitter {
         }
     }
 
-    /// Whether `max_pending_events` events wait for the bus: the core then reads no more
-    /// SIP until [`room`](Self::room) is notified.
+    /// Whether `max_pending_events` events wait for the bus: the core then refuses the
+    /// requests that would add more.
     pub fn backlogged(&self) -> bool {
         self.stats.pending_events.load(Ordering::Relaxed) >= self.limit
     }
-
-    /// Notified when the events waiting fall below `max_pending_events` (perhaps
-    /// spuriously: check [`backlogged`](Self::backlogged) again).
-    pub fn room(&self) -> Arc<Notify> {
-        self.room.clone()
-    }
 }
 
-/// Starts the publisher task; the core reads no SIP while `limit` events wait.
+/// Starts the publisher task; the core sheds new work while `limit` events wait.
 pub(crate) fn start(
     publisher: Publisher<EngineEvent>,
     stats: Arc<Stats>,
@@ -65,19 +58,13 @@ pub(crate) fn start(
     let (tx, mut rx) = mpsc::unbounded_channel::<(SessionEvent, Option<EventId>)>();
     let task_stats = stats.clone();
     let limit = u64::try_from(limit).unwrap_or(u64::MAX);
-    let room = Arc::new(Notify::new());
-    let task_room = room.clone();
     let handle = tokio::spawn(async move {
         while let Some((event, causation)) = rx.recv().await {
             let ev = EngineEvent::Session(event);
             let correlation = ev.correlation();
             let priority = ev.priority();
             let published = publisher.publish(correlation, causation, ev).await;
-            // On the way down the count passes `limit` exactly once: the core waits
-            // for that.
-            if task_stats.pending_events.fetch_sub(1, Ordering::Relaxed) == limit {
-                task_room.notify_one();
-            }
+            task_stats.pending_events.fetch_sub(1, Ordering::Relaxed);
             match published {
                 Ok(_) => {
                     task_stats.published.fetch_add(1, Ordering::Relaxed);
@@ -99,13 +86,5 @@ pub(crate) fn start(
             }
         }
     });
-    (
-        Emitter {
-            tx,
-            stats,
-            limit,
-            room,
-        },
-        handle,
-    )
+    (Emitter { tx, stats, limit }, handle)
 }

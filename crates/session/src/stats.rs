@@ -16,7 +16,6 @@ pub(crate) struct Stats {
     pub overloaded: AtomicU64,
     pub auth_failures_unreported: AtomicU64,
     pub pending_events: AtomicU64,
-    pub reading_paused: AtomicU64,
 }
 
 /// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
@@ -43,17 +42,16 @@ pub struct SessionStats {
     /// Requests answered 503 because the server transactions were over their budget
     /// ([`SessionConfig::max_server_transaction_bytes`](crate::SessionConfig)), or
     /// INVITEs because too many calls waited for the engine's answer
-    /// (`max_offered_calls`).
+    /// (`max_offered_calls`), or requests that would add events while
+    /// `max_pending_events` waited for the bus.
     pub overloaded: u64,
     /// Failed authentications answered 403 without an `AuthenticationFailed` event: the
     /// same source address had one reported less than a second before.
     pub auth_failures_unreported: u64,
-    /// Session events waiting for the bus now (at most
-    /// [`SessionConfig::max_pending_events`](crate::SessionConfig)).
+    /// Session events waiting for the bus now (about
+    /// [`SessionConfig::max_pending_events`](crate::SessionConfig) at most: past it,
+    /// requests that would add more are refused, counted in `overloaded`).
     pub pending_events: u64,
-    /// Times the adapter stopped reading SIP because `max_pending_events` events were
-    /// waiting for the bus (the engine behind).
-    pub reading_paused: u64,
 }
 
 impl Stats {
@@ -71,7 +69,6 @@ impl Stats {
             overloaded: l(&self.overloaded),
             auth_failures_unreported: l(&self.auth_failures_unreported),
             pending_events: l(&self.pending_events),
-            reading_paused: l(&self.reading_paused),
         }
     }
 }

@@ -310,34 +310,39 @@ impl Transports {
                     debug!(%addr, "TCP connection opened");
                     me.run_conn(stream, addr, id, rx, false);
                 }
-                Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()),
-                Err(_) => me.connect_failed(addr, id, "connect timed out"),
+                Ok(Err(e)) => me.connect_failed(addr, id, &e.to_string()).await,
+                Err(_) => me.connect_failed(addr, id, "connect timed out").await,
             }
         });
         id
     }
 
-    fn connect_failed(&self, addr: SocketAddr, id: u64, why: &str) {
+    async fn connect_failed(&self, addr: SocketAddr, id: u64, why: &str) {
         warn!(%addr, error = why, "TCP connect failed");
         // Lost even if a connection from that address replaced it meanwhile: what was
-        // sent went nowhere.
-        if self.take_conn(addr, id).is_none() {
-            self.lost(addr, id);
-        }
+        // sent went nowhere. Told before the slot is given up (see `run_conn`'s reader).
+        let _ = self.inbound.send(Self::lost_msg(addr, id)).await;
+        drop(self.take_conn(addr, id));
     }
 
-    /// Tells the core that connection `id` to `addr` is gone (see
-    /// [`Inbound::ConnectionLost`]). Never waits: if the core's queue is full, a task
-    /// waits for room.
-    fn lost(&self, addr: SocketAddr, id: u64) {
-        let msg = Inbound::ConnectionLost {
+    fn lost_msg(addr: SocketAddr, id: u64) -> Inbound {
+        Inbound::ConnectionLost {
             peer: Peer {
                 transport: Transport::Tcp,
                 addr,
             },
             conn: id,
-        };
-        if let Err(mpsc::error::TrySendError::Full(msg)) = self.inbound.try_send(msg) {
+        }
+    }
+
+    /// Tells the core that connection `id` to `addr` is gone (see
+    /// [`Inbound::ConnectionLost`]), from code that cannot wait: if the core's queue is
+    /// full, a task waits for room. (These closes come from sending, which a core with
+    /// a full queue does little of; a reader's own close waits instead.)
+    fn lost(&self, addr: SocketAddr, id: u64) {
+        if let Err(mpsc::error::TrySendError::Full(msg)) =
+            self.inbound.try_send(Self::lost_msg(addr, id))
+        {
             let inbound = self.inbound.clone();
             tokio::spawn(async move {
                 let _ = inbound.send(msg).await;
@@ -346,31 +351,26 @@ impl Transports {
     }
 
     /// Takes connection `id` to `addr` out of the registry (if it is still there: a
-    /// newer connection from the same address may have replaced it), and tells the core
-    /// it is lost.
+    /// newer connection from the same address may have replaced it).
     fn take_conn(&self, addr: SocketAddr, id: u64) -> Option<Conn> {
-        let taken = {
-            let mut conns = self.conns.lock();
-            match conns.get(&addr) {
-                Some(c) if c.id == id => conns.remove(&addr),
-                _ => None,
-            }
-        };
-        if taken.is_some() {
-            self.lost(addr, id);
+        let mut conns = self.conns.lock();
+        match conns.get(&addr) {
+            Some(c) if c.id == id => conns.remove(&addr),
+            _ => None,
         }
-        taken
     }
 
-    /// Forgets the connection; its writer sends what is queued, then closes.
-    fn remove_conn(&self, addr: SocketAddr, id: u64) {
-        drop(self.take_conn(addr, id));
+    /// Whether connection `id` is still the registry's connection to `addr`.
+    fn is_current(&self, addr: SocketAddr, id: u64) -> bool {
+        self.conns.lock().get(&addr).is_some_and(|c| c.id == id)
     }
 
-    /// Removes the connection and stops its tasks (the socket closes at once).
+    /// Removes the connection, stops its tasks (the socket closes at once) and tells
+    /// the core it is lost.
     fn close_conn(&self, addr: SocketAddr, id: u64) {
         if let Some(c) = self.take_conn(addr, id) {
             c.abort();
+            self.lost(addr, id);
         }
     }
 
@@ -538,8 +538,16 @@ impl Transports {
                     }
                 }
             }
+            drop(rd);
             debug!(%addr, "TCP connection closed");
-            me.remove_conn(addr, id);
+            // The core learns of the loss after every frame the connection carried (the
+            // same queue, in order), waiting for room if it is behind. The connection
+            // keeps its slot until then, so closed connections waiting here stay within
+            // the connection caps. Its writer then sends what is queued, and closes.
+            if me.is_current(addr, id) {
+                let _ = me.inbound.send(Self::lost_msg(addr, id)).await;
+            }
+            drop(me.take_conn(addr, id));
         });
         let mut conns = self.conns.lock();
         match conns.get_mut(&addr) {
@@ -548,9 +556,12 @@ impl Transports {
                 c.writer = Some(writer);
             }
             _ => {
-                // Replaced or removed meanwhile (shutdown): do not leak the tasks.
+                // Replaced or removed meanwhile (shutdown): do not leak the tasks. What
+                // was queued for it is not sent.
                 reader.abort();
                 writer.abort();
+                drop(conns);
+                self.lost(addr, id);
             }
         }
     }

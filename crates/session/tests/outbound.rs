@@ -23,8 +23,13 @@ fn caller() -> Party {
 /// A phone registered over TCP with a contact nobody could connect to (like a phone
 /// behind NAT): requests reach it only over the registration's connection.
 async fn registered_over_tcp(env: &mut Env) -> (Ua, &'static str) {
-    let mut phone = Ua::tcp(env.tcp).await;
     let contact = "sip:alice@127.0.0.1:9;transport=tcp";
+    (register_over_tcp(env, contact).await, contact)
+}
+
+/// A new TCP connection registering `contact` for alice (or refreshing it).
+async fn register_over_tcp(env: &mut Env, contact: &str) -> Ua {
+    let mut phone = Ua::tcp(env.tcp).await;
     assert_eq!(
         phone
             .register("alice", "secret", contact, 60)
@@ -36,7 +41,7 @@ async fn registered_over_tcp(env: &mut Env) -> (Ua, &'static str) {
         env.event().await.event,
         SessionEvent::Registered { .. }
     ));
-    (phone, contact)
+    phone
 }
 
 async fn invite(env: &Env, target: &str) -> (CallId, SessionId, call_engine_bus::EventId) {
@@ -67,6 +72,29 @@ async fn tcp_invite(env: &Env, listener: &TcpListener) -> (CallId, SessionId, Ua
     let inv = phone.recv().await;
     assert_eq!(inv.method(), Some("INVITE"));
     (call, session, phone, inv)
+}
+
+/// The phone answers `inv` with 200 (Contact `contact`) over TCP: it is ACKed over
+/// TCP and reported `Answered`.
+async fn answer_over_tcp(
+    env: &mut Env,
+    phone: &mut Ua,
+    inv: &Msg,
+    tag: &str,
+    contact: &str,
+    call: CallId,
+    session: SessionId,
+) {
+    let ok = reply(inv, 200, "OK", tag)
+        .h("Contact", format!("<{contact}>"))
+        .body("application/sdp", SDP_OFFER);
+    phone.send(&ok).await;
+    let ack = phone.recv_where(|m| m.method() == Some("ACK")).await;
+    assert!(ack.h("Via").starts_with("SIP/2.0/TCP "));
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::Answered { call: c, session: s, .. } if (c, s) == (call, session)
+    ));
 }
 
 /// The agent phone answers: a tagged response to the INVITE.
@@ -431,16 +459,7 @@ async fn outbound_call_over_tcp() {
         env.event().await.event,
         SessionEvent::Ringing { call, session }
     );
-    let ok = reply(&inv, 200, "OK", &tag)
-        .h("Contact", format!("<{target}>"))
-        .body("application/sdp", SDP_OFFER);
-    phone.send(&ok).await;
-    let ack = phone.recv_where(|m| m.method() == Some("ACK")).await;
-    assert!(ack.h("Via").starts_with("SIP/2.0/TCP "));
-    assert!(matches!(
-        env.event().await.event,
-        SessionEvent::Answered { .. }
-    ));
+    answer_over_tcp(&mut env, &mut phone, &inv, &tag, &target, call, session).await;
     env.command(SessionCommand::Hangup { call, session }).await;
     let bye = phone.recv_where(|m| m.method() == Some("BYE")).await;
     phone
@@ -537,24 +556,49 @@ async fn given_up_for_transport(env: &mut Env, call: CallId, session: SessionId)
 }
 
 #[tokio::test]
-async fn a_ringing_phone_whose_tcp_connection_drops_is_given_up_at_once() {
+async fn a_ringing_phone_that_reconnects_answers_over_its_new_connection() {
     let mut env = Env::start().await;
     // The phone's connection carries its registration and our INVITE.
     let (mut phone, contact) = registered_over_tcp(&mut env).await;
     let (call, session, _) = invite(&env, contact).await;
     let inv = phone.recv().await;
-    phone
-        .send(&reply(&inv, 180, "Ringing", &rand_token()).build())
-        .await;
+    let tag = rand_token();
+    phone.send(&reply(&inv, 180, "Ringing", &tag).build()).await;
     assert_eq!(
         env.event().await.event,
         SessionEvent::Ringing { call, session }
     );
-    // The softphone quits: its connection closes while it rings. Its final response
-    // can no longer come back, so the leg ends now, not at the ring timeout.
+    // Its connection drops while it rings: the INVITE stays (RFC 3261 18.2.2: the final
+    // response may come over a new connection).
     drop(phone);
-    given_up_for_transport(&mut env, call, session).await;
-    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    assert!(env.event_within(Duration::from_millis(300)).await.is_none());
+    // It reconnects, refreshes its registration and answers over the new connection.
+    let mut phone = register_over_tcp(&mut env, contact).await;
+    answer_over_tcp(&mut env, &mut phone, &inv, &tag, contact, call, session).await;
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_probe_whose_tcp_connection_closes_unanswered_reports_unreachable_at_once() {
+    // The RFC's timers: Timer F would take 32 s, beyond the test's wait.
+    let mut env = Env::start_with(|c| c.timers = call_engine_session::SipTimers::default()).await;
+    let (mut phone, contact) = registered_over_tcp(&mut env).await;
+    let agent = AgentId::new("alice");
+    env.command(SessionCommand::Probe {
+        agent: agent.clone(),
+        contact: contact.into(),
+    })
+    .await;
+    assert_eq!(phone.recv().await.method(), Some("OPTIONS"));
+    drop(phone);
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::ContactProbed {
+            agent,
+            contact: contact.into(),
+            reachable: false
+        }
+    );
     env.shutdown().await;
 }
 

@@ -17,6 +17,18 @@ use tracing::{debug, info, warn};
 const OVERLOAD_RETRY_AFTER_SECS: u32 = 5;
 
 impl Core {
+    /// Answers 503 with Retry-After, keeping nothing.
+    fn refuse_overloaded(&mut self, req: &InRequest, why: &'static str) {
+        self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+        debug!(method = %req.method, sip_call_id = %req.call_id, peer = %req.peer, why, "overloaded: 503");
+        let tag = req.to_tag.is_none().then(new_tag);
+        let resp = self
+            .response(req, 503, tag.as_deref())
+            .header("Retry-After", OVERLOAD_RETRY_AFTER_SECS.to_string())
+            .finish(None);
+        self.tp.send(req.response_peer(), resp);
+    }
+
     pub(super) fn on_request(&mut self, req: InRequest) {
         debug!(
             method = %req.method,
@@ -62,15 +74,19 @@ impl Core {
             && !(req.method == Method::Cancel
                 && self.server.contains_key(&req.server_key_for("INVITE")))
         {
-            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-            debug!(method = %req.method, sip_call_id = %req.call_id, peer = %req.peer, "server transactions over budget: 503");
-            let tag = req.to_tag.is_none().then(new_tag);
-            let resp = self
-                .response(&req, 503, tag.as_deref())
-                .header("Retry-After", OVERLOAD_RETRY_AFTER_SECS.to_string())
-                .finish(None);
-            self.tp.send(req.response_peer(), resp);
-            return;
+            return self.refuse_overloaded(&req, "server transactions over budget");
+        }
+        // Too many events wait for the bus (the engine is behind): a request that would
+        // add more gets 503 with Retry-After, so that they stay bounded
+        // (`max_pending_events`). Those that end something go on (an ACK, a CANCEL, a
+        // BYE: one event per leg at most), and OPTIONS (none).
+        if self.emitter.backlogged()
+            && !matches!(
+                req.method,
+                Method::Ack | Method::Cancel | Method::Bye | Method::Options
+            )
+        {
+            return self.refuse_overloaded(&req, "session events not getting through");
         }
         // We support no SIP extension: a required one gets 420 (RFC 3261 8.2.2.3).
         if !matches!(req.method, Method::Ack | Method::Cancel) {

@@ -339,22 +339,7 @@ impl Core {
 
     /// Runs until shutdown (or until the bus closes).
     pub async fn run(mut self, mut input: CoreInputs) {
-        let room = self.emitter.room();
-        let mut paused = false;
         loop {
-            // Too many events wait for the bus (the engine is behind): no more SIP is
-            // read until they get through; timers and commands go on.
-            let backlogged = self.emitter.backlogged();
-            if backlogged && !paused {
-                self.stats.reading_paused.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    pending = self.stats.pending_events.load(Ordering::Relaxed),
-                    "session events are not getting through to the engine: SIP reading paused"
-                );
-            } else if paused && !backlogged {
-                info!("session events got through: SIP reading resumed");
-            }
-            paused = backlogged;
             let deadline = self.timers.next_deadline();
             let sleep = async move {
                 match deadline {
@@ -365,8 +350,7 @@ impl Core {
             tokio::select! {
                 _ = &mut input.shutdown => break,
                 _ = sleep => self.fire_timers(),
-                _ = room.notified(), if backlogged => {}
-                msg = input.inbound.recv(), if !backlogged => match msg {
+                msg = input.inbound.recv() => match msg {
                     Some(m) => self.on_inbound(m),
                     None => break,
                 },

@@ -358,15 +358,14 @@ impl Core {
 
     /// Timer B/F, or a transport failure: the transaction got no final response.
     /// Timer B or F fired, or (`transport_failed`) the request's connection was lost:
-    /// the transaction ends without its final response. A lost connection also ends an
-    /// INVITE already ringing (its final response cannot come back).
+    /// the transaction ends without its final response. Not an INVITE that got a
+    /// provisional response: its final one may still come over a new connection (RFC
+    /// 3261 18.2.2), and the ring timeout (Timer C, or the engine's) bounds it.
     pub(super) fn client_timeout(&mut self, key: &str, transport_failed: bool) {
         let Some(txn) = self.client.get(key) else {
             return;
         };
-        let ringing = txn.method == Method::Invite && txn.state == ClientState::Proceeding;
-        let ends = txn.awaiting_final() || (transport_failed && ringing);
-        if !ends {
+        if !txn.awaiting_final() {
             return;
         }
         let Some(txn) = self.client.remove(key) else {
@@ -441,8 +440,8 @@ impl Core {
     }
 
     /// TCP connection `conn` to `peer` failed or closed: the transactions whose request
-    /// went out on it end now instead of at their timeout (not those on a newer
-    /// connection to the same address).
+    /// went out on it and got no response yet end now instead of at their timeout (not
+    /// those on a newer connection to the same address).
     pub(super) fn on_connection_lost(&mut self, peer: Peer, conn: u64) {
         let keys: Vec<String> = self
             .client
