@@ -794,11 +794,15 @@ impl Bench {
             _ => 0.0,
         };
 
-        // Call records are written asynchronously: give the recorder a moment.
+        // Call records are written asynchronously: give the recorder a moment. The
+        // dispositions are counted one query after another while records still arrive,
+        // so wait on their sum (each count can only have grown since it was taken: a
+        // sum that reaches `ok` proves every one of them final), not on `all` (taken
+        // last, it can be complete while `answered`, taken first, was not yet).
         let mut cdrs = Cdrs::default();
         for _ in 0..50 {
             cdrs = count_cdrs(&self.db_url, Some(since_ms))?;
-            if cdrs.all >= ok {
+            if cdrs.answered + cdrs.abandoned + cdrs.no_agent + cdrs.failed >= ok {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
