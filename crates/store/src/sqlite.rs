@@ -477,8 +477,10 @@ impl SqliteBackend {
             .await
             .map_err(StoreError::db(OP))?;
         let mut seqs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            seqs.push(row.insert(&mut tx).await?);
+        // One statement per chunk: each statement is a round trip to SQLite's worker
+        // thread, which dominated appending one row at a time.
+        for chunk in rows.chunks(EVENT_ROWS_PER_INSERT) {
+            seqs.extend(EventRow::insert_all(chunk, &mut tx).await?);
         }
         tx.commit().await.map_err(StoreError::db(OP))?;
         trace!(n = seqs.len(), "events appended");
@@ -742,29 +744,55 @@ impl<'a> EventRow<'a> {
         })
     }
 
-    async fn insert(&self, conn: &mut SqliteConnection) -> Result<u64, StoreError> {
-        let e = self.env;
-        let seq: i64 = sqlx::query_scalar(
+    /// Inserts `rows` with one statement; their sequence numbers, in `rows`' order.
+    async fn insert_all(
+        rows: &[EventRow<'_>],
+        conn: &mut SqliteConnection,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut qb = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (event_id, correlation, causation, source, priority, bus_ts_ns,
-                                 recorded_at_ms, kind, payload)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             RETURNING seq",
-        )
-        .bind(id_to_db(e.id.0))
-        .bind(id_to_db(e.correlation.0))
-        .bind(e.causation.map(|c| id_to_db(c.0)))
-        .bind(e.source)
-        .bind(e.priority.name())
-        .bind(id_to_db(e.timestamp.0))
-        .bind(self.recorded)
-        .bind(&self.kind)
-        .bind(&self.payload)
-        .fetch_one(conn)
-        .await
-        .map_err(StoreError::db("append event"))?;
-        u64::try_from(seq).map_err(|_| StoreError::corrupt("events", "seq", format!("{seq}")))
+                                 recorded_at_ms, kind, payload) ",
+        );
+        qb.push_values(rows, |mut b, row| {
+            let e = row.env;
+            b.push_bind(id_to_db(e.id.0))
+                .push_bind(id_to_db(e.correlation.0))
+                .push_bind(e.causation.map(|c| id_to_db(c.0)))
+                .push_bind(e.source)
+                .push_bind(e.priority.name())
+                .push_bind(id_to_db(e.timestamp.0))
+                .push_bind(row.recorded)
+                .push_bind(row.kind.as_str())
+                .push_bind(row.payload.as_str());
+        });
+        qb.push(" RETURNING seq");
+        let mut seqs: Vec<i64> = qb
+            .build_query_scalar()
+            .fetch_all(conn)
+            .await
+            .map_err(StoreError::db("append events"))?;
+        if seqs.len() != rows.len() {
+            return Err(StoreError::corrupt(
+                "events",
+                "seq",
+                format!("{} rows inserted, {} returned", rows.len(), seqs.len()),
+            ));
+        }
+        // RETURNING gives no order; `seq` is AUTOINCREMENT, so the rows of one statement
+        // got increasing numbers in the order they were inserted.
+        seqs.sort_unstable();
+        seqs.into_iter()
+            .map(|seq| {
+                u64::try_from(seq)
+                    .map_err(|_| StoreError::corrupt("events", "seq", format!("{seq}")))
+            })
+            .collect()
     }
 }
+
+/// Event rows per INSERT statement: 9 parameters each, far below SQLite's limit of
+/// 32,766 parameters per statement.
+const EVENT_ROWS_PER_INSERT: usize = 256;
 
 fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
     const T: &str = "events";

@@ -7,7 +7,7 @@ use call_engine_bus::{
 };
 use call_engine_events::{
     AgentEvent, AgentId, AgentStatus, CallEvent, CallId, Disposition, EngineEvent, HangupCause,
-    Party, QueueId, Side,
+    Party, QueueEvent, QueueId, Side,
 };
 use call_engine_store::{
     hangup_cause_label, AgentRecord, Cdr, CdrInsert, CdrQuery, QueueRecord, Store, StoreError,
@@ -831,6 +831,57 @@ async fn event_log_appends_and_reads_back_in_order() {
     assert_eq!(store.events_of(corr).await.unwrap(), log);
     let s5 = store.append_event(&created).await.unwrap();
     assert!(s5 > batch[1]);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_large_batch_is_appended_in_order_across_statements() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let corr = CorrelationId(7);
+    // More events than one INSERT statement carries (256), with an agent's event
+    // interleaved in another correlation, and one appended before.
+    let first = store
+        .append_event(&envelope(
+            1,
+            corr,
+            None,
+            EngineEvent::Queue(QueueEvent::CallerJoined {
+                queue: QueueId::new("support"),
+                call: CallId(7),
+                position: 1,
+            }),
+        ))
+        .await
+        .unwrap();
+    let batch: Vec<_> = (0..600u64)
+        .map(|i| {
+            envelope(
+                100 + i,
+                corr,
+                Some(99 + i),
+                EngineEvent::Queue(QueueEvent::CallerJoined {
+                    queue: QueueId::new("support"),
+                    call: CallId(7),
+                    position: u32::try_from(i).unwrap(),
+                }),
+            )
+        })
+        .collect();
+    let seqs = store.append_events(&batch).await.unwrap();
+    assert_eq!(seqs.len(), 600);
+    assert!(seqs[0] > first);
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive, in order"
+    );
+    let log = store.events_of(corr).await.unwrap();
+    assert_eq!(log.len(), 601);
+    for ((stored, sent), seq) in log[1..].iter().zip(&batch).zip(&seqs) {
+        assert_eq!(stored.seq, *seq);
+        assert_eq!(stored.id, sent.id);
+        assert_eq!(stored.causation, sent.causation);
+        assert_eq!(stored.payload, sent.payload);
+    }
     store.close().await;
 }
 
