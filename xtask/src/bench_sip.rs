@@ -542,10 +542,16 @@ fn run_in(o: Options, bin: &Path, dir: &Path) -> Result<bool, String> {
     let sip_port = free_udp_port()?;
     let db = dir.join("bench.db");
     let db_url = format!("sqlite://{}", db.display());
+    // The reconciler's probes (an OPTIONS to every registered contact and every live
+    // dialog, every 30 s by default) would reach the SIPp agents' scenario, which is no
+    // phone: each out-of-dialog OPTIONS counts as one of its `-m` calls, so the last
+    // 500 calls of a step found no agent. The probes stay out of the run (at 30 s they
+    // are about 17 OPTIONS/s for 500 agents, no load).
     let mut cfg = format!(
         "[sip]\nudp = \"127.0.0.1:{sip_port}\"\ndomain = \"{DOMAIN}\"\n\n\
          [media]\naddress = \"127.0.0.1\"\nrtp_ports = \"40000-49999\"\n\n\
          [store]\nurl = \"{db_url}\"\n\n\
+         [reconciler]\ninterval_secs = 3600\n\n\
          [[queue]]\nname = \"{QUEUE}\"\nstrategy = \"longest-idle-agent\"\nmoh = \"builtin\"\nring_timeout_secs = 15\n"
     );
     let mut csv = String::from("SEQUENTIAL\n");
@@ -656,6 +662,10 @@ impl Bench {
             .args(["-i", "127.0.0.1", "-nostdin"])
             .args(["-p", &port.to_string()])
             .args(["-key", "domain", DOMAIN])
+            // Answer the engine's in-dialog OPTIONS (its reconciler probes every live
+            // dialog every 30 s) with 200, as a phone does; otherwise SIPp aborts the
+            // call on an "unexpected message".
+            .arg("-aa")
             .arg("-trace_err")
             .arg("-error_file")
             .arg(f("errors.log"))

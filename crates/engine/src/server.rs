@@ -49,20 +49,45 @@ pub struct Engine {
     logger: JoinHandle<()>,
 }
 
+/// How long the event log and the call recorder gather what else arrives after a first
+/// event or record, so that one transaction carries many: a commit per handful of events
+/// was most of the store's cost under load. A crash loses at most this much more.
+const STORE_LINGER: Duration = Duration::from_millis(10);
+
 /// Appends every call, agent and queue event to the store's event log, in batches, until
 /// the bus closes. A failed write is retried once, then reported (the engine goes on).
 async fn log_events(store: Store, mut rx: Receiver<EngineEvent>) {
-    let mut batch = Vec::with_capacity(256);
-    loop {
+    const MAX_BATCH: usize = 1024;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut closed = false;
+    while !closed {
         batch.clear();
-        match rx.recv_batch(&mut batch).await {
-            Ok(_) => {}
-            Err(RecvError::Lagged(n)) => {
-                // Only Low-priority events can be shed; none of the logged ones are Low.
-                warn!(missed = n, "event log lagged");
-                continue;
+        let mut until = None;
+        while batch.len() < MAX_BATCH {
+            let got = match until {
+                None => rx.recv_batch(&mut batch).await,
+                Some(t) => match tokio::time::timeout_at(t, rx.recv_batch(&mut batch)).await {
+                    Ok(got) => got,
+                    Err(_) => break,
+                },
+            };
+            match got {
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    // Only Low-priority events can be shed; none of the logged ones are Low.
+                    warn!(missed = n, "event log lagged");
+                }
+                Err(RecvError::Closed) => {
+                    closed = true;
+                    break;
+                }
             }
-            Err(RecvError::Closed) => break,
+            if !batch.is_empty() && until.is_none() {
+                until = Some(tokio::time::Instant::now() + STORE_LINGER);
+            }
+        }
+        if batch.is_empty() {
+            continue;
         }
         let mut result = store.append_events(batch.iter().map(|e| &**e)).await;
         if result.is_err() {
@@ -75,18 +100,19 @@ async fn log_events(store: Store, mut rx: Receiver<EngineEvent>) {
     }
 }
 
-/// Stores the call records as they come, those ready together in one transaction (a
-/// commit per call was most of the store's cost under load). If a batch fails, its
+/// Stores the call records as they come, those arriving within [`STORE_LINGER`] of
+/// each other in one transaction. If a batch fails, its
 /// records are stored one by one, so that one bad record loses only itself.
 async fn record_calls(store: Store, mut rx: mpsc::UnboundedReceiver<CallRecord>) {
     const MAX_BATCH: usize = 256;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(r) = rx.recv().await {
         batch.push(to_cdr(r));
+        let until = tokio::time::Instant::now() + STORE_LINGER;
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(to_cdr(r)),
-                Err(_) => break,
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(r)) => batch.push(to_cdr(r)),
+                Ok(None) | Err(_) => break,
             }
         }
         if let Err(e) = store.insert_cdrs(&batch).await {
