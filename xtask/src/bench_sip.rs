@@ -662,9 +662,10 @@ impl Bench {
             .args(["-i", "127.0.0.1", "-nostdin"])
             .args(["-p", &port.to_string()])
             .args(["-key", "domain", DOMAIN])
-            // Answer the engine's in-dialog OPTIONS (its reconciler probes every live
-            // dialog every 30 s) with 200, as a phone does; otherwise SIPp aborts the
-            // call on an "unexpected message".
+            // Answer an in-dialog OPTIONS (the engine's reconciler probes live dialogs;
+            // the bench keeps it out of the run, see `run_in`) with 200, as a phone
+            // does, should one land: otherwise SIPp aborts the call on an "unexpected
+            // message".
             .arg("-aa")
             .arg("-trace_err")
             .arg("-error_file")

@@ -1374,6 +1374,14 @@ mod tests {
     }
 
     #[test]
+    fn the_default_t1_is_the_session_adapters() {
+        assert_eq!(
+            std::time::Duration::from_millis(u64::from(SipConfig::DEFAULT_T1_MS)),
+            call_engine_session::SipTimers::default().t1
+        );
+    }
+
+    #[test]
     fn sip_t1_is_checked_and_optional() {
         assert_eq!(parse(DEMO).unwrap().sip.t1_ms, 500);
         let with = DEMO.replacen("[sip]\n", "[sip]\nt1_ms = 250\n", 1);

@@ -2,7 +2,7 @@
 
 use crate::config::{Config, Moh};
 use crate::driver::{CallRecord, Driver, QueueSettings};
-use call_engine_bus::{EventBus, EventBusConfig, Filter, Receiver, RecvError, TopicSet};
+use call_engine_bus::{EventBus, EventBusConfig, Filter, Receiver, TopicSet};
 use call_engine_events::{
     topics, AgentEvent, AgentId, AudioSource, EngineEvent, IdAllocator, QueueId,
 };
@@ -72,12 +72,11 @@ async fn log_events(store: Store, mut rx: Receiver<EngineEvent>) {
                 },
             };
             match got {
+                // Only Low-priority events can be shed; none of the logged ones are Low.
+                Ok(info) if info.missed > 0 => warn!(missed = info.missed, "event log lagged"),
                 Ok(_) => {}
-                Err(RecvError::Lagged(n)) => {
-                    // Only Low-priority events can be shed; none of the logged ones are Low.
-                    warn!(missed = n, "event log lagged");
-                }
-                Err(RecvError::Closed) => {
+                Err(_) => {
+                    // Closed (a batch receive reports lag in its `BatchInfo`).
                     closed = true;
                     break;
                 }

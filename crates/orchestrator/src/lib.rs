@@ -1318,7 +1318,7 @@ impl Orchestrator {
         let mut qi = first;
         let mut visited = Vec::new();
         loop {
-            let Some((cause, act)) = self.admission(qi, now, arriving(&self.queue_name(qi))) else {
+            let Some((cause, act)) = self.admission(qi, now, &arriving) else {
                 return if qi == first {
                     Admission::Join
                 } else {
@@ -1848,10 +1848,14 @@ impl Orchestrator {
     }
 
     /// The rules a call joining queue `qi` now meets: `None` to join, else why it is
-    /// refused and what happens to it.
-    /// Why queue `qi` would refuse one more call now, with `arriving` calls on their way
-    /// to it counted as waiting.
-    fn admission(&self, qi: u32, now: Millis, arriving: usize) -> Option<(RejectCause, Act)> {
+    /// refused and what happens to it. `arriving(q)` calls on their way to queue `q`
+    /// count as waiting (asked only of a queue with a `max_len`).
+    fn admission(
+        &self,
+        qi: u32,
+        now: Millis,
+        arriving: &dyn Fn(&QueueId) -> usize,
+    ) -> Option<(RejectCause, Act)> {
         let q = self.queues.get(qi as usize)?;
         let c = &q.config;
         let empty = |cond: EmptyCondition| match cond {
@@ -1868,7 +1872,8 @@ impl Orchestrator {
             }
         }
         if c.max_len.is_some_and(|m| {
-            q.waiting.len().saturating_add(arriving) >= usize::try_from(m).unwrap_or(usize::MAX)
+            q.waiting.len().saturating_add(arriving(&c.name))
+                >= usize::try_from(m).unwrap_or(usize::MAX)
         }) {
             let act = match &c.full_action {
                 FullAction::Reject => Act::Hangup(None),
@@ -1911,7 +1916,7 @@ impl Orchestrator {
                 merge_req(&mut w.call_reqs, id, s.min_level);
             }
         }
-        let verdict = self.admission(qi, now, 0);
+        let verdict = self.admission(qi, now, &|_| 0);
         self.place(call, w, qi, verdict, now, out);
     }
 
@@ -1952,7 +1957,7 @@ impl Orchestrator {
                         });
                         qi = t;
                         w.since = now;
-                        verdict = self.admission(t, now, 0);
+                        verdict = self.admission(t, now, &|_| 0);
                         continue;
                     }
                 },

@@ -709,7 +709,7 @@ fn a_full_queue_rejects_or_overflows() {
         }
     );
     assert_eq!(
-        o.admit_with(&q("support"), 3, |_| 0),
+        o.admit_with(&q("support"), 3, |queue| usize::from(*queue == q("other"))),
         Admission::Join,
         "arriving calls of other queues do not count"
     );

@@ -70,9 +70,10 @@ pub(crate) enum Inbound {
     /// A datagram or a complete stream frame.
     Data { data: Bytes, peer: Peer },
     /// TCP connection `conn` to `peer` could not be opened, or it closed (the peer
-    /// closed it, it failed, or a limit closed it): no response to a request sent over
-    /// it can come back on it. Not sent when a newer connection from the same address
-    /// replaced it (responses come over that one), nor at shutdown.
+    /// closed it, it failed, or a limit closed it), or it was replaced before it opened:
+    /// no response to a request sent over it can come back on it. Not sent when an
+    /// open connection is replaced by a newer one from the same address (responses come
+    /// over that one); perhaps sent twice, or at shutdown (harmless: ids are unique).
     ConnectionLost { peer: Peer, conn: u64 },
     /// A host name of an outbound request's target was resolved.
     Resolved {

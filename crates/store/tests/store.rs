@@ -838,8 +838,7 @@ async fn event_log_appends_and_reads_back_in_order() {
 async fn a_large_batch_is_appended_in_order_across_statements() {
     let store = Store::open("sqlite::memory:").await.unwrap();
     let corr = CorrelationId(7);
-    // More events than one INSERT statement carries (256), with an agent's event
-    // interleaved in another correlation, and one appended before.
+    // More events than one INSERT statement carries (256), after one appended alone.
     let first = store
         .append_event(&envelope(
             1,

@@ -13,7 +13,8 @@ use smol_str::SmolStr;
 use std::sync::atomic::Ordering;
 use tracing::{debug, info, warn};
 
-/// The Retry-After of a 503 sent when the server transactions are over budget.
+/// The Retry-After of a 503 sent for overload: the server transactions over budget,
+/// too many calls waiting for the engine's answer, or too many events for the bus.
 const OVERLOAD_RETRY_AFTER_SECS: u32 = 5;
 
 impl Core {

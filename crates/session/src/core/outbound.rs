@@ -356,7 +356,6 @@ impl Core {
             .after(next, TimerKind::ClientRetransmit(key.to_string()));
     }
 
-    /// Timer B/F, or a transport failure: the transaction got no final response.
     /// Timer B or F fired, or (`transport_failed`) the request's connection was lost:
     /// the transaction ends without its final response. Not an INVITE that got a
     /// provisional response: its final one may still come over a new connection (RFC
@@ -440,13 +439,14 @@ impl Core {
     }
 
     /// TCP connection `conn` to `peer` failed or closed: the transactions whose request
-    /// went out on it and got no response yet end now instead of at their timeout (not
-    /// those on a newer connection to the same address).
+    /// went out on it and got no final response end now instead of at their timeout
+    /// (except a ringing INVITE: see `client_timeout`). Connection ids are never reused,
+    /// so those on a newer connection to the same address are not touched.
     pub(super) fn on_connection_lost(&mut self, peer: Peer, conn: u64) {
         let keys: Vec<String> = self
             .client
             .iter()
-            .filter(|(_, t)| t.peer == peer && t.conn == Some(conn))
+            .filter(|(_, t)| t.conn == Some(conn))
             .map(|(k, _)| k.clone())
             .collect();
         if !keys.is_empty() {
