@@ -101,14 +101,19 @@ async fn max_wait_overflows_to_another_queue_where_an_agent_answers() {
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
-    let db = temp_db("admit");
-    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+/// `cfg` with its first queue (support) full at one waiting caller (then 486).
+fn with_max_len_1(mut cfg: call_engine::config::Config) -> call_engine::config::Config {
     cfg.queues[0].routing = cfg.queues[0]
         .routing
         .clone()
         .with_max_len(1, FullAction::Reject);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
+    let db = temp_db("admit");
+    let mut cfg = with_max_len_1(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]));
     let mut closed = QueueSection::new("night", Strategy::LongestIdleAgent);
     closed.business_hours = Some(BusinessHours::new()); // never open
     closed.closed_action = call_engine::config::ClosedAction::Reject;
@@ -150,11 +155,7 @@ async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_answered_but_not_acked_yet_counts_against_max_len() {
     let db = temp_db("admit-ack");
-    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
-    cfg.queues[0].routing = cfg.queues[0]
-        .routing
-        .clone()
-        .with_max_len(1, FullAction::Reject);
+    let cfg = with_max_len_1(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]));
     let engine = Engine::start(cfg).await.unwrap();
     // The first caller is answered; their ACK is slow to come.
     let mut first = customer(&engine, "9211").await;
