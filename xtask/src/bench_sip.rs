@@ -39,10 +39,12 @@ struct Options {
     agents: u32,
     keep: bool,
     trace_msg: bool,
+    /// A prebuilt engine binary to run instead of building one (A/B runs of two builds).
+    engine: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: cargo xtask bench sip [--quick] [--rates 20,50,100] [--secs N] \
-[--hold MS] [--agents N] [--trace-msg] [--keep]
+[--hold MS] [--agents N] [--trace-msg] [--keep] [--engine PATH]
 
   --quick       short run: 20, 50, 100 calls/s, 3 s each
   --rates LIST  offered call rates (calls/s), in order
@@ -52,6 +54,9 @@ const USAGE: &str = "usage: cargo xtask bench sip [--quick] [--rates 20,50,100] 
   --agents N    registered agents (default 500; keep it above rate x hold)
   --trace-msg   SIPp -trace_msg (every SIP message to a file; slows SIPp down)
   --keep        keep the working directory (config, database, SIPp logs)
+  --engine PATH run this engine binary instead of building one (to compare two
+                builds: copy each one's target/release/call-engine aside and
+                alternate runs)
 
 Environment: RUST_LOG for the engine (default warn).";
 
@@ -63,6 +68,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         agents: 500,
         keep: false,
         trace_msg: false,
+        engine: None,
     };
     let mut quick = false;
     let mut secs = None;
@@ -89,6 +95,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--quick" => quick = true,
             "--keep" => o.keep = true,
             "--trace-msg" => o.trace_msg = true,
+            "--engine" => o.engine = Some(PathBuf::from(value("--engine")?)),
             "--secs" => secs = Some(number("--secs", value("--secs")?)?),
             "--hold" => o.hold_ms = number("--hold", value("--hold")?)?,
             "--agents" => o.agents = number("--agents", value("--agents")?)?,
@@ -514,12 +521,17 @@ pub fn run(args: &[String], cargo: impl Fn() -> Command) -> Result<(), String> {
             "`sipp` (SIPp) is not on PATH: install it with `apt-get install -y sip-tester`".into(),
         );
     }
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "call-engine"]);
-    crate::run("build the engine (release)", build)?;
-    let bin = target_dir(&mut cargo())?
-        .join("release")
-        .join("call-engine");
+    let bin = match o.engine.clone() {
+        Some(bin) => bin,
+        None => {
+            let mut build = cargo();
+            build.args(["build", "--release", "-p", "call-engine"]);
+            crate::run("build the engine (release)", build)?;
+            target_dir(&mut cargo())?
+                .join("release")
+                .join("call-engine")
+        }
+    };
     if !bin.is_file() {
         return Err(format!("{} was not built", bin.display()));
     }
