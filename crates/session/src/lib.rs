@@ -66,7 +66,7 @@ pub use registrar::{Binding, Bindings};
 pub use stats::SessionStats;
 pub use transport::Transport;
 
-use call_engine_bus::{EventBus, Filter, RecvError};
+use call_engine_bus::{EventBus, Filter};
 use call_engine_events::{topics, EngineEvent, IdAllocator};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,7 +89,6 @@ pub struct SessionAdapter {
     transports: Arc<transport::Transports>,
     shutdown_tx: Option<oneshot::Sender<()>>,
     core: Option<JoinHandle<()>>,
-    forwarder: Option<JoinHandle<()>>,
     publisher: Option<JoinHandle<()>>,
 }
 
@@ -116,7 +115,7 @@ impl SessionAdapter {
         let cfg = Arc::new(config);
         let stats = Arc::new(stats::Stats::default());
         // Subscribe first: no command published after `start` returns is missed.
-        let mut commands_rx = bus.subscribe(Filter::topic(topics::SESSION_COMMANDS));
+        let commands_rx = bus.subscribe(Filter::topic(topics::SESSION_COMMANDS));
         // Bounded: a reader waits while the core is this far behind (TCP flow control
         // engages, UDP datagrams wait in the socket's buffer, the kernel drops the rest).
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -136,28 +135,6 @@ impl SessionAdapter {
             cfg.max_pending_events,
         );
 
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let forwarder = tokio::spawn(async move {
-            loop {
-                match commands_rx.recv().await {
-                    Ok(ev) => {
-                        if let EngineEvent::SessionCommand(cmd) = &ev.payload {
-                            if cmd_tx.send((cmd.clone(), ev.id)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        warn!(
-                            missed = n,
-                            "session commands were shed by the bus (low priority lane)"
-                        );
-                    }
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-
         let registrar = registrar::Registrar::default();
         let bindings = registrar.view();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
@@ -171,7 +148,7 @@ impl SessionAdapter {
         );
         let core = tokio::spawn(core.run(core::CoreInputs {
             inbound: inbound_rx,
-            commands: cmd_rx,
+            commands: commands_rx,
             shutdown: shutdown_rx,
         }));
         info!(udp = ?transports.udp_addr, tcp = ?transports.tcp_addr, domain = %cfg.domain, "session adapter started");
@@ -183,7 +160,6 @@ impl SessionAdapter {
             transports,
             shutdown_tx: Some(shutdown_tx),
             core: Some(core),
-            forwarder: Some(forwarder),
             publisher: Some(publisher),
         })
     }
@@ -219,9 +195,6 @@ impl SessionAdapter {
                 error!(error = %e, "session core task failed");
             }
         }
-        if let Some(f) = self.forwarder.take() {
-            f.abort();
-        }
         // The core dropped the emitter: the publisher drains what is queued, then ends.
         if let Some(p) = self.publisher.take() {
             let abort = p.abort_handle();
@@ -240,13 +213,9 @@ impl SessionAdapter {
 
 impl Drop for SessionAdapter {
     fn drop(&mut self) {
-        for h in [
-            self.core.take(),
-            self.forwarder.take(),
-            self.publisher.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for h in [self.core.take(), self.publisher.take()]
+            .into_iter()
+            .flatten()
         {
             h.abort();
         }

@@ -1,7 +1,10 @@
-//! Publishing session events. The core never waits on the bus: it queues events to one
-//! publisher task, which publishes them in order with back-pressure
-//! ([`Publisher::publish`] waits while a subscriber's lane is full). A failed publish
-//! (the bus is closed) is counted and logged, at `error` for Critical events.
+//! Publishing session events. The core never waits on the bus: when no event waits
+//! before it, it publishes an event itself ([`Publisher::try_publish`], the common case:
+//! no hand-over to another task); otherwise (or when a subscriber's lane is full) it
+//! queues it to one publisher task, which publishes them in order with back-pressure
+//! ([`Publisher::publish`] waits while a subscriber's lane is full). Order is kept: the
+//! core publishes directly only while nothing is queued. A failed publish (the bus is
+//! closed) is counted and logged, at `error` for Critical events.
 //!
 //! The queue is bounded by the core, not here: events are never dropped, so at
 //! [`SessionConfig::max_pending_events`](crate::SessionConfig) waiting the core
@@ -9,7 +12,7 @@
 //! the publisher gets through.
 
 use crate::stats::Stats;
-use call_engine_bus::{EventId, Message, Priority, Publisher};
+use call_engine_bus::{EventId, Message, Priority, PublishError, Publisher};
 use call_engine_events::{EngineEvent, SessionEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use tracing::{error, warn};
 
 /// The core's handle for emitting events.
 pub(crate) struct Emitter {
+    /// The core's own handle, for the direct path.
+    publisher: Publisher<EngineEvent>,
     tx: mpsc::UnboundedSender<(SessionEvent, Option<EventId>)>,
     stats: Arc<Stats>,
     /// `max_pending_events`.
@@ -28,17 +33,41 @@ pub(crate) struct Emitter {
 impl Emitter {
     /// Queues an event caused by `causation` (the command it results from).
     pub fn emit(&self, event: SessionEvent, causation: Option<EventId>) {
+        // Nothing queued (Acquire: pairs with the task's decrement after its publish, so
+        // every queued event is on the bus before this one): publish here.
+        let event = if self.stats.pending_events.load(Ordering::Acquire) == 0 {
+            let ev = EngineEvent::Session(event);
+            match self.publisher.try_publish(ev.correlation(), causation, ev) {
+                Ok(_) => {
+                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(PublishError::Closed(ev)) => {
+                    self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    lost(&ev, "session event lost: the bus is closed");
+                    return;
+                }
+                // A subscriber's lane is full: the task waits for room.
+                Err(PublishError::Full(EngineEvent::Session(event))) => event,
+                Err(PublishError::Full(other)) => {
+                    // Not built above; cannot happen. Counted and logged, not lost silently.
+                    self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
+                    lost(&other, "session event lost: not a session event");
+                    return;
+                }
+            }
+        } else {
+            event
+        };
         self.stats.pending_events.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::error::SendError((event, _))) = self.tx.send((event, causation)) {
             // Only after the publisher task died: the event cannot reach the bus.
             self.stats.pending_events.fetch_sub(1, Ordering::Relaxed);
             self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
-            let ev = EngineEvent::Session(event);
-            if ev.priority() == Priority::Critical {
-                error!(call = ?ev.call(), event = ?ev, "session event lost: publisher stopped");
-            } else {
-                warn!(call = ?ev.call(), event = ?ev, "session event lost: publisher stopped");
-            }
+            lost(
+                &EngineEvent::Session(event),
+                "session event lost: publisher stopped",
+            );
         }
     }
 
@@ -56,6 +85,7 @@ pub(crate) fn start(
     limit: usize,
 ) -> (Emitter, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<(SessionEvent, Option<EventId>)>();
+    let direct = publisher.clone();
     let task_stats = stats.clone();
     let limit = u64::try_from(limit).unwrap_or(u64::MAX);
     let handle = tokio::spawn(async move {
@@ -64,7 +94,8 @@ pub(crate) fn start(
             let correlation = ev.correlation();
             let priority = ev.priority();
             let published = publisher.publish(correlation, causation, ev).await;
-            task_stats.pending_events.fetch_sub(1, Ordering::Relaxed);
+            // Release: the core publishes directly once this reaches 0 (see `emit`).
+            task_stats.pending_events.fetch_sub(1, Ordering::Release);
             match published {
                 Ok(_) => {
                     task_stats.published.fetch_add(1, Ordering::Relaxed);
@@ -86,5 +117,83 @@ pub(crate) fn start(
             }
         }
     });
-    (Emitter { tx, stats, limit }, handle)
+    (
+        Emitter {
+            publisher: direct,
+            tx,
+            stats,
+            limit,
+        },
+        handle,
+    )
+}
+
+/// Logs an event that cannot reach the bus: at `error` for a Critical one.
+fn lost(ev: &EngineEvent, what: &str) {
+    if ev.priority() == Priority::Critical {
+        error!(call = ?ev.call(), event = ?ev, "{what}");
+    } else {
+        warn!(call = ?ev.call(), event = ?ev, "{what}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use call_engine_bus::{EventBus, EventBusConfig, Filter};
+    use call_engine_events::{topics, CallId, SessionId};
+
+    fn dtmf(n: u64) -> SessionEvent {
+        SessionEvent::DtmfReceived {
+            call: CallId(1),
+            session: SessionId(n),
+            digit: '1',
+        }
+    }
+
+    fn session_of(e: &EngineEvent) -> u64 {
+        match e {
+            EngineEvent::Session(SessionEvent::DtmfReceived { session, .. }) => session.0,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Events emitted while earlier ones wait for room go behind them, also once the
+    /// subscriber has room again (the direct path is taken only when nothing waits).
+    #[tokio::test(flavor = "current_thread")]
+    async fn events_keep_their_order_through_a_full_lane() {
+        let bus = EventBus::<EngineEvent>::new(EventBusConfig {
+            shard_count: 1,
+            broadcast_capacity: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut rx = bus.subscribe(Filter::topic(topics::SESSION_EVENTS));
+        let stats = Arc::new(Stats::default());
+        let (emitter, task) = start(bus.publisher("session"), stats.clone(), 100);
+        // 1 and 2 fill the lane (published directly); 3 to 5 wait in the queue.
+        for n in 1..=5 {
+            emitter.emit(dtmf(n), None);
+        }
+        assert_eq!(stats.pending_events.load(Ordering::Relaxed), 3);
+        assert_eq!(session_of(&rx.recv().await.unwrap().payload), 1);
+        // Room for one again, but the queued events come first: 6 is queued too (the
+        // publisher task has not run since).
+        emitter.emit(dtmf(6), None);
+        assert_eq!(stats.pending_events.load(Ordering::Relaxed), 4);
+        let mut got = vec![];
+        while got.len() < 5 {
+            got.push(session_of(&rx.recv().await.unwrap().payload));
+        }
+        assert_eq!(got, vec![2, 3, 4, 5, 6]);
+        // Drained: the direct path again, nothing queued.
+        tokio::task::yield_now().await;
+        assert_eq!(stats.pending_events.load(Ordering::Relaxed), 0);
+        emitter.emit(dtmf(7), None);
+        assert_eq!(stats.pending_events.load(Ordering::Relaxed), 0);
+        assert_eq!(session_of(&rx.recv().await.unwrap().payload), 7);
+        assert_eq!(stats.published.load(Ordering::Relaxed), 7);
+        drop(emitter);
+        task.await.unwrap();
+    }
 }

@@ -21,9 +21,10 @@ use crate::stats::Stats;
 use crate::timer::{TimerKind, Timers};
 use crate::transport::{Inbound, Peer, Transport, Transports};
 use bytes::Bytes;
-use call_engine_bus::EventId;
+use call_engine_bus::{EventId, Receiver, RecvError};
 use call_engine_events::{
-    AgentId, CallId, HangupCause, IdAllocator, Party, SessionCommand, SessionEvent, SessionId,
+    AgentId, CallId, EngineEvent, HangupCause, IdAllocator, Party, SessionCommand, SessionEvent,
+    SessionId,
 };
 use rvoip_sip_core::Method;
 use std::collections::HashMap;
@@ -274,7 +275,9 @@ struct CachedAck {
 /// The channels the core listens on.
 pub(crate) struct CoreInputs {
     pub inbound: mpsc::Receiver<Inbound>,
-    pub commands: mpsc::UnboundedReceiver<(SessionCommand, EventId)>,
+    /// The bus subscription to [`topics::SESSION_COMMANDS`](call_engine_events::topics),
+    /// read here directly (no forwarding task in between).
+    pub commands: Receiver<EngineEvent>,
     pub shutdown: oneshot::Receiver<()>,
 }
 
@@ -339,24 +342,45 @@ impl Core {
 
     /// Runs until shutdown (or until the bus closes).
     pub async fn run(mut self, mut input: CoreInputs) {
+        // One timer, moved when the earliest deadline changes (not a new one registered
+        // for every message).
+        let far = || Instant::now() + Duration::from_secs(86_400);
+        let mut armed = self.timers.next_deadline();
+        let sleep = tokio::time::sleep_until(armed.unwrap_or_else(far));
+        tokio::pin!(sleep);
         loop {
             let deadline = self.timers.next_deadline();
-            let sleep = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if deadline != armed {
+                armed = deadline;
+                sleep.as_mut().reset(deadline.unwrap_or_else(far));
+            }
             tokio::select! {
                 _ = &mut input.shutdown => break,
-                _ = sleep => self.fire_timers(),
+                _ = &mut sleep => {
+                    if armed.is_some() {
+                        self.fire_timers();
+                    }
+                    // Fired: armed again (at the next deadline, or far away) next turn.
+                    armed = None;
+                    sleep.as_mut().reset(far());
+                }
                 msg = input.inbound.recv() => match msg {
                     Some(m) => self.on_inbound(m),
                     None => break,
                 },
+                // Cancel-safe: `recv` takes an event only when it returns it.
                 cmd = input.commands.recv() => match cmd {
-                    Some((c, id)) => self.on_command(c, id),
-                    None => {
+                    Ok(ev) => {
+                        if let EngineEvent::SessionCommand(c) = &ev.payload {
+                            let (c, id) = (c.clone(), ev.id);
+                            drop(ev);
+                            self.on_command(c, id);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(missed = n, "session commands were shed by the bus (low priority lane)");
+                    }
+                    Err(RecvError::Closed) => {
                         warn!("the bus closed: the session adapter stops");
                         break;
                     }
