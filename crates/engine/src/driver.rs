@@ -13,11 +13,11 @@ use call_engine_events::{
 use call_engine_orchestrator::{self as orch, Orchestrator, Output};
 use call_engine_state::{Call, CallAction, CallConfig, CallInput, CallState, CallTimer, Millis};
 use smol_str::SmolStr;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 /// Per-queue settings the driver needs.
@@ -100,6 +100,78 @@ enum TimerKey {
     Announce(CallId),
     /// Next periodic message for a waiting call.
     Periodic(CallId),
+}
+
+/// The driver's timers: a deadline (ms since the driver's origin) per key, earliest first.
+/// Re-arming or cancelling a key leaves its old heap entry behind, skipped when it comes
+/// up; the heap is rebuilt when such entries outnumber the armed ones, so it stays within
+/// twice the armed timers (plus a few).
+#[derive(Default)]
+struct TimerHeap {
+    /// Armed: key → (generation, deadline).
+    armed: HashMap<TimerKey, (u64, u64)>,
+    /// Armed: generation → key.
+    by_gen: HashMap<u64, TimerKey>,
+    /// (deadline, generation), earliest on top; stale generations are skipped.
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    gen: u64,
+}
+
+impl TimerHeap {
+    /// Arms `key` for `at`, replacing an earlier arming of it.
+    fn arm(&mut self, key: TimerKey, at: u64) {
+        self.gen += 1;
+        if let Some((old, _)) = self.armed.insert(key.clone(), (self.gen, at)) {
+            self.by_gen.remove(&old);
+        }
+        self.by_gen.insert(self.gen, key);
+        self.heap.push(Reverse((at, self.gen)));
+        self.compact();
+    }
+
+    fn cancel(&mut self, key: &TimerKey) {
+        if let Some((g, _)) = self.armed.remove(key) {
+            self.by_gen.remove(&g);
+            self.compact();
+        }
+    }
+
+    /// The armed keys.
+    fn keys(&self) -> impl Iterator<Item = &TimerKey> {
+        self.armed.keys()
+    }
+
+    /// The earliest deadline in the heap: an armed timer's, or a stale entry's (which
+    /// only makes the driver wake early, for nothing).
+    fn next_at(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next key due by `now`, disarmed; skips stale entries.
+    fn pop_due(&mut self, now: u64) -> Option<TimerKey> {
+        while let Some(&Reverse((at, gen))) = self.heap.peek() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(key) = self.by_gen.remove(&gen) {
+                self.armed.remove(&key);
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    /// Rebuilds the heap from the armed timers once stale entries outnumber them.
+    fn compact(&mut self) {
+        if self.heap.len() > 2 * self.armed.len() + 64 {
+            self.heap = self
+                .armed
+                .values()
+                .map(|&(g, at)| Reverse((at, g)))
+                .collect();
+        }
+    }
 }
 
 struct CallCtx {
@@ -186,11 +258,8 @@ pub struct Driver {
     /// Registered contacts per agent, oldest first.
     contacts: BTreeMap<AgentId, Vec<SmolStr>>,
     calls: HashMap<CallId, CallCtx>,
-    /// Armed timers with their generation: a fire from an older arming is ignored.
-    timers: HashMap<TimerKey, (u64, AbortHandle)>,
-    timer_gen: u64,
-    timer_tx: mpsc::UnboundedSender<(TimerKey, u64)>,
-    timer_rx: mpsc::UnboundedReceiver<(TimerKey, u64)>,
+    /// The driver's timers, run in its own loop (no task per timer).
+    timers: TimerHeap,
     /// Teardowns the call machines asked for, run after the current event.
     deferred: Vec<(CallId, Side, HangupCause)>,
     /// Calls removed here, to be forgotten by the orchestrator after the current event.
@@ -326,7 +395,6 @@ impl Driver {
         records: mpsc::UnboundedSender<CallRecord>,
         max_calls: usize,
     ) -> Self {
-        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let agent_ids = routing.agents.iter().map(|a| a.id.clone()).collect();
         let orch = Orchestrator::with_config(routing);
         let mut stats = orch::StatsBook::default();
@@ -345,10 +413,7 @@ impl Driver {
             queues,
             contacts: BTreeMap::new(),
             calls: HashMap::new(),
-            timers: HashMap::new(),
-            timer_gen: 0,
-            timer_tx,
-            timer_rx,
+            timers: TimerHeap::default(),
             deferred: Vec::new(),
             forget: Vec::new(),
             records,
@@ -415,7 +480,17 @@ impl Driver {
             .unwrap_or(std::time::Duration::from_secs(86_400 * 365));
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One sleep for all the driver's timers, moved when the earliest deadline changes.
+        let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+        let mut armed = self.next_timer_at();
+        let sleep = tokio::time::sleep_until(armed.unwrap_or_else(far));
+        tokio::pin!(sleep);
         loop {
+            let next = self.next_timer_at();
+            if next != armed {
+                armed = next;
+                sleep.as_mut().reset(next.unwrap_or_else(far));
+            }
             tokio::select! {
                 _ = tick.tick(), if self.reconcile_every.is_some() => self.reconcile().await,
                 ev = self.rx.recv() => match ev {
@@ -427,7 +502,12 @@ impl Driver {
                     Err(RecvError::Lagged(n)) => debug!(missed = n, "telemetry shed"),
                     Err(RecvError::Closed) => break,
                 },
-                Some((key, gen)) = self.timer_rx.recv() => self.on_timer(key, gen).await,
+                _ = &mut sleep => {
+                    self.fire_due_timers().await;
+                    // Armed again at the next deadline (or far away) next turn.
+                    armed = None;
+                    sleep.as_mut().reset(far());
+                }
                 Some(req) = next_control(&mut self.control_rx) => self.on_control(req).await,
             }
             while let Some((call, by, why)) = self.deferred.pop() {
@@ -450,36 +530,29 @@ impl Driver {
     }
 
     fn start_timer(&mut self, key: TimerKey, at: u64) {
-        if let Some((_, old)) = self.timers.remove(&key) {
-            old.abort();
-        }
-        let delay = at.saturating_sub(self.now());
-        let tx = self.timer_tx.clone();
-        self.timer_gen += 1;
-        let gen = self.timer_gen;
-        let k = key.clone();
-        let h = tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-            // The driver may be gone at shutdown: nothing to do then.
-            let _ = tx.send((k, gen));
-        });
-        self.timers.insert(key, (gen, h.abort_handle()));
+        self.timers.arm(key, at);
     }
 
     fn cancel_timer(&mut self, key: &TimerKey) {
-        if let Some((_, h)) = self.timers.remove(key) {
-            h.abort();
+        self.timers.cancel(key);
+    }
+
+    /// The instant the earliest armed timer is due, if any.
+    fn next_timer_at(&self) -> Option<tokio::time::Instant> {
+        self.timers.next_at().map(|at| {
+            tokio::time::Instant::from_std(self.origin + std::time::Duration::from_millis(at))
+        })
+    }
+
+    /// Runs every timer due by now, earliest first.
+    async fn fire_due_timers(&mut self) {
+        let now = self.now();
+        while let Some(key) = self.timers.pop_due(now) {
+            self.on_timer(key).await;
         }
     }
 
-    async fn on_timer(&mut self, key: TimerKey, gen: u64) {
-        // A fire that raced with a cancel or re-arm belongs to an older arming: ignore it.
-        match self.timers.get(&key) {
-            Some((g, _)) if *g == gen => {
-                self.timers.remove(&key);
-            }
-            _ => return,
-        }
+    async fn on_timer(&mut self, key: TimerKey) {
         match key {
             TimerKey::Orch(t) => self.orch_input(None, orch::Input::Timer(t)).await,
             TimerKey::Call(call, t) => self.call_input(None, call, CallInput::Timer(t)).await,
@@ -2511,6 +2584,70 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn announce(n: u64) -> TimerKey {
+        TimerKey::Announce(CallId(n))
+    }
+
+    /// Every key due by `now`, in firing order.
+    fn due(t: &mut TimerHeap, now: u64) -> Vec<TimerKey> {
+        std::iter::from_fn(|| t.pop_due(now)).collect()
+    }
+
+    #[test]
+    fn timers_fire_once_in_deadline_order_when_due() {
+        let mut t = TimerHeap::default();
+        t.arm(announce(1), 300);
+        t.arm(announce(2), 100);
+        t.arm(announce(3), 200);
+        assert_eq!(t.next_at(), Some(100));
+        assert_eq!(due(&mut t, 99), vec![]);
+        assert_eq!(due(&mut t, 250), vec![announce(2), announce(3)]);
+        assert_eq!(t.next_at(), Some(300));
+        assert_eq!(due(&mut t, 1_000), vec![announce(1)]);
+        assert_eq!(due(&mut t, 10_000), vec![], "each fires once");
+        assert_eq!(t.next_at(), None);
+        assert_eq!(t.keys().count(), 0);
+    }
+
+    #[test]
+    fn a_rearmed_timer_fires_at_its_new_deadline_only_and_a_cancelled_one_never() {
+        let mut t = TimerHeap::default();
+        t.arm(announce(1), 100);
+        t.arm(announce(1), 500); // later: the 100 entry is stale
+        t.arm(announce(2), 400);
+        t.arm(announce(2), 50); // earlier
+        t.arm(announce(3), 60);
+        t.cancel(&announce(3));
+        t.cancel(&announce(4)); // never armed: nothing happens
+        assert_eq!(due(&mut t, 60), vec![announce(2)]);
+        assert_eq!(
+            due(&mut t, 450),
+            vec![],
+            "the first arming of 1 and 2 are stale"
+        );
+        assert_eq!(due(&mut t, 500), vec![announce(1)]);
+        assert_eq!(t.keys().count(), 0);
+    }
+
+    #[test]
+    fn stale_entries_do_not_pile_up() {
+        let mut t = TimerHeap::default();
+        t.arm(announce(7), 1_000_000);
+        for i in 0..10_000u64 {
+            t.arm(announce(1), 1_000 + i);
+            t.arm(announce(2), 2_000 + i);
+            t.cancel(&announce(2));
+            assert!(
+                t.heap.len() <= 2 * t.armed.len() + 65,
+                "{} entries",
+                t.heap.len()
+            );
+        }
+        assert_eq!(due(&mut t, 20_000), vec![announce(1)]);
+        assert_eq!(t.keys().collect::<Vec<_>>(), vec![&announce(7)]);
+        assert_eq!(due(&mut t, 1_000_000), vec![announce(7)]);
+    }
 
     #[test]
     fn numbers_are_said_with_the_shipped_prompts() {
