@@ -522,7 +522,10 @@ pub fn run(args: &[String], cargo: impl Fn() -> Command) -> Result<(), String> {
         );
     }
     let bin = match o.engine.clone() {
-        Some(bin) => bin,
+        // Absolute: the engine is started from the run's working directory.
+        Some(bin) => {
+            std::fs::canonicalize(&bin).map_err(|e| format!("--engine {}: {e}", bin.display()))?
+        }
         None => {
             let mut build = cargo();
             build.args(["build", "--release", "-p", "call-engine"]);

@@ -103,8 +103,8 @@ impl std::fmt::Debug for SessionAdapter {
 
 impl SessionAdapter {
     /// Validates `config`, binds UDP and TCP, and starts the transport readers, the
-    /// core (transactions, dialogs, registrar, timers) and the command consumer
-    /// (`SessionCommand`s on [`topics::SESSION_COMMANDS`]). Session events are
+    /// core (transactions, dialogs, registrar, timers; it also consumes the
+    /// `SessionCommand`s on [`topics::SESSION_COMMANDS`]). Session events are
     /// published with source `"session"`. Must be called within a tokio runtime.
     pub async fn start(
         config: SessionConfig,

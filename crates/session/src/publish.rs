@@ -31,7 +31,8 @@ pub(crate) struct Emitter {
 }
 
 impl Emitter {
-    /// Queues an event caused by `causation` (the command it results from).
+    /// Publishes (or, behind earlier events or a full lane, queues) an event caused by
+    /// `causation` (the command it results from).
     pub fn emit(&self, event: SessionEvent, causation: Option<EventId>) {
         // Nothing queued (Acquire: pairs with the task's decrement after its publish, so
         // every queued event is on the bus before this one): publish here.

@@ -1,6 +1,7 @@
 //! The core: one task that owns every transaction, dialog ("leg") and registration, fed
 //! by the transport (inbound messages), the bus (session commands) and its own timer
-//! heap. Nothing in here waits: sends are queued to the transport, events to the
+//! heap. Nothing in here waits: sends are queued to the transport; events are published
+//! at once when the bus has room and none waits before them, else queued to the
 //! publisher task.
 //!
 //! - `inbound.rs`: requests we receive (server transactions, UAS dialogs, in-dialog
