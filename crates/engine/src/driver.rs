@@ -16,7 +16,7 @@ use smol_str::SmolStr;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -221,8 +221,9 @@ struct CallCtx {
     /// came from the caller, no media goes to their address and the call is not queued.
     awaiting_ack: bool,
     /// The caller came back within `abandoned_resume` and takes their kept place (the
-    /// entry is used up when the call is confirmed).
-    resumes_place: bool,
+    /// entry is used up when the call is confirmed): the entry time the call had
+    /// before it was given the kept one.
+    resumes_place: Option<Option<u64>>,
 }
 
 impl CallCtx {
@@ -267,7 +268,8 @@ pub struct Driver {
     records: mpsc::UnboundedSender<CallRecord>,
     /// Admission control: calls in progress above this get 503 + Retry-After.
     max_calls: usize,
-    origin: Instant,
+    /// The driver's time base (tokio's clock, which its timers sleep on).
+    origin: tokio::time::Instant,
     origin_unix_ms: u64,
     /// Every configured agent, for the reconciler.
     agents: Vec<AgentId>,
@@ -418,7 +420,7 @@ impl Driver {
             forget: Vec::new(),
             records,
             max_calls,
-            origin: Instant::now(),
+            origin: tokio::time::Instant::now(),
             origin_unix_ms: unix_ms(),
             agents: agent_ids,
             reconcile_every: None,
@@ -510,14 +512,7 @@ impl Driver {
                 }
                 Some(req) = next_control(&mut self.control_rx) => self.on_control(req).await,
             }
-            while let Some((call, by, why)) = self.deferred.pop() {
-                self.hangup_all(None, call, by, why).await;
-                self.orch_input(None, orch::Input::CallEnded { call }).await;
-                self.maybe_finish(None, call).await;
-            }
-            while let Some(call) = self.forget.pop() {
-                self.orch_input(None, orch::Input::CallEnded { call }).await;
-            }
+            self.settle().await;
         }
     }
 
@@ -539,9 +534,9 @@ impl Driver {
 
     /// The instant the earliest armed timer is due, if any.
     fn next_timer_at(&self) -> Option<tokio::time::Instant> {
-        self.timers.next_at().map(|at| {
-            tokio::time::Instant::from_std(self.origin + std::time::Duration::from_millis(at))
-        })
+        self.timers
+            .next_at()
+            .map(|at| self.origin + std::time::Duration::from_millis(at))
     }
 
     /// Runs every timer due by now, earliest first.
@@ -549,6 +544,22 @@ impl Driver {
         let now = self.now();
         while let Some(key) = self.timers.pop_due(now) {
             self.on_timer(key).await;
+            // Each timer's teardowns before the next timer: one due with it may belong
+            // to a call that this one ended (its cancel must come first).
+            self.settle().await;
+        }
+    }
+
+    /// Runs the teardowns the call machines asked for while handling an input, and
+    /// tells the orchestrator of the calls that ended.
+    async fn settle(&mut self) {
+        while let Some((call, by, why)) = self.deferred.pop() {
+            self.hangup_all(None, call, by, why).await;
+            self.orch_input(None, orch::Input::CallEnded { call }).await;
+            self.maybe_finish(None, call).await;
+        }
+        while let Some(call) = self.forget.pop() {
+            self.orch_input(None, orch::Input::CallEnded { call }).await;
         }
     }
 
@@ -1920,12 +1931,12 @@ impl Driver {
         });
         // The kept place is given up (the entry removed) only once the caller's ACK
         // proves the call is theirs: a forged INVITE in their name must not take it.
-        let mut resumes_place = false;
+        let mut resumes_place = None;
         if let Some((q, entered, _)) = self.abandoned.get(&from.user) {
             if *q == queue {
                 info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept");
+                resumes_place = Some(routing.entered_at);
                 routing = routing.with_entered_at(*entered);
-                resumes_place = true;
             }
         }
         let ring_timeout_ms = self
@@ -2183,8 +2194,22 @@ impl Driver {
             return;
         }
         c.awaiting_ack = false;
-        if c.resumes_place {
-            self.abandoned.remove(&c.caller.user);
+        if let Some(before) = c.resumes_place.take() {
+            // The first of the number's calls to be confirmed takes the place; another
+            // one answered meanwhile (two INVITEs in the number's name) finds it gone
+            // and queues as a new caller.
+            let kept = self
+                .abandoned
+                .get(&c.caller.user)
+                .is_some_and(|(q, entered, _)| {
+                    *q == c.queue && Some(*entered) == c.routing.entered_at
+                });
+            if kept {
+                self.abandoned.remove(&c.caller.user);
+            } else {
+                info!(%call, caller = %c.caller.user, "the kept place was taken by another call from the number: queued as a new caller");
+                c.routing.entered_at = before;
+            }
         }
         let queue = c.queue.clone();
         let announce_only = c.announce_only;

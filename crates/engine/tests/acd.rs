@@ -435,14 +435,21 @@ async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
     engine.shutdown().await;
 }
 
-/// Caller 9601 waits, then 9602; 9601 hangs up and calls again at once (after a forged
-/// INVITE in 9601's name, never ACKed, if `forged`). Returns the caller the agent is
-/// offered first once she logs in.
-async fn first_offered(resume_secs: u32, forged: bool, name: &str) -> String {
+/// Caller 9601 waits, then 9602; 9601 hangs up (a queue with `abandoned_resume_secs`
+/// and these agents, none logged in; T1 = 20 ms, so an unACKed call ends after 1.28 s).
+/// Returns the engine, 9601's phone and 9602's waiting call.
+async fn abandoned_ahead_of_9602(
+    name: &str,
+    resume_secs: u32,
+    agents: &[&str],
+) -> (
+    Engine,
+    Phone,
+    tokio::task::JoinHandle<(Phone, Result<call_engine_testkit::Dialog, u16>)>,
+) {
     let db = temp_db(name);
-    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, agents);
     cfg.queues[0].abandoned_resume_secs = resume_secs;
-    // An unACKed call ends after 64·T1 = 1.28 s.
     cfg.sip.t1_ms = 20;
     let engine = Engine::start(cfg).await.unwrap();
     let mut a = customer(&engine, "9601").await;
@@ -451,6 +458,14 @@ async fn first_offered(resume_secs: u32, forged: bool, name: &str) -> String {
     let b = place(customer(&engine, "9602").await).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(a.bye(&mut da).await, 200);
+    (engine, a, b)
+}
+
+/// Caller 9601 waits, then 9602; 9601 hangs up and calls again at once (after a forged
+/// INVITE in 9601's name, never ACKed, if `forged`). Returns the caller the agent is
+/// offered first once she logs in.
+async fn first_offered(resume_secs: u32, forged: bool, name: &str) -> String {
+    let (engine, a, b) = abandoned_ahead_of_9602(name, resume_secs, &["alice"]).await;
     if forged {
         let mut fake = customer(&engine, "9601").await;
         let d = fake.invite("support", 0).await.expect("answered");
@@ -487,6 +502,43 @@ async fn a_caller_who_hangs_up_and_calls_back_soon_keeps_the_place() {
         without.contains("9602"),
         "the returning caller last: {without}"
     );
+}
+
+/// Two calls from the returning number, both answered before either is ACKed: only the
+/// first confirmed takes the kept place; the other queues behind 9602 as a new caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_place_goes_to_one_call_of_the_returning_number() {
+    let (engine, mut a1, b) = abandoned_ahead_of_9602("resume-twice", 60, &["alice", "bob"]).await;
+    let mut a2 = customer(&engine, "9601").await;
+    let d1 = a1
+        .invite("support", 0)
+        .await
+        .expect("first call back answered");
+    let d2 = a2
+        .invite("support", 0)
+        .await
+        .expect("second call back answered");
+    a1.ack(&d1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a2.ack(&d2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Who each agent is offered once logged in, in turn.
+    let mut offered = vec![];
+    for name in ["alice", "bob"] {
+        let mut phone = agent(&engine, name).await;
+        let (inv, _) = phone.next_invite(WAIT).await.expect("rung");
+        offered.push(inv.header("from").unwrap_or("").to_string());
+    }
+    assert!(
+        offered[0].contains("9601"),
+        "the kept place first: {offered:?}"
+    );
+    assert!(
+        offered[1].contains("9602"),
+        "the number's second call is behind 9602: {offered:?}"
+    );
+    b.abort();
+    engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
