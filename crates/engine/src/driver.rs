@@ -1889,20 +1889,9 @@ impl Driver {
         let now = self.now();
         if announce_only.is_none() {
             // Calls answered but not queued yet (waiting for their ACK) count as
-            // waiting: a burst of callers cannot answer its way past `max_len`.
-            let calls = &self.calls;
-            let arriving = |q: &QueueId| {
-                calls
-                    .values()
-                    .filter(|c| {
-                        c.queue == *q
-                            && matches!(c.sm.state(), CallState::Incoming)
-                            && !c.announce_only
-                            && !c.ending
-                    })
-                    .count()
-            };
-            match self.orch.admit_with(&queue, now, arriving) {
+            // waiting (`Input::CallArriving`, below): a burst of callers cannot answer
+            // its way past `max_len`.
+            match self.orch.admit(&queue, now) {
                 orch::Admission::Join => {}
                 orch::Admission::Overflow { queue: to } => {
                     info!(%call, from = %queue, %to, "queue refuses callers: overflow");
@@ -1991,6 +1980,17 @@ impl Driver {
                     detail: SmolStr::new_static("queue closed"),
                 });
             }
+        }
+        // On its way to the queue until confirmed: it counts against `max_len` there,
+        // for the next INVITE's admission and for overflows alike.
+        let arriving = self
+            .calls
+            .get(&call)
+            .filter(|c| !c.announce_only)
+            .map(|c| c.queue.clone());
+        if let Some(queue) = arriving {
+            self.orch_input(cause, orch::Input::CallArriving { call, queue })
+                .await;
         }
         self.send(
             cause,

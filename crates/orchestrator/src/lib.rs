@@ -369,6 +369,17 @@ pub enum Input {
         /// The call.
         call: CallId,
     },
+    /// A call admitted to a queue (see [`Orchestrator::admit`]) was answered and is on
+    /// its way there (waiting for the caller's ACK, say): until it is queued
+    /// ([`Input::CallQueued`]) or ends ([`Input::CallEnded`]) it counts against the
+    /// queue's [`max_len`](QueueConfig::max_len), for admissions and for overflows into
+    /// the queue alike. Ignored for an unknown queue or a call already queued.
+    CallArriving {
+        /// The call.
+        call: CallId,
+        /// The queue it was admitted to.
+        queue: QueueId,
+    },
     /// A call entered a queue (answered, hearing music). Same as
     /// [`Input::CallQueuedWith`] with default [`CallRouting`].
     CallQueued {
@@ -753,6 +764,8 @@ struct QueueState {
     /// Members by position, then configuration order.
     members: Vec<Member>,
     waiting: BTreeSet<WaitKey>,
+    /// Calls on their way ([`Input::CallArriving`]): they count against `max_len`.
+    arriving: usize,
     /// Round robin: index (in `members`) of the member offered last.
     last_offered: Option<u32>,
     /// Members available now (any tier, any skill).
@@ -904,6 +917,8 @@ pub struct Orchestrator {
     queues: Vec<QueueState>,
     queue_index: BTreeMap<QueueId, u32>,
     calls: BTreeMap<CallId, CallEntry>,
+    /// Calls on their way to a queue (index), not queued yet.
+    arriving: BTreeMap<CallId, u32>,
     skill_names: Vec<SmolStr>,
     skill_index: BTreeMap<SmolStr, u16>,
     rng: SplitMix64,
@@ -1073,6 +1088,7 @@ impl Orchestrator {
                 config: c,
                 members: Vec::new(),
                 waiting: BTreeSet::new(),
+                arriving: 0,
                 last_offered: None,
                 available: 0,
                 reqs,
@@ -1193,6 +1209,7 @@ impl Orchestrator {
             queues: qstates,
             queue_index,
             calls: BTreeMap::new(),
+            arriving: BTreeMap::new(),
             skill_names,
             skill_index,
             rng: SplitMix64::new(seed),
@@ -1219,7 +1236,7 @@ impl Orchestrator {
     /// Whether the orchestrator holds this call (waiting, ringing, reserved or
     /// connected).
     pub fn has_call(&self, call: CallId) -> bool {
-        self.calls.contains_key(&call)
+        self.calls.contains_key(&call) || self.arriving.contains_key(&call)
     }
 
     /// Callers waiting in a queue, head first (by priority, then entry time).
@@ -1296,20 +1313,10 @@ impl Orchestrator {
     /// `leave_when_empty`, `max_wait_no_agent_ms` —, then full, then a zero max wait),
     /// following overflow chains. Lets the engine refuse a call before answering it
     /// (486 for [`RejectCause::Full`], 480 for [`RejectCause::Empty`]). An unknown
-    /// queue gives [`RejectCause::UnknownQueue`] (queueing into one is ignored).
+    /// queue gives [`RejectCause::UnknownQueue`] (queueing into one is ignored). Calls
+    /// on their way ([`Input::CallArriving`]) count as waiting: a burst of callers
+    /// cannot answer its way past `max_len`.
     pub fn admit(&self, queue: &QueueId, now: Millis) -> Admission {
-        self.admit_with(queue, now, |_| 0)
-    }
-
-    /// [`admit`](Self::admit), counting `arriving(q)` calls already admitted to queue
-    /// `q` but not queued yet (answered, waiting for the caller's ACK) as if they were
-    /// waiting there: a burst of callers cannot answer its way past `max_len`.
-    pub fn admit_with(
-        &self,
-        queue: &QueueId,
-        now: Millis,
-        arriving: impl Fn(&QueueId) -> usize,
-    ) -> Admission {
         let Some(&first) = self.queue_index.get(queue) else {
             return Admission::Reject {
                 reason: RejectCause::UnknownQueue,
@@ -1318,7 +1325,7 @@ impl Orchestrator {
         let mut qi = first;
         let mut visited = Vec::new();
         loop {
-            let Some((cause, act)) = self.admission(qi, now, &arriving) else {
+            let Some((cause, act)) = self.admission(qi, now) else {
                 return if qi == first {
                     Admission::Join
                 } else {
@@ -1409,6 +1416,7 @@ impl Orchestrator {
             }
             Input::QueueLogin { agent, membership } => self.queue_login(&agent, &membership),
             Input::QueueLogout { agent, queue } => self.queue_logout(&agent, &queue),
+            Input::CallArriving { call, queue } => self.call_arriving(call, &queue),
             Input::CallQueued { call, queue } => self.enqueue(call, &queue, None, now, out),
             Input::CallQueuedWith {
                 call,
@@ -1848,14 +1856,8 @@ impl Orchestrator {
     }
 
     /// The rules a call joining queue `qi` now meets: `None` to join, else why it is
-    /// refused and what happens to it. `arriving(q)` calls on their way to queue `q`
-    /// count as waiting (asked only of a queue with a `max_len`).
-    fn admission(
-        &self,
-        qi: u32,
-        now: Millis,
-        arriving: &dyn Fn(&QueueId) -> usize,
-    ) -> Option<(RejectCause, Act)> {
+    /// refused and what happens to it. Calls on their way to the queue count as waiting.
+    fn admission(&self, qi: u32, now: Millis) -> Option<(RejectCause, Act)> {
         let q = self.queues.get(qi as usize)?;
         let c = &q.config;
         let empty = |cond: EmptyCondition| match cond {
@@ -1872,8 +1874,7 @@ impl Orchestrator {
             }
         }
         if c.max_len.is_some_and(|m| {
-            q.waiting.len().saturating_add(arriving(&c.name))
-                >= usize::try_from(m).unwrap_or(usize::MAX)
+            q.waiting.len().saturating_add(q.arriving) >= usize::try_from(m).unwrap_or(usize::MAX)
         }) {
             let act = match &c.full_action {
                 FullAction::Reject => Act::Hangup(None),
@@ -1895,6 +1896,9 @@ impl Orchestrator {
         now: Millis,
         out: &mut Vec<Output>,
     ) {
+        // Here now: no longer counted as on its way (its own admission below must not
+        // count it).
+        self.leave_arriving(call);
         let Some(&qi) = self.queue_index.get(queue) else {
             return;
         };
@@ -1916,7 +1920,7 @@ impl Orchestrator {
                 merge_req(&mut w.call_reqs, id, s.min_level);
             }
         }
-        let verdict = self.admission(qi, now, &|_| 0);
+        let verdict = self.admission(qi, now);
         self.place(call, w, qi, verdict, now, out);
     }
 
@@ -1957,7 +1961,7 @@ impl Orchestrator {
                         });
                         qi = t;
                         w.since = now;
-                        verdict = self.admission(t, now, &|_| 0);
+                        verdict = self.admission(t, now);
                         continue;
                     }
                 },
@@ -2435,7 +2439,31 @@ impl Orchestrator {
         self.recycle(w);
     }
 
+    /// A call answered for queue `queue`, not queued yet: counted there until it is.
+    fn call_arriving(&mut self, call: CallId, queue: &QueueId) {
+        if self.calls.contains_key(&call) {
+            return;
+        }
+        self.leave_arriving(call);
+        if let Some(&qi) = self.queue_index.get(queue) {
+            if let Some(q) = self.queues.get_mut(qi as usize) {
+                q.arriving = q.arriving.saturating_add(1);
+                self.arriving.insert(call, qi);
+            }
+        }
+    }
+
+    /// The call is no longer on its way (queued, or ended).
+    fn leave_arriving(&mut self, call: CallId) {
+        if let Some(qi) = self.arriving.remove(&call) {
+            if let Some(q) = self.queues.get_mut(qi as usize) {
+                q.arriving = q.arriving.saturating_sub(1);
+            }
+        }
+    }
+
     fn call_ended(&mut self, call: CallId, now: Millis, out: &mut Vec<Output>) {
+        self.leave_arriving(call);
         match self.calls.remove(&call) {
             Some(CallEntry::Queued(mut w)) => {
                 if let Some(q) = self.queues.get_mut(w.queue as usize) {

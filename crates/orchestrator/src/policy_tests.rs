@@ -133,6 +133,17 @@ fn answer(o: &mut Orchestrator, call: u64, name: &str, now: Millis) -> Vec<Outpu
     )
 }
 
+/// The call was answered for `queue` and is on its way there (not queued yet).
+fn arriving(o: &mut Orchestrator, call: u64, queue: &str, now: Millis) -> Vec<Output> {
+    o.handle(
+        Input::CallArriving {
+            call: CallId(call),
+            queue: q(queue),
+        },
+        now,
+    )
+}
+
 fn end(o: &mut Orchestrator, call: u64, now: Millis) -> Vec<Output> {
     o.handle(Input::CallEnded { call: CallId(call) }, now)
 }
@@ -674,7 +685,10 @@ fn max_wait_overflow_keeps_priority_skills_and_seniority() {
 #[test]
 fn a_full_queue_rejects_or_overflows() {
     let mut o = orch(
-        vec![support().with_max_len(1, FullAction::Reject)],
+        vec![
+            support().with_max_len(1, FullAction::Reject),
+            QueueConfig::new(q("other"), Strategy::TopDown),
+        ],
         vec![agent("ann")],
     );
     assert_eq!(o.admit(&q("support"), 0), Admission::Join);
@@ -700,19 +714,30 @@ fn a_full_queue_rejects_or_overflows() {
     // Room again once the caller leaves.
     end(&mut o, 1, 2);
     assert_eq!(o.admit(&q("support"), 3), Admission::Join);
-    // ...unless a call admitted a moment ago is on its way (answered, not queued yet).
-    let arriving = |queue: &QueueId| usize::from(*queue == q("support"));
-    assert_eq!(
-        o.admit_with(&q("support"), 3, arriving),
-        Admission::Reject {
-            reason: RejectCause::Full
-        }
-    );
-    assert_eq!(
-        o.admit_with(&q("support"), 3, |queue| usize::from(*queue == q("other"))),
-        Admission::Join,
-        "arriving calls of other queues do not count"
-    );
+    // ...unless a call admitted a moment ago is on its way (answered, not queued yet)...
+    let full = Admission::Reject {
+        reason: RejectCause::Full,
+    };
+    assert!(arriving(&mut o, 3, "support", 3).is_empty());
+    assert!(o.has_call(CallId(3)));
+    assert_eq!(o.admit(&q("support"), 3), full);
+    // ...which, once queued, counts once (not also as arriving, nor against its own
+    // admission)...
+    queued(&mut o, 3, "support", 4);
+    assert_eq!(o.waiting(&q("support")), vec![CallId(3)]);
+    assert_eq!(o.admit(&q("support"), 4), full);
+    end(&mut o, 3, 5);
+    assert_eq!(o.admit(&q("support"), 5), Admission::Join);
+    // ...or stops counting when it ends before being queued.
+    arriving(&mut o, 4, "support", 6);
+    assert_eq!(o.admit(&q("support"), 6), full);
+    end(&mut o, 4, 7);
+    assert!(!o.has_call(CallId(4)));
+    assert_eq!(o.admit(&q("support"), 7), Admission::Join);
+    // Calls on their way to another queue do not count.
+    arriving(&mut o, 5, "other", 8);
+    assert_eq!(o.admit(&q("support"), 8), Admission::Join);
+    assert_eq!(o.admit(&q("other"), 8), Admission::Join, "no max_len there");
 
     // Overflow.
     let mut o = orch(
@@ -723,10 +748,9 @@ fn a_full_queue_rejects_or_overflows() {
         vec![AgentProfile::new(a("bob")).with_queue(q("backup"))],
     );
     online(&mut o, "bob", 0);
+    arriving(&mut o, 1, "support", 0);
     assert_eq!(
-        o.admit_with(&q("support"), 1, |queue| usize::from(
-            *queue == q("support")
-        )),
+        o.admit(&q("support"), 1),
         Admission::Overflow { queue: q("backup") },
         "a call on its way fills the queue too: the next overflows"
     );
@@ -1300,4 +1324,49 @@ fn callbacks_keep_their_place_and_max_wait_still_applies() {
     let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
     assert_eq!(removed(&out).len(), 1);
     assert_eq!(rung(&out), vec![(2, "ann".into())]);
+}
+
+/// Call 1 waits in `support`, which overflows after 1 s into `backup` (max_len 1).
+fn waits_then_overflows_into_backup_of_one() -> Orchestrator {
+    let mut o = orch(
+        vec![
+            support().with_max_wait(1_000, QueueAction::Overflow { queue: q("backup") }),
+            QueueConfig::new(q("backup"), Strategy::TopDown).with_max_len(1, FullAction::Reject),
+        ],
+        vec![],
+    );
+    queued(&mut o, 1, "support", 0);
+    o
+}
+
+/// A call overflowing on its max wait into a full queue is refused there, calls on their
+/// way counted (not only the admission before answering counts them).
+#[test]
+fn an_overflow_counts_the_calls_on_their_way_to_the_target() {
+    let mut o = waits_then_overflows_into_backup_of_one();
+    arriving(&mut o, 2, "backup", 500);
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 1_000);
+    assert_eq!(
+        overflowed(&out),
+        vec![(1, "support".into(), "backup".into(), RejectCause::MaxWait)]
+    );
+    assert!(
+        out.contains(&Output::Removed {
+            call: CallId(1),
+            queue: q("backup"),
+            reason: RejectCause::Full,
+            prompt: None,
+            waited_ms: 0,
+        }),
+        "refused by the full backup queue: {out:?}"
+    );
+    assert!(o.waiting(&q("backup")).is_empty());
+    // Without the call on its way, the overflow joins.
+    let mut o = waits_then_overflows_into_backup_of_one();
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 1_000);
+    assert_eq!(
+        overflowed(&out),
+        vec![(1, "support".into(), "backup".into(), RejectCause::MaxWait)]
+    );
+    assert_eq!(o.waiting(&q("backup")), vec![CallId(1)]);
 }
