@@ -1227,6 +1227,10 @@ enum Op {
     CallbackRequest(usize),
     CallbackAnswer(usize),
     CallbackFail(usize),
+    /// A call admitted to queue `q{n}` is on its way (answered, not queued yet).
+    Arrive(u8),
+    /// The `i`-th call on its way is queued (`true`) or ends first (`false`).
+    Arrived(usize, bool),
 }
 
 fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
@@ -1261,6 +1265,8 @@ fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
         (0usize..8).prop_map(Op::CallbackRequest),
         (0usize..8).prop_map(Op::CallbackAnswer),
         (0usize..8).prop_map(Op::CallbackFail),
+        (0u8..4).prop_map(Op::Arrive),
+        ((0usize..8), any::<bool>()).prop_map(|(i, q)| Op::Arrived(i, q)),
     ]
 }
 
@@ -1554,6 +1560,10 @@ struct Sim {
     log: Vec<(Input, Millis)>,
     outputs: Vec<Vec<Output>>,
     next_call: u64,
+    /// Calls on their way to a queue, not queued nor ended yet.
+    on_the_way: Vec<(CallId, QueueId)>,
+    /// Calls that ended on their way, never queued (they leave no queue).
+    never_queued: BTreeSet<CallId>,
     /// Assigned, Abandoned or Removed seen per call.
     terminal: BTreeMap<CallId, u32>,
 }
@@ -1598,6 +1608,23 @@ impl Sim {
             );
         }
         for (i, qs) in self.o.queues.iter().enumerate() {
+            let on_the_way = self
+                .o
+                .arriving
+                .values()
+                .filter(|&&q| q as usize == i)
+                .count();
+            prop_assert_eq!(qs.arriving, on_the_way, "calls on their way to queue {}", i);
+            if let Some(m) = qs.config.max_len {
+                prop_assert!(
+                    qs.waiting.len() + qs.arriving <= m as usize,
+                    "queue {} holds {} waiting and {} on their way, max_len {}",
+                    i,
+                    qs.waiting.len(),
+                    qs.arriving,
+                    m
+                );
+            }
             let avail = qs
                 .members
                 .iter()
@@ -1843,6 +1870,40 @@ impl Sim {
                 Input::CallEnded {
                     call: c[i % c.len()],
                 }
+            }
+            Op::Arrive(qq) => {
+                let queue = q(&format!("q{qq}"));
+                // Only what the engine does: a call admitted (joins or overflows there).
+                let queue = match self.o.admit(&queue, now) {
+                    Admission::Join => queue,
+                    Admission::Overflow { queue } => queue,
+                    Admission::Reject { .. } => return Ok(()),
+                };
+                self.next_call += 1;
+                let call = CallId(self.next_call);
+                self.on_the_way.push((call, queue.clone()));
+                let input = Input::CallArriving { call, queue };
+                self.feed(input, now)?;
+                prop_assert!(self.o.has_call(call));
+                return Ok(());
+            }
+            Op::Arrived(i, queued) => {
+                if self.on_the_way.is_empty() {
+                    return Ok(());
+                }
+                let (call, queue) = self.on_the_way.remove(i % self.on_the_way.len());
+                let input = if *queued {
+                    Input::CallQueued { call, queue }
+                } else {
+                    Input::CallEnded { call }
+                };
+                self.feed(input, now)?;
+                prop_assert!(!self.o.arriving.contains_key(&call));
+                if !*queued {
+                    prop_assert!(!self.o.has_call(call));
+                    self.never_queued.insert(call);
+                }
+                return Ok(());
             }
             Op::Abandon(i) => {
                 let c = self.waiting();
@@ -2126,6 +2187,8 @@ proptest! {
             log: Vec::new(),
             outputs: Vec::new(),
             next_call: 0,
+            on_the_way: Vec::new(),
+            never_queued: BTreeSet::new(),
             terminal: BTreeMap::new(),
         };
         for op in &ops {
@@ -2134,14 +2197,19 @@ proptest! {
         sim.advance(sim.now + 120_000)?;
         // Every caller still waiting hangs up, every connected call ends: each call that
         // entered left its queue exactly once (assigned, abandoned or removed).
-        for call in sim.waiting().into_iter().chain(sim.connected()) {
+        // Calls still on their way end too, never queued.
+        let on_the_way: Vec<CallId> = sim.on_the_way.drain(..).map(|(c, _)| c).collect();
+        for call in sim.waiting().into_iter().chain(sim.connected()).chain(on_the_way.iter().copied()) {
             let now = sim.now + 1;
             sim.now = now;
             sim.feed(Input::CallEnded { call }, now)?;
         }
+        sim.never_queued.extend(on_the_way);
         for c in 1..=sim.next_call {
-            prop_assert_eq!(sim.terminal.get(&CallId(c)).copied(), Some(1), "call {}", c);
+            let want = if sim.never_queued.contains(&CallId(c)) { None } else { Some(1) };
+            prop_assert_eq!(sim.terminal.get(&CallId(c)).copied(), want, "call {}", c);
         }
+        prop_assert!(sim.o.arriving.is_empty());
         prop_assert!(sim.o.calls.is_empty());
         // Record: the configuration and the input log as JSON, as a store would keep them.
         let recorded_config = serde_json::to_string(&config).unwrap_or_default();

@@ -148,7 +148,8 @@ pub struct QueueConfig {
     /// (a [`crate::Timer::NoAgent`] is armed). `None`: no limit.
     #[serde(default)]
     pub max_wait_no_agent_ms: Option<Millis>,
-    /// Most callers waiting (ringing included); more are handled by
+    /// Most callers waiting (ringing included), counting the calls on their way
+    /// ([`Input::CallArriving`](crate::Input::CallArriving)); more are handled by
     /// [`QueueConfig::full_action`]. `None`: no limit.
     #[serde(default)]
     pub max_len: Option<u32>,

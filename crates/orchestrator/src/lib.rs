@@ -1233,8 +1233,8 @@ impl Orchestrator {
         self.queue_index.contains_key(q)
     }
 
-    /// Whether the orchestrator holds this call (waiting, ringing, reserved or
-    /// connected).
+    /// Whether the orchestrator holds this call (on its way, waiting, ringing, reserved
+    /// or connected).
     pub fn has_call(&self, call: CallId) -> bool {
         self.calls.contains_key(&call) || self.arriving.contains_key(&call)
     }
