@@ -24,7 +24,7 @@ use tracing::{error, warn};
 pub(crate) struct Emitter {
     /// The core's own handle, for the direct path.
     publisher: Publisher<EngineEvent>,
-    tx: mpsc::UnboundedSender<(SessionEvent, Option<EventId>)>,
+    tx: mpsc::UnboundedSender<(EngineEvent, Option<EventId>)>,
     stats: Arc<Stats>,
     /// `max_pending_events`.
     limit: u64,
@@ -34,10 +34,10 @@ impl Emitter {
     /// Publishes (or, behind earlier events or a full lane, queues) an event caused by
     /// `causation` (the command it results from).
     pub fn emit(&self, event: SessionEvent, causation: Option<EventId>) {
+        let mut ev = EngineEvent::Session(event);
         // Nothing queued (Acquire: pairs with the task's decrement after its publish, so
         // every queued event is on the bus before this one): publish here.
-        let event = if self.stats.pending_events.load(Ordering::Acquire) == 0 {
-            let ev = EngineEvent::Session(event);
+        if self.stats.pending_events.load(Ordering::Acquire) == 0 {
             match self.publisher.try_publish(ev.correlation(), causation, ev) {
                 Ok(_) => {
                     self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -49,26 +49,15 @@ impl Emitter {
                     return;
                 }
                 // A subscriber's lane is full: the task waits for room.
-                Err(PublishError::Full(EngineEvent::Session(event))) => event,
-                Err(PublishError::Full(other)) => {
-                    // Not built above; cannot happen. Counted and logged, not lost silently.
-                    self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
-                    lost(&other, "session event lost: not a session event");
-                    return;
-                }
+                Err(PublishError::Full(back)) => ev = back,
             }
-        } else {
-            event
-        };
+        }
         self.stats.pending_events.fetch_add(1, Ordering::Relaxed);
-        if let Err(mpsc::error::SendError((event, _))) = self.tx.send((event, causation)) {
+        if let Err(mpsc::error::SendError((ev, _))) = self.tx.send((ev, causation)) {
             // Only after the publisher task died: the event cannot reach the bus.
             self.stats.pending_events.fetch_sub(1, Ordering::Relaxed);
             self.stats.publish_failures.fetch_add(1, Ordering::Relaxed);
-            lost(
-                &EngineEvent::Session(event),
-                "session event lost: publisher stopped",
-            );
+            lost(&ev, "session event lost: publisher stopped");
         }
     }
 
@@ -85,16 +74,13 @@ pub(crate) fn start(
     stats: Arc<Stats>,
     limit: usize,
 ) -> (Emitter, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(SessionEvent, Option<EventId>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(EngineEvent, Option<EventId>)>();
     let direct = publisher.clone();
     let task_stats = stats.clone();
     let limit = u64::try_from(limit).unwrap_or(u64::MAX);
     let handle = tokio::spawn(async move {
-        while let Some((event, causation)) = rx.recv().await {
-            let ev = EngineEvent::Session(event);
-            let correlation = ev.correlation();
-            let priority = ev.priority();
-            let published = publisher.publish(correlation, causation, ev).await;
+        while let Some((ev, causation)) = rx.recv().await {
+            let published = publisher.publish(ev.correlation(), causation, ev).await;
             // Release: the core publishes directly once this reaches 0 (see `emit`).
             task_stats.pending_events.fetch_sub(1, Ordering::Release);
             match published {
@@ -103,17 +89,7 @@ pub(crate) fn start(
                 }
                 Err(e) => {
                     task_stats.publish_failures.fetch_add(1, Ordering::Relaxed);
-                    let ev = e.into_inner();
-                    if priority == Priority::Critical {
-                        error!(
-                            call = ?ev.call(),
-                            %correlation,
-                            event = ?ev,
-                            "failed to publish a critical session event: the bus is closed"
-                        );
-                    } else {
-                        warn!(call = ?ev.call(), event = ?ev, "failed to publish a session event: the bus is closed");
-                    }
+                    lost(&e.into_inner(), "session event lost: the bus is closed");
                 }
             }
         }
@@ -131,10 +107,11 @@ pub(crate) fn start(
 
 /// Logs an event that cannot reach the bus: at `error` for a Critical one.
 fn lost(ev: &EngineEvent, what: &str) {
+    let correlation = ev.correlation();
     if ev.priority() == Priority::Critical {
-        error!(call = ?ev.call(), event = ?ev, "{what}");
+        error!(call = ?ev.call(), %correlation, event = ?ev, "{what}");
     } else {
-        warn!(call = ?ev.call(), event = ?ev, "{what}");
+        warn!(call = ?ev.call(), %correlation, event = ?ev, "{what}");
     }
 }
 

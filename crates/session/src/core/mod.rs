@@ -372,10 +372,10 @@ impl Core {
                 // Cancel-safe: `recv` takes an event only when it returns it.
                 cmd = input.commands.recv() => match cmd {
                     Ok(ev) => {
-                        if let EngineEvent::SessionCommand(c) = &ev.payload {
-                            let (c, id) = (c.clone(), ev.id);
-                            drop(ev);
-                            self.on_command(c, id);
+                        // Moved out when ours alone (no copy).
+                        let env = ev.into_envelope();
+                        if let EngineEvent::SessionCommand(c) = env.payload {
+                            self.on_command(c, env.id);
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
