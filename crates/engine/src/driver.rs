@@ -104,34 +104,59 @@ enum TimerKey {
 
 /// The driver's timers: a deadline (ms since the driver's origin) per key, earliest first.
 /// Re-arming or cancelling a key leaves its old heap entry behind, skipped when it comes
-/// up; the heap is rebuilt when such entries outnumber the armed ones, so it stays within
-/// twice the armed timers (plus a few).
+/// up (its generation is no longer the key's); the heap is pruned when such entries
+/// outnumber the armed ones, so it stays within twice the armed timers (plus a few).
 #[derive(Default)]
 struct TimerHeap {
-    /// Armed: key → (generation, deadline).
-    armed: HashMap<TimerKey, (u64, u64)>,
-    /// Armed: generation → key.
-    by_gen: HashMap<u64, TimerKey>,
-    /// (deadline, generation), earliest on top; stale generations are skipped.
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Armed: key → the generation of its arming.
+    armed: HashMap<TimerKey, u64>,
+    /// Every arming, earliest deadline on top.
+    heap: BinaryHeap<Reverse<TimerEntry>>,
     gen: u64,
+}
+
+/// One arming: ordered by deadline, then arming order.
+struct TimerEntry {
+    at: u64,
+    gen: u64,
+    key: TimerKey,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.gen) == (other.at, other.gen)
+    }
+}
+
+impl Eq for TimerEntry {}
+
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TimerEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.gen).cmp(&(other.at, other.gen))
+    }
 }
 
 impl TimerHeap {
     /// Arms `key` for `at`, replacing an earlier arming of it.
     fn arm(&mut self, key: TimerKey, at: u64) {
         self.gen += 1;
-        if let Some((old, _)) = self.armed.insert(key.clone(), (self.gen, at)) {
-            self.by_gen.remove(&old);
-        }
-        self.by_gen.insert(self.gen, key);
-        self.heap.push(Reverse((at, self.gen)));
+        self.armed.insert(key.clone(), self.gen);
+        self.heap.push(Reverse(TimerEntry {
+            at,
+            gen: self.gen,
+            key,
+        }));
         self.compact();
     }
 
     fn cancel(&mut self, key: &TimerKey) {
-        if let Some((g, _)) = self.armed.remove(key) {
-            self.by_gen.remove(&g);
+        if self.armed.remove(key).is_some() {
             self.compact();
         }
     }
@@ -144,32 +169,31 @@ impl TimerHeap {
     /// The earliest deadline in the heap: an armed timer's, or a stale entry's (which
     /// only makes the driver wake early, for nothing).
     fn next_at(&self) -> Option<u64> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.heap.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Whether `e` is its key's current arming.
+    fn current(armed: &HashMap<TimerKey, u64>, e: &TimerEntry) -> bool {
+        armed.get(&e.key) == Some(&e.gen)
     }
 
     /// The next key due by `now`, disarmed; skips stale entries.
     fn pop_due(&mut self, now: u64) -> Option<TimerKey> {
-        while let Some(&Reverse((at, gen))) = self.heap.peek() {
-            if at > now {
-                return None;
-            }
-            self.heap.pop();
-            if let Some(key) = self.by_gen.remove(&gen) {
-                self.armed.remove(&key);
-                return Some(key);
+        while self.heap.peek().is_some_and(|Reverse(e)| e.at <= now) {
+            let Reverse(e) = self.heap.pop()?;
+            if Self::current(&self.armed, &e) {
+                self.armed.remove(&e.key);
+                return Some(e.key);
             }
         }
         None
     }
 
-    /// Rebuilds the heap from the armed timers once stale entries outnumber them.
+    /// Drops the stale entries once they outnumber the armed ones.
     fn compact(&mut self) {
         if self.heap.len() > 2 * self.armed.len() + 64 {
-            self.heap = self
-                .armed
-                .values()
-                .map(|&(g, at)| Reverse((at, g)))
-                .collect();
+            let armed = &self.armed;
+            self.heap.retain(|Reverse(e)| Self::current(armed, e));
         }
     }
 }
@@ -220,10 +244,10 @@ struct CallCtx {
     /// Answered, waiting for the caller's ACK (`Confirmed`): until it proves the INVITE
     /// came from the caller, no media goes to their address and the call is not queued.
     awaiting_ack: bool,
-    /// The caller came back within `abandoned_resume` and takes their kept place (the
-    /// entry is used up when the call is confirmed): the entry time the call had
-    /// before it was given the kept one.
-    resumes_place: Option<Option<u64>>,
+    /// The caller came back within `abandoned_resume`: once confirmed, the call takes
+    /// the number's kept place if it is still there (another call from the number may
+    /// have been confirmed first and taken it).
+    resumes_place: bool,
 }
 
 impl CallCtx {
@@ -1920,13 +1944,10 @@ impl Driver {
         });
         // The kept place is given up (the entry removed) only once the caller's ACK
         // proves the call is theirs: a forged INVITE in their name must not take it.
-        let mut resumes_place = None;
-        if let Some((q, entered, _)) = self.abandoned.get(&from.user) {
-            if *q == queue {
-                info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept");
-                resumes_place = Some(routing.entered_at);
-                routing = routing.with_entered_at(*entered);
-            }
+        let resumes_place =
+            matches!(self.abandoned.get(&from.user), Some((q, _, _)) if *q == queue);
+        if resumes_place {
+            info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept once confirmed");
         }
         let ring_timeout_ms = self
             .queues
@@ -1940,6 +1961,9 @@ impl Driver {
         };
         let now = self.millis();
         info!(%call, caller = %from.user, %queue, "incoming call");
+        // On its way to the queue until confirmed: it counts against `max_len` there,
+        // for the next INVITE's admission and for overflows alike (sent below).
+        let arriving = announce_only.is_none().then(|| queue.clone());
         self.calls.insert(
             call,
             CallCtx {
@@ -1981,13 +2005,6 @@ impl Driver {
                 });
             }
         }
-        // On its way to the queue until confirmed: it counts against `max_len` there,
-        // for the next INVITE's admission and for overflows alike.
-        let arriving = self
-            .calls
-            .get(&call)
-            .filter(|c| !c.announce_only)
-            .map(|c| c.queue.clone());
         if let Some(queue) = arriving {
             self.orch_input(cause, orch::Input::CallArriving { call, queue })
                 .await;
@@ -2194,21 +2211,18 @@ impl Driver {
             return;
         }
         c.awaiting_ack = false;
-        if let Some(before) = c.resumes_place.take() {
+        if std::mem::take(&mut c.resumes_place) {
             // The first of the number's calls to be confirmed takes the place; another
             // one answered meanwhile (two INVITEs in the number's name) finds it gone
             // and queues as a new caller.
-            let kept = self
-                .abandoned
-                .get(&c.caller.user)
-                .is_some_and(|(q, entered, _)| {
-                    *q == c.queue && Some(*entered) == c.routing.entered_at
-                });
-            if kept {
-                self.abandoned.remove(&c.caller.user);
-            } else {
-                info!(%call, caller = %c.caller.user, "the kept place was taken by another call from the number: queued as a new caller");
-                c.routing.entered_at = before;
+            match self.abandoned.get(&c.caller.user) {
+                Some((q, entered, _)) if *q == c.queue => {
+                    c.routing.entered_at = Some(*entered);
+                    self.abandoned.remove(&c.caller.user);
+                }
+                _ => {
+                    info!(%call, caller = %c.caller.user, "the kept place was taken by another call from the number: queued as a new caller");
+                }
             }
         }
         let queue = c.queue.clone();

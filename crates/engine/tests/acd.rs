@@ -508,7 +508,8 @@ async fn a_caller_who_hangs_up_and_calls_back_soon_keeps_the_place() {
 /// first confirmed takes the kept place; the other queues behind 9602 as a new caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_place_goes_to_one_call_of_the_returning_number() {
-    let (engine, mut a1, b) = abandoned_ahead_of_9602("resume-twice", 60, &["alice", "bob"]).await;
+    let (engine, mut a1, b) =
+        abandoned_ahead_of_9602("resume-twice", 60, &["alice", "bob", "carol"]).await;
     let mut a2 = customer(&engine, "9601").await;
     let d1 = a1
         .invite("support", 0)
@@ -524,7 +525,7 @@ async fn a_kept_place_goes_to_one_call_of_the_returning_number() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Who each agent is offered once logged in, in turn.
     let mut offered = vec![];
-    for name in ["alice", "bob"] {
+    for name in ["alice", "bob", "carol"] {
         let mut phone = agent(&engine, name).await;
         let (inv, _) = phone.next_invite(WAIT).await.expect("rung");
         offered.push(inv.header("from").unwrap_or("").to_string());
@@ -536,6 +537,10 @@ async fn a_kept_place_goes_to_one_call_of_the_returning_number() {
     assert!(
         offered[1].contains("9602"),
         "the number's second call is behind 9602: {offered:?}"
+    );
+    assert!(
+        offered[2].contains("9601"),
+        "…and still waits, as a new caller: {offered:?}"
     );
     b.abort();
     engine.shutdown().await;
