@@ -5,6 +5,7 @@
 
 mod support;
 
+use call_engine_bus::EventId;
 use call_engine_events::{
     AgentId, CallId, HangupCause, Party, Sdp, SessionCommand, SessionEvent, SessionId,
 };
@@ -499,24 +500,13 @@ async fn tcp_contact_reuses_the_registration_connection() {
         }
     );
     // Probes use it too.
-    env.command(SessionCommand::Probe {
-        agent: AgentId::new("alice"),
-        contact: contact.into(),
-    })
-    .await;
+    probe(&env, "alice", contact).await;
     let options = phone.recv().await;
     assert_eq!(options.method(), Some("OPTIONS"));
     phone
         .send(&response_to(&options, 200, "OK", Some("x")).build())
         .await;
-    assert_eq!(
-        env.event().await.event,
-        SessionEvent::ContactProbed {
-            agent: AgentId::new("alice"),
-            contact: contact.into(),
-            reachable: true
-        }
-    );
+    probed(&mut env, "alice", contact, true).await;
     env.shutdown().await;
 }
 
@@ -583,22 +573,10 @@ async fn a_probe_whose_tcp_connection_closes_unanswered_reports_unreachable_at_o
     // The RFC's timers: Timer F would take 32 s, beyond the test's wait.
     let mut env = Env::start_with(|c| c.timers = call_engine_session::SipTimers::default()).await;
     let (mut phone, contact) = registered_over_tcp(&mut env).await;
-    let agent = AgentId::new("alice");
-    env.command(SessionCommand::Probe {
-        agent: agent.clone(),
-        contact: contact.into(),
-    })
-    .await;
+    probe(&env, "alice", contact).await;
     assert_eq!(phone.recv().await.method(), Some("OPTIONS"));
     drop(phone);
-    assert_eq!(
-        env.event().await.event,
-        SessionEvent::ContactProbed {
-            agent,
-            contact: contact.into(),
-            reachable: false
-        }
-    );
+    probed(&mut env, "alice", contact, false).await;
     env.shutdown().await;
 }
 
@@ -653,17 +631,35 @@ async fn unusable_target_is_rejected() {
     env.shutdown().await;
 }
 
+/// Asks for an OPTIONS probe of `agent`'s `contact`; the command's id.
+async fn probe(env: &Env, agent: &str, contact: &str) -> EventId {
+    env.command(SessionCommand::Probe {
+        agent: AgentId::new(agent),
+        contact: contact.into(),
+    })
+    .await
+}
+
+/// The next event is the probe's result for `agent`'s `contact`: `reachable` or not.
+async fn probed(env: &mut Env, agent: &str, contact: &str, reachable: bool) -> Got {
+    let got = env.event().await;
+    assert_eq!(
+        got.event,
+        SessionEvent::ContactProbed {
+            agent: AgentId::new(agent),
+            contact: contact.into(),
+            reachable
+        }
+    );
+    got
+}
+
 #[tokio::test]
 async fn probe_reports_reachability() {
     let mut env = Env::start().await;
     let mut phone = Ua::udp(env.udp).await;
     let contact = phone.contact("alice");
-    let id = env
-        .command(SessionCommand::Probe {
-            agent: AgentId::new("alice"),
-            contact: contact.clone().into(),
-        })
-        .await;
+    let id = probe(&env, "alice", &contact).await;
     let options = phone.recv().await;
     assert_eq!(options.method(), Some("OPTIONS"));
     assert_eq!(options.request_uri(), contact);
@@ -673,33 +669,14 @@ async fn probe_reports_reachability() {
             options.from,
         )
         .await;
-    let got = env.event().await;
-    assert_eq!(
-        got.event,
-        SessionEvent::ContactProbed {
-            agent: AgentId::new("alice"),
-            contact: contact.into(),
-            reachable: true
-        }
-    );
+    let got = probed(&mut env, "alice", &contact, true).await;
     assert_eq!(got.causation, Some(id));
 
     // Nobody answers: unreachable after Timer F.
     let silent = Ua::udp(env.udp).await;
     let dead = silent.contact("bob");
-    env.command(SessionCommand::Probe {
-        agent: AgentId::new("bob"),
-        contact: dead.clone().into(),
-    })
-    .await;
-    assert_eq!(
-        env.event().await.event,
-        SessionEvent::ContactProbed {
-            agent: AgentId::new("bob"),
-            contact: dead.into(),
-            reachable: false
-        }
-    );
+    probe(&env, "bob", &dead).await;
+    probed(&mut env, "bob", &dead, false).await;
     env.shutdown().await;
 }
 
