@@ -146,7 +146,9 @@ pub struct QueueSection {
     /// callback offer).
     pub announce: Announcements,
     /// A caller who hangs up while waiting and calls back within this many seconds
-    /// keeps their place. 0: off.
+    /// keeps their place (their original entry time): the call back's INVITE must come
+    /// within the window, and the place is taken when its ACK proves the call is the
+    /// caller's, even if that is after the window. 0: off.
     pub abandoned_resume_secs: u32,
 }
 

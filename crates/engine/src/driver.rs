@@ -4,6 +4,7 @@
 //! itself.
 
 use crate::config::ClosedAction;
+use crate::kept::KeptPlaces;
 use call_engine_bus::{EventBus, EventId, Filter, Publisher, Receiver, RecvError, TopicSet};
 use call_engine_events::{
     topics, AgentActivity, AgentEvent, AgentId, AgentStatus, AudioSource, CallId, Disposition,
@@ -305,8 +306,8 @@ pub struct Driver {
     numbers: HashMap<SmolStr, crate::config::DialedNumber>,
     /// Live statistics per queue and agent.
     stats: orch::StatsBook,
-    /// Callers who abandoned recently: number → (queue, original entry, abandoned at).
-    abandoned: HashMap<SmolStr, (QueueId, u64, u64)>,
+    /// Places kept for callers who abandoned recently (`abandoned_resume`).
+    kept: KeptPlaces,
     /// Last published activity per agent.
     activities: HashMap<AgentId, (AgentActivity, u16)>,
     /// Control requests (CLI).
@@ -451,7 +452,7 @@ impl Driver {
             caller_rules: orch::CallerRules::default(),
             numbers: HashMap::new(),
             stats,
-            abandoned: HashMap::new(),
+            kept: KeptPlaces::default(),
             activities: HashMap::new(),
             control_rx: None,
         }
@@ -1333,8 +1334,13 @@ impl Driver {
                                 .routing
                                 .entered_at
                                 .unwrap_or(now.saturating_sub(waited_ms));
-                            self.abandoned
-                                .insert(c.caller.user.clone(), (queue.clone(), entered, now));
+                            self.kept.keep(
+                                c.caller.user.clone(),
+                                queue.clone(),
+                                entered,
+                                now,
+                                resume,
+                            );
                         }
                     }
                     self.left_queue(cause, call, queue, LeaveReason::Abandoned, waited_ms)
@@ -1933,19 +1939,10 @@ impl Driver {
                 }
             }
         }
-        // Called back soon after abandoning: the place in the queue is kept.
-        self.abandoned.retain(|_, (q, _, at)| {
-            let keep = self
-                .queues
-                .get(q)
-                .map(|s| s.abandoned_resume_ms)
-                .unwrap_or(0);
-            now.saturating_sub(*at) <= keep
-        });
-        // The kept place is given up (the entry removed) only once the caller's ACK
-        // proves the call is theirs: a forged INVITE in their name must not take it.
-        let resumes_place =
-            matches!(self.abandoned.get(&from.user), Some((q, _, _)) if *q == queue);
+        // Called back soon after abandoning: the place in the queue is kept. It is
+        // taken only once the caller's ACK proves the call is theirs: a forged INVITE in
+        // their name must not use it up.
+        let resumes_place = announce_only.is_none() && self.kept.claim(&from.user, &queue, now);
         if resumes_place {
             info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept once confirmed");
         }
@@ -2215,12 +2212,9 @@ impl Driver {
             // The first of the number's calls to be confirmed takes the place; another
             // one answered meanwhile (two INVITEs in the number's name) finds it gone
             // and queues as a new caller.
-            match self.abandoned.get(&c.caller.user) {
-                Some((q, entered, _)) if *q == c.queue => {
-                    c.routing.entered_at = Some(*entered);
-                    self.abandoned.remove(&c.caller.user);
-                }
-                _ => {
+            match self.kept.take(&c.caller.user, &c.queue) {
+                Some(entered) => c.routing.entered_at = Some(entered),
+                None => {
                     info!(%call, caller = %c.caller.user, "the kept place was taken by another call from the number: queued as a new caller");
                 }
             }
@@ -2612,7 +2606,12 @@ impl Driver {
         for k in keys {
             self.cancel_timer(&k);
         }
-        self.calls.remove(&call);
+        if let Some(c) = self.calls.remove(&call) {
+            if c.resumes_place {
+                // Ended before it was confirmed: its claim on the kept place goes.
+                self.kept.release(&c.caller.user);
+            }
+        }
         // Whatever path ended it, the orchestrator must not keep the call.
         if self.orch.has_call(call) {
             self.forget.push(call);

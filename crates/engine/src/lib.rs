@@ -9,6 +9,7 @@
 pub mod config;
 pub mod control;
 pub mod driver;
+mod kept;
 pub mod report;
 pub mod server;
 

@@ -436,11 +436,12 @@ async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
 }
 
 /// Caller 9601 waits, then 9602; 9601 hangs up (a queue with `abandoned_resume_secs`
-/// and these agents, none logged in; T1 = 20 ms, so an unACKed call ends after 1.28 s).
+/// and these agents, none logged in; T1 = `t1_ms`, so an unACKed call ends after 64·T1).
 /// Returns the engine, 9601's phone and 9602's waiting call.
 async fn abandoned_ahead_of_9602(
     name: &str,
     resume_secs: u32,
+    t1_ms: u32,
     agents: &[&str],
 ) -> (
     Engine,
@@ -450,7 +451,7 @@ async fn abandoned_ahead_of_9602(
     let db = temp_db(name);
     let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, agents);
     cfg.queues[0].abandoned_resume_secs = resume_secs;
-    cfg.sip.t1_ms = 20;
+    cfg.sip.t1_ms = t1_ms;
     let engine = Engine::start(cfg).await.unwrap();
     let mut a = customer(&engine, "9601").await;
     let mut da = a.call("support", 0).await.expect("9601 answered (music)");
@@ -465,7 +466,7 @@ async fn abandoned_ahead_of_9602(
 /// INVITE in 9601's name, never ACKed, if `forged`). Returns the caller the agent is
 /// offered first once she logs in.
 async fn first_offered(resume_secs: u32, forged: bool, name: &str) -> String {
-    let (engine, a, b) = abandoned_ahead_of_9602(name, resume_secs, &["alice"]).await;
+    let (engine, a, b) = abandoned_ahead_of_9602(name, resume_secs, 20, &["alice"]).await;
     if forged {
         let mut fake = customer(&engine, "9601").await;
         let d = fake.invite("support", 0).await.expect("answered");
@@ -509,7 +510,7 @@ async fn a_caller_who_hangs_up_and_calls_back_soon_keeps_the_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_place_goes_to_one_call_of_the_returning_number() {
     let (engine, mut a1, b) =
-        abandoned_ahead_of_9602("resume-twice", 60, &["alice", "bob", "carol"]).await;
+        abandoned_ahead_of_9602("resume-twice", 60, 20, &["alice", "bob", "carol"]).await;
     let mut a2 = customer(&engine, "9601").await;
     let d1 = a1
         .invite("support", 0)
@@ -543,6 +544,29 @@ async fn a_kept_place_goes_to_one_call_of_the_returning_number() {
         "…and still waits, as a new caller: {offered:?}"
     );
     b.abort();
+    engine.shutdown().await;
+}
+
+/// The caller calls back within the window, but their ACK arrives after it closed, and
+/// another caller's INVITE (which prunes expired places) comes in between: the place is
+/// still theirs (9601 is offered before 9602).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_back_in_time_keeps_the_place_when_the_ack_comes_after_the_window() {
+    // A 1 s window; T1 = 40 ms, so an unACKed call is given up 2.56 s after its 200.
+    let (engine, mut a, b) = abandoned_ahead_of_9602("resume-edge", 1, 40, &["alice"]).await;
+    let d = a.invite("support", 0).await.expect("call back answered");
+    // Past the window (1 s after the abandonment), well before the ACK timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = place(customer(&engine, "9603").await).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.ack(&d).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice = agent(&engine, "alice").await;
+    let (inv, _) = alice.next_invite(WAIT).await.expect("alice rung");
+    let from = inv.header("from").unwrap_or("").to_string();
+    assert!(from.contains("9601"), "the kept place first: {from}");
+    b.abort();
+    c.abort();
     engine.shutdown().await;
 }
 
