@@ -57,7 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         udp: Some("127.0.0.1:0".parse()?),
         tcp: Some("127.0.0.1:0".parse()?),
         domain: "example.test".into(),
-        t1_ms: SipConfig::DEFAULT_T1_MS,
+        ..config.sip
     };
     config.media = MediaConfig {
         address: "127.0.0.1".parse()?,

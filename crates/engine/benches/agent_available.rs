@@ -51,7 +51,7 @@ async fn run(calls: usize) {
         udp: Some("127.0.0.1:0".parse().unwrap()),
         tcp: None,
         domain: DOMAIN.into(),
-        t1_ms: SipConfig::DEFAULT_T1_MS,
+        ..cfg.sip
     };
     cfg.media = MediaConfig {
         address: "127.0.0.1".parse().unwrap(),

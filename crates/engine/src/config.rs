@@ -7,6 +7,8 @@
 //! domain = "example.test"       # SIP domain and digest realm
 //! t1_ms = 500                   # SIP timer T1 (10-4000): retransmissions start at T1;
 //!                               # an unanswered transaction or unACKed 200 ends at 64·T1
+//! calls_from = ["0.0.0.0/0", "::/0"]  # who may place calls (others get 403); default: anyone
+//! trusted = ["127.0.0.1"]       # whose X-Skills / X-Priority count; default: loopback
 //! [media]
 //! address = "127.0.0.1"         # bound for RTP and advertised in SDP
 //! rtp_ports = "20000-29999"
@@ -34,6 +36,7 @@ use call_engine_orchestrator::{
     AgentProfile, BusinessHours, CallerPattern, CallerRule, CallerRules, EmptyCondition,
     FullAction, Membership, QueueAction, QueueConfig, SkillMatch, Strategy,
 };
+use call_engine_session::{parse_network, Networks};
 use serde::Deserialize;
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
@@ -83,6 +86,12 @@ pub struct SipConfig {
     /// 100 ms the engine warns at start: a caller or phone further away than 64·T1
     /// could never complete a call.
     pub t1_ms: u32,
+    /// Networks that may place calls (`calls_from`, CIDR or single addresses; default:
+    /// any). An INVITE from elsewhere gets 403.
+    pub calls_from: Networks,
+    /// Upstreams (an SBC, an IVR) whose `X-Skills` and `X-Priority` headers are honoured
+    /// (`trusted`; default: loopback only).
+    pub trusted: Networks,
 }
 
 impl SipConfig {
@@ -306,6 +315,10 @@ struct RawSip {
     domain: Spanned<String>,
     #[serde(default)]
     t1_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    calls_from: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    trusted: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -618,6 +631,20 @@ impl Config {
             Some(t) => cx.int("sip.t1_ms", t, 10..=4000)?,
             None => SipConfig::DEFAULT_T1_MS,
         };
+        let networks = |key: &str, list: &Option<Vec<Spanned<String>>>, default: Networks| {
+            let Some(list) = list else {
+                return Ok(default);
+            };
+            list.iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    parse_network(n.get_ref()).map_err(|e| cx.err(format!("{key}[{i}]"), n, e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Networks::new)
+        };
+        let calls_from = networks("sip.calls_from", &raw.sip.calls_from, Networks::any())?;
+        let trusted = networks("sip.trusted", &raw.sip.trusted, Networks::loopback())?;
 
         let address: IpAddr = raw.media.address.get_ref().parse().map_err(|_| {
             cx.err(
@@ -1279,6 +1306,8 @@ impl Config {
                 tcp,
                 domain,
                 t1_ms,
+                calls_from,
+                trusted,
             },
             media: MediaConfig { address, rtp_ports },
             store_url: url,
@@ -1397,6 +1426,39 @@ mod tests {
         for bad in ["0", "9", "4001", "-5"] {
             let src = DEMO.replacen("[sip]\n", &format!("[sip]\nt1_ms = {bad}\n"), 1);
             expect_err(&src, "sip.t1_ms", line);
+        }
+    }
+
+    #[test]
+    fn sip_networks_are_checked_and_optional() {
+        let c = parse(DEMO).unwrap();
+        assert_eq!(c.sip.calls_from, Networks::any());
+        assert_eq!(c.sip.trusted, Networks::loopback());
+        let with = DEMO.replacen(
+            "[sip]\n",
+            "[sip]\ncalls_from = [\"192.0.2.0/24\", \"2001:db8::1\"]\ntrusted = []\n",
+            1,
+        );
+        let c = parse(&with).unwrap();
+        assert!(c.sip.calls_from.contains("192.0.2.77".parse().unwrap()));
+        assert!(c.sip.calls_from.contains("2001:db8::1".parse().unwrap()));
+        assert!(!c.sip.calls_from.contains("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.sip.trusted, Networks::none());
+        let line = DEMO
+            .lines()
+            .position(|l| l.trim() == "[sip]")
+            .map(|i| i + 3)
+            .unwrap();
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0"] {
+            let src = DEMO.replacen(
+                "[sip]\n",
+                &format!("[sip]\ncalls_from = [\"10.0.0.0/8\"]\ntrusted = [\n  \"127.0.0.1\",\n  \"{bad}\"]\n"),
+                1,
+            );
+            let e = parse(&src).expect_err("invalid");
+            assert_eq!(e.key.as_deref(), Some("sip.trusted[1]"), "{e}");
+            assert_eq!(e.line, Some(line + 2), "{e}");
+            assert!(e.message.contains(bad), "{e}");
         }
     }
 

@@ -216,6 +216,11 @@ impl Engine {
                 "SIP timer T1 below 100 ms: transactions and unACKed answers are given up after 64·T1, too soon for distant phones"
             );
         }
+        info!(
+            calls_from = %config.sip.calls_from,
+            trusted = %config.sip.trusted,
+            "SIP: who may place calls, and whose X-Skills / X-Priority headers count"
+        );
         let session = SessionAdapter::start(
             SessionConfig {
                 udp: config.sip.udp,
@@ -226,6 +231,8 @@ impl Engine {
                     t1: Duration::from_millis(u64::from(config.sip.t1_ms)),
                     ..SipTimers::default()
                 },
+                calls_from: config.sip.calls_from.clone(),
+                trusted: config.sip.trusted.clone(),
                 ..SessionConfig::default()
             },
             bus.clone(),

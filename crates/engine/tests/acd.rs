@@ -152,6 +152,18 @@ async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
     engine.shutdown().await;
 }
 
+/// `[sip] calls_from` reaches the SIP adapter: a caller from elsewhere gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_from_outside_the_configured_networks_get_403() {
+    let db = temp_db("calls-from");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.sip.calls_from = "127.0.0.2/32".parse().unwrap();
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut caller = customer(&engine, "9301").await;
+    assert_eq!(caller.call("support", 0).await.err(), Some(403));
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_answered_but_not_acked_yet_counts_against_max_len() {
     let db = temp_db("admit-ack");

@@ -135,7 +135,7 @@ impl Harness {
             udp: Some("127.0.0.1:0".parse().unwrap()),
             tcp: None,
             domain: DOMAIN.into(),
-            t1_ms: SipConfig::DEFAULT_T1_MS,
+            ..config.sip
         };
         config.media = MediaConfig {
             address: "127.0.0.1".parse().unwrap(),

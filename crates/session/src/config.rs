@@ -1,8 +1,9 @@
 //! Configuration of the session adapter.
 
 use crate::error::SessionError;
+use ipnet::IpNet;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// RFC 3261 timer base values (section 17). Every transaction timer derives from these:
@@ -148,6 +149,119 @@ pub struct SessionConfig {
     /// OPTIONS are still handled, so calls in progress go on. Events are never
     /// dropped.
     pub max_pending_events: usize,
+    /// Source addresses that may place calls (an INVITE outside a dialog), from
+    /// customers' carriers and phones alike (default: any address). An INVITE from
+    /// elsewhere is answered `403 Forbidden` before any leg or event exists, and counted
+    /// in [`SessionStats::forbidden_sources`](crate::SessionStats). Set it to the
+    /// carriers', SBCs' and phones' networks: a call center reached through an SBC
+    /// should take calls from the SBC only.
+    pub calls_from: Networks,
+    /// Upstream hosts (an SBC, an IVR) whose `X-Skills` and `X-Priority` headers are
+    /// honoured (default: loopback only). From any other source the headers are
+    /// ignored, so a caller cannot rank themselves ahead of the queue.
+    pub trusted: Networks,
+}
+
+/// A set of IP networks (CIDR blocks), for who may do what.
+///
+/// An IPv4 address seen as an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, from a
+/// dual-stack socket) matches the IPv4 networks.
+///
+/// ```
+/// use call_engine_session::Networks;
+/// let lan: Networks = "10.0.0.0/8, 2001:db8::/32".parse().unwrap();
+/// assert!(lan.contains("10.1.2.3".parse().unwrap()));
+/// assert!(lan.contains("::ffff:10.1.2.3".parse().unwrap()));
+/// assert!(!lan.contains("192.0.2.1".parse().unwrap()));
+/// assert!(Networks::any().contains("192.0.2.1".parse().unwrap()));
+/// assert_eq!(lan.to_string(), "10.0.0.0/8, 2001:db8::/32");
+/// assert_eq!(Networks::none().to_string().parse::<Networks>(), Ok(Networks::none()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Networks(Vec<IpNet>);
+
+impl Networks {
+    /// Every address, IPv4 and IPv6.
+    pub fn any() -> Self {
+        Self(vec![
+            IpNet::new_assert(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            IpNet::new_assert(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+        ])
+    }
+
+    /// No address.
+    pub fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The loopback networks, `127.0.0.0/8` and `::1/128`.
+    pub fn loopback() -> Self {
+        Self(vec![
+            IpNet::new_assert(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+            IpNet::new_assert(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+        ])
+    }
+
+    /// These networks.
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        Self(nets.into_iter().collect())
+    }
+
+    /// The networks.
+    pub fn nets(&self) -> &[IpNet] {
+        &self.0
+    }
+
+    /// Whether `ip` is in one of the networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// A network written as CIDR (`10.0.0.0/8`) or a single address (`192.0.2.7`, `::1`).
+pub fn parse_network(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        // `10.1.2.3/8` means `10.0.0.0/8`; host bits are not an error.
+        return Ok(n.trunc());
+    }
+    match s.parse::<IpAddr>() {
+        Ok(ip) => Ok(IpNet::from(ip)),
+        Err(_) => Err(format!(
+            "`{s}` is not an IP network (like \"10.0.0.0/8\" or \"192.0.2.7\")"
+        )),
+    }
+}
+
+impl std::fmt::Display for Networks {
+    /// The networks, comma-separated (`-` for none), as [`FromStr`](std::str::FromStr)
+    /// reads them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, n) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Networks {
+    type Err = String;
+
+    /// Networks separated by commas or spaces (see [`parse_network`]).
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split([',', ' '])
+            .filter(|p| !p.trim().is_empty() && p.trim() != "-")
+            .map(parse_network)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
 }
 
 impl Default for SessionConfig {
@@ -180,6 +294,8 @@ impl SessionConfig {
             max_server_transaction_bytes: 128 * 1024 * 1024,
             max_offered_calls: 1000,
             max_pending_events: 4096,
+            calls_from: Networks::any(),
+            trusted: Networks::loopback(),
         }
     }
 

@@ -60,8 +60,9 @@ mod stats;
 mod timer;
 mod transport;
 
-pub use config::{SessionConfig, SipTimers, TcpLimits};
+pub use config::{parse_network, Networks, SessionConfig, SipTimers, TcpLimits};
 pub use error::SessionError;
+pub use ipnet::IpNet;
 pub use registrar::{Binding, Bindings};
 pub use stats::SessionStats;
 pub use transport::Transport;

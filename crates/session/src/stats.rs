@@ -16,6 +16,7 @@ pub(crate) struct Stats {
     pub overloaded: AtomicU64,
     pub auth_failures_unreported: AtomicU64,
     pub pending_events: AtomicU64,
+    pub forbidden_sources: AtomicU64,
 }
 
 /// A snapshot of the adapter's counters ([`SessionAdapter::stats`](crate::SessionAdapter::stats)).
@@ -52,6 +53,9 @@ pub struct SessionStats {
     /// [`SessionConfig::max_pending_events`](crate::SessionConfig) at most: past it,
     /// requests that would add more are refused, counted in `overloaded`).
     pub pending_events: u64,
+    /// INVITEs answered 403 because their source address is outside
+    /// [`SessionConfig::calls_from`](crate::SessionConfig).
+    pub forbidden_sources: u64,
 }
 
 impl Stats {
@@ -69,6 +73,7 @@ impl Stats {
             overloaded: l(&self.overloaded),
             auth_failures_unreported: l(&self.auth_failures_unreported),
             pending_events: l(&self.pending_events),
+            forbidden_sources: l(&self.forbidden_sources),
         }
     }
 }

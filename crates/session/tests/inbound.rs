@@ -5,6 +5,7 @@
 mod support;
 
 use call_engine_events::{CallId, HangupCause, Sdp, SessionCommand, SessionEvent, SessionId};
+use smol_str::SmolStr;
 use std::time::Duration;
 use support::*;
 
@@ -704,6 +705,58 @@ async fn dialog_probe_alive_then_lost() {
         .recv_within(Duration::from_millis(100))
         .await
         .is_none());
+    env.shutdown().await;
+}
+
+/// The IncomingCall of `caller`'s INVITE: its requested skills and priority.
+async fn requested(env: &mut Env, caller: &mut Caller) -> (Vec<SmolStr>, Option<i32>) {
+    caller.invite(SDP_OFFER).await;
+    assert_eq!(caller.ua.recv().await.status(), Some(100));
+    match env.event().await.event {
+        SessionEvent::IncomingCall {
+            requested_skills,
+            requested_priority,
+            ..
+        } => (requested_skills, requested_priority),
+        other => panic!("expected IncomingCall, got {other:?}"),
+    }
+}
+
+/// Only `calls_from` may place calls: an INVITE from elsewhere gets 403 (also when
+/// retransmitted) and nothing reaches the engine; one from inside is offered.
+#[tokio::test]
+async fn invites_from_outside_calls_from_get_403() {
+    let mut env = Env::start_with(|c| c.calls_from = "127.0.0.2".parse().unwrap()).await;
+    let mut outsider = Caller::new(&env).await;
+    assert_eq!(outsider.ua.local.ip().to_string(), "127.0.0.1");
+    outsider.invite(SDP_OFFER).await;
+    let r = outsider.ua.recv().await;
+    assert_eq!(r.status(), Some(403), "{}", r.text);
+    assert!(r.to_tag().is_some());
+    let retransmission = outsider.invite.clone();
+    outsider.ua.send(&retransmission).await;
+    assert_eq!(outsider.ua.recv().await.status(), Some(403));
+    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    assert_eq!(env.sip().stats().forbidden_sources, 1);
+    let ua = Ua::udp_from(env.udp, [127, 0, 0, 2].into()).await;
+    let mut insider = Caller::over(ua);
+    offer_call(&mut env, &mut insider).await;
+    assert_eq!(env.sip().stats().forbidden_sources, 1);
+    env.shutdown().await;
+}
+
+/// `X-Skills` and `X-Priority` count only from a trusted upstream: a caller elsewhere
+/// cannot rank themselves.
+#[tokio::test]
+async fn skills_and_priority_headers_count_only_from_trusted_sources() {
+    let mut env = Env::start_with(|c| c.trusted = "127.0.0.2/32".parse().unwrap()).await;
+    let mut caller = Caller::new(&env).await;
+    assert_eq!(requested(&mut env, &mut caller).await, (vec![], None));
+    let mut upstream = Caller::over(Ua::udp_from(env.udp, [127, 0, 0, 2].into()).await);
+    assert_eq!(
+        requested(&mut env, &mut upstream).await,
+        (vec!["billing".into(), "fr".into()], Some(7))
+    );
     env.shutdown().await;
 }
 

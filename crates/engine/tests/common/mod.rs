@@ -50,7 +50,7 @@ pub fn config(
         udp: Some("127.0.0.1:0".parse().unwrap()),
         tcp: Some("127.0.0.1:0".parse().unwrap()),
         domain: DOMAIN.into(),
-        t1_ms: SipConfig::DEFAULT_T1_MS,
+        ..c.sip
     };
     c.media = MediaConfig {
         address: "127.0.0.1".parse().unwrap(),

@@ -126,6 +126,14 @@ impl Core {
     }
 
     fn on_invite(&mut self, req: InRequest) {
+        // Only the configured networks may place calls: refused before anything is
+        // spent on the call (the transaction absorbs retransmissions and the ACK).
+        let source = req.peer.addr.ip();
+        if !self.cfg.calls_from.contains(source) {
+            self.stats.forbidden_sources.fetch_add(1, Ordering::Relaxed);
+            debug!(sip_call_id = %req.call_id, peer = %req.peer, "INVITE from outside calls_from: 403");
+            return self.reply(&req, 403);
+        }
         // The engine is behind: more calls wait for its answer than allowed. Refused
         // here, before any leg or event exists (the transaction absorbs retransmissions
         // and the ACK).
@@ -157,16 +165,22 @@ impl Core {
             .map(str::to_string)
             .or_else(|| req.raw.request_uri().and_then(uri_user))
             .unwrap_or_default();
+        // Only a trusted upstream (an SBC, an IVR) may ask for skills or rank the caller.
+        let trusted = self.cfg.trusted.contains(source);
+        if !trusted && (req.raw.get("X-Skills").is_some() || req.raw.get("X-Priority").is_some()) {
+            debug!(%call, peer = %req.peer, "X-Skills/X-Priority ignored: the source is not trusted");
+        }
         let skills: Vec<SmolStr> = req
             .raw
             .get_list("X-Skills")
             .iter()
+            .filter(|_| trusted)
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(SmolStr::new)
             .collect();
-        // Trusted upstream (IVR, SBC) may rank the caller; a malformed value is ignored.
-        let priority = req.raw.get("X-Priority").and_then(|v| {
+        // A malformed value is ignored.
+        let priority = req.raw.get("X-Priority").filter(|_| trusted).and_then(|v| {
             let p = v
                 .trim()
                 .parse::<i32>()

@@ -494,7 +494,12 @@ impl Ua {
     }
 
     pub async fn udp(server: SocketAddr) -> Ua {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        Ua::udp_from(server, [127, 0, 0, 1].into()).await
+    }
+
+    /// A UDP UA on `ip` (another loopback address, say: the adapter sees another source).
+    pub async fn udp_from(server: SocketAddr, ip: std::net::IpAddr) -> Ua {
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap();
         let local = sock.local_addr().unwrap();
         Ua {
             link: Link::Udp(sock),
