@@ -251,13 +251,43 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             }
         };
         print_banner(&cfg, demo, &engine);
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            eprintln!("cannot wait for Ctrl-C: {e}");
-        }
-        println!("\nshutting down...");
+        let signal = stop_signal().await;
+        println!("\n{signal}: shutting down...");
         engine.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill`, systemd and container
+/// runtimes send to stop a service): either ends the engine gracefully (live calls get
+/// their BYE and their call records). Returns the signal's name.
+async fn stop_signal() -> &'static str {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot wait for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                () = ctrl_c => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(e) => {
+                eprintln!("cannot wait for SIGTERM: {e}");
+                ctrl_c.await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        "Ctrl-C"
+    }
 }
 
 fn print_banner(cfg: &config::Config, demo: bool, engine: &call_engine::Engine) {

@@ -189,3 +189,95 @@ fn the_command_line_asks_the_running_engine() {
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["queues"][0]["queue"], "support");
 }
+
+/// `kill` (SIGTERM, how systemd and container runtimes stop a service) ends the engine as
+/// Ctrl-C does: the waiting caller gets a BYE, the call its record, and the process exits
+/// cleanly.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_the_engine_down_gracefully() {
+    use call_engine_events::Side;
+    use call_engine_store::{CdrQuery, Store};
+    use std::io::BufRead;
+    use std::time::Duration;
+
+    let port = free_udp_port();
+    let dir = std::env::temp_dir().join(format!(
+        "call-engine-cli-term-{}-{port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("engine.db").display());
+    let cfg = GOOD
+        .replace("127.0.0.1:5999", &format!("127.0.0.1:{port}"))
+        .replace("20000-20100", "36200-36300")
+        .replace("sqlite://data/cli-test.db", &url);
+    let p = dir.join("engine.toml");
+    std::fs::write(&p, cfg).unwrap();
+
+    let mut engine = bin()
+        .args(["serve", "--config"])
+        .arg(&p)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = engine.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_line = |what: &str| loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) if l.contains(what) => break l,
+            Ok(_) => {}
+            Err(e) => panic!("no line with `{what}` from the engine: {e}"),
+        }
+    };
+    // The banner comes once the engine listens.
+    wait_line("call-engine is running");
+
+    let server = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut caller = call_engine_testkit::Phone::new("4006", "example.test", server).await;
+    let _d = caller.call("support", 0).await.expect("queued");
+    let pid = engine.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+
+    assert!(
+        caller
+            .recv_where(Duration::from_secs(10), |m| m.method() == Some("BYE"))
+            .await
+            .is_some(),
+        "the caller is told the call is over"
+    );
+    wait_line("SIGTERM: shutting down");
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(s) = engine.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = engine.kill();
+        panic!("the engine did not exit within 30 s of SIGTERM");
+    };
+    assert!(status.success(), "a clean exit: {status:?}");
+
+    let store = Store::open(&url).await.unwrap();
+    let cdrs = store.list_cdrs(&CdrQuery::default()).await.unwrap();
+    assert_eq!(cdrs.len(), 1, "{cdrs:?}");
+    assert_eq!(cdrs[0].hung_up_by, Side::Engine, "{:?}", cdrs[0]);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
