@@ -2096,6 +2096,10 @@ impl Orchestrator {
     /// A waiting call leaves its queue because of a policy: its rings are cancelled,
     /// its reservation released, its timers cancelled, then it is removed or
     /// overflowed.
+    ///
+    /// A callback not yet answered is a promise to a caller who is no longer on the
+    /// line: a policy that would hang up (max wait, an empty queue) keeps it instead, to
+    /// be called back once an agent is free. An overflow moves it, still a callback.
     fn leave(
         &mut self,
         call: CallId,
@@ -2104,8 +2108,10 @@ impl Orchestrator {
         now: Millis,
         out: &mut Vec<Output>,
     ) {
-        if !matches!(self.calls.get(&call), Some(CallEntry::Queued(_))) {
-            return;
+        match self.calls.get(&call) {
+            Some(CallEntry::Queued(w)) if w.callback && matches!(act, Act::Hangup(_)) => return,
+            Some(CallEntry::Queued(_)) => {}
+            _ => return,
         }
         let Some(CallEntry::Queued(mut w)) = self.calls.remove(&call) else {
             return;

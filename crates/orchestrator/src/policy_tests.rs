@@ -1303,7 +1303,7 @@ fn a_callback_answered_before_any_reservation_is_routed_as_an_ordinary_call() {
 }
 
 #[test]
-fn callbacks_keep_their_place_and_max_wait_still_applies() {
+fn a_callback_outlives_max_wait_hangups_but_not_overflows() {
     let mut o = orch(
         vec![support().with_max_wait(10_000, QueueAction::default())],
         vec![agent("ann")],
@@ -1320,10 +1320,77 @@ fn callbacks_keep_their_place_and_max_wait_still_applies() {
             ..
         }
     )));
-    // Max wait while reserved: the agent is released and takes call 2.
+    // Max wait while the callback is being placed: the caller was promised a call, so
+    // it stays, and so does its agent.
     let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
-    assert_eq!(removed(&out).len(), 1);
-    assert_eq!(rung(&out), vec![(2, "ann".into())]);
+    assert!(removed(&out).is_empty(), "{out:?}");
+    assert!(rung(&out).is_empty(), "{out:?}");
+    // An ordinary caller's max wait still hangs up.
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(2) }), 10_001);
+    assert_eq!(removed(&out).len(), 1, "{out:?}");
+    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
+    // The customer answers the callback: the reserved agent is rung.
+    let out = o.handle(Input::CallbackAnswered { call: CallId(1) }, 12_000);
+    assert_eq!(rung(&out), vec![(1, "ann".into())]);
+
+    // With an overflow action, the callback moves on, still a callback.
+    let mut o = orch(
+        vec![
+            support().with_max_wait(10_000, QueueAction::Overflow { queue: q("other") }),
+            QueueConfig::new(q("other"), Strategy::TopDown),
+        ],
+        vec![agent("ann").with_queue(q("other"))],
+    );
+    queued(&mut o, 1, "support", 0);
+    o.handle(Input::CallbackRequested { call: CallId(1) }, 5);
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
+    assert_eq!(overflowed(&out).len(), 1, "{out:?}");
+    let out = online(&mut o, "ann", 10_001);
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Output::Callback {
+                call: CallId(1),
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_emptied_queue_keeps_its_callbacks() {
+    let mut o = orch(
+        vec![support().with_leave_when_empty(EmptyCondition::NoMembers)],
+        vec![agent("ann")],
+    );
+    online(&mut o, "ann", 0);
+    let out = set_status(&mut o, "ann", on_break("x"), 1);
+    assert!(out.iter().all(|x| !matches!(x, Output::Removed { .. })));
+    queued(&mut o, 1, "support", 10);
+    queued(&mut o, 2, "support", 20);
+    o.handle(Input::CallbackRequested { call: CallId(1) }, 30);
+    // The last member logs out: the caller on the line leaves, the callback stays.
+    let out = o.handle(Input::AgentOffline { agent: a("ann") }, 40);
+    assert_eq!(
+        removed(&out).iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![2],
+        "{out:?}"
+    );
+    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
+    // Back from break and online again: the callback is placed.
+    set_status(&mut o, "ann", AgentStatus::Available, 50);
+    let out = online(&mut o, "ann", 60);
+    assert!(
+        out.iter().any(|x| matches!(
+            x,
+            Output::Callback {
+                call: CallId(1),
+                ..
+            }
+        )),
+        "{out:?}"
+    );
 }
 
 /// Call 1 waits in `support`, which overflows after 1 s into `backup` (max_len 1).
