@@ -32,6 +32,7 @@
 
 use crate::driver::{parse_status, Announcements};
 use call_engine_events::{AgentId, QueueId};
+use call_engine_media::audio::load_wav;
 use call_engine_orchestrator::{
     AgentProfile, BusinessHours, CallerPattern, CallerRule, CallerRules, EmptyCondition,
     FullAction, Membership, QueueAction, QueueConfig, SkillMatch, Strategy,
@@ -401,13 +402,13 @@ struct RawQueue {
     #[serde(default)]
     announce_position_secs: Option<Spanned<i64>>,
     #[serde(default)]
-    announce_wait_time: bool,
+    announce_wait_time: Option<Spanned<bool>>,
     #[serde(default)]
     periodic_prompt: Option<Spanned<String>>,
     #[serde(default)]
     periodic_prompt_secs: Option<Spanned<i64>>,
     #[serde(default)]
-    callback: bool,
+    callback: Option<Spanned<bool>>,
     #[serde(default)]
     callback_via: Option<Spanned<String>>,
     #[serde(default)]
@@ -725,6 +726,11 @@ impl Config {
                             ),
                         ));
                     }
+                    // Read now: a file the media adapter cannot play would leave every
+                    // waiting caller in silence.
+                    if let Err(e) = load_wav(&p) {
+                        return Err(cx.err(format!("queue[{i}].moh"), m, e.to_string()));
+                    }
                     Moh::File(p)
                 }
             };
@@ -911,14 +917,30 @@ impl Config {
             } else if let Some(a) = &q.full_action {
                 return Err(cx.err(key("full_action"), a, "only means something with `max_len`"));
             }
+            let on = |v: &Option<Spanned<bool>>| v.as_ref().is_some_and(|b| *b.get_ref());
             let mut announce = Announcements {
-                wait_time: q.announce_wait_time,
-                callback: q.callback,
+                wait_time: on(&q.announce_wait_time),
+                callback: on(&q.callback),
                 ..Announcements::default()
             };
             if let Some(t) = &q.announce_position_secs {
                 let secs: u32 = cx.int(key("announce_position_secs"), t, 0..=3600)?;
                 announce.position_every_ms = u64::from(secs) * 1000;
+            }
+            // Both are said within the position announcement: without it, never.
+            if announce.position_every_ms == 0 {
+                for (k, v) in [
+                    ("announce_wait_time", &q.announce_wait_time),
+                    ("callback", &q.callback),
+                ] {
+                    if let Some(b) = v.as_ref().filter(|b| *b.get_ref()) {
+                        return Err(cx.err(
+                            key(k),
+                            b,
+                            "is said within the position announcement: set `announce_position_secs` too",
+                        ));
+                    }
+                }
             }
             if let Some(p) = &q.periodic_prompt {
                 if !is_skill_name(p.get_ref()) {
@@ -1285,9 +1307,28 @@ impl Config {
                         format!("`{}` is not a directory", p.display()),
                     ));
                 }
+                // Every prompt the engine plays, read now: one missing or in the
+                // wrong format would be silence in the middle of an announcement.
+                for name in crate::driver::PROMPTS {
+                    let wav = p.join(format!("{name}.wav"));
+                    if let Err(e) = load_wav(&wav) {
+                        return Err(cx.err(
+                            "media.prompts_dir",
+                            d,
+                            format!("lacks a playable prompt `{name}`: {e}"),
+                        ));
+                    }
+                }
                 p
             }
         };
+        for (i, q) in raw.queue.iter().enumerate() {
+            if let Some(p) = &q.periodic_prompt {
+                if let Err(e) = load_wav(&prompts_dir.join(format!("{}.wav", p.get_ref()))) {
+                    return Err(cx.err(format!("queue[{i}].periodic_prompt"), p, e.to_string()));
+                }
+            }
+        }
         let media_timeout_secs = match &raw.media.timeout_secs {
             None => DEFAULT_MEDIA_TIMEOUT_SECS,
             Some(t) => cx.int("media.timeout_secs", t, 1..=3600)?,
@@ -1427,6 +1468,86 @@ mod tests {
             let src = DEMO.replacen("[sip]\n", &format!("[sip]\nt1_ms = {bad}\n"), 1);
             expect_err(&src, "sip.t1_ms", line);
         }
+    }
+
+    /// A scratch directory for files a config names.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("call-engine-config-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The line of the first line of `src` that starts with `start`, 1-based.
+    fn line_of_key(src: &str, start: &str) -> usize {
+        src.lines().position(|l| l.starts_with(start)).unwrap() + 1
+    }
+
+    #[test]
+    fn audio_files_are_read_at_start() {
+        let dir = scratch("audio");
+        // Music on hold that is not an 8 kHz mono WAV: the key, its line and why.
+        let stereo = dir.join("stereo.wav");
+        let mut wav = call_engine_media::audio::wav_bytes(&[0; 800]);
+        wav[22] = 2; // channels
+        std::fs::write(&stereo, &wav).unwrap();
+        let text = dir.join("text.wav");
+        std::fs::write(&text, "not audio").unwrap();
+        let good = dir.join("good.wav");
+        std::fs::write(&good, call_engine_media::audio::wav_bytes(&[0; 800])).unwrap();
+        for (file, why) in [(&stereo, "channels"), (&text, "not a wav")] {
+            let src = DEMO.replacen(
+                "moh = \"builtin\"",
+                &format!("moh = \"{}\"", file.display()),
+                1,
+            );
+            let e = parse(&src).expect_err("unplayable music");
+            assert_eq!(e.key.as_deref(), Some("queue[0].moh"), "{e}");
+            assert_eq!(e.line, Some(line_of_key(&src, "moh =")), "{e}");
+            assert!(e.message.to_lowercase().contains(why), "{e}");
+        }
+        let src = DEMO.replacen(
+            "moh = \"builtin\"",
+            &format!("moh = \"{}\"", good.display()),
+            1,
+        );
+        assert_eq!(parse(&src).unwrap().queues[0].moh, Moh::File(good.clone()));
+
+        // A prompts directory must hold every prompt the engine plays.
+        let prompts = dir.join("prompts");
+        std::fs::create_dir_all(&prompts).unwrap();
+        for p in crate::driver::PROMPTS.iter().filter(|p| **p != "minutes") {
+            std::fs::copy(&good, prompts.join(format!("{p}.wav"))).unwrap();
+        }
+        let with_dir = DEMO.replacen(
+            "[media]\n",
+            &format!("[media]\nprompts_dir = \"{}\"\n", prompts.display()),
+            1,
+        );
+        let e = parse(&with_dir).expect_err("a prompt is missing");
+        assert_eq!(e.key.as_deref(), Some("media.prompts_dir"), "{e}");
+        assert_eq!(e.line, Some(line_of_key(&with_dir, "prompts_dir =")), "{e}");
+        assert!(e.message.contains("`minutes`"), "{e}");
+        std::fs::copy(&good, prompts.join("minutes.wav")).unwrap();
+        assert_eq!(parse(&with_dir).unwrap().prompts_dir, prompts);
+
+        // A queue's periodic prompt must be there too.
+        let periodic = with_dir.replacen(
+            "[[queue]]\n",
+            "[[queue]]\nperiodic_prompt = \"thank-you-for-holding\"\n",
+            1,
+        );
+        let e = parse(&periodic).expect_err("no such prompt");
+        assert_eq!(e.key.as_deref(), Some("queue[0].periodic_prompt"), "{e}");
+        assert_eq!(
+            e.line,
+            Some(line_of_key(&periodic, "periodic_prompt =")),
+            "{e}"
+        );
+        std::fs::copy(&good, prompts.join("thank-you-for-holding.wav")).unwrap();
+        assert!(parse(&periodic).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1768,12 +1889,6 @@ block = true
 
     #[test]
     fn bad_policy_values_name_their_key() {
-        let line_of_key = |src: &str, k: &str| {
-            src.lines()
-                .position(|l| l.starts_with(k))
-                .map(|i| i + 1)
-                .expect("key present")
-        };
         let cases = [
             (
                 "max_wait_action = \"overflow:sales\"",
@@ -1879,6 +1994,12 @@ block = true
                 "number[0].queue",
                 "queue = \"nowhere\"",
             ),
+            (
+                "announce_position_secs = 45",
+                "announce_position_secs = 0",
+                "queue[0].announce_wait_time",
+                "announce_wait_time",
+            ),
         ];
         for (from, to, key, starts) in cases {
             let src = FULL.replacen(from, to, 1);
@@ -1892,5 +2013,10 @@ block = true
         let src = FULL.replacen("business_hours = \"mon-fri 08:00-18:00\"\n", "", 1);
         let e = parse(&src).expect_err("offset without hours");
         assert_eq!(e.key.as_deref(), Some("queue[0].utc_offset_minutes"), "{e}");
+        // The callback offer is said in the position announcement.
+        let src = FULL
+            .replacen("announce_position_secs = 45\n", "", 1)
+            .replacen("announce_wait_time = true\n", "", 1);
+        expect_err(&src, "queue[0].callback", line_of_key(&src, "callback ="));
     }
 }

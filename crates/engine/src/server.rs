@@ -231,6 +231,7 @@ impl Engine {
                     t1: Duration::from_millis(u64::from(config.sip.t1_ms)),
                     ..SipTimers::default()
                 },
+                ring_timeout: timer_c(&config),
                 calls_from: config.sip.calls_from.clone(),
                 trusted: config.sip.trusted.clone(),
                 ..SessionConfig::default()
@@ -368,6 +369,17 @@ impl Engine {
     }
 }
 
+/// Timer C of outbound INVITEs: it only bounds a forgotten leg, so it stays above every
+/// queue's ring timeout (which the engine enforces itself), and at least the session
+/// adapter's default.
+fn timer_c(config: &Config) -> Duration {
+    config
+        .queues
+        .iter()
+        .map(|q| Duration::from_millis(q.routing.ring_timeout_ms) + Duration::from_secs(30))
+        .fold(SessionConfig::default().ring_timeout, Duration::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +419,13 @@ mod tests {
         calls.sort_unstable();
         assert_eq!(calls, vec![1, 3]);
         store.close().await;
+    }
+
+    #[test]
+    fn timer_c_outlasts_every_ring_timeout() {
+        let mut config = Config::demo();
+        assert_eq!(timer_c(&config), SessionConfig::default().ring_timeout);
+        config.queues[0].routing = config.queues[0].routing.clone().with_ring_timeout(600_000);
+        assert_eq!(timer_c(&config), Duration::from_secs(630));
     }
 }
