@@ -1496,22 +1496,21 @@ mod tests {
         std::fs::write(&text, "not audio").unwrap();
         let good = dir.join("good.wav");
         std::fs::write(&good, call_engine_media::audio::wav_bytes(&[0; 800])).unwrap();
-        for (file, why) in [(&stereo, "channels"), (&text, "not a wav")] {
-            let src = DEMO.replacen(
+        let with_moh = |file: &Path| {
+            DEMO.replacen(
                 "moh = \"builtin\"",
                 &format!("moh = \"{}\"", file.display()),
                 1,
-            );
+            )
+        };
+        for (file, why) in [(&stereo, "channels"), (&text, "not a wav")] {
+            let src = with_moh(file);
             let e = parse(&src).expect_err("unplayable music");
             assert_eq!(e.key.as_deref(), Some("queue[0].moh"), "{e}");
             assert_eq!(e.line, Some(line_of_key(&src, "moh =")), "{e}");
             assert!(e.message.to_lowercase().contains(why), "{e}");
         }
-        let src = DEMO.replacen(
-            "moh = \"builtin\"",
-            &format!("moh = \"{}\"", good.display()),
-            1,
-        );
+        let src = with_moh(&good);
         assert_eq!(parse(&src).unwrap().queues[0].moh, Moh::File(good.clone()));
 
         // A prompts directory must hold every prompt the engine plays.

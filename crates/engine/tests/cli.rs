@@ -111,27 +111,65 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
+/// A running engine's files: its directory, its config and its SIP port.
+struct Live {
+    dir: std::path::PathBuf,
+    config: std::path::PathBuf,
+    port: u16,
+}
+
+impl Live {
+    /// Writes [`GOOD`] for a live engine named `name` (its own directory, store, free SIP
+    /// port and `rtp` ports), plus `extra`.
+    fn new(name: &str, rtp: &str, extra: &str) -> Live {
+        let port = free_udp_port();
+        let dir = std::env::temp_dir().join(format!(
+            "call-engine-cli-{name}-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = GOOD
+            .replace("127.0.0.1:5999", &format!("127.0.0.1:{port}"))
+            .replace("20000-20100", rtp)
+            .replace("sqlite://data/cli-test.db", &Live::url_in(&dir))
+            + extra;
+        let config = dir.join("engine.toml");
+        std::fs::write(&config, cfg).unwrap();
+        Live { dir, config, port }
+    }
+
+    fn url_in(dir: &std::path::Path) -> String {
+        format!("sqlite://{}", dir.join("engine.db").display())
+    }
+
+    /// The store's URL.
+    fn url(&self) -> String {
+        Live::url_in(&self.dir)
+    }
+
+    /// `call-engine serve` on this config, its output to `stdout`.
+    fn serve(&self, stdout: std::process::Stdio) -> std::process::Child {
+        bin()
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
 #[test]
 fn the_command_line_asks_the_running_engine() {
-    let dir = std::env::temp_dir().join(format!(
-        "call-engine-cli-live-{}-{}",
-        std::process::id(),
-        free_udp_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = GOOD
-        .replace("127.0.0.1:5999", &format!("127.0.0.1:{}", free_udp_port()))
-        .replace("20000-20100", "36000-36100")
-        .replace(
-            "sqlite://data/cli-test.db",
-            &format!("sqlite://{}", dir.join("engine.db").display()),
-        )
-        + "\n[control]\nsocket = \"engine.sock\"\n";
-    let p = dir.join("engine.toml");
-    std::fs::write(&p, cfg).unwrap();
+    let live = Live::new(
+        "live",
+        "36000-36100",
+        "\n[control]\nsocket = \"engine.sock\"\n",
+    );
+    let p = &live.config;
 
     // Nobody listening yet: a clear error, not a hang.
-    let out = bin().args(["stats", "--config"]).arg(&p).output().unwrap();
+    let out = bin().args(["stats", "--config"]).arg(p).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot reach the engine"),
@@ -139,17 +177,11 @@ fn the_command_line_asks_the_running_engine() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut engine = bin()
-        .args(["serve", "--config"])
-        .arg(&p)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut engine = live.serve(std::process::Stdio::null());
     let ask = |args: &[&str]| {
         let mut out = None;
         for _ in 0..100 {
-            let o = bin().args(args).arg("--config").arg(&p).output().unwrap();
+            let o = bin().args(args).arg("--config").arg(p).output().unwrap();
             if o.status.success() || !String::from_utf8_lossy(&o.stderr).contains("cannot reach") {
                 out = Some(o);
                 break;
@@ -201,27 +233,8 @@ async fn sigterm_shuts_the_engine_down_gracefully() {
     use std::io::BufRead;
     use std::time::Duration;
 
-    let port = free_udp_port();
-    let dir = std::env::temp_dir().join(format!(
-        "call-engine-cli-term-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("engine.db").display());
-    let cfg = GOOD
-        .replace("127.0.0.1:5999", &format!("127.0.0.1:{port}"))
-        .replace("20000-20100", "36200-36300")
-        .replace("sqlite://data/cli-test.db", &url);
-    let p = dir.join("engine.toml");
-    std::fs::write(&p, cfg).unwrap();
-
-    let mut engine = bin()
-        .args(["serve", "--config"])
-        .arg(&p)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let live = Live::new("term", "36200-36300", "");
+    let mut engine = live.serve(std::process::Stdio::piped());
     let stdout = engine.stdout.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -242,7 +255,7 @@ async fn sigterm_shuts_the_engine_down_gracefully() {
     // The banner comes once the engine listens.
     wait_line("call-engine is running");
 
-    let server = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = format!("127.0.0.1:{}", live.port).parse().unwrap();
     let mut caller = call_engine_testkit::Phone::new("4006", "example.test", server).await;
     let _d = caller.call("support", 0).await.expect("queued");
     let pid = engine.id().to_string();
@@ -274,10 +287,10 @@ async fn sigterm_shuts_the_engine_down_gracefully() {
     };
     assert!(status.success(), "a clean exit: {status:?}");
 
-    let store = Store::open(&url).await.unwrap();
+    let store = Store::open(&live.url()).await.unwrap();
     let cdrs = store.list_cdrs(&CdrQuery::default()).await.unwrap();
     assert_eq!(cdrs.len(), 1, "{cdrs:?}");
     assert_eq!(cdrs[0].hung_up_by, Side::Engine, "{:?}", cdrs[0]);
     store.close().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&live.dir);
 }

@@ -1129,6 +1129,12 @@ fn policy_config_defaults_when_absent_from_json() {
 // ---------------------------------------------------------------------------------------
 // Callbacks.
 
+/// Whether `out` places the callback of `call`.
+fn calls_back(out: &[Output], call: u64) -> bool {
+    out.iter()
+        .any(|x| matches!(x, Output::Callback { call: c, .. } if *c == CallId(call)))
+}
+
 fn callback_setup(strategy: Strategy) -> Orchestrator {
     let mut o = orch(
         vec![QueueConfig::new(q("support"), strategy).with_ring_timeout(10_000)],
@@ -1313,13 +1319,7 @@ fn a_callback_outlives_max_wait_hangups_but_not_overflows() {
     o.handle(Input::CallbackRequested { call: CallId(1) }, 5);
     assert_eq!(o.waiting(&q("support")), vec![CallId(1), CallId(2)]);
     let out = online(&mut o, "ann", 6);
-    assert!(out.iter().any(|x| matches!(
-        x,
-        Output::Callback {
-            call: CallId(1),
-            ..
-        }
-    )));
+    assert!(calls_back(&out, 1), "{out:?}");
     // Max wait while the callback is being placed: the caller was promised a call, so
     // it stays, and so does its agent.
     let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
@@ -1346,16 +1346,7 @@ fn a_callback_outlives_max_wait_hangups_but_not_overflows() {
     let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
     assert_eq!(overflowed(&out).len(), 1, "{out:?}");
     let out = online(&mut o, "ann", 10_001);
-    assert!(
-        out.iter().any(|x| matches!(
-            x,
-            Output::Callback {
-                call: CallId(1),
-                ..
-            }
-        )),
-        "{out:?}"
-    );
+    assert!(calls_back(&out, 1), "{out:?}");
 }
 
 #[test]
@@ -1381,16 +1372,7 @@ fn an_emptied_queue_keeps_its_callbacks() {
     // Back from break and online again: the callback is placed.
     set_status(&mut o, "ann", AgentStatus::Available, 50);
     let out = online(&mut o, "ann", 60);
-    assert!(
-        out.iter().any(|x| matches!(
-            x,
-            Output::Callback {
-                call: CallId(1),
-                ..
-            }
-        )),
-        "{out:?}"
-    );
+    assert!(calls_back(&out, 1), "{out:?}");
 }
 
 /// Call 1 waits in `support`, which overflows after 1 s into `backup` (max_len 1).
