@@ -44,6 +44,14 @@ pub struct QueueSettings {
     pub abandoned_resume_ms: u64,
 }
 
+/// The call an INVITE asked for, for [`Driver::refuse`].
+#[derive(Clone, Copy)]
+struct Refused<'a> {
+    call: CallId,
+    session: SessionId,
+    caller: &'a Party,
+}
+
 /// What waiting callers hear besides the music.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Announcements {
@@ -935,6 +943,58 @@ impl Driver {
     ) {
         self.orch_input(cause, orch::Input::OfferFailed { call, agent, why })
             .await;
+    }
+
+    /// Refuses a call before answering it with `status`: counted in `queue`'s statistics
+    /// and event log (when the call got as far as a queue), and recorded (disposition
+    /// `Refused`, the status as its cause).
+    async fn refuse(
+        &mut self,
+        cause: Option<EventId>,
+        r: Refused<'_>,
+        queue: Option<QueueId>,
+        status: u16,
+    ) {
+        self.send(
+            cause,
+            EngineEvent::SessionCommand(SessionCommand::Reject {
+                call: r.call,
+                session: r.session,
+                status,
+                retry_after_secs: None,
+            }),
+        )
+        .await;
+        if let Some(queue) = &queue {
+            self.stats.call_refused(queue, self.now());
+            self.send(
+                cause,
+                EngineEvent::Queue(QueueEvent::CallerRefused {
+                    queue: queue.clone(),
+                    call: r.call,
+                    status,
+                }),
+            )
+            .await;
+        }
+        let now = unix_ms();
+        let record = CallRecord {
+            call: r.call,
+            queue,
+            caller: r.caller.clone(),
+            agent: None,
+            entered_queue_at_ms: None,
+            answered_at_ms: None,
+            ended_at_ms: now,
+            wait_secs: 0.0,
+            talk_secs: 0.0,
+            disposition: Disposition::Refused,
+            hung_up_by: Side::Engine,
+            cause: HangupCause::Status { code: status },
+        };
+        if self.records.send(record).is_err() {
+            warn!(call = %r.call, "call record dropped: recorder stopped");
+        }
     }
 
     /// Publishes that a call left a queue.
@@ -1853,13 +1913,10 @@ impl Driver {
         else {
             return;
         };
-        let reject = |status: u16| {
-            EngineEvent::SessionCommand(SessionCommand::Reject {
-                call,
-                session,
-                status,
-                retry_after_secs: None,
-            })
+        let refused = Refused {
+            call,
+            session,
+            caller: &from,
         };
         // A dialed number may stand for a queue, with its own skills and priority.
         let dialed = self.numbers.get(&to).cloned();
@@ -1869,12 +1926,14 @@ impl Driver {
         };
         if !self.orch.has_queue(&queue) {
             info!(%call, %to, "unknown queue: 404");
-            self.send(cause, reject(404)).await;
+            self.refuse(cause, refused, None, 404).await;
             return;
         }
         if self.calls.len() >= self.max_calls {
             // Overload: refuse rather than fail later (no RTP ports left for the call).
+            // Only counted: an overloaded engine writes no records for what it refuses.
             warn!(%call, calls = self.calls.len(), max = self.max_calls, "overload: 503");
+            self.stats.call_refused(&queue, self.now());
             self.send(
                 cause,
                 EngineEvent::SessionCommand(SessionCommand::Reject {
@@ -1889,14 +1948,15 @@ impl Driver {
         }
         if offer.is_none() {
             // Late offer (INVITE without SDP) is not supported yet.
-            self.send(cause, reject(488)).await;
+            info!(%call, "INVITE without an SDP offer: 488");
+            self.refuse(cause, refused, Some(queue), 488).await;
             return;
         }
         // Caller rules: blacklist, VIP priority, skills.
         let verdict = self.caller_rules.evaluate(&from.user);
         if verdict.blocked {
             info!(%call, caller = %from.user, "caller blocked by a caller rule: 403");
-            self.send(cause, reject(403)).await;
+            self.refuse(cause, refused, Some(queue), 403).await;
             return;
         }
         // Priority: the highest of the caller rules and a trusted upstream's header.
@@ -1940,7 +2000,7 @@ impl Driver {
             match settings.closed_action.clone() {
                 ClosedAction::Reject => {
                     info!(%call, %queue, "queue closed: 480");
-                    self.send(cause, reject(480)).await;
+                    self.refuse(cause, refused, Some(queue), 480).await;
                     return;
                 }
                 ClosedAction::Announce => {
@@ -1951,7 +2011,8 @@ impl Driver {
                 ClosedAction::Overflow(target) => {
                     hops += 1;
                     if hops > 8 {
-                        self.send(cause, reject(480)).await;
+                        warn!(%call, %queue, "closed queues overflow into each other: 480");
+                        self.refuse(cause, refused, Some(queue), 480).await;
                         return;
                     }
                     info!(%call, from = %queue, to = %target, "queue closed: overflow");
@@ -1977,7 +2038,7 @@ impl Driver {
                         _ => 480,
                     };
                     info!(%call, %queue, ?reason, status, "queue refuses the caller");
-                    self.send(cause, reject(status)).await;
+                    self.refuse(cause, refused, Some(queue), status).await;
                     return;
                 }
             }

@@ -73,8 +73,9 @@ fn stats(s: &StatsAnswer) -> String {
         for (name, p) in [("last 15 min", w), ("since start", &q.total)] {
             let _ = writeln!(
                 out,
-                "  {name}: offered {}, answered {}, abandoned {} ({}), service level {} within {}s ({} counting abandons, {} without short abandons), ASA {}, AHT {}, talk {}, wrap-up {}, max wait {}",
+                "  {name}: offered {}, refused {}, answered {}, abandoned {} ({}), service level {} within {}s ({} counting abandons, {} without short abandons), ASA {}, AHT {}, talk {}, wrap-up {}, max wait {}",
                 p.offered,
+                p.refused,
                 p.answered,
                 p.abandoned,
                 pct(p.abandon_rate),

@@ -10,7 +10,8 @@ use call_engine::config::{AgentSection, QueueSection};
 use call_engine::control::{self, ControlRequest};
 use call_engine::Engine;
 use call_engine_events::{
-    AgentEvent, AgentId, AgentStatus, Disposition, EngineEvent, LeaveReason, QueueEvent, QueueId,
+    AgentEvent, AgentId, AgentStatus, CorrelationId, Disposition, EngineEvent, LeaveReason,
+    QueueEvent, QueueId,
 };
 use call_engine_orchestrator::{
     BusinessHours, CallerPattern, CallerRule, CallerRules, EmptyCondition, FullAction, QueueAction,
@@ -114,6 +115,7 @@ fn with_max_len_1(mut cfg: call_engine::config::Config) -> call_engine::config::
 async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
     let db = temp_db("admit");
     let mut cfg = with_max_len_1(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]));
+    let socket = cfg.control_socket.clone().unwrap();
     let mut closed = QueueSection::new("night", Strategy::LongestIdleAgent);
     closed.business_hours = Some(BusinessHours::new()); // never open
     closed.closed_action = call_engine::config::ClosedAction::Reject;
@@ -148,6 +150,76 @@ async fn full_closed_and_blocked_callers_are_refused_before_the_answer() {
     // A blocked number: 403.
     let mut spam = customer(&engine, "+19005550100").await;
     assert_eq!(spam.call("support", 0).await.err(), Some(403));
+    // No such queue: 404.
+    let mut lost = customer(&engine, "9205").await;
+    assert_eq!(lost.call("nowhere", 0).await.err(), Some(404));
+
+    // Each refusal has its record, its cause the status the caller got…
+    let cdrs = wait_cdrs(&engine, 5).await;
+    let mut refused: Vec<(String, Option<String>, String)> = cdrs
+        .iter()
+        .filter(|c| c.disposition == Disposition::Refused)
+        .map(|c| {
+            (
+                c.caller_user.clone(),
+                c.queue.as_ref().map(|q| q.to_string()),
+                c.hangup_cause.clone(),
+            )
+        })
+        .collect();
+    refused.sort();
+    let row = |user: &str, queue: Option<&str>, cause: &str| {
+        (
+            user.to_string(),
+            queue.map(str::to_string),
+            cause.to_string(),
+        )
+    };
+    assert_eq!(
+        refused,
+        vec![
+            row("+19005550100", Some("support"), "sip 403"),
+            row("9202", Some("support"), "sip 486"),
+            row("9203", Some("night"), "sip 480"),
+            row("9204", Some("strict"), "sip 480"),
+            row("9205", None, "sip 404"),
+        ],
+        "{cdrs:?}"
+    );
+    // …is in the event log…
+    let full = cdrs.iter().find(|c| c.caller_user == "9202").unwrap();
+    let logged = async || {
+        engine
+            .store()
+            .last_event_of(CorrelationId::from(full.call_id), "queue.caller_refused")
+            .await
+            .unwrap()
+    };
+    for _ in 0..100 {
+        if logged().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged().await.is_some(), "the refusal is in the event log");
+    // …and in the queues' statistics, apart from the calls they were offered.
+    let r = control::request(&socket, &ControlRequest::Stats)
+        .await
+        .unwrap();
+    let result = r.result.unwrap();
+    let total = |queue: &str| {
+        result["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == queue)
+            .map(|q| (q["total"]["refused"].clone(), q["total"]["offered"].clone()))
+            .unwrap()
+    };
+    assert_eq!(total("support"), (2.into(), 1.into()), "{result}");
+    assert_eq!(total("night"), (1.into(), 0.into()), "{result}");
+    let text = call_engine::report::render(&ControlRequest::Stats, &result);
+    assert!(text.contains("offered 1, refused 2"), "{text}");
     first.abort();
     engine.shutdown().await;
 }

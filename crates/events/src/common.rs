@@ -99,6 +99,10 @@ pub enum Disposition {
     NoAgent,
     /// The call failed (transport, media or protocol error).
     Failed,
+    /// Refused before it was answered: the queue was full or closed, no agent could
+    /// join it, the caller was blocked, or the number is no queue (its SIP status is in
+    /// the record's cause).
+    Refused,
 }
 
 /// Kind of transfer.

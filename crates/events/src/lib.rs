@@ -273,6 +273,7 @@ impl EngineEvent {
             Queue(e) => match e {
                 QueueEvent::CallerJoined { call, .. }
                 | QueueEvent::CallerLeft { call, .. }
+                | QueueEvent::CallerRefused { call, .. }
                 | QueueEvent::PositionChanged { call, .. } => Some(*call),
                 QueueEvent::Snapshot { .. } => None,
             },

@@ -58,6 +58,16 @@ pub enum QueueEvent {
         /// Time waited, milliseconds.
         waited_ms: u64,
     },
+    /// A caller was refused before being answered (the queue was full or closed, no
+    /// agent could take calls, the caller was blocked).
+    CallerRefused {
+        /// The queue.
+        queue: QueueId,
+        /// The call.
+        call: CallId,
+        /// The SIP status the caller got (486, 480, 403…).
+        status: u16,
+    },
     /// A caller's position changed.
     PositionChanged {
         /// The queue.
@@ -84,7 +94,10 @@ impl QueueEvent {
             // Progress of a call through its queue, like `CallEvent::Queued`; the
             // teardown of an abandoned caller is reported by the session and call
             // events themselves.
-            CallerJoined { .. } | CallerLeft { .. } | PositionChanged { .. } => Priority::Normal,
+            CallerJoined { .. }
+            | CallerLeft { .. }
+            | CallerRefused { .. }
+            | PositionChanged { .. } => Priority::Normal,
             Snapshot { .. } => Priority::Low,
         }
     }

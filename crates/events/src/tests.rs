@@ -373,6 +373,11 @@ fn every_variant() -> Vec<EngineEvent> {
             reason: LeaveReason::Abandoned,
             waited_ms: 12_000,
         }),
+        E::Queue(QueueEvent::CallerRefused {
+            queue: queue.clone(),
+            call,
+            status: 486,
+        }),
         E::Queue(QueueEvent::PositionChanged {
             queue: queue.clone(),
             call,
@@ -554,6 +559,7 @@ fn rule(e: &EngineEvent) -> Rule {
         EngineEvent::Queue(e) => match e {
             QueueEvent::CallerJoined { .. } => Progress,
             QueueEvent::CallerLeft { .. } => Progress,
+            QueueEvent::CallerRefused { .. } => Progress,
             QueueEvent::PositionChanged { .. } => Progress,
             QueueEvent::Snapshot { .. } => ResourceReport,
         },

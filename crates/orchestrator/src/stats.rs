@@ -178,6 +178,7 @@ impl AgentsByState {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counters {
     offered: u64,
+    refused: u64,
     answered: u64,
     answered_within: u64,
     abandoned: u64,
@@ -195,6 +196,7 @@ struct Counters {
 impl Counters {
     fn add(&mut self, o: &Counters) {
         self.offered = self.offered.saturating_add(o.offered);
+        self.refused = self.refused.saturating_add(o.refused);
         self.answered = self.answered.saturating_add(o.answered);
         self.answered_within = self.answered_within.saturating_add(o.answered_within);
         self.abandoned = self.abandoned.saturating_add(o.abandoned);
@@ -229,6 +231,7 @@ impl Counters {
         PeriodStats {
             span_ms,
             offered: self.offered,
+            refused: self.refused,
             answered: self.answered,
             answered_within_threshold: self.answered_within,
             abandoned: self.abandoned,
@@ -274,6 +277,9 @@ pub struct PeriodStats {
     pub span_ms: Millis,
     /// Calls that joined the queue.
     pub offered: u64,
+    /// Calls refused before joining (the queue full or closed, no agent to take calls,
+    /// a blocked caller): not in `offered`, nor in any rate.
+    pub refused: u64,
     /// Calls answered (handled).
     pub answered: u64,
     /// Calls answered within the service-level threshold.
@@ -531,6 +537,11 @@ impl StatsBook {
             }
             c.exit(wait_ms);
         });
+    }
+
+    /// A call was refused before joining `queue` (full, closed, no agents, blocked).
+    pub fn call_refused(&mut self, queue: &QueueId, now: Millis) {
+        self.record(queue, now, |c, _| c.refused = c.refused.saturating_add(1));
     }
 
     /// `call` left `queue` after waiting `wait_ms`, neither answered nor abandoned.

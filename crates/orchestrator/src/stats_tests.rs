@@ -213,8 +213,13 @@ fn service_level_variants() {
     b.call_abandoned(CallId(11), &sq, 40 * S, 60 * S);
     // Overflow after 50 s.
     b.call_left(CallId(12), &sq, LeaveReason::Overflow, 50 * S, 60 * S);
+    // Two callers refused before joining: counted apart, in no rate.
+    b.call_refused(&sq, 59 * S);
+    b.call_refused(&sq, 60 * S);
     let s = b.queue_stats(&sq, 60 * S);
     for p in [&s.window, &s.total] {
+        assert_eq!(p.refused, 2);
+        assert_eq!(p.offered, 3);
         assert_eq!(p.answered, 3);
         assert_eq!(p.answered_within_threshold, 2);
         assert_eq!(p.abandoned, 2);

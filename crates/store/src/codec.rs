@@ -12,6 +12,7 @@ pub(crate) fn disposition_name(d: Disposition) -> &'static str {
         Disposition::Abandoned => "abandoned",
         Disposition::NoAgent => "no_agent",
         Disposition::Failed => "failed",
+        Disposition::Refused => "refused",
     }
 }
 
@@ -22,6 +23,7 @@ pub(crate) fn parse_disposition(s: &str) -> Option<Disposition> {
         "abandoned" => Disposition::Abandoned,
         "no_agent" => Disposition::NoAgent,
         "failed" => Disposition::Failed,
+        "refused" => Disposition::Refused,
         _ => return None,
     })
 }
@@ -104,6 +106,7 @@ mod tests {
             Disposition::Abandoned,
             Disposition::NoAgent,
             Disposition::Failed,
+            Disposition::Refused,
         ] {
             assert_eq!(parse_disposition(disposition_name(d)), Some(d));
         }
@@ -125,6 +128,7 @@ mod tests {
             Disposition::Abandoned,
             Disposition::NoAgent,
             Disposition::Failed,
+            Disposition::Refused,
         ] {
             assert_eq!(
                 serde_json::to_value(d).ok(),
