@@ -65,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             EngineEvent::Session(SessionEvent::Confirmed {
                 call: call_id,
                 session: customer,
+                answer: None,
             }),
         ),
         (

@@ -257,6 +257,11 @@ struct CallCtx {
     /// the number's kept place if it is still there (another call from the number may
     /// have been confirmed first and taken it).
     resumes_place: bool,
+    /// The caller's INVITE had no SDP (a late offer): our 200 offers, their ACK answers.
+    late_offer: bool,
+    /// The customer's INVITE was answered (200 sent): from then on the call is ended
+    /// with a BYE, not refused.
+    customer_answered: bool,
 }
 
 impl CallCtx {
@@ -1779,9 +1784,11 @@ impl Driver {
                     self.answered(cause, call, session, sdp).await
                 }
             }
-            SessionEvent::Confirmed { call, session } => {
-                self.customer_confirmed(cause, call, session).await
-            }
+            SessionEvent::Confirmed {
+                call,
+                session,
+                answer,
+            } => self.customer_confirmed(cause, call, session, answer).await,
             SessionEvent::DtmfReceived { call, digit, .. } => {
                 self.on_digit(cause, call, digit).await
             }
@@ -1946,12 +1953,6 @@ impl Driver {
             .await;
             return;
         }
-        if offer.is_none() {
-            // Late offer (INVITE without SDP) is not supported yet.
-            info!(%call, "INVITE without an SDP offer: 488");
-            self.refuse(cause, refused, Some(queue), 488).await;
-            return;
-        }
         // Caller rules: blacklist, VIP priority, skills.
         let verdict = self.caller_rules.evaluate(&from.user);
         if verdict.blocked {
@@ -2096,6 +2097,8 @@ impl Driver {
                 duplicate_callback: false,
                 awaiting_ack: false,
                 resumes_place,
+                late_offer: offer.is_none(),
+                customer_answered: false,
             },
         );
         if let Some(c) = self.calls.get_mut(&call) {
@@ -2163,8 +2166,12 @@ impl Driver {
                             .await;
                         self.maybe_finish(cause, call).await;
                     }
-                    Leg::Customer if callback.is_some() => {
-                        // The customer's leg is answered (ours, outbound): end the call.
+                    Leg::Customer
+                        if callback.is_some()
+                            || self.calls.get(&call).is_some_and(|c| c.customer_answered) =>
+                    {
+                        // The customer's leg is answered (a callback, ours, or a late
+                        // offer whose answer the endpoint refused): end the call.
                         self.deferred.push((call, Side::Engine, why));
                     }
                     Leg::Customer => {
@@ -2287,6 +2294,7 @@ impl Driver {
         }
         let session = c.customer;
         c.awaiting_ack = true;
+        c.customer_answered = true;
         self.send(
             cause,
             EngineEvent::SessionCommand(SessionCommand::Answer { call, session, sdp }),
@@ -2303,6 +2311,7 @@ impl Driver {
         cause: Option<EventId>,
         call: CallId,
         session: SessionId,
+        answer: Option<Sdp>,
     ) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -2312,6 +2321,33 @@ impl Driver {
             return;
         }
         c.awaiting_ack = false;
+        if c.late_offer {
+            // Our 200 offered; the ACK must answer (RFC 3264). The media endpoint learns
+            // where to send before anything is played (the same lane, in order).
+            let Some(sdp) = answer else {
+                warn!(%call, "late offer: the ACK carried no SDP answer; hanging up");
+                self.deferred.push((
+                    call,
+                    Side::Engine,
+                    HangupCause::Failure {
+                        detail: SmolStr::new_static("no SDP answer in the ACK"),
+                    },
+                ));
+                return;
+            };
+            self.send(
+                cause,
+                EngineEvent::MediaCommand(MediaCommand::SetRemote {
+                    call,
+                    leg: Leg::Customer,
+                    sdp,
+                }),
+            )
+            .await;
+        }
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if std::mem::take(&mut c.resumes_place) {
             // The first of the number's calls to be confirmed takes the place; another
             // one answered meanwhile (two INVITEs in the number's name) finds it gone

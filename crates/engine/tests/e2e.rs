@@ -8,7 +8,7 @@ use call_engine_events::{AgentId, Disposition, Side};
 use call_engine_orchestrator::Strategy;
 use call_engine_store::CdrQuery;
 use call_engine_testkit::{Phone, RtpPacket, WAIT};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 mod common;
@@ -456,6 +456,64 @@ async fn pcma_customer_talks_to_pcmu_agent() {
         "decoded µ-law matches the A-law sample {want}: {matching} packets"
     );
     let _ = a;
+    engine.shutdown().await;
+}
+
+/// A late offer (an INVITE without SDP, as some trunks and SBCs send): the 200 offers
+/// PCMU, PCMA and telephone-event, the caller answers PCMA in the ACK, hears the music,
+/// and talks with an agent on PCMU both ways. An ACK without the answer ends the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_offer_is_answered_in_the_ack_and_the_call_goes_through() {
+    let db = temp_db("late-offer");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut cust = customer(&engine, "5556000").await;
+    let d = cust.invite_late("support").await.expect("answered");
+    let offer = d.message.body.clone();
+    assert!(
+        offer.contains("RTP/AVP 0 8 101"),
+        "the engine offers: {offer}"
+    );
+    let c_media = d.remote_media.expect("an address to send to");
+    cust.ack_answering(&d, 8).await;
+    // Music on hold, in the codec of the answer.
+    let moh = cust.recv_rtp(Duration::from_millis(600)).await;
+    assert!(
+        moh.len() >= 10 && moh.iter().all(|p| p.pt == 8),
+        "music in PCMA: {} packets, types {:?}",
+        moh.len(),
+        moh.iter().map(|p| p.pt).collect::<BTreeSet<_>>()
+    );
+    let mut alice = agent(&engine, "alice").await;
+    let a_dialog = alice.answer(0, WAIT).await.expect("alice is rung");
+    let a_media = a_dialog.remote_media.expect("engine SDP to agent");
+    alice.drain_rtp().await;
+    let (_, got_at_agent) = tokio::join!(
+        cust.send_rtp(c_media.addr, 8, 50, |_| 0xD5),
+        alice.recv_rtp(Duration::from_millis(1500))
+    );
+    let pcmu = got_at_agent.iter().filter(|p| p.pt == 0).count();
+    assert!(pcmu >= 40, "the caller reaches the agent: {pcmu} packets");
+    cust.drain_rtp().await;
+    let (_, got_at_customer) = tokio::join!(
+        alice.send_rtp(a_media.addr, 0, 50, |_| 0xFF),
+        cust.recv_rtp(Duration::from_millis(1500))
+    );
+    let pcma = got_at_customer
+        .iter()
+        .filter(|p| p.pt == 8 && p.payload.len() == 160)
+        .count();
+    assert!(pcma >= 40, "the agent reaches the caller: {pcma} packets");
+
+    // A late offer whose ACK carries no answer cannot have media: the engine hangs up.
+    let mut mute = customer(&engine, "5556001").await;
+    let d = mute.invite_late("support").await.expect("answered");
+    mute.ack(&d).await;
+    assert!(
+        mute.expect_request(&d.call_id, "BYE", WAIT).await.is_some(),
+        "no answer in the ACK: BYE"
+    );
     engine.shutdown().await;
 }
 

@@ -55,6 +55,10 @@ pub enum SessionEvent {
         call: CallId,
         /// The confirmed inbound dialog.
         session: SessionId,
+        /// The caller's SDP answer, when their INVITE had no offer (a late offer: our
+        /// 200 carried the offer, and the ACK carries the answer). `None` otherwise, or
+        /// when a late offer's ACK carried none (the call cannot have media).
+        answer: Option<Sdp>,
     },
     /// An outbound INVITE failed with a final non-2xx response, or timed out.
     Rejected {

@@ -40,7 +40,11 @@ fn every_variant() -> Vec<EngineEvent> {
             session,
             sdp: Some(sdp.clone()),
         }),
-        E::Session(SessionEvent::Confirmed { call, session }),
+        E::Session(SessionEvent::Confirmed {
+            call,
+            session,
+            answer: Some(sdp.clone()),
+        }),
         E::Session(SessionEvent::Rejected {
             call,
             session,

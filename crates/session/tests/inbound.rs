@@ -115,15 +115,23 @@ impl Caller {
     }
 
     async fn ack(&mut self, cseq: u32) {
+        self.ack_with(cseq, None).await;
+    }
+
+    /// The ACK, with `sdp` as its body if given (the answer to a late offer).
+    async fn ack_with(&mut self, cseq: u32, sdp: Option<&str>) {
         let to = self.remote_to.clone().expect("answered");
-        let ack = Req::new("ACK", &format!("sip:support@{DOMAIN}"))
+        let mut ack = Req::new("ACK", &format!("sip:support@{DOMAIN}"))
             .h("Via", self.ua.via(&branch()))
             .h("Max-Forwards", 70)
             .h("From", &self.from)
             .h("To", to)
             .h("Call-ID", &self.call_id)
-            .h("CSeq", format!("{cseq} ACK"))
-            .build();
+            .h("CSeq", format!("{cseq} ACK"));
+        if let Some(sdp) = sdp {
+            ack = ack.body("application/sdp", sdp);
+        }
+        let ack = ack.build();
         self.ua.send(&ack).await;
     }
 }
@@ -183,7 +191,11 @@ async fn ack_confirmed(env: &mut Env, caller: &mut Caller, call: CallId, session
     caller.ack(1).await;
     assert_eq!(
         env.event().await.event,
-        SessionEvent::Confirmed { call, session }
+        SessionEvent::Confirmed {
+            call,
+            session,
+            answer: None
+        }
     );
 }
 
@@ -239,7 +251,14 @@ async fn inbound_call_answer_ack_bye() {
     // The ACK confirms the dialog (not `Answered`: that is for outbound legs, and the
     // engine answered this one itself).
     let got = env.event().await;
-    assert_eq!(got.event, SessionEvent::Confirmed { call, session });
+    assert_eq!(
+        got.event,
+        SessionEvent::Confirmed {
+            call,
+            session,
+            answer: None
+        }
+    );
     assert_eq!(got.correlation, call.0);
     assert!(answer_id.0 > 0);
 
@@ -705,6 +724,59 @@ async fn dialog_probe_alive_then_lost() {
         .recv_within(Duration::from_millis(100))
         .await
         .is_none());
+    env.shutdown().await;
+}
+
+/// A late offer: an INVITE without SDP is offered to the engine without one; the 200
+/// carries the engine's offer and the ACK the caller's answer, which `Confirmed` brings.
+/// An SDP in the ACK of an ordinary call is no answer: `Confirmed` carries none.
+#[tokio::test]
+async fn a_late_offer_is_answered_in_the_ack() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    caller.invite = caller
+        .invite_transaction("INVITE")
+        .h("Contact", format!("<{}>", caller.ua.contact("jane")))
+        .build();
+    let invite = caller.invite.clone();
+    caller.ua.send(&invite).await;
+    assert_eq!(caller.ua.recv().await.status(), Some(100));
+    let (call, session) = match env.event().await.event {
+        SessionEvent::IncomingCall {
+            call,
+            session,
+            offer,
+            ..
+        } => {
+            assert_eq!(offer, None);
+            (call, session)
+        }
+        other => panic!("expected IncomingCall, got {other:?}"),
+    };
+    let (ok, _) = answer(&mut env, &mut caller, call, session).await;
+    assert_eq!(ok.body, SDP_ENGINE, "the 200 carries the engine's offer");
+    caller.ack_with(1, Some(SDP_OFFER)).await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Confirmed {
+            call,
+            session,
+            answer: Some(Sdp(SDP_OFFER.into())),
+        }
+    );
+
+    let mut ordinary = Caller::new(&env).await;
+    let (call, session) = offer_call(&mut env, &mut ordinary).await;
+    answer(&mut env, &mut ordinary, call, session).await;
+    ordinary.ack_with(1, Some(SDP_OFFER)).await;
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::Confirmed {
+            call,
+            session,
+            answer: None,
+        }
+    );
     env.shutdown().await;
 }
 

@@ -499,6 +499,18 @@ impl Phone {
     /// [`call`](Self::call) without the ACK of the 2xx: the dialog once answered, for the
     /// caller to [`ack`](Self::ack) (or not), or the final error status (ACKed).
     pub async fn invite(&mut self, target: &str, pt: u8) -> Result<Dialog, u16> {
+        let sdp = self.sdp(pt);
+        self.invite_with(target, Some(sdp)).await
+    }
+
+    /// A late offer: an INVITE without SDP. The dialog once answered (the 200 carries the
+    /// far end's offer), for the caller to answer in the ACK
+    /// ([`ack_answering`](Self::ack_answering)), or the final error status (ACKed).
+    pub async fn invite_late(&mut self, target: &str) -> Result<Dialog, u16> {
+        self.invite_with(target, None).await
+    }
+
+    async fn invite_with(&mut self, target: &str, sdp: Option<String>) -> Result<Dialog, u16> {
         let call_id = format!("call-{}", rand_token());
         let tag = rand_token();
         let cseq = self.next_cseq();
@@ -509,12 +521,17 @@ impl Phone {
             .as_ref()
             .map(|d| format!("\"{d}\" "))
             .unwrap_or_default();
-        let sdp = self.sdp(pt);
         let via = self.via();
+        let body = match &sdp {
+            Some(sdp) => format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+            None => "Content-Length: 0\r\n\r\n".to_string(),
+        };
         let req = format!(
-            "INVITE {to} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {display}<{from_uri}>;tag={tag}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE {to} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {display}<{from_uri}>;tag={tag}\r\nTo: <{to}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <{}>\r\n{body}",
             self.contact(),
-            sdp.len()
         );
         self.send(&req).await;
         let resp = self.response(&call_id, "INVITE", 200).await.ok_or(0u16)?;
@@ -552,8 +569,23 @@ impl Phone {
 
     /// Sends the ACK for a 2xx.
     pub async fn ack(&self, d: &Dialog) {
+        self.ack_with_body(d, "Content-Length: 0\r\n\r\n").await;
+    }
+
+    /// Sends the ACK for the 2xx of a late offer ([`invite_late`](Self::invite_late)),
+    /// answering with `pt` only.
+    pub async fn ack_answering(&self, d: &Dialog, pt: u8) {
+        let sdp = self.sdp_only(pt);
+        let body = format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        self.ack_with_body(d, &body).await;
+    }
+
+    async fn ack_with_body(&self, d: &Dialog, body: &str) {
         let ack = format!(
-            "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: <{}>;tag={}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            "ACK {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: <{}>;tag={}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\n{body}",
             d.remote_target,
             self.via(),
             d.local_uri,

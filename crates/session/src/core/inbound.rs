@@ -225,6 +225,7 @@ impl Core {
             cause: None,
             hangup_pending: false,
             uac: None,
+            late_offer: offer.is_none(),
         };
         info!(
             %call,
@@ -442,9 +443,28 @@ impl Core {
         // carries our To-tag, which only the 200 OK told): the engine waits for it before
         // sending media there. Not for a re-INVITE's ACK, nor for a leg being hung up.
         if initial {
-            info!(%call, session = %sid, "ACK received: session established");
+            // A late offer's answer comes in this ACK (an SDP in the ACK of an INVITE
+            // that had an offer is not an answer to anything: ignored).
+            let answer = if leg.late_offer {
+                req.sdp().map(|s| Sdp(s.into()))
+            } else {
+                None
+            };
+            if leg.late_offer {
+                leg.remote_hold = answer
+                    .as_ref()
+                    .is_some_and(|a| sdp::offer_direction(&a.0).is_hold());
+            }
+            info!(%call, session = %sid, late_answer = answer.is_some(), "ACK received: session established");
             if !hangup {
-                self.emit(SessionEvent::Confirmed { call, session: sid }, None);
+                self.emit(
+                    SessionEvent::Confirmed {
+                        call,
+                        session: sid,
+                        answer,
+                    },
+                    None,
+                );
             }
         }
         if hangup {

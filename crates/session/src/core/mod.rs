@@ -266,6 +266,9 @@ struct Leg {
     cause: Option<EventId>,
     hangup_pending: bool,
     uac: Option<Uac>,
+    /// Inbound, and the INVITE carried no SDP (a late offer): our 200 carries the offer
+    /// and the caller's ACK the answer.
+    late_offer: bool,
 }
 
 struct CachedAck {

@@ -223,6 +223,7 @@ impl Core {
             ok: None,
             cause: Some(id),
             hangup_pending: false,
+            late_offer: false,
             uac: Some(Uac {
                 target: target.clone(),
                 caller,
