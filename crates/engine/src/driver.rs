@@ -4,7 +4,7 @@
 //! itself.
 
 use crate::config::ClosedAction;
-use crate::kept::KeptPlaces;
+use crate::kept::{Claim, KeptPlaces};
 use call_engine_bus::{EventBus, EventId, Filter, Publisher, Receiver, RecvError, TopicSet};
 use call_engine_events::{
     topics, AgentActivity, AgentEvent, AgentId, AgentStatus, AudioSource, CallId, Disposition,
@@ -256,7 +256,7 @@ struct CallCtx {
     /// The caller came back within `abandoned_resume`: once confirmed, the call takes
     /// the number's kept place if it is still there (another call from the number may
     /// have been confirmed first and taken it).
-    resumes_place: bool,
+    resumes_place: Option<Claim>,
     /// The caller's INVITE had no SDP (a late offer): our 200 offers, their ACK answers.
     late_offer: bool,
     /// The customer's INVITE was answered (200 sent): from then on the call is ended
@@ -1336,6 +1336,11 @@ impl Driver {
         let mut follow = Vec::new();
         let now = self.now();
         let mut touched = self.agents_of_input(&input);
+        if let orch::Input::CallEnded { call } = &input {
+            // The driver may have forgotten the call already (it ended on a path of its
+            // own): the orchestrator still knows whom it freed.
+            touched.extend(self.orch.call_agents(*call));
+        }
         let outputs = self.orch.handle(input, now);
         for out in &outputs {
             match out {
@@ -2047,8 +2052,12 @@ impl Driver {
         // Called back soon after abandoning: the place in the queue is kept. It is
         // taken only once the caller's ACK proves the call is theirs: a forged INVITE in
         // their name must not use it up.
-        let resumes_place = announce_only.is_none() && self.kept.claim(&from.user, &queue, now);
-        if resumes_place {
+        let resumes_place = if announce_only.is_none() {
+            self.kept.claim(&from.user, &queue, now)
+        } else {
+            None
+        };
+        if resumes_place.is_some() {
             info!(%call, caller = %from.user, "caller back within abandoned_resume: place kept once confirmed");
         }
         let ring_timeout_ms = self
@@ -2348,11 +2357,11 @@ impl Driver {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        if std::mem::take(&mut c.resumes_place) {
+        if let Some(claim) = c.resumes_place.take() {
             // The first of the number's calls to be confirmed takes the place; another
             // one answered meanwhile (two INVITEs in the number's name) finds it gone
             // and queues as a new caller.
-            match self.kept.take(&c.caller.user, &c.queue) {
+            match self.kept.take(&c.caller.user, claim) {
                 Some(entered) => c.routing.entered_at = Some(entered),
                 None => {
                     info!(%call, caller = %c.caller.user, "the kept place was taken by another call from the number: queued as a new caller");
@@ -2747,9 +2756,9 @@ impl Driver {
             self.cancel_timer(&k);
         }
         if let Some(c) = self.calls.remove(&call) {
-            if c.resumes_place {
+            if let Some(claim) = c.resumes_place {
                 // Ended before it was confirmed: its claim on the kept place goes.
-                self.kept.release(&c.caller.user);
+                self.kept.release(&c.caller.user, claim);
             }
         }
         // Whatever path ended it, the orchestrator must not keep the call.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use call_engine::Engine;
-use call_engine_events::{AgentId, Disposition, Side};
+use call_engine_events::{AgentActivity, AgentEvent, AgentId, Disposition, EngineEvent, Side};
 use call_engine_orchestrator::Strategy;
 use call_engine_store::CdrQuery;
 use call_engine_testkit::{Phone, RtpPacket, WAIT};
@@ -762,6 +762,40 @@ async fn a_lost_bye_is_found_by_the_reconciler_and_the_agent_is_free_again() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(repaired.len(), 1, "one repair logged");
+    // Her activity is logged back to idle (not left "on call" in the log).
+    let mut last = None;
+    for _ in 0..100 {
+        last = engine
+            .store()
+            .last_event_of(
+                AgentId::new("alice").correlation(),
+                "agent.activity_changed",
+            )
+            .await
+            .unwrap()
+            .map(|e| e.payload);
+        if matches!(
+            last,
+            Some(EngineEvent::Agent(AgentEvent::ActivityChanged {
+                activity: AgentActivity::Idle,
+                ..
+            }))
+        ) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        matches!(
+            last,
+            Some(EngineEvent::Agent(AgentEvent::ActivityChanged {
+                activity: AgentActivity::Idle,
+                active_calls: 0,
+                ..
+            }))
+        ),
+        "{last:?}"
+    );
 
     // And alice is available again: the next call rings her.
     let mut c2 = customer(&engine, "8002").await;

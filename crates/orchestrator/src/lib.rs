@@ -1273,6 +1273,16 @@ impl Orchestrator {
         v
     }
 
+    /// Agents ringing for, reserved for, or connected to `call`.
+    pub fn call_agents(&self, call: CallId) -> Vec<AgentId> {
+        let idx: Vec<u32> = match self.calls.get(&call) {
+            Some(CallEntry::Queued(w)) => w.ringing.iter().copied().chain(w.reserved).collect(),
+            Some(CallEntry::Connected { agent, .. }) => vec![*agent],
+            None => Vec::new(),
+        };
+        idx.into_iter().map(|i| self.agent_name(i)).collect()
+    }
+
     /// Whether the agent could be offered a call now.
     pub fn agent_available(&self, a: &AgentId) -> bool {
         self.agent(a).is_some_and(AgentState::available)
@@ -1966,6 +1976,13 @@ impl Orchestrator {
                     }
                 },
             };
+            if w.callback {
+                // A promise to a caller no longer on the line: where an overflow cannot
+                // take it (the target full, closed to it, unknown, a loop), it waits in
+                // the queue it is in rather than be dropped.
+                self.join(call, w, qi, now, out);
+                return;
+            }
             out.push(Output::Removed {
                 call,
                 queue: self.queue_name(qi),
@@ -2098,8 +2115,10 @@ impl Orchestrator {
     /// overflowed.
     ///
     /// A callback not yet answered is a promise to a caller who is no longer on the
-    /// line: a policy that would hang up (max wait, an empty queue) keeps it instead, to
-    /// be called back once an agent is free. An overflow moves it, still a callback.
+    /// line: it stays, to be called back once an agent is free, except that max wait's
+    /// overflow moves it (still a callback; see [`place`](Self::place)). Empty-queue
+    /// policies never move it: they are for callers on the line (and a callback moved
+    /// from an empty queue into another empty one would be moved again at once).
     fn leave(
         &mut self,
         call: CallId,
@@ -2108,8 +2127,11 @@ impl Orchestrator {
         now: Millis,
         out: &mut Vec<Output>,
     ) {
+        let keep_callback = |w: &Waiting| {
+            w.callback && (matches!(act, Act::Hangup(_)) || cause != RejectCause::MaxWait)
+        };
         match self.calls.get(&call) {
-            Some(CallEntry::Queued(w)) if w.callback && matches!(act, Act::Hangup(_)) => return,
+            Some(CallEntry::Queued(w)) if keep_callback(w) => return,
             Some(CallEntry::Queued(_)) => {}
             _ => return,
         }

@@ -1350,6 +1350,37 @@ fn a_callback_outlives_max_wait_hangups_but_not_overflows() {
 }
 
 #[test]
+fn a_callback_an_overflow_cannot_take_waits_where_it_is() {
+    // The backup queue is full: the callback overflows into it, is refused there, and
+    // waits in the backup queue rather than be dropped.
+    let mut o = orch(
+        vec![
+            support().with_max_wait(10_000, QueueAction::Overflow { queue: q("other") }),
+            QueueConfig::new(q("other"), Strategy::TopDown).with_max_len(1, FullAction::Reject),
+        ],
+        vec![agent("ann").with_queue(q("other"))],
+    );
+    queued(&mut o, 2, "other", 0);
+    queued(&mut o, 1, "support", 0);
+    o.handle(Input::CallbackRequested { call: CallId(1) }, 5);
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
+    assert!(removed(&out).is_empty(), "{out:?}");
+    assert_eq!(overflowed(&out).len(), 1, "{out:?}");
+    assert_eq!(o.waiting(&q("other")), vec![CallId(2), CallId(1)]);
+    // An overflow into an unknown queue: it stays where it was.
+    let mut o = orch(
+        vec![support().with_max_wait(10_000, QueueAction::Overflow { queue: q("gone") })],
+        vec![agent("ann")],
+    );
+    queued(&mut o, 1, "support", 0);
+    o.handle(Input::CallbackRequested { call: CallId(1) }, 5);
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
+    assert!(removed(&out).is_empty(), "{out:?}");
+    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
+    assert!(calls_back(&online(&mut o, "ann", 10_001), 1));
+}
+
+#[test]
 fn an_emptied_queue_keeps_its_callbacks() {
     let mut o = orch(
         vec![support().with_leave_when_empty(EmptyCondition::NoMembers)],
@@ -1373,6 +1404,29 @@ fn an_emptied_queue_keeps_its_callbacks() {
     set_status(&mut o, "ann", AgentStatus::Available, 50);
     let out = online(&mut o, "ann", 60);
     assert!(calls_back(&out, 1), "{out:?}");
+
+    // Two empty queues overflowing into each other: the caller on the line goes round
+    // once and is removed; the callback stays put (it is not bounced between them).
+    let empty_to = |from: &str, to: &str| {
+        QueueConfig::new(q(from), Strategy::TopDown)
+            .with_leave_when_empty(EmptyCondition::NoMembers)
+            .with_empty_action(QueueAction::Overflow { queue: q(to) })
+    };
+    let mut o = orch(
+        vec![empty_to("support", "other"), empty_to("other", "support")],
+        vec![agent("ann").with_queue(q("other"))],
+    );
+    online(&mut o, "ann", 0);
+    queued(&mut o, 1, "support", 10);
+    queued(&mut o, 2, "support", 20);
+    o.handle(Input::CallbackRequested { call: CallId(1) }, 30);
+    let out = o.handle(Input::AgentOffline { agent: a("ann") }, 40);
+    assert_eq!(
+        removed(&out).iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![2],
+        "{out:?}"
+    );
+    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
 }
 
 /// Call 1 waits in `support`, which overflows after 1 s into `backup` (max_len 1).
@@ -1418,4 +1472,27 @@ fn an_overflow_counts_the_calls_on_their_way_to_the_target() {
         vec![(1, "support".into(), "backup".into(), RejectCause::MaxWait)]
     );
     assert_eq!(o.waiting(&q("backup")), vec![CallId(1)]);
+}
+
+#[test]
+fn the_agents_of_a_call_are_those_rung_reserved_or_connected() {
+    let mut o = orch(
+        vec![QueueConfig::new(q("support"), Strategy::RingAll)],
+        vec![agent("ann"), agent("bob")],
+    );
+    online(&mut o, "ann", 0);
+    online(&mut o, "bob", 0);
+    queued(&mut o, 1, "support", 1);
+    // Ring-all: both rung.
+    assert_eq!(o.call_agents(CallId(1)), vec![a("ann"), a("bob")]);
+    answer(&mut o, 1, "bob", 2);
+    assert_eq!(o.call_agents(CallId(1)), vec![a("bob")]);
+    o.handle(Input::CallEnded { call: CallId(1) }, 3);
+    assert!(o.call_agents(CallId(1)).is_empty());
+    // A callback: the one agent reserved for it.
+    let mut o = callback_setup(Strategy::TopDown);
+    o.handle(Input::CallbackRequested { call: CallId(1) }, 10);
+    assert!(o.call_agents(CallId(1)).is_empty());
+    assert!(calls_back(&online(&mut o, "ann", 20), 1));
+    assert_eq!(o.call_agents(CallId(1)), vec![a("ann")]);
 }
