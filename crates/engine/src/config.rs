@@ -48,6 +48,88 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
+/// The prompts a queue's features play, each with the key that asks for it and where
+/// that key is: position and wait announcements, the callback offer, the closed
+/// announcement, the prompt of a policy that hangs up, the periodic message.
+fn needed_prompts(rq: &RawQueue, q: &QueueSection) -> Vec<(SmolStr, &'static str, usize)> {
+    use crate::driver::{
+        CALLBACK_PROMPTS, CLOSED_PROMPT, POSITION_PROMPTS, REMOVED_PROMPT, WAIT_PROMPTS,
+    };
+    let mut out = Vec::new();
+    let mut add = |names: &[&str], k: &'static str, at: Option<usize>| {
+        if let Some(at) = at {
+            out.extend(names.iter().map(|n| (SmolStr::new(n), k, at)));
+        }
+    };
+    let start = |v: Option<std::ops::Range<usize>>| v.map(|r| r.start);
+    if q.announce.position_every_ms > 0 {
+        let at = start(rq.announce_position_secs.as_ref().map(Spanned::span));
+        add(POSITION_PROMPTS, "announce_position_secs", at);
+        if q.announce.wait_time {
+            add(
+                WAIT_PROMPTS,
+                "announce_wait_time",
+                start(rq.announce_wait_time.as_ref().map(Spanned::span)),
+            );
+        }
+        if q.announce.callback {
+            let at = start(rq.callback.as_ref().map(Spanned::span));
+            add(CALLBACK_PROMPTS, "callback", at);
+        }
+    }
+    if q.business_hours.is_some() && q.closed_action == ClosedAction::Announce {
+        let (k, at) = match &rq.closed_action {
+            Some(a) => ("closed_action", a.span().start),
+            None => (
+                "business_hours",
+                rq.business_hours.as_ref().map_or(0, |b| b.span().start),
+            ),
+        };
+        add(&[CLOSED_PROMPT], k, Some(at));
+    }
+    let r = &q.routing;
+    let hangup_prompt = |a: &QueueAction| match a {
+        QueueAction::Hangup { prompt } => Some(
+            prompt
+                .clone()
+                .unwrap_or_else(|| SmolStr::new_static(REMOVED_PROMPT)),
+        ),
+        QueueAction::Overflow { .. } => None,
+    };
+    if r.max_wait_ms.is_some() {
+        if let Some(p) = hangup_prompt(&r.max_wait_action) {
+            let (k, at) = match (&rq.max_wait_action, &rq.max_wait_secs) {
+                (Some(a), _) => ("max_wait_action", Some(a.span().start)),
+                (None, m) => ("max_wait_secs", m.as_ref().map(|m| m.span().start)),
+            };
+            add(&[p.as_str()], k, at);
+        }
+    }
+    if r.leave_when_empty.is_some() || r.max_wait_no_agent_ms.is_some() {
+        if let Some(p) = hangup_prompt(&r.empty_action) {
+            let (k, at) = match (&rq.empty_action, &rq.leave_when_empty) {
+                (Some(a), _) => ("empty_action", a.span().start),
+                (None, Some(l)) => ("leave_when_empty", l.span().start),
+                (None, None) => (
+                    "max_wait_no_agent_secs",
+                    rq.max_wait_no_agent_secs
+                        .as_ref()
+                        .map_or(0, |m| m.span().start),
+                ),
+            };
+            add(&[p.as_str()], k, Some(at));
+        }
+    }
+    if let Some(p) = &rq.periodic_prompt {
+        add(
+            &[p.get_ref().as_str()],
+            "periodic_prompt",
+            Some(p.span().start),
+        );
+    }
+    out
+}
+
 /// A configuration error: which key, on which line, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -317,9 +399,9 @@ struct RawSip {
     #[serde(default)]
     t1_ms: Option<Spanned<i64>>,
     #[serde(default)]
-    calls_from: Option<Vec<Spanned<String>>>,
+    calls_from: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
-    trusted: Option<Vec<Spanned<String>>>,
+    trusted: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -632,19 +714,33 @@ impl Config {
             Some(t) => cx.int("sip.t1_ms", t, 10..=4000)?,
             None => SipConfig::DEFAULT_T1_MS,
         };
-        let networks = |key: &str, list: &Option<Vec<Spanned<String>>>, default: Networks| {
-            let Some(list) = list else {
-                return Ok(default);
+        let networks =
+            |key: &str, list: &Option<Spanned<Vec<Spanned<String>>>>, default: Networks| {
+                let Some(list) = list else {
+                    return Ok(default);
+                };
+                list.get_ref()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        parse_network(n.get_ref()).map_err(|e| cx.err(format!("{key}[{i}]"), n, e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Networks::new)
             };
-            list.iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    parse_network(n.get_ref()).map_err(|e| cx.err(format!("{key}[{i}]"), n, e))
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map(Networks::new)
-        };
         let calls_from = networks("sip.calls_from", &raw.sip.calls_from, Networks::any())?;
+        if let Some(list) = raw
+            .sip
+            .calls_from
+            .as_ref()
+            .filter(|l| l.get_ref().is_empty())
+        {
+            return Err(cx.err(
+                "sip.calls_from",
+                list,
+                "is empty: no call could come in (leave it out to take calls from anywhere)",
+            ));
+        }
         let trusted = networks("sip.trusted", &raw.sip.trusted, Networks::loopback())?;
 
         let address: IpAddr = raw.media.address.get_ref().parse().map_err(|_| {
@@ -1307,25 +1403,26 @@ impl Config {
                         format!("`{}` is not a directory", p.display()),
                     ));
                 }
-                // Every prompt the engine plays, read now: one missing or in the
-                // wrong format would be silence in the middle of an announcement.
-                for name in crate::driver::PROMPTS {
-                    let wav = p.join(format!("{name}.wav"));
-                    if let Err(e) = load_wav(&wav) {
-                        return Err(cx.err(
-                            "media.prompts_dir",
-                            d,
-                            format!("lacks a playable prompt `{name}`: {e}"),
-                        ));
-                    }
-                }
                 p
             }
         };
-        for (i, q) in raw.queue.iter().enumerate() {
-            if let Some(p) = &q.periodic_prompt {
-                if let Err(e) = load_wav(&prompts_dir.join(format!("{}.wav", p.get_ref()))) {
-                    return Err(cx.err(format!("queue[{i}].periodic_prompt"), p, e.to_string()));
+        // Every prompt the queues' features play is read now, in the directory used:
+        // one missing or in the wrong format would be silence in the middle of an
+        // announcement. The error names the feature that needs it.
+        for (i, (rq, q)) in raw.queue.iter().zip(&queues).enumerate() {
+            for (name, k, at) in needed_prompts(rq, q) {
+                let wav = prompts_dir.join(format!("{name}.wav"));
+                if let Err(e) = load_wav(&wav) {
+                    let hint = if raw.media.prompts_dir.is_none() {
+                        " (set `media.prompts_dir` to a directory holding it)"
+                    } else {
+                        ""
+                    };
+                    return Err(ConfigError {
+                        key: Some(format!("queue[{i}].{k}")),
+                        line: Some(line_of(src, at)),
+                        message: format!("needs the prompt `{name}`: {e}{hint}"),
+                    });
                 }
             }
         }
@@ -1513,23 +1610,49 @@ mod tests {
         let src = with_moh(&good);
         assert_eq!(parse(&src).unwrap().queues[0].moh, Moh::File(good.clone()));
 
-        // A prompts directory must hold every prompt the engine plays.
+        // A prompts directory holds what the queues' features play: none here…
         let prompts = dir.join("prompts");
         std::fs::create_dir_all(&prompts).unwrap();
-        for p in crate::driver::PROMPTS.iter().filter(|p| **p != "minutes") {
-            std::fs::copy(&good, prompts.join(format!("{p}.wav"))).unwrap();
-        }
         let with_dir = DEMO.replacen(
             "[media]\n",
             &format!("[media]\nprompts_dir = \"{}\"\n", prompts.display()),
             1,
         );
-        let e = parse(&with_dir).expect_err("a prompt is missing");
-        assert_eq!(e.key.as_deref(), Some("media.prompts_dir"), "{e}");
-        assert_eq!(e.line, Some(line_of_key(&with_dir, "prompts_dir =")), "{e}");
-        assert!(e.message.contains("`minutes`"), "{e}");
-        std::fs::copy(&good, prompts.join("minutes.wav")).unwrap();
         assert_eq!(parse(&with_dir).unwrap().prompts_dir, prompts);
+        // …the position announcement's prompts, once it is on: the error names the key
+        // that needs the missing one.
+        for p in crate::driver::POSITION_PROMPTS
+            .iter()
+            .filter(|p| **p != "number-7")
+        {
+            std::fs::copy(&good, prompts.join(format!("{p}.wav"))).unwrap();
+        }
+        let announcing =
+            with_dir.replacen("[[queue]]\n", "[[queue]]\nannounce_position_secs = 30\n", 1);
+        let e = parse(&announcing).expect_err("a prompt is missing");
+        assert_eq!(
+            e.key.as_deref(),
+            Some("queue[0].announce_position_secs"),
+            "{e}"
+        );
+        assert_eq!(
+            e.line,
+            Some(line_of_key(&announcing, "announce_position_secs =")),
+            "{e}"
+        );
+        assert!(e.message.contains("`number-7`"), "{e}");
+        std::fs::copy(&good, prompts.join("number-7.wav")).unwrap();
+        assert!(parse(&announcing).is_ok());
+
+        // A policy that hangs up tells the caller why: its prompt is needed too.
+        let hanging_up = with_dir.replacen(
+            "[[queue]]\n",
+            "[[queue]]\nmax_wait_secs = 60\nmax_wait_action = \"hangup:sorry\"\n",
+            1,
+        );
+        let e = parse(&hanging_up).expect_err("no such prompt");
+        assert_eq!(e.key.as_deref(), Some("queue[0].max_wait_action"), "{e}");
+        assert!(e.message.contains("`sorry`"), "{e}");
 
         // A queue's periodic prompt must be there too.
         let periodic = with_dir.replacen(
@@ -1569,7 +1692,9 @@ mod tests {
             .position(|l| l.trim() == "[sip]")
             .map(|i| i + 3)
             .unwrap();
-        for bad in ["10.0.0.0/33", "example.com", "10.0.0"] {
+        let none = DEMO.replacen("[sip]\n", "[sip]\ncalls_from = []\n", 1);
+        expect_err(&none, "sip.calls_from", line - 1);
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0", "10.1.2.3/8"] {
             let src = DEMO.replacen(
                 "[sip]\n",
                 &format!("[sip]\ncalls_from = [\"10.0.0.0/8\"]\ntrusted = [\n  \"127.0.0.1\",\n  \"{bad}\"]\n"),

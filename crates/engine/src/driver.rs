@@ -346,9 +346,10 @@ fn offer_failure(cause: &HangupCause) -> orch::OfferFailure {
     }
 }
 
-/// Every prompt the engine itself plays (a `media.prompts_dir` must hold each as
-/// `<name>.wav`; queues may name more, e.g. their `periodic_prompt`).
-pub const PROMPTS: &[&str] = &[
+/// The prompts of the position announcement ("you are caller number …": the number
+/// said with [`number_prompts`]).
+pub const POSITION_PROMPTS: &[&str] = &[
+    "you-are-caller",
     "number-0",
     "number-1",
     "number-2",
@@ -378,16 +379,19 @@ pub const PROMPTS: &[&str] = &[
     "number-80",
     "number-90",
     "hundred",
-    "you-are-caller",
-    "estimated-wait",
-    "minute",
-    "minutes",
-    "less-than-a-minute",
-    "press-1-for-callback",
-    "callback-confirmed",
-    "closed",
-    "no-agents",
 ];
+
+/// The prompts the estimated wait adds to the position announcement.
+pub const WAIT_PROMPTS: &[&str] = &["estimated-wait", "minute", "minutes", "less-than-a-minute"];
+
+/// The prompts of the callback offer and its confirmation.
+pub const CALLBACK_PROMPTS: &[&str] = &["press-1-for-callback", "callback-confirmed"];
+
+/// Told to callers of a closed queue (`closed_action = "announce"`).
+pub const CLOSED_PROMPT: &str = "closed";
+
+/// Told to a caller a queue policy hangs up on, unless the action names its own.
+pub const REMOVED_PROMPT: &str = "no-agents";
 
 /// Prompt names saying `n` (0-999): `number-<n>` up to 20, tens and units above,
 /// `hundred` for the hundreds.
@@ -950,14 +954,14 @@ impl Driver {
             .await;
     }
 
-    /// Refuses a call before answering it with `status`: counted in `queue`'s statistics
-    /// and event log (when the call got as far as a queue), and recorded (disposition
-    /// `Refused`, the status as its cause).
+    /// Refuses a call to `queue` before answering it with `status`: counted in the
+    /// queue's statistics and event log, and recorded (disposition `Refused`, the status
+    /// as its cause).
     async fn refuse(
         &mut self,
         cause: Option<EventId>,
         r: Refused<'_>,
-        queue: Option<QueueId>,
+        queue: QueueId,
         status: u16,
     ) {
         self.send(
@@ -970,22 +974,20 @@ impl Driver {
             }),
         )
         .await;
-        if let Some(queue) = &queue {
-            self.stats.call_refused(queue, self.now());
-            self.send(
-                cause,
-                EngineEvent::Queue(QueueEvent::CallerRefused {
-                    queue: queue.clone(),
-                    call: r.call,
-                    status,
-                }),
-            )
-            .await;
-        }
+        self.stats.call_refused(&queue, self.now());
+        self.send(
+            cause,
+            EngineEvent::Queue(QueueEvent::CallerRefused {
+                queue: queue.clone(),
+                call: r.call,
+                status,
+            }),
+        )
+        .await;
         let now = unix_ms();
         let record = CallRecord {
             call: r.call,
-            queue,
+            queue: Some(queue),
             caller: r.caller.clone(),
             agent: None,
             entered_queue_at_ms: None,
@@ -1504,7 +1506,7 @@ impl Driver {
                         .await;
                     let prompt = match reason {
                         orch::RejectCause::CallbackFailed => None,
-                        _ => Some(prompt.unwrap_or_else(|| SmolStr::new_static("no-agents"))),
+                        _ => Some(prompt.unwrap_or_else(|| SmolStr::new_static(REMOVED_PROMPT))),
                     };
                     let detail = SmolStr::new(format!("queue policy: {}", reject_label(reason)));
                     self.close_with_prompt(cause, call, prompt, HangupCause::Failure { detail })
@@ -1937,8 +1939,19 @@ impl Driver {
             None => QueueId::new(&to),
         };
         if !self.orch.has_queue(&queue) {
+            // No call of the call center's: no record (a scanner trying numbers would
+            // otherwise write one per INVITE).
             info!(%call, %to, "unknown queue: 404");
-            self.refuse(cause, refused, None, 404).await;
+            self.send(
+                cause,
+                EngineEvent::SessionCommand(SessionCommand::Reject {
+                    call,
+                    session,
+                    status: 404,
+                    retry_after_secs: None,
+                }),
+            )
+            .await;
             return;
         }
         if self.calls.len() >= self.max_calls {
@@ -1962,7 +1975,7 @@ impl Driver {
         let verdict = self.caller_rules.evaluate(&from.user);
         if verdict.blocked {
             info!(%call, caller = %from.user, "caller blocked by a caller rule: 403");
-            self.refuse(cause, refused, Some(queue), 403).await;
+            self.refuse(cause, refused, queue, 403).await;
             return;
         }
         // Priority: the highest of the caller rules and a trusted upstream's header.
@@ -2006,19 +2019,19 @@ impl Driver {
             match settings.closed_action.clone() {
                 ClosedAction::Reject => {
                     info!(%call, %queue, "queue closed: 480");
-                    self.refuse(cause, refused, Some(queue), 480).await;
+                    self.refuse(cause, refused, queue, 480).await;
                     return;
                 }
                 ClosedAction::Announce => {
                     info!(%call, %queue, "queue closed: announcing");
-                    announce_only = Some(SmolStr::new_static("closed"));
+                    announce_only = Some(SmolStr::new_static(CLOSED_PROMPT));
                     break;
                 }
                 ClosedAction::Overflow(target) => {
                     hops += 1;
                     if hops > 8 {
                         warn!(%call, %queue, "closed queues overflow into each other: 480");
-                        self.refuse(cause, refused, Some(queue), 480).await;
+                        self.refuse(cause, refused, queue, 480).await;
                         return;
                     }
                     info!(%call, from = %queue, to = %target, "queue closed: overflow");
@@ -2044,7 +2057,7 @@ impl Driver {
                         _ => 480,
                     };
                     info!(%call, %queue, ?reason, status, "queue refuses the caller");
-                    self.refuse(cause, refused, Some(queue), status).await;
+                    self.refuse(cause, refused, queue, status).await;
                     return;
                 }
             }
@@ -2331,8 +2344,10 @@ impl Driver {
         }
         c.awaiting_ack = false;
         if c.late_offer {
-            // Our 200 offered; the ACK must answer (RFC 3264). The media endpoint learns
-            // where to send before anything is played (the same lane, in order).
+            // Our 200 offered; the ACK must answer (RFC 3264). `SetRemote` (High lane) is
+            // normally delivered before the music's `Play` (Normal lane); should the
+            // bus's starvation guard deliver the `Play` first, the endpoint sends nothing
+            // until it knows where to, so only the first packets of the music are lost.
             let Some(sdp) = answer else {
                 warn!(%call, "late offer: the ACK carried no SDP answer; hanging up");
                 self.deferred.push((
@@ -2860,10 +2875,15 @@ mod tests {
         let dir = std::path::Path::new(crate::config::DEFAULT_PROMPTS_DIR);
         for n in 0..=999 {
             for p in number_prompts(n) {
-                assert!(PROMPTS.contains(&p.as_str()), "{p} not in PROMPTS");
+                assert!(POSITION_PROMPTS.contains(&p.as_str()), "{p} not listed");
             }
         }
-        for p in PROMPTS {
+        let all = POSITION_PROMPTS
+            .iter()
+            .chain(WAIT_PROMPTS)
+            .chain(CALLBACK_PROMPTS)
+            .chain([&CLOSED_PROMPT, &REMOVED_PROMPT]);
+        for p in all {
             let wav = dir.join(format!("{p}.wav"));
             assert!(
                 call_engine_media::audio::load_wav(&wav).is_ok(),

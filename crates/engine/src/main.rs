@@ -243,6 +243,13 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let mut stop = match StopSignals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("call-engine: cannot listen for stop signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let engine = match call_engine::Engine::start(cfg.clone()).await {
             Ok(e) => e,
             Err(e) => {
@@ -251,42 +258,60 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             }
         };
         print_banner(&cfg, demo, &engine);
-        let signal = stop_signal().await;
+        let signal = stop.next().await;
         println!("\n{signal}: shutting down...");
-        engine.shutdown().await;
-        ExitCode::SUCCESS
+        // Live calls get their BYE and records; a second signal does not wait for it.
+        tokio::select! {
+            () = engine.shutdown() => ExitCode::SUCCESS,
+            again = stop.next() => {
+                eprintln!("{again} again: exiting without waiting for the shutdown");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
-/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM (what `kill`, systemd and container
-/// runtimes send to stop a service): either ends the engine gracefully (live calls get
-/// their BYE and their call records). Returns the signal's name.
-async fn stop_signal() -> &'static str {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            eprintln!("cannot wait for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
+/// The signals that stop the engine: Ctrl-C (SIGINT) and, on Unix, SIGTERM (what
+/// `kill`, systemd and container runtimes send to stop a service). Installed before the
+/// engine starts, so that a signal during start-up is not fatal but handled once the
+/// engine runs.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                () = ctrl_c => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(e) => {
-                eprintln!("cannot wait for SIGTERM: {e}");
-                ctrl_c.await;
-                "SIGINT"
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// The next stop signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => "SIGTERM",
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        ctrl_c.await;
-        "Ctrl-C"
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            "Ctrl-C"
+        }
     }
 }
 

@@ -175,6 +175,9 @@ pub struct SessionConfig {
 /// assert!(!lan.contains("192.0.2.1".parse().unwrap()));
 /// assert!(Networks::any().contains("192.0.2.1".parse().unwrap()));
 /// assert_eq!(lan.to_string(), "10.0.0.0/8, 2001:db8::/32");
+/// let mapped: Networks = "::ffff:192.0.2.0/120".parse().unwrap();
+/// assert!(mapped.contains("192.0.2.9".parse().unwrap()));
+/// assert!("10.1.2.3/8".parse::<Networks>().is_err());
 /// assert_eq!(Networks::none().to_string().parse::<Networks>(), Ok(Networks::none()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -220,18 +223,33 @@ impl Networks {
 }
 
 /// A network written as CIDR (`10.0.0.0/8`) or a single address (`192.0.2.7`, `::1`).
+/// Host bits set under the prefix (`10.1.2.3/8`) are refused: probably a typo that would
+/// widen the network. IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are taken as
+/// the IPv4 networks they stand for.
 pub fn parse_network(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
-    if let Ok(n) = s.parse::<IpNet>() {
-        // `10.1.2.3/8` means `10.0.0.0/8`; host bits are not an error.
-        return Ok(n.trunc());
+    let net = match (s.parse::<IpNet>(), s.parse::<IpAddr>()) {
+        (Ok(n), _) => n,
+        (_, Ok(ip)) => IpNet::from(ip),
+        _ => {
+            return Err(format!(
+                "`{s}` is not an IP network (like \"10.0.0.0/8\" or \"192.0.2.7\")"
+            ))
+        }
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "`{s}` has host bits set under its prefix: did you mean `{}`?",
+            net.trunc()
+        ));
     }
-    match s.parse::<IpAddr>() {
-        Ok(ip) => Ok(IpNet::from(ip)),
-        Err(_) => Err(format!(
-            "`{s}` is not an IP network (like \"10.0.0.0/8\" or \"192.0.2.7\")"
-        )),
-    }
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    })
 }
 
 impl std::fmt::Display for Networks {

@@ -53,6 +53,17 @@ impl Caller {
         self.ua.send(&invite).await;
     }
 
+    /// An INVITE without SDP (a late offer).
+    async fn invite_late(&mut self) {
+        let contact = self.ua.contact("jane");
+        self.invite = self
+            .invite_transaction("INVITE")
+            .h("Contact", format!("<{contact}>"))
+            .build();
+        let invite = self.invite.clone();
+        self.ua.send(&invite).await;
+    }
+
     /// Sends an in-dialog request (after the answer).
     async fn in_dialog(
         &mut self,
@@ -734,12 +745,7 @@ async fn dialog_probe_alive_then_lost() {
 async fn a_late_offer_is_answered_in_the_ack() {
     let mut env = Env::start().await;
     let mut caller = Caller::new(&env).await;
-    caller.invite = caller
-        .invite_transaction("INVITE")
-        .h("Contact", format!("<{}>", caller.ua.contact("jane")))
-        .build();
-    let invite = caller.invite.clone();
-    caller.ua.send(&invite).await;
+    caller.invite_late().await;
     assert_eq!(caller.ua.recv().await.status(), Some(100));
     let (call, session) = match env.event().await.event {
         SessionEvent::IncomingCall {
@@ -762,6 +768,32 @@ async fn a_late_offer_is_answered_in_the_ack() {
             call,
             session,
             answer: Some(Sdp(SDP_OFFER.into())),
+        }
+    );
+
+    // A late answer that holds: on hold from the start.
+    let mut held = Caller::new(&env).await;
+    held.invite_late().await;
+    assert_eq!(held.ua.recv().await.status(), Some(100));
+    let SessionEvent::IncomingCall { call, session, .. } = env.event().await.event else {
+        panic!("expected IncomingCall");
+    };
+    answer(&mut env, &mut held, call, session).await;
+    let sendonly = SDP_OFFER.replace("a=sendrecv", "a=sendonly");
+    held.ack_with(1, Some(&sendonly)).await;
+    assert!(matches!(
+        env.event().await.event,
+        SessionEvent::Confirmed {
+            answer: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(
+        env.event().await.event,
+        SessionEvent::HoldChanged {
+            call,
+            session,
+            on_hold: true
         }
     );
 

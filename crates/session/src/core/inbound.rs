@@ -450,11 +450,11 @@ impl Core {
             } else {
                 None
             };
-            if leg.late_offer {
-                leg.remote_hold = answer
+            let held = leg.late_offer
+                && answer
                     .as_ref()
                     .is_some_and(|a| sdp::offer_direction(&a.0).is_hold());
-            }
+            leg.remote_hold |= held;
             info!(%call, session = %sid, late_answer = answer.is_some(), "ACK received: session established");
             if !hangup {
                 self.emit(
@@ -465,6 +465,17 @@ impl Core {
                     },
                     None,
                 );
+                // A late answer that holds (sendonly, inactive) is a hold from the start.
+                if held {
+                    self.emit(
+                        SessionEvent::HoldChanged {
+                            call,
+                            session: sid,
+                            on_hold: true,
+                        },
+                        None,
+                    );
+                }
             }
         }
         if hangup {
