@@ -321,6 +321,8 @@ pub struct Driver {
     stats: orch::StatsBook,
     /// Places kept for callers who abandoned recently (`abandoned_resume`).
     kept: KeptPlaces,
+    /// The SIP adapter's counters, reported with the statistics.
+    sip_stats: Option<call_engine_session::SessionStatsSource>,
     /// Last published activity per agent.
     activities: HashMap<AgentId, (AgentActivity, u16)>,
     /// Control requests (CLI).
@@ -513,6 +515,7 @@ impl Driver {
             numbers: HashMap::new(),
             stats,
             kept: KeptPlaces::default(),
+            sip_stats: None,
             activities: HashMap::new(),
             control_rx: None,
         }
@@ -537,6 +540,12 @@ impl Driver {
     /// get 403; the others get the priority and skills of the rules they match.
     pub fn with_caller_rules(mut self, rules: orch::CallerRules) -> Self {
         self.caller_rules = rules;
+        self
+    }
+
+    /// Reports the SIP adapter's counters with the statistics (`call-engine stats`).
+    pub fn with_sip_stats(mut self, source: call_engine_session::SessionStatsSource) -> Self {
+        self.sip_stats = Some(source);
         self
     }
 
@@ -718,9 +727,25 @@ impl Driver {
                     })
                     .collect();
                 let agents = self.stats.all_agent_stats();
+                let sip = self.sip_stats.as_ref().map(|s| {
+                    let s = s.snapshot();
+                    serde_json::json!({
+                        "received": s.received,
+                        "sent": s.sent,
+                        "malformed": s.malformed,
+                        "bad_requests": s.bad_requests,
+                        "retransmissions": s.retransmissions,
+                        "overloaded": s.overloaded,
+                        "forbidden_sources": s.forbidden_sources,
+                        "tcp_limited": s.tcp_limited,
+                        "auth_failures_unreported": s.auth_failures_unreported,
+                        "pending_events": s.pending_events,
+                    })
+                });
                 json(serde_json::to_value(serde_json::json!({
                     "queues": queues,
                     "agents": agents,
+                    "sip": sip,
                 })))
             }
             R::Agents => json(serde_json::to_value(self.orch.agent_snapshots())),

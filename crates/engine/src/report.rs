@@ -9,6 +9,19 @@ use std::fmt::Write;
 struct StatsAnswer {
     queues: Vec<QueueStats>,
     agents: Vec<AgentStatsSnapshot>,
+    #[serde(default)]
+    sip: Option<SipCounters>,
+}
+
+/// The SIP adapter's counters, as the engine reports them.
+#[derive(Deserialize)]
+struct SipCounters {
+    received: u64,
+    sent: u64,
+    malformed: u64,
+    overloaded: u64,
+    forbidden_sources: u64,
+    tcp_limited: u64,
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -100,6 +113,18 @@ fn stats(s: &StatsAnswer) -> String {
             secs(Some(a.talk_ms_total as f64)),
             secs(Some(a.wrap_ms_total as f64)),
             secs(a.aht_ms),
+        );
+    }
+    if let Some(sip) = &s.sip {
+        let _ = writeln!(
+            out,
+            "sip: received {}, sent {}, malformed {}, refused for overload (503) {}, from outside calls_from (403) {}, TCP connections closed by a limit {}",
+            sip.received,
+            sip.sent,
+            sip.malformed,
+            sip.overloaded,
+            sip.forbidden_sources,
+            sip.tcp_limited,
         );
     }
     out

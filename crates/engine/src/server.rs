@@ -301,6 +301,7 @@ impl Engine {
         let driver = Driver::new(bus.clone(), ids, routing, settings, records_tx, max_calls)
             .with_caller_rules(config.caller_rules.clone())
             .with_numbers(config.numbers.clone())
+            .with_sip_stats(session.stats_source())
             .with_reconciler(Duration::from_secs(u64::from(
                 config.reconciler.interval_secs,
             )));

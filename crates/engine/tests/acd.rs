@@ -229,9 +229,18 @@ async fn calls_from_outside_the_configured_networks_get_403() {
     let db = temp_db("calls-from");
     let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
     cfg.sip.calls_from = "127.0.0.2/32".parse().unwrap();
+    let socket = cfg.control_socket.clone().unwrap();
     let engine = Engine::start(cfg).await.unwrap();
     let mut caller = customer(&engine, "9301").await;
     assert_eq!(caller.call("support", 0).await.err(), Some(403));
+    // The operator sees it in the statistics.
+    let r = control::request(&socket, &ControlRequest::Stats)
+        .await
+        .unwrap();
+    let result = r.result.unwrap();
+    assert_eq!(result["sip"]["forbidden_sources"], 1, "{result}");
+    let text = call_engine::report::render(&ControlRequest::Stats, &result);
+    assert!(text.contains("from outside calls_from (403) 1"), "{text}");
     engine.shutdown().await;
 }
 

@@ -64,7 +64,7 @@ pub use config::{parse_network, Networks, SessionConfig, SipTimers, TcpLimits};
 pub use error::SessionError;
 pub use ipnet::IpNet;
 pub use registrar::{Binding, Bindings};
-pub use stats::SessionStats;
+pub use stats::{SessionStats, SessionStatsSource};
 pub use transport::Transport;
 
 use call_engine_bus::{EventBus, Filter};
@@ -183,6 +183,12 @@ impl SessionAdapter {
     /// A snapshot of the adapter's counters.
     pub fn stats(&self) -> SessionStats {
         self.stats.snapshot()
+    }
+
+    /// A handle that reads the adapter's counters, for another component to report
+    /// them (it outlives nothing: it reads the same counters).
+    pub fn stats_source(&self) -> SessionStatsSource {
+        SessionStatsSource(self.stats.clone())
     }
 
     /// Stops cleanly: live sessions are ended (BYE, CANCEL or 503, sent once) and report

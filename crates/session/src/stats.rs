@@ -58,6 +58,17 @@ pub struct SessionStats {
     pub forbidden_sources: u64,
 }
 
+/// Reads the adapter's counters ([`SessionAdapter::stats_source`](crate::SessionAdapter::stats_source)).
+#[derive(Debug, Clone)]
+pub struct SessionStatsSource(pub(crate) std::sync::Arc<Stats>);
+
+impl SessionStatsSource {
+    /// A snapshot of the counters now.
+    pub fn snapshot(&self) -> SessionStats {
+        self.0.snapshot()
+    }
+}
+
 impl Stats {
     pub fn snapshot(&self) -> SessionStats {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
