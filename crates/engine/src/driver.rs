@@ -349,7 +349,7 @@ fn offer_failure(cause: &HangupCause) -> orch::OfferFailure {
 }
 
 /// The prompts of the position announcement ("you are caller number …": the number
-/// said with [`number_prompts`]).
+/// said with `number_prompts`).
 pub const POSITION_PROMPTS: &[&str] = &[
     "you-are-caller",
     "number-0",

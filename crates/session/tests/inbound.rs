@@ -533,6 +533,41 @@ async fn reinvite_hold_and_resume_answers_with_our_sdp() {
     env.shutdown().await;
 }
 
+/// A re-INVITE without SDP: the 200 offers (sendrecv, whatever we last answered) and the
+/// ACK's answer holds or resumes.
+#[tokio::test]
+async fn a_reinvite_without_sdp_is_answered_in_its_ack() {
+    let mut env = Env::start().await;
+    let (mut caller, call, session) = established(&mut env).await;
+    for (cseq, direction, held) in [(2, "a=sendonly", true), (3, "a=sendrecv", false)] {
+        caller.in_dialog("INVITE", &[], None).await;
+        let ok = caller
+            .ua
+            .recv_where(|m| m.status() == Some(200) && m.cseq().0 == cseq)
+            .await;
+        assert!(ok.body.contains("a=sendrecv"), "an offer: {}", ok.body);
+        let answer = SDP_OFFER.replace("a=sendrecv", direction);
+        caller.ack_with(cseq, Some(&answer)).await;
+        assert_eq!(
+            env.event().await.event,
+            SessionEvent::HoldChanged {
+                call,
+                session,
+                on_hold: held
+            }
+        );
+    }
+    // The same state again: no event.
+    caller.in_dialog("INVITE", &[], None).await;
+    caller
+        .ua
+        .recv_where(|m| m.status() == Some(200) && m.cseq().0 == 4)
+        .await;
+    caller.ack_with(4, Some(SDP_OFFER)).await;
+    assert!(env.event_within(Duration::from_millis(200)).await.is_none());
+    env.shutdown().await;
+}
+
 #[tokio::test]
 async fn info_dtmf_and_refer() {
     let mut env = Env::start().await;

@@ -226,6 +226,7 @@ impl Core {
             hangup_pending: false,
             uac: None,
             late_offer: offer.is_none(),
+            reinvite_offered: false,
         };
         info!(
             %call,
@@ -435,6 +436,18 @@ impl Core {
         }
         let initial = leg.ok.as_ref().is_some_and(|ok| ok.initial);
         leg.ok = None;
+        // The answer to the offer we made in the 200 to a re-INVITE without SDP: a hold
+        // (or a resume) as if the re-INVITE had offered it.
+        let mut hold_changed = None;
+        if !initial && std::mem::take(&mut leg.reinvite_offered) {
+            if let Some(answer) = req.sdp() {
+                let held = sdp::offer_direction(&answer).is_hold();
+                if held != leg.remote_hold {
+                    leg.remote_hold = held;
+                    hold_changed = Some(held);
+                }
+            }
+        }
         if leg.state == LegState::Accepted {
             leg.state = LegState::Confirmed;
         }
@@ -477,6 +490,17 @@ impl Core {
                     );
                 }
             }
+        }
+        if let Some(held) = hold_changed {
+            info!(%call, session = %sid, on_hold = held, "remote hold changed (the answer in the ACK)");
+            self.emit(
+                SessionEvent::HoldChanged {
+                    call,
+                    session: sid,
+                    on_hold: held,
+                },
+                None,
+            );
         }
         if hangup {
             self.send_bye(sid, Owner::Leg(sid));
@@ -587,9 +611,12 @@ impl Core {
                 }
                 sdp::with_direction(&ours, dir.answer())
             }
-            // No offer: ours goes in the 200 as the offer; the answer comes in the ACK.
-            None => ours,
+            // No offer: ours goes in the 200 as the offer (offering everything: the
+            // direction of our last answer is not an offer), and the answer comes in the
+            // ACK.
+            None => sdp::with_direction(&ours, sdp::Direction::SendRecv),
         };
+        let offered = req.sdp().is_none();
         let contact = self.contact(req.response_peer());
         let ok = self
             .response(&req, 200, None)
@@ -605,6 +632,7 @@ impl Core {
             .map(|n| n.uri);
         if let Some(leg) = self.legs.get_mut(&sid) {
             leg.local_sdp = Some(answer);
+            leg.reinvite_offered = offered;
             // A re-INVITE is a target refresh request (RFC 3261 12.2.2).
             if let Some(target) = refreshed {
                 leg.remote_target = target;

@@ -269,6 +269,9 @@ struct Leg {
     /// Inbound, and the INVITE carried no SDP (a late offer): our 200 carries the offer
     /// and the caller's ACK the answer.
     late_offer: bool,
+    /// A re-INVITE without SDP was answered with our offer: its ACK carries the answer
+    /// (whose hold state counts).
+    reinvite_offered: bool,
 }
 
 struct CachedAck {

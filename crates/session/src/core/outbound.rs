@@ -224,6 +224,7 @@ impl Core {
             cause: Some(id),
             hangup_pending: false,
             late_offer: false,
+            reinvite_offered: false,
             uac: Some(Uac {
                 target: target.clone(),
                 caller,
