@@ -480,27 +480,12 @@ impl Core {
                 );
                 // A late answer that holds (sendonly, inactive) is a hold from the start.
                 if held {
-                    self.emit(
-                        SessionEvent::HoldChanged {
-                            call,
-                            session: sid,
-                            on_hold: true,
-                        },
-                        None,
-                    );
+                    self.hold_changed(call, sid, true);
                 }
             }
         }
         if let Some(held) = hold_changed {
-            info!(%call, session = %sid, on_hold = held, "remote hold changed (the answer in the ACK)");
-            self.emit(
-                SessionEvent::HoldChanged {
-                    call,
-                    session: sid,
-                    on_hold: held,
-                },
-                None,
-            );
+            self.hold_changed(call, sid, held);
         }
         if hangup {
             self.send_bye(sid, Owner::Leg(sid));
@@ -596,18 +581,10 @@ impl Core {
                 let dir = sdp::offer_direction(&offer);
                 let held = dir.is_hold();
                 if held != was_held {
-                    info!(%call, session = %sid, on_hold = held, "remote hold changed");
                     if let Some(leg) = self.legs.get_mut(&sid) {
                         leg.remote_hold = held;
                     }
-                    self.emit(
-                        SessionEvent::HoldChanged {
-                            call,
-                            session: sid,
-                            on_hold: held,
-                        },
-                        None,
-                    );
+                    self.hold_changed(call, sid, held);
                 }
                 sdp::with_direction(&ours, dir.answer())
             }
@@ -639,6 +616,19 @@ impl Core {
             }
         }
         self.start_ok_retx(sid, ok, req.response_peer(), req.cseq, false);
+    }
+
+    /// Reports that the far end of `sid` now holds the call (or no longer does).
+    fn hold_changed(&mut self, call: CallId, sid: SessionId, held: bool) {
+        info!(%call, session = %sid, on_hold = held, "remote hold changed");
+        self.emit(
+            SessionEvent::HoldChanged {
+                call,
+                session: sid,
+                on_hold: held,
+            },
+            None,
+        );
     }
 
     fn on_info(&mut self, req: InRequest) {
