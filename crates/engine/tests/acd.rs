@@ -40,12 +40,9 @@ async fn wait_logged(
 }
 
 async fn place(
-    mut cust: Phone,
+    cust: Phone,
 ) -> tokio::task::JoinHandle<(Phone, Result<call_engine_testkit::Dialog, u16>)> {
-    tokio::spawn(async move {
-        let d = cust.call("support", 0).await;
-        (cust, d)
-    })
+    call_in(cust, "support")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,5 +834,64 @@ async fn a_call_whose_media_stops_is_ended_and_the_agent_freed() {
     let (_c, d2) = call.await.unwrap();
     d2.expect("answered");
     assert_eq!(alice.bye(&mut a2).await, 200);
+    engine.shutdown().await;
+}
+
+/// The command line's queue login and logout reach routing, and `explain` tells how the
+/// call was routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_login_logout_and_explain_over_the_control_socket() {
+    let db = temp_db("login");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues
+        .push(QueueSection::new("sales", Strategy::LongestIdleAgent));
+    let socket = cfg.control_socket.clone().unwrap();
+    let engine = Engine::start(cfg).await.unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    let ask = async |req: ControlRequest| {
+        let r = control::request(&socket, &req).await.unwrap();
+        assert!(r.ok, "{req:?}: {r:?}");
+        r.result.unwrap_or_default()
+    };
+
+    // A sales caller waits: alice is not a member of sales.
+    let call = call_in(customer(&engine, "9701").await, "sales");
+    assert_not_rung(&mut alice, "not a member").await;
+    // Logged into sales from the command line: she is rung for the waiting caller.
+    let login = ControlRequest::Login {
+        agent: "alice".into(),
+        queue: "sales".into(),
+        level: None,
+        position: None,
+        penalty: None,
+    };
+    let text = call_engine::report::render(&login, &ask(login.clone()).await);
+    assert!(text.contains("sales"), "{text}");
+    let mut a = alice.answer(0, WAIT).await.expect("rung once a member");
+    let (_c1, d) = call.await.unwrap();
+    d.expect("answered");
+    assert_eq!(alice.bye(&mut a).await, 200);
+
+    // How the call was routed: alice, the one candidate, chosen.
+    let cdrs = wait_cdrs(&engine, 1).await;
+    let explain = ControlRequest::Explain {
+        call: cdrs[0].call_id.0,
+    };
+    let text = call_engine::report::render(&explain, &ask(explain.clone()).await);
+    assert!(text.contains("alice"), "{text}");
+    let unknown = control::request(&socket, &ControlRequest::Explain { call: 1 })
+        .await
+        .unwrap();
+    assert!(!unknown.ok, "no decisions for an unknown call");
+
+    // Logged out of sales: the next sales caller waits again.
+    ask(ControlRequest::Logout {
+        agent: "alice".into(),
+        queue: "sales".into(),
+    })
+    .await;
+    let waiting = call_in(customer(&engine, "9702").await, "sales");
+    assert_not_rung(&mut alice, "logged out of sales").await;
+    waiting.abort();
     engine.shutdown().await;
 }

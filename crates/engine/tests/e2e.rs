@@ -809,3 +809,21 @@ async fn a_lost_bye_is_found_by_the_reconciler_and_the_agent_is_free_again() {
     assert_eq!(alice.bye(&mut a2).await, 200);
     engine.shutdown().await;
 }
+
+/// An agent who unregisters (Expires: 0) is not rung; registered again, she is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_agent_is_not_rung_until_she_registers_again() {
+    let db = temp_db("unregister");
+    let engine = Engine::start(config(&db, Strategy::LongestIdleAgent, 15, &["alice"]))
+        .await
+        .unwrap();
+    let mut alice = agent(&engine, "alice").await;
+    assert_eq!(alice.register("alice-secret", 0).await, 200);
+    let call = call_in(customer(&engine, "5557000").await, "support");
+    assert_not_rung(&mut alice, "unregistered").await;
+    assert_eq!(alice.register("alice-secret", 300).await, 200);
+    let _a = alice.answer(0, WAIT).await.expect("registered again: rung");
+    let (_cust, d) = call.await.unwrap();
+    d.expect("answered");
+    engine.shutdown().await;
+}

@@ -84,6 +84,30 @@ pub async fn customer(engine: &Engine, user: &str) -> Phone {
     p
 }
 
+/// `cust` calls `queue` in the background: the dialog once answered (ACKed), or the
+/// refusal's status.
+pub fn call_in(
+    mut cust: Phone,
+    queue: &str,
+) -> tokio::task::JoinHandle<(Phone, Result<call_engine_testkit::Dialog, u16>)> {
+    let queue = queue.to_string();
+    tokio::spawn(async move {
+        let d = cust.call(&queue, 0).await;
+        (cust, d)
+    })
+}
+
+/// Asserts that `agent` gets no INVITE within 700 ms (`why` says why she should not).
+pub async fn assert_not_rung(agent: &mut Phone, why: &str) {
+    assert!(
+        agent
+            .next_invite(Duration::from_millis(700))
+            .await
+            .is_none(),
+        "{why}: not rung"
+    );
+}
+
 /// Waits until the store has `n` call records (the recorder writes asynchronously).
 pub async fn wait_cdrs(engine: &Engine, n: u64) -> Vec<call_engine_store::Cdr> {
     for _ in 0..200 {
