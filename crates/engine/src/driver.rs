@@ -8,8 +8,9 @@ use crate::kept::{Claim, KeptPlaces};
 use call_engine_bus::{EventBus, EventId, Filter, Publisher, Receiver, RecvError, TopicSet};
 use call_engine_events::{
     topics, AgentActivity, AgentEvent, AgentId, AgentStatus, AudioSource, CallId, Disposition,
-    EngineEvent, HangupCause, IdAllocator, LeaveReason, Leg, MediaCommand, MediaEvent, Party,
-    QueueEvent, QueueId, Sdp, SessionCommand, SessionEvent, SessionId, Side,
+    EngineEvent, HangupCause, IdAllocator, LeaveReason, Leg, MediaCommand, MediaEvent,
+    MembershipTerms, Party, QueueEvent, QueueId, Sdp, SessionCommand, SessionEvent, SessionId,
+    Side,
 };
 use call_engine_orchestrator::{self as orch, Orchestrator, Output};
 use call_engine_state::{Call, CallAction, CallConfig, CallInput, CallState, CallTimer, Millis};
@@ -792,6 +793,11 @@ impl Driver {
                         .with_level(level.unwrap_or(1).max(1))
                         .with_position(position.unwrap_or(0))
                         .with_penalty(penalty.unwrap_or(0));
+                    let terms = MembershipTerms {
+                        level: membership.level,
+                        position: membership.position,
+                        penalty: membership.penalty,
+                    };
                     self.orch_input(
                         None,
                         orch::Input::QueueLogin {
@@ -806,6 +812,7 @@ impl Driver {
                             agent: agent.clone(),
                             queue: QueueId::new(&queue),
                             member: true,
+                            terms: Some(terms),
                         }),
                     )
                     .await;
@@ -830,6 +837,7 @@ impl Driver {
                             agent: agent.clone(),
                             queue,
                             member: false,
+                            terms: None,
                         }),
                     )
                     .await;

@@ -4,7 +4,7 @@ use crate::config::{Config, Moh};
 use crate::driver::{CallRecord, Driver, QueueSettings};
 use call_engine_bus::{EventBus, EventBusConfig, Filter, Receiver, TopicSet};
 use call_engine_events::{
-    topics, AgentEvent, AgentId, AudioSource, EngineEvent, IdAllocator, QueueId,
+    topics, AgentEvent, AgentId, AudioSource, EngineEvent, IdAllocator, MembershipTerms, QueueId,
 };
 use call_engine_media::{MediaAdapter, MediaConfig, MohSource};
 use call_engine_orchestrator as orch;
@@ -278,6 +278,41 @@ impl Engine {
             {
                 info!(agent = %profile.id, ?status, "agent status restored from the event log");
                 profile = profile.with_status(status);
+            }
+            // So do the queue logins and logouts made at run time (from the command
+            // line), in the order they were made, over the configured memberships; those
+            // of queues no longer configured are skipped.
+            let changes = store
+                .events_of_kind(profile.id.correlation(), "agent.queue_membership")
+                .await?;
+            for e in changes {
+                let EngineEvent::Agent(AgentEvent::QueueMembership {
+                    queue,
+                    member,
+                    terms,
+                    ..
+                }) = e.payload
+                else {
+                    continue;
+                };
+                if !config.queues.iter().any(|q| q.name == queue.as_str()) {
+                    continue;
+                }
+                profile.memberships.retain(|m| m.queue != queue);
+                if member {
+                    let t = terms.unwrap_or(MembershipTerms {
+                        level: 1,
+                        position: 0,
+                        penalty: 0,
+                    });
+                    profile.memberships.push(
+                        orch::Membership::new(queue.clone())
+                            .with_level(t.level.max(1))
+                            .with_position(t.position)
+                            .with_penalty(t.penalty),
+                    );
+                }
+                info!(agent = %profile.id, %queue, member, "queue membership restored from the event log");
             }
             profiles.push(profile);
         }

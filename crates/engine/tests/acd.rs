@@ -23,6 +23,15 @@ use std::time::Duration;
 
 /// The logged events of `correlation`, once one matching `pred` is there (the log is
 /// written asynchronously).
+/// Every agent as the control socket reports them.
+async fn agents_of(socket: &std::path::Path) -> Vec<call_engine_orchestrator::AgentSnapshot> {
+    let r = control::request(socket, &ControlRequest::Agents)
+        .await
+        .unwrap();
+    assert!(r.ok, "{r:?}");
+    serde_json::from_value(r.result.unwrap()).unwrap()
+}
+
 async fn wait_logged(
     engine: &Engine,
     correlation: call_engine_bus::CorrelationId,
@@ -424,12 +433,7 @@ async fn an_agent_who_does_not_answer_is_paused_and_the_next_agent_is_rung() {
     assert_eq!(bob.bye(&mut b).await, 200);
 
     // The command line sees alice on an automatic break.
-    let r = control::request(&socket, &ControlRequest::Agents)
-        .await
-        .unwrap();
-    assert!(r.ok, "{r:?}");
-    let agents: Vec<call_engine_orchestrator::AgentSnapshot> =
-        serde_json::from_value(r.result.unwrap()).unwrap();
+    let agents = agents_of(&socket).await;
     let a = agents
         .iter()
         .find(|a| a.id == AgentId::new("alice"))
@@ -779,11 +783,7 @@ async fn an_agent_status_survives_a_restart() {
     engine.shutdown().await;
 
     let engine = Engine::start(cfg).await.unwrap();
-    let r = control::request(&socket, &ControlRequest::Agents)
-        .await
-        .unwrap();
-    let agents: Vec<call_engine_orchestrator::AgentSnapshot> =
-        serde_json::from_value(r.result.unwrap()).unwrap();
+    let agents = agents_of(&socket).await;
     let status = |id: &str| {
         agents
             .iter()
@@ -893,5 +893,56 @@ async fn queue_login_logout_and_explain_over_the_control_socket() {
     let waiting = call_in(customer(&engine, "9702").await, "sales");
     assert_not_rung(&mut alice, "logged out of sales").await;
     waiting.abort();
+    engine.shutdown().await;
+}
+
+/// Queue logins and logouts made from the command line survive a restart (like a status
+/// set there): the event log replays them over the configured memberships.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_logins_and_logouts_survive_a_restart() {
+    let db = temp_db("login-restart");
+    let mut cfg = config(&db, Strategy::LongestIdleAgent, 15, &["alice"]);
+    cfg.queues
+        .push(QueueSection::new("sales", Strategy::LongestIdleAgent));
+    let socket = cfg.control_socket.clone().unwrap();
+    let engine = Engine::start(cfg.clone()).await.unwrap();
+    for req in [
+        ControlRequest::Login {
+            agent: "alice".into(),
+            queue: "sales".into(),
+            level: Some(2),
+            position: None,
+            penalty: None,
+        },
+        ControlRequest::Logout {
+            agent: "alice".into(),
+            queue: "support".into(),
+        },
+    ] {
+        let r = control::request(&socket, &req).await.unwrap();
+        assert!(r.ok, "{r:?}");
+    }
+    // The changes are logged before the engine stops.
+    let logged = wait_logged(&engine, AgentId::new("alice").correlation(), |e| {
+        matches!(
+            e,
+            EngineEvent::Agent(AgentEvent::QueueMembership { member: false, .. })
+        )
+    })
+    .await;
+    assert!(!logged.is_empty());
+    engine.shutdown().await;
+
+    let engine = Engine::start(cfg).await.unwrap();
+    let agents = agents_of(&socket).await;
+    assert_eq!(agents[0].queues, vec![QueueId::new("sales")], "{agents:?}");
+    let mut alice = agent(&engine, "alice").await;
+    let support = call_in(customer(&engine, "9801").await, "support");
+    assert_not_rung(&mut alice, "logged out of support before the restart").await;
+    let sales = call_in(customer(&engine, "9802").await, "sales");
+    let (inv, _) = alice.next_invite(WAIT).await.expect("rung for sales");
+    assert!(inv.header("from").unwrap_or("").contains("9802"));
+    support.abort();
+    sales.abort();
     engine.shutdown().await;
 }

@@ -56,6 +56,17 @@ pub enum RejectReason {
     NotRegistered,
 }
 
+/// The terms of an agent's membership of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MembershipTerms {
+    /// Tier level (1 = first line).
+    pub level: u8,
+    /// Position within the queue (member order).
+    pub position: u32,
+    /// Penalty (0 = best).
+    pub penalty: u32,
+}
+
 /// What happened to an agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -100,6 +111,10 @@ pub enum AgentEvent {
         queue: QueueId,
         /// Joined (true) or left.
         member: bool,
+        /// Joined: the tier level, position and penalty of the membership (absent in
+        /// logs written before they were recorded: level 1, position 0, penalty 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terms: Option<MembershipTerms>,
     },
     /// The reconciler found and repaired an inconsistent agent state.
     Repaired {

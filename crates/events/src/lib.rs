@@ -57,7 +57,9 @@ mod media;
 mod queue;
 mod session;
 
-pub use agent::{AgentActivity, AgentCommand, AgentEvent, AgentStatus, RejectReason};
+pub use agent::{
+    AgentActivity, AgentCommand, AgentEvent, AgentStatus, MembershipTerms, RejectReason,
+};
 pub use call::{CallCommand, CallEvent};
 pub use common::{Codec, Disposition, HangupCause, Leg, Party, Sdp, Side, TransferKind};
 pub use ids::{AgentId, BridgeId, CallId, EndpointId, IdAllocator, PlaybackId, QueueId, SessionId};

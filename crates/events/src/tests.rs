@@ -346,6 +346,17 @@ fn every_variant() -> Vec<EngineEvent> {
             agent: agent.clone(),
             queue: queue.clone(),
             member: true,
+            terms: Some(MembershipTerms {
+                level: 2,
+                position: 3,
+                penalty: 4,
+            }),
+        }),
+        E::Agent(AgentEvent::QueueMembership {
+            agent: agent.clone(),
+            queue: queue.clone(),
+            member: false,
+            terms: None,
         }),
         E::Agent(AgentEvent::Repaired {
             agent: agent.clone(),
@@ -640,8 +651,9 @@ fn every_variant_has_a_sample() {
         "variants without a sample in every_variant(): {missing:?}"
     );
     assert_eq!(sampled, all);
-    // 10 domains; DialogProbed is sampled twice (alive and dead).
-    assert_eq!(every_variant().len(), all.len() + 1);
+    // 10 domains; DialogProbed is sampled twice (alive and dead), QueueMembership twice
+    // (joined with its terms, and left).
+    assert_eq!(every_variant().len(), all.len() + 2);
     assert!(all.contains("call_command.start_conference"), "{all:?}");
 }
 

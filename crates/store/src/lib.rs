@@ -315,6 +315,17 @@ impl Store {
         }
     }
 
+    /// Every logged event of `correlation` whose kind is `kind`, in append order.
+    pub async fn events_of_kind(
+        &self,
+        correlation: CorrelationId,
+        kind: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(b) => b.events_of_kind(correlation, kind).await,
+        }
+    }
+
     /// Every logged event of `correlation` (a call: `CorrelationId::from(call_id)`), in
     /// append order.
     pub async fn events_of(

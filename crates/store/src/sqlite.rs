@@ -32,6 +32,18 @@ use tracing::{debug, info, trace};
 /// The embedded SQLite migrations (`crates/store/migrations/sqlite`).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// A query of the event log: its columns, in the order `event_from_row` reads them,
+/// then `WHERE` and the given condition.
+macro_rules! select_events {
+    ($condition:literal) => {
+        concat!(
+            "SELECT seq, event_id, correlation, causation, source, priority, bus_ts_ns, ",
+            "recorded_at_ms, kind, payload FROM events WHERE ",
+            $condition
+        )
+    };
+}
+
 /// Writes that need several statements start with `BEGIN IMMEDIATE`: the write lock is
 /// taken up front (waiting under `busy_timeout`), never upgraded mid-transaction.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
@@ -491,15 +503,25 @@ impl SqliteBackend {
         &self,
         correlation: CorrelationId,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, event_id, correlation, causation, source, priority, bus_ts_ns,
-                    recorded_at_ms, kind, payload
-             FROM events WHERE correlation = ? ORDER BY seq",
-        )
-        .bind(id_to_db(correlation.0))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(StoreError::db("read events"))?;
+        let rows = sqlx::query(select_events!("correlation = ? ORDER BY seq"))
+            .bind(id_to_db(correlation.0))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::db("read events"))?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub(crate) async fn events_of_kind(
+        &self,
+        correlation: CorrelationId,
+        kind: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(select_events!("correlation = ? AND kind = ? ORDER BY seq"))
+            .bind(id_to_db(correlation.0))
+            .bind(kind)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(StoreError::db("read events"))?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -508,11 +530,9 @@ impl SqliteBackend {
         correlation: CorrelationId,
         kind: &str,
     ) -> Result<Option<StoredEvent>, StoreError> {
-        let row = sqlx::query(
-            "SELECT seq, event_id, correlation, causation, source, priority, bus_ts_ns,
-                    recorded_at_ms, kind, payload
-             FROM events WHERE correlation = ? AND kind = ? ORDER BY seq DESC LIMIT 1",
-        )
+        let row = sqlx::query(select_events!(
+            "correlation = ? AND kind = ? ORDER BY seq DESC LIMIT 1"
+        ))
         .bind(id_to_db(correlation.0))
         .bind(kind)
         .fetch_optional(&self.reader)

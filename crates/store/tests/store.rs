@@ -163,7 +163,8 @@ async fn migrations_are_idempotent() {
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    // Each migration once (0001 the schema, 0002 the event log's index by kind).
+    assert_eq!(applied, 2);
 }
 
 #[tokio::test]
@@ -823,6 +824,15 @@ async fn event_log_appends_and_reads_back_in_order() {
         .await
         .unwrap()
         .is_none());
+    // Every event of a kind, per correlation, in append order.
+    let of_kind = store.events_of_kind(corr, "call.queued").await.unwrap();
+    assert_eq!(of_kind.len(), 1);
+    assert_eq!(of_kind[0].id, queued.id);
+    assert!(store
+        .events_of_kind(alice.correlation(), "call.queued")
+        .await
+        .unwrap()
+        .is_empty());
 
     // The log survives a restart, and new appends continue the sequence.
     let url = tmp.url("e.db");
