@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use call_engine::Engine;
-use call_engine_events::{AgentActivity, AgentEvent, AgentId, Disposition, EngineEvent, Side};
+use call_engine_events::{
+    AgentActivity, AgentEvent, AgentId, Disposition, EngineEvent, QueueId, Side,
+};
 use call_engine_orchestrator::Strategy;
 use call_engine_store::CdrQuery;
 use call_engine_testkit::{Phone, RtpPacket, WAIT};
@@ -113,7 +115,30 @@ async fn a_call_reaches_an_agent_audio_flows_and_bye_ends_both_legs() {
     assert_eq!(r.hung_up_by, Side::Customer);
     assert_eq!(r.agent, Some(AgentId::new("alice")));
     assert_eq!(r.caller_user, "5551234");
-    assert!(r.entered_queue_at.is_some() && r.agent_answered_at.is_some());
+    assert_eq!(r.queue, Some(QueueId::new("support")));
+    let entered = r.entered_queue_at.expect("entered the queue");
+    let answered = r.agent_answered_at.expect("answered");
+    assert!(
+        entered <= answered && answered <= r.ended_at,
+        "in order: {entered:?} {answered:?} {:?}",
+        r.ended_at
+    );
+    // The wait is the time from the queue to the answer; the talk, from there to the end.
+    let span = |a: call_engine_store::UnixMillis, b: call_engine_store::UnixMillis| {
+        (b.as_millis() as f64 - a.as_millis() as f64) / 1000.0
+    };
+    assert!(
+        (r.wait_secs - span(entered, answered)).abs() < 0.05,
+        "wait {} vs {}",
+        r.wait_secs,
+        span(entered, answered)
+    );
+    assert!(
+        (r.talk_secs - span(answered, r.ended_at)).abs() < 0.05,
+        "talk {} vs {}",
+        r.talk_secs,
+        span(answered, r.ended_at)
+    );
     assert!(r.talk_secs > 0.5, "talked {}", r.talk_secs);
     let _ = &mut a_dialog;
     engine.shutdown().await;
