@@ -1947,8 +1947,13 @@ impl Orchestrator {
         now: Millis,
         out: &mut Vec<Output>,
     ) {
+        // A callback moves only into a queue that takes it: its overflows are held back
+        // until one does, and if none does it stays where it was (see below).
+        let start = (qi, w.visited.len());
+        let mut held = Vec::new();
         loop {
             let Some((cause, act)) = verdict else {
+                out.append(&mut held);
                 self.join(call, w, qi, now, out);
                 return;
             };
@@ -1962,13 +1967,18 @@ impl Orchestrator {
                     None => (RejectCause::UnknownQueue, None),
                     Some(t) if w.visited.contains(&t) => (RejectCause::OverflowLoop, None),
                     Some(t) => {
-                        out.push(Output::Overflowed {
+                        let overflowed = Output::Overflowed {
                             call,
                             from: self.queue_name(qi),
                             to,
                             reason: cause,
                             waited_ms,
-                        });
+                        };
+                        if w.callback {
+                            held.push(overflowed);
+                        } else {
+                            out.push(overflowed);
+                        }
                         qi = t;
                         w.since = now;
                         verdict = self.admission(t, now);
@@ -1977,10 +1987,19 @@ impl Orchestrator {
                 },
             };
             if w.callback {
-                // A promise to a caller no longer on the line: where an overflow cannot
-                // take it (the target full, closed to it, unknown, a loop), it waits in
-                // the queue it is in rather than be dropped.
-                self.join(call, w, qi, now, out);
+                // A promise to a caller no longer on the line: where no overflow takes
+                // it (a target full or closed to it, unknown, a loop), it waits in the
+                // queue it was in, for an agent, with no max wait any more (another try
+                // would fail the same way, and a max wait of 0 would try forever).
+                w.visited.truncate(start.1);
+                self.join(call, w, start.0, now, out);
+                if let Some(CallEntry::Queued(w)) = self.calls.get_mut(&call) {
+                    if w.max_wait_at.take().is_some() {
+                        out.push(Output::CancelTimer {
+                            timer: Timer::MaxWait { call },
+                        });
+                    }
+                }
                 return;
             }
             out.push(Output::Removed {

@@ -1351,8 +1351,8 @@ fn a_callback_outlives_max_wait_hangups_but_not_overflows() {
 
 #[test]
 fn a_callback_an_overflow_cannot_take_waits_where_it_is() {
-    // The backup queue is full: the callback overflows into it, is refused there, and
-    // waits in the backup queue rather than be dropped.
+    // The backup queue is full: the callback is refused there, so it does not move; it
+    // waits in its queue rather than be dropped, and tries again at its next max wait.
     let mut o = orch(
         vec![
             support().with_max_wait(10_000, QueueAction::Overflow { queue: q("other") }),
@@ -1365,8 +1365,19 @@ fn a_callback_an_overflow_cannot_take_waits_where_it_is() {
     o.handle(Input::CallbackRequested { call: CallId(1) }, 5);
     let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 10_000);
     assert!(removed(&out).is_empty(), "{out:?}");
-    assert_eq!(overflowed(&out).len(), 1, "{out:?}");
-    assert_eq!(o.waiting(&q("other")), vec![CallId(2), CallId(1)]);
+    assert!(overflowed(&out).is_empty(), "{out:?}");
+    assert_eq!(o.waiting(&q("other")), vec![CallId(2)]);
+    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
+    // No max wait any more (the timer cancelled; a late one does nothing).
+    assert!(out.contains(&Output::CancelTimer {
+        timer: Timer::MaxWait { call: CallId(1) }
+    }));
+    let out = o.handle(Input::Timer(Timer::MaxWait { call: CallId(1) }), 20_000);
+    assert!(
+        overflowed(&out).is_empty() && removed(&out).is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
     // An overflow into an unknown queue: it stays where it was.
     let mut o = orch(
         vec![support().with_max_wait(10_000, QueueAction::Overflow { queue: q("gone") })],
