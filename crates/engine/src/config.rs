@@ -50,82 +50,85 @@ use toml::Spanned;
 
 /// The prompts a queue's features play, each with the key that asks for it and where
 /// that key is: position and wait announcements, the callback offer, the closed
-/// announcement, the prompt of a policy that hangs up, the periodic message.
+/// announcement, what a policy that hangs up says (its own prompt, or
+/// [`REMOVED_PROMPT`](crate::driver::REMOVED_PROMPT) whenever a policy can remove a
+/// caller, an overflow that finds no room included), the periodic message.
 fn needed_prompts(rq: &RawQueue, q: &QueueSection) -> Vec<(SmolStr, &'static str, usize)> {
     use crate::driver::{
         CALLBACK_PROMPTS, CLOSED_PROMPT, POSITION_PROMPTS, REMOVED_PROMPT, WAIT_PROMPTS,
     };
     let mut out = Vec::new();
-    let mut add = |names: &[&str], k: &'static str, at: Option<usize>| {
-        if let Some(at) = at {
-            out.extend(names.iter().map(|n| (SmolStr::new(n), k, at)));
-        }
+    let mut add = |names: &[&str], k: &'static str, at: usize| {
+        out.extend(names.iter().map(|n| (SmolStr::new(n), k, at)));
     };
-    let start = |v: Option<std::ops::Range<usize>>| v.map(|r| r.start);
+    // Where a key is (the features below are only on when their key is written).
+    fn at<T>(v: &Option<Spanned<T>>) -> usize {
+        v.as_ref().map_or(0, |v| v.span().start)
+    }
     if q.announce.position_every_ms > 0 {
-        let at = start(rq.announce_position_secs.as_ref().map(Spanned::span));
-        add(POSITION_PROMPTS, "announce_position_secs", at);
+        add(
+            POSITION_PROMPTS,
+            "announce_position_secs",
+            at(&rq.announce_position_secs),
+        );
         if q.announce.wait_time {
             add(
                 WAIT_PROMPTS,
                 "announce_wait_time",
-                start(rq.announce_wait_time.as_ref().map(Spanned::span)),
+                at(&rq.announce_wait_time),
             );
         }
         if q.announce.callback {
-            let at = start(rq.callback.as_ref().map(Spanned::span));
-            add(CALLBACK_PROMPTS, "callback", at);
+            add(CALLBACK_PROMPTS, "callback", at(&rq.callback));
         }
     }
     if q.business_hours.is_some() && q.closed_action == ClosedAction::Announce {
-        let (k, at) = match &rq.closed_action {
-            Some(a) => ("closed_action", a.span().start),
-            None => (
-                "business_hours",
-                rq.business_hours.as_ref().map_or(0, |b| b.span().start),
-            ),
-        };
-        add(&[CLOSED_PROMPT], k, Some(at));
+        match &rq.closed_action {
+            Some(a) => add(&[CLOSED_PROMPT], "closed_action", a.span().start),
+            None => add(&[CLOSED_PROMPT], "business_hours", at(&rq.business_hours)),
+        }
     }
-    let r = &q.routing;
-    let hangup_prompt = |a: &QueueAction| match a {
-        QueueAction::Hangup { prompt } => Some(
-            prompt
-                .clone()
-                .unwrap_or_else(|| SmolStr::new_static(REMOVED_PROMPT)),
+    let policies = [
+        (
+            "max_wait_secs",
+            at(&rq.max_wait_secs),
+            rq.max_wait_secs.is_some(),
         ),
-        QueueAction::Overflow { .. } => None,
-    };
-    if r.max_wait_ms.is_some() {
-        if let Some(p) = hangup_prompt(&r.max_wait_action) {
-            let (k, at) = match (&rq.max_wait_action, &rq.max_wait_secs) {
-                (Some(a), _) => ("max_wait_action", Some(a.span().start)),
-                (None, m) => ("max_wait_secs", m.as_ref().map(|m| m.span().start)),
-            };
-            add(&[p.as_str()], k, at);
-        }
+        ("max_len", at(&rq.max_len), rq.max_len.is_some()),
+        ("join_empty", at(&rq.join_empty), rq.join_empty.is_some()),
+        (
+            "leave_when_empty",
+            at(&rq.leave_when_empty),
+            rq.leave_when_empty.is_some(),
+        ),
+        (
+            "max_wait_no_agent_secs",
+            at(&rq.max_wait_no_agent_secs),
+            rq.max_wait_no_agent_secs.is_some(),
+        ),
+    ];
+    if let Some((k, pos, _)) = policies.iter().find(|p| p.2) {
+        add(&[REMOVED_PROMPT], k, *pos);
     }
-    if r.leave_when_empty.is_some() || r.max_wait_no_agent_ms.is_some() {
-        if let Some(p) = hangup_prompt(&r.empty_action) {
-            let (k, at) = match (&rq.empty_action, &rq.leave_when_empty) {
-                (Some(a), _) => ("empty_action", a.span().start),
-                (None, Some(l)) => ("leave_when_empty", l.span().start),
-                (None, None) => (
-                    "max_wait_no_agent_secs",
-                    rq.max_wait_no_agent_secs
-                        .as_ref()
-                        .map_or(0, |m| m.span().start),
-                ),
-            };
-            add(&[p.as_str()], k, Some(at));
-        }
+    let named = |a: &QueueAction| match a {
+        QueueAction::Hangup {
+            prompt: Some(prompt),
+        } => Some(prompt.clone()),
+        _ => None,
+    };
+    if let (Some(p), Some(a)) = (named(&q.routing.max_wait_action), &rq.max_wait_action) {
+        add(&[p.as_str()], "max_wait_action", a.span().start);
+    }
+    let empty_policy = policies[2].2 || policies[3].2 || policies[4].2;
+    if let (true, Some(p), Some(a)) = (
+        empty_policy,
+        named(&q.routing.empty_action),
+        &rq.empty_action,
+    ) {
+        add(&[p.as_str()], "empty_action", a.span().start);
     }
     if let Some(p) = &rq.periodic_prompt {
-        add(
-            &[p.get_ref().as_str()],
-            "periodic_prompt",
-            Some(p.span().start),
-        );
+        add(&[p.get_ref().as_str()], "periodic_prompt", p.span().start);
     }
     out
 }
@@ -1650,6 +1653,12 @@ mod tests {
             "[[queue]]\nmax_wait_secs = 60\nmax_wait_action = \"hangup:sorry\"\n",
             1,
         );
+        // First the one any policy that removes callers may say…
+        let e = parse(&hanging_up).expect_err("no such prompt");
+        assert_eq!(e.key.as_deref(), Some("queue[0].max_wait_secs"), "{e}");
+        assert!(e.message.contains("`no-agents`"), "{e}");
+        std::fs::copy(&good, prompts.join("no-agents.wav")).unwrap();
+        // …then the action's own.
         let e = parse(&hanging_up).expect_err("no such prompt");
         assert_eq!(e.key.as_deref(), Some("queue[0].max_wait_action"), "{e}");
         assert!(e.message.contains("`sorry`"), "{e}");

@@ -352,7 +352,7 @@ fn offer_failure(cause: &HangupCause) -> orch::OfferFailure {
 /// The prompts of the position announcement ("you are caller number …": the number
 /// said with `number_prompts`).
 pub const POSITION_PROMPTS: &[&str] = &[
-    "you-are-caller",
+    YOU_ARE_CALLER,
     "number-0",
     "number-1",
     "number-2",
@@ -385,10 +385,18 @@ pub const POSITION_PROMPTS: &[&str] = &[
 ];
 
 /// The prompts the estimated wait adds to the position announcement.
-pub const WAIT_PROMPTS: &[&str] = &["estimated-wait", "minute", "minutes", "less-than-a-minute"];
+pub const WAIT_PROMPTS: &[&str] = &[ESTIMATED_WAIT, MINUTE, MINUTES, LESS_THAN_A_MINUTE];
 
 /// The prompts of the callback offer and its confirmation.
-pub const CALLBACK_PROMPTS: &[&str] = &["press-1-for-callback", "callback-confirmed"];
+pub const CALLBACK_PROMPTS: &[&str] = &[PRESS_1_FOR_CALLBACK, CALLBACK_CONFIRMED];
+
+const YOU_ARE_CALLER: &str = "you-are-caller";
+const ESTIMATED_WAIT: &str = "estimated-wait";
+const MINUTE: &str = "minute";
+const MINUTES: &str = "minutes";
+const LESS_THAN_A_MINUTE: &str = "less-than-a-minute";
+const PRESS_1_FOR_CALLBACK: &str = "press-1-for-callback";
+const CALLBACK_CONFIRMED: &str = "callback-confirmed";
 
 /// Told to callers of a closed queue (`closed_action = "announce"`).
 pub const CLOSED_PROMPT: &str = "closed";
@@ -789,15 +797,16 @@ impl Driver {
                     ControlResponse::err(format!("no queue `{queue}`"))
                 }
                 Ok(agent) => {
-                    let membership = orch::Membership::new(QueueId::new(&queue))
-                        .with_level(level.unwrap_or(1).max(1))
-                        .with_position(position.unwrap_or(0))
-                        .with_penalty(penalty.unwrap_or(0));
-                    let terms = MembershipTerms {
-                        level: membership.level,
-                        position: membership.position,
-                        penalty: membership.penalty,
-                    };
+                    let defaults = MembershipTerms::default();
+                    let membership = orch::Membership::with_terms(
+                        QueueId::new(&queue),
+                        MembershipTerms {
+                            level: level.unwrap_or(defaults.level),
+                            position: position.unwrap_or(defaults.position),
+                            penalty: penalty.unwrap_or(defaults.penalty),
+                        },
+                    );
+                    let terms = membership.terms();
                     self.orch_input(
                         None,
                         orch::Input::QueueLogin {
@@ -1216,7 +1225,7 @@ impl Driver {
             self.close_with_prompt(
                 cause,
                 call,
-                Some(SmolStr::new_static("callback-confirmed")),
+                Some(SmolStr::new_static(CALLBACK_CONFIRMED)),
                 HangupCause::Normal,
             )
             .await;
@@ -1226,8 +1235,7 @@ impl Driver {
         if let Some(c) = self.calls.get_mut(&call) {
             c.callback = Some(CallbackState::Confirming);
             c.prompts.clear();
-            c.prompts
-                .push_back(SmolStr::new_static("callback-confirmed"));
+            c.prompts.push_back(SmolStr::new_static(CALLBACK_CONFIRMED));
         }
         self.orch_input(cause, orch::Input::CallbackRequested { call })
             .await;
@@ -1332,27 +1340,27 @@ impl Driver {
             return Vec::new();
         };
         let settings = self.queues.get(&c.queue);
-        let mut out = vec![SmolStr::new_static("you-are-caller")];
+        let mut out = vec![SmolStr::new_static(YOU_ARE_CALLER)];
         out.extend(number_prompts(position));
         if settings.is_some_and(|q| q.announce.wait_time) {
             let staffed = self.orch.staffed(&c.queue);
             if let Some(ewt) = self.stats.ewt(&c.queue, position, staffed, self.now()) {
-                out.push(SmolStr::new_static("estimated-wait"));
+                out.push(SmolStr::new_static(ESTIMATED_WAIT));
                 let minutes = (ewt + 30_000) / 60_000;
                 if minutes == 0 {
-                    out.push(SmolStr::new_static("less-than-a-minute"));
+                    out.push(SmolStr::new_static(LESS_THAN_A_MINUTE));
                 } else {
                     out.extend(number_prompts(minutes.min(999) as u32));
                     out.push(SmolStr::new_static(if minutes == 1 {
-                        "minute"
+                        MINUTE
                     } else {
-                        "minutes"
+                        MINUTES
                     }));
                 }
             }
         }
         if settings.is_some_and(|q| q.announce.callback) && dialable(&c.caller.user) {
-            out.push(SmolStr::new_static("press-1-for-callback"));
+            out.push(SmolStr::new_static(PRESS_1_FOR_CALLBACK));
         }
         out
     }
@@ -1371,11 +1379,6 @@ impl Driver {
         let mut follow = Vec::new();
         let now = self.now();
         let mut touched = self.agents_of_input(&input);
-        if let orch::Input::CallEnded { call } = &input {
-            // The driver may have forgotten the call already (it ended on a path of its
-            // own): the orchestrator still knows whom it freed.
-            touched.extend(self.orch.call_agents(*call));
-        }
         let outputs = self.orch.handle(input, now);
         for out in &outputs {
             match out {
@@ -1567,20 +1570,9 @@ impl Driver {
     /// Agents an orchestrator input may change.
     fn agents_of_input(&self, input: &orch::Input) -> Vec<AgentId> {
         use orch::Input as I;
-        let of_call = |call: &CallId| -> Vec<AgentId> {
-            self.calls
-                .get(call)
-                .map(|c| {
-                    c.offers
-                        .values()
-                        .cloned()
-                        .chain(c.pending_rings.iter().map(|(a, _)| a.clone()))
-                        .chain(c.connected.iter().map(|(a, _)| a.clone()))
-                        .chain(c.reserved.iter().cloned())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        // The orchestrator's own record: it holds even when the driver has forgotten
+        // the call already (it ended on a path of the driver's).
+        let of_call = |call: &CallId| self.orch.call_agents(*call);
         match input {
             I::AgentOnline { agent, .. }
             | I::AgentOffline { agent }

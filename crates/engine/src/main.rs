@@ -250,7 +250,15 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let engine = match call_engine::Engine::start(cfg.clone()).await {
+        // A start that hangs (a busy database, say) can still be interrupted.
+        let started = tokio::select! {
+            r = call_engine::Engine::start(cfg.clone()) => r,
+            signal = stop.next() => {
+                eprintln!("call-engine: {signal} while starting: stopped");
+                return ExitCode::FAILURE;
+            }
+        };
+        let engine = match started {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("call-engine: cannot start: {e}");

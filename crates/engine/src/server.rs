@@ -4,7 +4,7 @@ use crate::config::{Config, Moh};
 use crate::driver::{CallRecord, Driver, QueueSettings};
 use call_engine_bus::{EventBus, EventBusConfig, Filter, Receiver, TopicSet};
 use call_engine_events::{
-    topics, AgentEvent, AgentId, AudioSource, EngineEvent, IdAllocator, MembershipTerms, QueueId,
+    topics, AgentEvent, AgentId, AudioSource, EngineEvent, IdAllocator, QueueId,
 };
 use call_engine_media::{MediaAdapter, MediaConfig, MohSource};
 use call_engine_orchestrator as orch;
@@ -300,17 +300,10 @@ impl Engine {
                 }
                 profile.memberships.retain(|m| m.queue != queue);
                 if member {
-                    let t = terms.unwrap_or(MembershipTerms {
-                        level: 1,
-                        position: 0,
-                        penalty: 0,
-                    });
-                    profile.memberships.push(
-                        orch::Membership::new(queue.clone())
-                            .with_level(t.level.max(1))
-                            .with_position(t.position)
-                            .with_penalty(t.penalty),
-                    );
+                    let terms = terms.unwrap_or_default();
+                    profile
+                        .memberships
+                        .push(orch::Membership::with_terms(queue.clone(), terms));
                 }
                 info!(agent = %profile.id, %queue, member, "queue membership restored from the event log");
             }

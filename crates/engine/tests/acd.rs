@@ -21,8 +21,6 @@ use call_engine_testkit::{Phone, WAIT};
 use common::*;
 use std::time::Duration;
 
-/// The logged events of `correlation`, once one matching `pred` is there (the log is
-/// written asynchronously).
 /// Every agent as the control socket reports them.
 async fn agents_of(socket: &std::path::Path) -> Vec<call_engine_orchestrator::AgentSnapshot> {
     let r = control::request(socket, &ControlRequest::Agents)
@@ -32,6 +30,8 @@ async fn agents_of(socket: &std::path::Path) -> Vec<call_engine_orchestrator::Ag
     serde_json::from_value(r.result.unwrap()).unwrap()
 }
 
+/// The logged events of `correlation`, once one matching `pred` is there (the log is
+/// written asynchronously).
 async fn wait_logged(
     engine: &Engine,
     correlation: call_engine_bus::CorrelationId,

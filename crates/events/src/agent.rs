@@ -56,7 +56,8 @@ pub enum RejectReason {
     NotRegistered,
 }
 
-/// The terms of an agent's membership of a queue.
+/// The terms of an agent's membership of a queue (by default level 1, position 0,
+/// penalty 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MembershipTerms {
     /// Tier level (1 = first line).
@@ -65,6 +66,16 @@ pub struct MembershipTerms {
     pub position: u32,
     /// Penalty (0 = best).
     pub penalty: u32,
+}
+
+impl Default for MembershipTerms {
+    fn default() -> Self {
+        Self {
+            level: 1,
+            position: 0,
+            penalty: 0,
+        }
+    }
 }
 
 /// What happened to an agent.

@@ -4,7 +4,7 @@
 //! bounds).
 
 use crate::{Millis, Strategy};
-use call_engine_events::{AgentId, AgentStatus, QueueId};
+use call_engine_events::{AgentId, AgentStatus, MembershipTerms, QueueId};
 use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 use std::collections::BTreeMap;
@@ -428,6 +428,23 @@ impl Membership {
     pub fn with_penalty(mut self, penalty: u32) -> Self {
         self.penalty = penalty;
         self
+    }
+
+    /// The membership of `queue` on `terms` (a level of 0 counts as 1).
+    pub fn with_terms(queue: QueueId, terms: MembershipTerms) -> Self {
+        Self::new(queue)
+            .with_level(terms.level.max(1))
+            .with_position(terms.position)
+            .with_penalty(terms.penalty)
+    }
+
+    /// Its level, position and penalty.
+    pub fn terms(&self) -> MembershipTerms {
+        MembershipTerms {
+            level: self.level,
+            position: self.position,
+            penalty: self.penalty,
+        }
     }
 }
 

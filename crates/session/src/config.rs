@@ -205,9 +205,10 @@ impl Networks {
         ])
     }
 
-    /// These networks.
+    /// These networks (IPv4-mapped IPv6 ones taken as the IPv4 networks they stand for:
+    /// addresses are compared as IPv4 when they are mapped).
     pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
-        Self(nets.into_iter().collect())
+        Self(nets.into_iter().map(unmapped).collect())
     }
 
     /// The networks.
@@ -243,13 +244,19 @@ pub fn parse_network(s: &str) -> Result<IpNet, String> {
             net.trunc()
         ));
     }
-    Ok(match net {
+    Ok(unmapped(net))
+}
+
+/// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4 network it stands for;
+/// any other network as it is.
+fn unmapped(net: IpNet) -> IpNet {
+    match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(net),
             None => net,
         },
         _ => net,
-    })
+    }
 }
 
 impl std::fmt::Display for Networks {
@@ -278,7 +285,7 @@ impl std::str::FromStr for Networks {
             .filter(|p| !p.trim().is_empty() && p.trim() != "-")
             .map(parse_network)
             .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .map(Self::new)
     }
 }
 

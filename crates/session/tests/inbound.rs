@@ -53,6 +53,16 @@ impl Caller {
         self.ua.send(&invite).await;
     }
 
+    /// A re-INVITE offering `sdp` (none: a late offer); returns its 200.
+    async fn reinvite(&mut self, sdp: Option<&str>) -> Msg {
+        self.in_dialog("INVITE", &[], sdp.map(|s| ("application/sdp", s)))
+            .await;
+        let cseq = self.cseq;
+        self.ua
+            .recv_where(|m| m.status() == Some(200) && m.cseq().0 == cseq)
+            .await
+    }
+
     /// An INVITE without SDP (a late offer).
     async fn invite_late(&mut self) {
         let contact = self.ua.contact("jane");
@@ -539,31 +549,28 @@ async fn reinvite_hold_and_resume_answers_with_our_sdp() {
 async fn a_reinvite_without_sdp_is_answered_in_its_ack() {
     let mut env = Env::start().await;
     let (mut caller, call, session) = established(&mut env).await;
-    for (cseq, direction, held) in [(2, "a=sendonly", true), (3, "a=sendrecv", false)] {
-        caller.in_dialog("INVITE", &[], None).await;
-        let ok = caller
-            .ua
-            .recv_where(|m| m.status() == Some(200) && m.cseq().0 == cseq)
-            .await;
+    let held = |on_hold| SessionEvent::HoldChanged {
+        call,
+        session,
+        on_hold,
+    };
+    // Held by an offer first: our answer, the SDP we last sent, is recvonly.
+    let hold = SDP_OFFER.replace("a=sendrecv", "a=sendonly");
+    let ok = caller.reinvite(Some(&hold)).await;
+    assert!(ok.body.contains("a=recvonly"), "{}", ok.body);
+    caller.ack(2).await;
+    assert_eq!(env.event().await.event, held(true));
+    // Then re-INVITEs without SDP: each 200 offers sendrecv; the ACK's answer decides.
+    for (cseq, direction, on_hold) in [(3, "a=sendrecv", false), (4, "a=sendonly", true)] {
+        let ok = caller.reinvite(None).await;
         assert!(ok.body.contains("a=sendrecv"), "an offer: {}", ok.body);
         let answer = SDP_OFFER.replace("a=sendrecv", direction);
         caller.ack_with(cseq, Some(&answer)).await;
-        assert_eq!(
-            env.event().await.event,
-            SessionEvent::HoldChanged {
-                call,
-                session,
-                on_hold: held
-            }
-        );
+        assert_eq!(env.event().await.event, held(on_hold));
     }
     // The same state again: no event.
-    caller.in_dialog("INVITE", &[], None).await;
-    caller
-        .ua
-        .recv_where(|m| m.status() == Some(200) && m.cseq().0 == 4)
-        .await;
-    caller.ack_with(4, Some(SDP_OFFER)).await;
+    caller.reinvite(None).await;
+    caller.ack_with(5, Some(&hold)).await;
     assert!(env.event_within(Duration::from_millis(200)).await.is_none());
     env.shutdown().await;
 }
