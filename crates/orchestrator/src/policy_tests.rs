@@ -1400,17 +1400,8 @@ fn an_emptied_queue_keeps_its_callbacks() {
     online(&mut o, "ann", 0);
     let out = set_status(&mut o, "ann", on_break("x"), 1);
     assert!(out.iter().all(|x| !matches!(x, Output::Removed { .. })));
-    queued(&mut o, 1, "support", 10);
-    queued(&mut o, 2, "support", 20);
-    o.handle(Input::CallbackRequested { call: CallId(1) }, 30);
     // The last member logs out: the caller on the line leaves, the callback stays.
-    let out = o.handle(Input::AgentOffline { agent: a("ann") }, 40);
-    assert_eq!(
-        removed(&out).iter().map(|x| x.0).collect::<Vec<_>>(),
-        vec![2],
-        "{out:?}"
-    );
-    assert_eq!(o.waiting(&q("support")), vec![CallId(1)]);
+    the_callback_stays_when_ann_leaves(&mut o);
     // Back from break and online again: the callback is placed.
     set_status(&mut o, "ann", AgentStatus::Available, 50);
     let out = online(&mut o, "ann", 60);
@@ -1428,8 +1419,14 @@ fn an_emptied_queue_keeps_its_callbacks() {
         vec![agent("ann").with_queue(q("other"))],
     );
     online(&mut o, "ann", 0);
-    queued(&mut o, 1, "support", 10);
-    queued(&mut o, 2, "support", 20);
+    the_callback_stays_when_ann_leaves(&mut o);
+}
+
+/// Calls 1 (a callback) and 2 wait in `support`; ann, its last member, logs out: call 2
+/// is removed, the callback stays.
+fn the_callback_stays_when_ann_leaves(o: &mut Orchestrator) {
+    queued(o, 1, "support", 10);
+    queued(o, 2, "support", 20);
     o.handle(Input::CallbackRequested { call: CallId(1) }, 30);
     let out = o.handle(Input::AgentOffline { agent: a("ann") }, 40);
     assert_eq!(

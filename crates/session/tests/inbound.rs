@@ -780,13 +780,9 @@ async fn dialog_probe_alive_then_lost() {
     env.shutdown().await;
 }
 
-/// A late offer: an INVITE without SDP is offered to the engine without one; the 200
-/// carries the engine's offer and the ACK the caller's answer, which `Confirmed` brings.
-/// An SDP in the ACK of an ordinary call is no answer: `Confirmed` carries none.
-#[tokio::test]
-async fn a_late_offer_is_answered_in_the_ack() {
-    let mut env = Env::start().await;
-    let mut caller = Caller::new(&env).await;
+/// `caller` sends an INVITE without SDP, offered to the engine without one, which
+/// answers: the ids and the 200.
+async fn late_call(env: &mut Env, caller: &mut Caller) -> (CallId, SessionId, Msg) {
     caller.invite_late().await;
     assert_eq!(caller.ua.recv().await.status(), Some(100));
     let (call, session) = match env.event().await.event {
@@ -801,7 +797,18 @@ async fn a_late_offer_is_answered_in_the_ack() {
         }
         other => panic!("expected IncomingCall, got {other:?}"),
     };
-    let (ok, _) = answer(&mut env, &mut caller, call, session).await;
+    let (ok, _) = answer(env, caller, call, session).await;
+    (call, session, ok)
+}
+
+/// A late offer: an INVITE without SDP is offered to the engine without one; the 200
+/// carries the engine's offer and the ACK the caller's answer, which `Confirmed` brings.
+/// An SDP in the ACK of an ordinary call is no answer: `Confirmed` carries none.
+#[tokio::test]
+async fn a_late_offer_is_answered_in_the_ack() {
+    let mut env = Env::start().await;
+    let mut caller = Caller::new(&env).await;
+    let (call, session, ok) = late_call(&mut env, &mut caller).await;
     assert_eq!(ok.body, SDP_ENGINE, "the 200 carries the engine's offer");
     caller.ack_with(1, Some(SDP_OFFER)).await;
     assert_eq!(
@@ -815,12 +822,7 @@ async fn a_late_offer_is_answered_in_the_ack() {
 
     // A late answer that holds: on hold from the start.
     let mut held = Caller::new(&env).await;
-    held.invite_late().await;
-    assert_eq!(held.ua.recv().await.status(), Some(100));
-    let SessionEvent::IncomingCall { call, session, .. } = env.event().await.event else {
-        panic!("expected IncomingCall");
-    };
-    answer(&mut env, &mut held, call, session).await;
+    let (call, session, _) = late_call(&mut env, &mut held).await;
     let sendonly = SDP_OFFER.replace("a=sendrecv", "a=sendonly");
     held.ack_with(1, Some(&sendonly)).await;
     assert!(matches!(
