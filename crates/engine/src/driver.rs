@@ -996,6 +996,25 @@ impl Driver {
             .await;
     }
 
+    /// Answers the customer's INVITE `session` of `call` with the final `status` (and a
+    /// `Retry-After`).
+    async fn reject(
+        &mut self,
+        cause: Option<EventId>,
+        call: CallId,
+        session: SessionId,
+        status: u16,
+        retry_after_secs: Option<u32>,
+    ) {
+        let reject = SessionCommand::Reject {
+            call,
+            session,
+            status,
+            retry_after_secs,
+        };
+        self.send(cause, EngineEvent::SessionCommand(reject)).await;
+    }
+
     /// Refuses a call to `queue` before answering it with `status`: counted in the
     /// queue's statistics and event log, and recorded (disposition `Refused`, the status
     /// as its cause).
@@ -1006,16 +1025,7 @@ impl Driver {
         queue: QueueId,
         status: u16,
     ) {
-        self.send(
-            cause,
-            EngineEvent::SessionCommand(SessionCommand::Reject {
-                call: r.call,
-                session: r.session,
-                status,
-                retry_after_secs: None,
-            }),
-        )
-        .await;
+        self.reject(cause, r.call, r.session, status, None).await;
         self.stats.call_refused(&queue, self.now());
         self.send(
             cause,
@@ -1967,16 +1977,7 @@ impl Driver {
             // No call of the call center's: no record (a scanner trying numbers would
             // otherwise write one per INVITE).
             info!(%call, %to, "unknown queue: 404");
-            self.send(
-                cause,
-                EngineEvent::SessionCommand(SessionCommand::Reject {
-                    call,
-                    session,
-                    status: 404,
-                    retry_after_secs: None,
-                }),
-            )
-            .await;
+            self.reject(cause, call, session, 404, None).await;
             return;
         }
         if self.calls.len() >= self.max_calls {
@@ -1984,16 +1985,8 @@ impl Driver {
             // Only counted: an overloaded engine writes no records for what it refuses.
             warn!(%call, calls = self.calls.len(), max = self.max_calls, "overload: 503");
             self.stats.call_refused(&queue, self.now());
-            self.send(
-                cause,
-                EngineEvent::SessionCommand(SessionCommand::Reject {
-                    call,
-                    session,
-                    status: 503,
-                    retry_after_secs: Some(RETRY_AFTER_SECS),
-                }),
-            )
-            .await;
+            self.reject(cause, call, session, 503, Some(RETRY_AFTER_SECS))
+                .await;
             return;
         }
         // Caller rules: blacklist, VIP priority, skills.
@@ -2234,16 +2227,7 @@ impl Driver {
                             _ => None,
                         };
                         if let Some(session) = session {
-                            self.send(
-                                cause,
-                                EngineEvent::SessionCommand(SessionCommand::Reject {
-                                    call,
-                                    session,
-                                    status: 488,
-                                    retry_after_secs: None,
-                                }),
-                            )
-                            .await;
+                            self.reject(cause, call, session, 488, None).await;
                             self.call_input(cause, call, CallInput::Hangup { cause: why })
                                 .await;
                         }
